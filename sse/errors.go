@@ -1,0 +1,81 @@
+package sse
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrEventTooLarge is returned by the parser when one event (or one
+	// line) grows past the configured maximum event size.
+	ErrEventTooLarge = errors.New("sse: event exceeds maximum size")
+
+	// ErrInvalidID is returned when encoding an id that contains CR, LF or
+	// NULL: a reader would see a different id, or none.
+	ErrInvalidID = errors.New("sse: id contains CR, LF or NULL")
+
+	// ErrInvalidType is returned when encoding an event type that contains
+	// CR, LF or NULL.
+	ErrInvalidType = errors.New("sse: event type contains CR, LF or NULL")
+
+	// ErrStreamClosed is returned by Stream.Send after the stream was closed.
+	ErrStreamClosed = errors.New("sse: stream closed")
+
+	// ErrClientGone is the error of a Stream whose client went away.
+	ErrClientGone = errors.New("sse: client went away")
+
+	// ErrSlowClient is the error of a Stream that was disconnected because
+	// its client did not read fast enough and its buffer filled up.
+	ErrSlowClient = errors.New("sse: client too slow, buffer full")
+
+	// ErrSlowSubscriber is the error of a hub Subscription that was dropped
+	// because it did not keep up with the publisher.
+	ErrSlowSubscriber = errors.New("sse: subscriber too slow, dropped")
+
+	// ErrHubClosed is the error of a Subscription whose hub was closed, and
+	// of operations on a closed hub.
+	ErrHubClosed = errors.New("sse: hub closed")
+
+	// ErrUnsubscribed is the error of a Subscription after Close.
+	ErrUnsubscribed = errors.New("sse: unsubscribed")
+
+	// ErrNoContent is returned by the client when the server answered 204 No
+	// Content: the standard's way of telling a client to stop reconnecting.
+	ErrNoContent = errors.New("sse: server answered 204 No Content, not reconnecting")
+
+	// ErrNotFlushable is returned by NewStream when the ResponseWriter cannot
+	// flush, so events would sit in a buffer.
+	ErrNotFlushable = errors.New("sse: response writer does not support flushing")
+)
+
+// StatusError is returned by the client when the server answers with a status
+// other than 200 (and other than 204, see ErrNoContent). The client does not
+// reconnect after it.
+type StatusError struct {
+	StatusCode int
+	Status     string // as sent, e.g. "500 Internal Server Error"
+	Body       string // the start of the body, for the message
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("sse: server answered %s, want 200 OK", e.Status)
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// ContentTypeError is returned by the client when a 200 response's
+// Content-Type is not text/event-stream. The client does not reconnect after
+// it.
+type ContentTypeError struct {
+	ContentType string
+}
+
+func (e *ContentTypeError) Error() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "none"
+	}
+	return fmt.Sprintf("sse: server answered with Content-Type %q, want text/event-stream", ct)
+}

@@ -1,0 +1,344 @@
+package sse
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Defaults for HubConfig's zero values.
+const (
+	DefaultHistorySize      = 1000
+	DefaultHistoryBytes     = 4 << 20
+	DefaultSubscriberBuffer = 256
+)
+
+// HubConfig configures a Hub. The zero value means the defaults.
+type HubConfig struct {
+	// HistorySize is how many recent events each topic keeps for
+	// Last-Event-ID replay. Zero means DefaultHistorySize (1000); negative
+	// keeps none.
+	HistorySize int
+	// HistoryBytes bounds the encoded size of a topic's history. Zero means
+	// DefaultHistoryBytes (4 MiB).
+	HistoryBytes int
+	// HistoryTTL, if positive, also drops history entries older than this.
+	HistoryTTL time.Duration
+	// SubscriberBuffer is how many events a Subscription may have waiting
+	// before it is dropped with ErrSlowSubscriber. Zero means
+	// DefaultSubscriberBuffer (256).
+	SubscriberBuffer int
+	// Stream configures the streams of Handler. Their SlowClient policy is
+	// always Disconnect: a client whose buffer is full is dropped rather
+	// than slowing the publisher.
+	Stream StreamConfig
+}
+
+// Hub fans events out to subscribers by topic and keeps a bounded history
+// per topic so that a reconnecting client receives exactly the events it
+// missed.
+//
+// Publishing never blocks on a subscriber: each subscriber has a bounded
+// buffer, and one that is full is dropped with a reason (ErrSlowSubscriber,
+// or ErrSlowClient for HTTP streams) while the others go on.
+//
+// Replay: Subscribe with a Last-Event-ID sends the events published after
+// that id. If the id is not in the topic's history (unknown, or expired out
+// of it), the subscriber cannot know what it missed: it receives the whole
+// retained history, and Subscription.Gap reports true. An empty
+// Last-Event-ID replays nothing.
+//
+// Events published without an ID get the topic's sequence number as their
+// ID, so that every event can be replayed from.
+//
+// The hub's state has one owner per topic: a mutex that Publish, Subscribe
+// and Close take, so a subscriber sees every event once, in order, with no
+// gap between replay and live events. All methods are safe for concurrent
+// use. The hub starts no goroutines.
+type Hub struct {
+	cfg HubConfig
+
+	mu     sync.Mutex // guards topics and closed
+	topics map[string]*topic
+	closed bool
+}
+
+type topic struct {
+	mu      sync.Mutex
+	seq     uint64
+	history []*entry // oldest first
+	bytes   int
+	subs    map[*Subscription]struct{}
+	closed  bool
+}
+
+type entry struct {
+	ev  Event
+	raw []byte // the encoded event
+	at  time.Time
+}
+
+// NewHub returns an empty hub.
+func NewHub(cfg HubConfig) *Hub {
+	switch {
+	case cfg.HistorySize == 0:
+		cfg.HistorySize = DefaultHistorySize
+	case cfg.HistorySize < 0:
+		cfg.HistorySize = 0
+	}
+	if cfg.HistoryBytes <= 0 {
+		cfg.HistoryBytes = DefaultHistoryBytes
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = DefaultSubscriberBuffer
+	}
+	cfg.Stream.SlowClient = Disconnect
+	return &Hub{cfg: cfg, topics: make(map[string]*topic)}
+}
+
+func (h *Hub) topic(name string) (*topic, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
+	t := h.topics[name]
+	if t == nil {
+		t = &topic{subs: make(map[*Subscription]struct{})}
+		h.topics[name] = t
+	}
+	return t, nil
+}
+
+// Publish sends e to every subscriber of the topic and adds it to the
+// topic's history. An empty e.ID is replaced by the topic's next sequence
+// number. It returns the event as published (with its ID).
+func (h *Hub) Publish(topicName string, e Event) (Event, error) {
+	t, err := h.topic(topicName)
+	if err != nil {
+		return Event{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return Event{}, ErrHubClosed
+	}
+	t.seq++
+	if e.ID == "" {
+		e.ID = strconv.FormatUint(t.seq, 10)
+	}
+	raw, err := AppendEvent(nil, e)
+	if err != nil {
+		return Event{}, err
+	}
+	ent := &entry{ev: e, raw: raw}
+	if h.cfg.HistorySize > 0 {
+		ent.at = time.Now()
+		t.history = append(t.history, ent)
+		t.bytes += len(raw)
+		h.trim(t, ent.at)
+	}
+	for sub := range t.subs {
+		if !sub.deliver(ent) {
+			delete(t.subs, sub)
+		}
+	}
+	return e, nil
+}
+
+// trim drops history entries past the configured bounds.
+func (h *Hub) trim(t *topic, now time.Time) {
+	drop := 0
+	for drop < len(t.history) {
+		old := t.history[drop]
+		over := len(t.history)-drop > h.cfg.HistorySize || t.bytes > h.cfg.HistoryBytes
+		expired := h.cfg.HistoryTTL > 0 && now.Sub(old.at) > h.cfg.HistoryTTL
+		if !over && !expired {
+			break
+		}
+		t.bytes -= len(old.raw)
+		t.history[drop] = nil
+		drop++
+	}
+	if drop > 0 {
+		t.history = t.history[drop:]
+		if cap(t.history) > 2*h.cfg.HistorySize+16 {
+			t.history = append([]*entry(nil), t.history...)
+		}
+	}
+}
+
+// replayFrom returns the history after lastID and whether lastID was not
+// found (a gap). The caller holds t.mu.
+func (h *Hub) replayFrom(t *topic, lastID string) ([]*entry, bool) {
+	if lastID == "" {
+		return nil, false
+	}
+	if h.cfg.HistoryTTL > 0 {
+		h.trim(t, time.Now())
+	}
+	for i := len(t.history) - 1; i >= 0; i-- {
+		if t.history[i].ev.ID == lastID {
+			return t.history[i+1:], false
+		}
+	}
+	return t.history, true
+}
+
+// Subscription receives a topic's events. Next and Close are safe for
+// concurrent use; Next is meant for one goroutine.
+type Subscription struct {
+	t      *topic
+	ch     chan *entry // nil for stream subscribers
+	stream *Stream     // set for Handler's subscribers
+	replay []*entry
+	gap    bool
+	err    error // set under t.mu before ch is closed
+}
+
+// deliver hands ent to the subscriber without waiting. It reports false
+// when the subscriber was dropped. The caller holds t.mu.
+func (s *Subscription) deliver(ent *entry) bool {
+	if s.stream != nil {
+		return s.stream.tryEnqueue(ent.raw)
+	}
+	select {
+	case s.ch <- ent:
+		return true
+	default:
+		s.err = ErrSlowSubscriber
+		close(s.ch)
+		return false
+	}
+}
+
+// Subscribe subscribes to a topic. lastEventID, if not empty, asks for the
+// events published after it (see Hub for what happens when it is unknown).
+func (h *Hub) Subscribe(topicName, lastEventID string) (*Subscription, error) {
+	t, err := h.topic(topicName)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrHubClosed
+	}
+	replay, gap := h.replayFrom(t, lastEventID)
+	s := &Subscription{
+		t:      t,
+		ch:     make(chan *entry, h.cfg.SubscriberBuffer),
+		replay: append([]*entry(nil), replay...),
+		gap:    gap,
+	}
+	t.subs[s] = struct{}{}
+	return s, nil
+}
+
+// Gap reports whether the Last-Event-ID given to Subscribe was not found in
+// the history, so that events may have been missed and the whole retained
+// history was replayed instead.
+func (s *Subscription) Gap() bool { return s.gap }
+
+// Next returns the next event: replayed ones first, then live ones. It
+// returns ctx's error when ctx ends, and the subscription's error once it
+// has ended (ErrSlowSubscriber, ErrHubClosed or ErrUnsubscribed).
+func (s *Subscription) Next(ctx context.Context) (Event, error) {
+	if len(s.replay) > 0 {
+		ent := s.replay[0]
+		s.replay[0] = nil
+		s.replay = s.replay[1:]
+		return ent.ev, nil
+	}
+	select {
+	case ent, ok := <-s.ch:
+		if !ok {
+			s.t.mu.Lock()
+			defer s.t.mu.Unlock()
+			return Event{}, s.err
+		}
+		return ent.ev, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// Close ends the subscription; Next then returns ErrUnsubscribed. It is
+// idempotent.
+func (s *Subscription) Close() {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if _, ok := s.t.subs[s]; !ok {
+		return
+	}
+	delete(s.t.subs, s)
+	if s.ch != nil {
+		s.err = ErrUnsubscribed
+		close(s.ch)
+	}
+}
+
+// Close ends every subscription with ErrHubClosed and makes further
+// Publish and Subscribe calls fail. Streams served by Handler end.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	topics := h.topics
+	h.topics = nil
+	h.mu.Unlock()
+	for _, t := range topics {
+		t.mu.Lock()
+		t.closed = true
+		for s := range t.subs {
+			delete(t.subs, s)
+			if s.stream != nil {
+				s.stream.mu.Lock()
+				s.stream.failLocked(ErrHubClosed)
+				s.stream.mu.Unlock()
+				continue
+			}
+			s.err = ErrHubClosed
+			close(s.ch)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// Handler returns an http.Handler that streams a topic to each request: the
+// topic is topicOf(r). A client's Last-Event-ID header is honoured as
+// Subscribe describes. A client that falls behind by more than the stream
+// buffer is disconnected; it reconnects and catches up from the history.
+func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, err := h.topic(topicOf(r))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		st, err := NewStream(w, r, h.cfg.Stream)
+		if err != nil {
+			return
+		}
+		defer st.Close()
+		sub := &Subscription{t: t, stream: st}
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return
+		}
+		replay, _ := h.replayFrom(t, st.LastEventID())
+		for _, ent := range replay {
+			st.tryEnqueue(ent.raw)
+		}
+		t.subs[sub] = struct{}{}
+		t.mu.Unlock()
+		defer sub.Close()
+		<-st.Done()
+	})
+}

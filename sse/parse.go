@@ -1,0 +1,301 @@
+package sse
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"time"
+)
+
+// DefaultMaxEventSize is the largest event a Parser accepts when
+// ParserConfig.MaxEventSize is zero: 16 MiB.
+const DefaultMaxEventSize = 16 << 20
+
+const initialBufSize = 4 << 10
+
+// ParserConfig configures a Parser. The zero value is ready to use.
+type ParserConfig struct {
+	// MaxEventSize bounds the bytes of one event: its data buffer plus the
+	// line being read. Longer lines and events end parsing with
+	// ErrEventTooLarge. Zero means DefaultMaxEventSize. There is no other
+	// limit on line length.
+	MaxEventSize int
+
+	// OnComment, if set, is called with the text of each comment line (the
+	// part after the colon, one leading space removed), for example a
+	// server's keepalive. It runs on the goroutine that calls Next.
+	OnComment func(text string)
+
+	// LastEventID is the last event ID the stream starts with. The standard
+	// starts every stream with "", but browsers carry the id over when they
+	// reconnect, and so does Client: a reconnected stream that sends no id
+	// keeps reporting the last one.
+	LastEventID string
+}
+
+// Parser reads events from an event stream, following the WHATWG HTML
+// standard's "interpreting an event stream" algorithm exactly: UTF-8 decoding
+// with U+FFFD replacement, one leading BOM removed, CR, LF and CRLF line ends,
+// comments, fields with and without a colon, data lines joined with LF,
+// blocks without data not dispatched but still setting the last event ID,
+// ids with NULL ignored, retry taken only when all ASCII digits, and an
+// unterminated last block discarded.
+//
+// It is incremental: an event is returned as soon as the blank line that ends
+// it has been read, even when that line ends with a CR whose LF has not
+// arrived yet.
+//
+// A Parser is not safe for concurrent use.
+type Parser struct {
+	r         io.Reader
+	max       int
+	onComment func(string)
+
+	buf        []byte // buf[start:end] is read but not yet processed
+	start, end int
+	scanned    int  // buf[start:scanned] holds no line end
+	bomChecked bool // the leading BOM, if any, is gone
+	skipLF     bool // the last line ended in CR: drop one LF that follows
+	err        error
+
+	data      []byte // the data buffer
+	eventType []byte // the event type buffer
+	idBuf     string // the last event ID buffer
+	lastID    string // the last event ID at the latest dispatch
+	retry     time.Duration
+	retrySet  bool
+}
+
+// NewParser returns a parser reading from r.
+func NewParser(r io.Reader, cfg ParserConfig) *Parser {
+	max := cfg.MaxEventSize
+	if max <= 0 {
+		max = DefaultMaxEventSize
+	}
+	return &Parser{r: r, max: max, onComment: cfg.OnComment, idBuf: cfg.LastEventID, lastID: cfg.LastEventID}
+}
+
+// LastEventID returns the stream's last event ID: the value the last
+// dispatched block left it at. It is what a client sends in Last-Event-ID.
+func (p *Parser) LastEventID() string { return p.lastID }
+
+// Retry returns the reconnection time set by the stream so far, and whether
+// the stream set one at all.
+func (p *Parser) Retry() (time.Duration, bool) { return p.retry, p.retrySet }
+
+// Next returns the next event. At the end of the stream it returns io.EOF;
+// an event that was not finished by a blank line is discarded. Other errors
+// are the reader's, or ErrEventTooLarge. After an error, Next keeps returning
+// it.
+func (p *Parser) Next() (Event, error) {
+	for {
+		line, ok, err := p.line()
+		if err != nil {
+			return Event{}, err
+		}
+		if !ok {
+			continue
+		}
+		if ev, ok := p.processLine(line); ok {
+			return ev, nil
+		}
+		if p.err != nil {
+			return Event{}, p.err
+		}
+	}
+}
+
+// line returns the next complete line without its terminator. ok is false
+// when more input had to be read and the caller should simply call again.
+func (p *Parser) line() (line []byte, ok bool, err error) {
+	if p.err != nil {
+		return nil, false, p.err
+	}
+	if !p.bomChecked {
+		avail := p.buf[p.start:p.end]
+		switch {
+		case bytes.HasPrefix(avail, bom):
+			p.start += len(bom)
+			p.bomChecked = true
+		case len(avail) >= len(bom) || !bytes.HasPrefix(bom, avail):
+			p.bomChecked = true
+		default: // a prefix of a BOM, or nothing yet
+			return nil, false, p.fill()
+		}
+		p.scanned = p.start
+	}
+	if p.skipLF && p.start < p.end {
+		p.skipLF = false
+		if p.buf[p.start] == '\n' {
+			p.start++
+			p.scanned = p.start
+		}
+	}
+	rest := p.buf[p.scanned:p.end]
+	i := bytes.IndexByte(rest, '\n')
+	scope := rest
+	if i >= 0 {
+		scope = rest[:i]
+	}
+	if j := bytes.IndexByte(scope, '\r'); j >= 0 {
+		// A CR ends the line; an LF right after it belongs to it.
+		lineEnd := p.scanned + j
+		line = p.buf[p.start:lineEnd]
+		next := lineEnd + 1
+		if next < p.end {
+			if p.buf[next] == '\n' {
+				next++
+			}
+		} else {
+			// The CR was the last byte read: do not wait for a
+			// possible LF, remember to drop it instead.
+			p.skipLF = true
+		}
+		p.start, p.scanned = next, next
+		return line, true, nil
+	}
+	if i >= 0 {
+		lineEnd := p.scanned + i
+		line = p.buf[p.start:lineEnd]
+		p.start, p.scanned = lineEnd+1, lineEnd+1
+		return line, true, nil
+	}
+	p.scanned = p.end
+	if p.end-p.start+len(p.data) > p.max {
+		p.err = ErrEventTooLarge
+		return nil, false, p.err
+	}
+	return nil, false, p.fill()
+}
+
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+// fill reads more input into the buffer, compacting or growing it first.
+func (p *Parser) fill() error {
+	if p.start > 0 && p.start == p.end {
+		p.start, p.end, p.scanned = 0, 0, 0
+	}
+	if p.end == len(p.buf) {
+		if p.start > 0 && p.start >= len(p.buf)/2 {
+			n := copy(p.buf, p.buf[p.start:p.end])
+			p.scanned -= p.start
+			p.start, p.end = 0, n
+		} else {
+			size := 2 * len(p.buf)
+			if size < initialBufSize {
+				size = initialBufSize
+			}
+			nb := make([]byte, size)
+			n := copy(nb, p.buf[p.start:p.end])
+			p.scanned -= p.start
+			p.buf, p.start, p.end = nb, 0, n
+		}
+	}
+	n, err := p.r.Read(p.buf[p.end:])
+	p.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		return nil // a reader may return 0, nil; call again
+	}
+	if err == io.EOF {
+		// Whatever is left is an unterminated line or block: discarded.
+		p.data = p.data[:0]
+	}
+	p.err = err
+	return err
+}
+
+// processLine applies one line to the parser state and returns the event it
+// dispatches, if any.
+func (p *Parser) processLine(line []byte) (Event, bool) {
+	if len(line) == 0 {
+		return p.dispatch()
+	}
+	if line[0] == ':' {
+		if p.onComment != nil {
+			p.onComment(decodeString(trimSpace(line[1:])))
+		}
+		return Event{}, false
+	}
+	field, value := line, []byte(nil)
+	if i := bytes.IndexByte(line, ':'); i >= 0 {
+		field, value = line[:i], trimSpace(line[i+1:])
+	}
+	switch string(field) {
+	case "data":
+		if len(p.data)+len(value)+1 > p.max {
+			p.err = ErrEventTooLarge
+			return Event{}, false
+		}
+		p.data = appendDecoded(p.data, value)
+		p.data = append(p.data, '\n')
+	case "event":
+		p.eventType = appendDecoded(p.eventType[:0], value)
+	case "id":
+		if bytes.IndexByte(value, 0) < 0 {
+			if string(value) != p.idBuf {
+				p.idBuf = decodeString(value)
+			}
+		}
+	case "retry":
+		if ms, ok := parseDigits(value); ok {
+			p.retry = time.Duration(ms) * time.Millisecond
+			p.retrySet = true
+		}
+	}
+	return Event{}, false
+}
+
+func (p *Parser) dispatch() (Event, bool) {
+	p.lastID = p.idBuf
+	if len(p.data) == 0 {
+		p.eventType = p.eventType[:0]
+		return Event{}, false
+	}
+	data := p.data[:len(p.data)-1] // every data line ends in LF
+	ev := Event{ID: p.lastID, Type: "message", Data: string(data)}
+	if len(p.eventType) > 0 {
+		ev.Type = string(p.eventType)
+	}
+	if p.retrySet {
+		ev.Retry = p.retry
+	}
+	p.data = p.data[:0]
+	p.eventType = p.eventType[:0]
+	if cap(p.data) > p.max/4 && cap(p.data) > 64<<10 {
+		p.data = nil // do not keep a huge buffer for small events after one big one
+	}
+	return ev, true
+}
+
+// trimSpace removes one leading U+0020 SPACE, as the standard says.
+func trimSpace(b []byte) []byte {
+	if len(b) > 0 && b[0] == ' ' {
+		return b[1:]
+	}
+	return b
+}
+
+// parseDigits parses a retry value: ASCII digits only, at least one. Values
+// too large for a Duration saturate.
+func parseDigits(b []byte) (int64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n <= limit {
+			n = n*10 + int64(c-'0')
+		}
+	}
+	if n > limit {
+		n = limit
+	}
+	return n, true
+}
