@@ -152,13 +152,13 @@ func (p *Parser) line() (line []byte, ok bool, err error) {
 			p.skipLF = true
 		}
 		p.start, p.scanned = next, next
-		return line, true, nil
+		return p.checkLine(line)
 	}
 	if i >= 0 {
 		lineEnd := p.scanned + i
 		line = p.buf[p.start:lineEnd]
 		p.start, p.scanned = lineEnd+1, lineEnd+1
-		return line, true, nil
+		return p.checkLine(line)
 	}
 	p.scanned = p.end
 	if p.end-p.start+len(p.data) > p.max {
@@ -166,6 +166,16 @@ func (p *Parser) line() (line []byte, ok bool, err error) {
 		return nil, false, p.err
 	}
 	return nil, false, p.fill()
+}
+
+// checkLine applies the event size limit to a complete line, so that the
+// outcome never depends on how the input was split into reads.
+func (p *Parser) checkLine(line []byte) ([]byte, bool, error) {
+	if len(line)+len(p.data) > p.max {
+		p.err = ErrEventTooLarge
+		return nil, false, p.err
+	}
+	return line, true, nil
 }
 
 var bom = []byte{0xEF, 0xBB, 0xBF}
