@@ -35,7 +35,8 @@ type ClientConfig struct {
 	// applies ResponseHeaderTimeout and IdleTimeout itself.
 	HTTPClient *http.Client
 
-	// Header is sent with every request, including every reconnect.
+	// Header is sent with every request, including every reconnect. A Host
+	// entry sets the request's Host.
 	Header http.Header
 
 	// LastEventID is sent as Last-Event-ID on the first request.
@@ -182,7 +183,8 @@ func isFatal(err error) bool {
 }
 
 // backoff returns the delay before the next connection: the reconnection
-// time after a healthy connection, doubling with each further failure up to
+// time after a healthy connection and after a first failure, doubling with
+// each further failure up to
 // MaxBackoff, plus up to half again of random jitter so that many clients
 // of one server do not reconnect in step.
 func (c *Client) backoff(failures int) time.Duration {
@@ -193,7 +195,7 @@ func (c *Client) backoff(failures int) time.Duration {
 	d := base
 	if failures > 0 {
 		d = max(base, minBackoffBase)
-		for i := 0; i < failures && d < c.cfg.MaxBackoff; i++ {
+		for i := 1; i < failures && d < c.cfg.MaxBackoff; i++ {
 			d *= 2
 		}
 		d = max(min(d, c.cfg.MaxBackoff), base)
@@ -223,6 +225,10 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 	}
 	for k, v := range c.cfg.Header {
 		req.Header[k] = append([]string(nil), v...)
+	}
+	if h := req.Header.Get("Host"); h != "" {
+		req.Host = h // net/http sends req.Host, not a Host header
+		req.Header.Del("Host")
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")

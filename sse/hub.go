@@ -321,15 +321,14 @@ func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		st, err := NewStream(w, r, h.cfg.Stream)
-		if err != nil {
-			return
-		}
-		defer st.Close()
+		// Subscribe before the headers go out: a client that has seen
+		// them receives every event published from then on.
+		st := newStream(w, r, h.cfg.Stream)
 		sub := &Subscription{t: t, stream: st}
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
+			http.Error(w, ErrHubClosed.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		replay, _ := h.replayFrom(t, st.LastEventID())
@@ -339,6 +338,13 @@ func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
 		t.subs[sub] = struct{}{}
 		t.mu.Unlock()
 		defer sub.Close()
-		<-st.Done()
+		if st.start() != nil {
+			return
+		}
+		defer st.Close()
+		select {
+		case <-st.Done():
+		case <-r.Context().Done():
+		}
 	})
 }

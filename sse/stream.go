@@ -95,6 +95,16 @@ type Stream struct {
 // It returns ErrNotFlushable if w cannot flush; the handler should then
 // return.
 func NewStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) (*Stream, error) {
+	s := newStream(w, r, cfg)
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newStream sets a stream up without any I/O; events may be queued before
+// start writes the headers.
+func newStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) *Stream {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = DefaultKeepAlive
 	}
@@ -104,27 +114,9 @@ func NewStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) (*Strea
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	h.Del("Content-Length")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if cfg.Retry > 0 {
-		if _, err := w.Write(append(appendRetry(nil, cfg.Retry), '\n')); err != nil {
-			return nil, err
-		}
-	}
-	if err := rc.Flush(); err != nil {
-		if errors.Is(err, http.ErrNotSupported) {
-			return nil, ErrNotFlushable
-		}
-		return nil, err
-	}
-	s := &Stream{
+	return &Stream{
 		w:        w,
-		rc:       rc,
+		rc:       http.NewResponseController(w),
 		cfg:      cfg,
 		ctx:      r.Context(),
 		room:     make(chan struct{}),
@@ -134,8 +126,36 @@ func NewStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) (*Strea
 		done:     make(chan struct{}),
 		lastID:   r.Header.Get("Last-Event-ID"),
 	}
+}
+
+// start writes and flushes the headers, then starts the writer goroutine.
+// When it fails, the stream is ended and Close returns at once.
+func (s *Stream) start() error {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	s.w.WriteHeader(http.StatusOK)
+	var err error
+	if s.cfg.Retry > 0 {
+		_, err = s.w.Write(append(appendRetry(nil, s.cfg.Retry), '\n'))
+	}
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	if errors.Is(err, http.ErrNotSupported) {
+		err = ErrNotFlushable
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.failLocked(err)
+		s.mu.Unlock()
+		close(s.done)
+		return err
+	}
 	go s.writeLoop()
-	return s, nil
+	return nil
 }
 
 // LastEventID returns the request's Last-Event-ID header: the id of the last

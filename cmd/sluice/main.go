@@ -1,0 +1,88 @@
+// Command sluice is a streaming-first HTTP tunnel, and a curl for
+// Server-Sent Events. Run "sluice help" for its subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
+	stop()
+	os.Exit(exitCode(err, interrupted))
+}
+
+// usageError is a mistake in the command line; it exits with 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// errHelp ends a command that printed its help on request.
+var errHelp = errors.New("help requested")
+
+func exitCode(err error, interrupted bool) int {
+	var ue *usageError
+	switch {
+	case err == nil && interrupted:
+		return 130
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	default:
+		return 1
+	}
+}
+
+const usage = `sluice: a streaming-first HTTP tunnel, and a curl for Server-Sent Events.
+
+Usage:
+  sluice <command> [arguments]
+
+Commands:
+  events URL   print the events of a Server-Sent Events stream
+  demo         run a demo event feed on 127.0.0.1 and print its events
+  version      print the version
+  help         print this help
+
+Run "sluice <command> --help" for a command's flags.
+`
+
+// Run runs the sluice command line with args (without the program name).
+// Errors have already been reported on stderr when Run returns them.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command")
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "events":
+		err = runEvents(ctx, rest, stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		err = runVersion(stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprint(stderr, usage)
+		err = usagef("unknown command %q", cmd)
+	}
+	if err != nil && !errors.Is(err, errHelp) {
+		fmt.Fprintf(stderr, "sluice: %v\n", err)
+	}
+	return err
+}
