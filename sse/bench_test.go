@@ -36,19 +36,28 @@ type benchInput struct {
 	dataBytes int    // sum of len(Data) over events
 }
 
-// benchInputs returns the workloads: small events, 1 KiB, 64 KiB and 1 MiB
-// events as one data line each, and 64 KiB and 1 MiB events as 64-byte data
-// lines. Every event has an id and an event type.
-func benchInputs() []*benchInput {
-	return []*benchInput{
-		makeBenchInput("small", 10000, 60, 0),
-		makeBenchInput("1KiB", 2000, 1<<10, 0),
-		makeBenchInput("64KiB", 64, 64<<10, 0),
-		makeBenchInput("64KiB-multiline", 64, 64<<10, 64),
-		makeBenchInput("1MiB", 8, 1<<20, 0),
-		makeBenchInput("1MiB-multiline", 8, 1<<20, 64),
+// benchInputs returns the workloads, built on first use: small events,
+// 1 KiB, 64 KiB and 1 MiB events as one data line each, and 64 KiB and 1 MiB
+// events as 64-byte data lines. Every event has an id and an event type.
+func benchInputs() []benchSpec {
+	return []benchSpec{
+		{"small", 10000, 60, 0},
+		{"1KiB", 2000, 1 << 10, 0},
+		{"64KiB", 64, 64 << 10, 0},
+		{"64KiB-multiline", 64, 64 << 10, 64},
+		{"1MiB", 8, 1 << 20, 0},
+		{"1MiB-multiline", 8, 1 << 20, 64},
 	}
 }
+
+// benchSpec describes a benchInput: n events of dataSize bytes of data, in
+// lines of lineLen bytes (0: one line).
+type benchSpec struct {
+	name                 string
+	n, dataSize, lineLen int
+}
+
+func (s benchSpec) build() *benchInput { return makeBenchInput(s.name, s.n, s.dataSize, s.lineLen) }
 
 // makeBenchInput builds n events whose Data is dataSize bytes of ASCII; if
 // lineLen > 0, every lineLen-th byte of Data is a line feed, so the event is
@@ -79,8 +88,9 @@ func makeBenchInput(name string, n, dataSize, lineLen int) *benchInput {
 }
 
 func BenchmarkParse(b *testing.B) {
-	for _, in := range benchInputs() {
-		b.Run(in.name, func(b *testing.B) {
+	for _, spec := range benchInputs() {
+		b.Run(spec.name, func(b *testing.B) {
+			in := spec.build()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(in.stream)))
 			r := bytes.NewReader(in.stream)
@@ -108,8 +118,9 @@ func BenchmarkParse(b *testing.B) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	for _, in := range benchInputs() {
-		b.Run(in.name, func(b *testing.B) {
+	for _, spec := range benchInputs() {
+		b.Run(spec.name, func(b *testing.B) {
+			in := spec.build()
 			// The encoder must produce exactly the stream the parse
 			// benchmark reads.
 			var all []byte

@@ -60,6 +60,7 @@ type Parser struct {
 
 	data      []byte // the data buffer
 	eventType []byte // the event type buffer
+	lastType  string // the last dispatched type, reused to save allocations
 	idBuf     string // the last event ID buffer
 	lastID    string // the last event ID at the latest dispatch
 	retry     time.Duration
@@ -267,7 +268,10 @@ func (p *Parser) dispatch() (Event, bool) {
 	data := p.data[:len(p.data)-1] // every data line ends in LF
 	ev := Event{ID: p.lastID, Type: "message", Data: string(data)}
 	if len(p.eventType) > 0 {
-		ev.Type = string(p.eventType)
+		if string(p.eventType) != p.lastType {
+			p.lastType = string(p.eventType)
+		}
+		ev.Type = p.lastType
 	}
 	if p.retrySet {
 		ev.Retry = p.retry
