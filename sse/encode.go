@@ -56,20 +56,36 @@ func appendRetry(dst []byte, d time.Duration) []byte {
 // appendLines writes s as one prefixed line per line of s; an empty s is one
 // empty line.
 func appendLines(dst []byte, prefix, s string) []byte {
+	// Two IndexByte scans run at memory speed, where IndexAny checks byte
+	// by byte; the LF position is kept until it is passed, so that data
+	// with CR line breaks is not rescanned for an LF at every line.
+	lf := strings.IndexByte(s, '\n')
 	for {
-		i := strings.IndexAny(s, "\r\n")
+		end := len(s)
+		if lf >= 0 {
+			end = lf
+		}
+		i := strings.IndexByte(s[:end], '\r')
 		if i < 0 {
-			dst = append(dst, prefix...)
+			i = lf
+		}
+		dst = append(dst, prefix...)
+		if i < 0 {
 			dst = append(dst, s...)
 			return append(dst, '\n')
 		}
-		dst = append(dst, prefix...)
 		dst = append(dst, s[:i]...)
 		dst = append(dst, '\n')
-		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
-			i++
+		skip := i + 1
+		if s[i] == '\r' && skip < len(s) && s[skip] == '\n' {
+			skip++
 		}
-		s = s[i+1:]
+		s = s[skip:]
+		if lf >= 0 {
+			if lf -= skip; lf < 0 {
+				lf = strings.IndexByte(s, '\n')
+			}
+		}
 	}
 }
 

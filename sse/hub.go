@@ -70,8 +70,28 @@ type topic struct {
 	seq     uint64
 	history []*entry // oldest first
 	bytes   int
-	subs    map[*Subscription]struct{}
+	subs    []*Subscription // a slice: fan-out iterates it fast
 	closed  bool
+}
+
+// add and remove keep t.subs and each Subscription's idx in step. The
+// caller holds t.mu.
+func (t *topic) add(s *Subscription) {
+	s.idx = len(t.subs)
+	t.subs = append(t.subs, s)
+}
+
+func (t *topic) remove(s *Subscription) bool {
+	if s.idx < 0 {
+		return false
+	}
+	last := t.subs[len(t.subs)-1]
+	t.subs[s.idx] = last
+	last.idx = s.idx
+	t.subs[len(t.subs)-1] = nil
+	t.subs = t.subs[:len(t.subs)-1]
+	s.idx = -1
+	return true
 }
 
 type entry struct {
@@ -106,7 +126,7 @@ func (h *Hub) topic(name string) (*topic, error) {
 	}
 	t := h.topics[name]
 	if t == nil {
-		t = &topic{subs: make(map[*Subscription]struct{})}
+		t = &topic{}
 		h.topics[name] = t
 	}
 	return t, nil
@@ -140,9 +160,11 @@ func (h *Hub) Publish(topicName string, e Event) (Event, error) {
 		t.bytes += len(raw)
 		h.trim(t, ent.at)
 	}
-	for sub := range t.subs {
-		if !sub.deliver(ent) {
-			delete(t.subs, sub)
+	// Backwards, so that removing a dropped subscriber (which moves the
+	// last one into its place) skips nobody.
+	for i := len(t.subs) - 1; i >= 0; i-- {
+		if sub := t.subs[i]; !sub.deliver(ent) {
+			t.remove(sub)
 		}
 	}
 	return e, nil
@@ -191,11 +213,17 @@ func (h *Hub) replayFrom(t *topic, lastID string) ([]*entry, bool) {
 // concurrent use; Next is meant for one goroutine.
 type Subscription struct {
 	t      *topic
-	ch     chan *entry // nil for stream subscribers
-	stream *Stream     // set for Handler's subscribers
+	idx    int     // position in t.subs, -1 once removed; guarded by t.mu
+	stream *Stream // set for Handler's subscribers, which have no queue
+	max    int     // queued events before the subscriber is dropped
 	replay []*entry
 	gap    bool
-	err    error // set under t.mu before ch is closed
+
+	mu     sync.Mutex
+	queue  []*entry // queue[head:] waits for Next; grows only as needed
+	head   int
+	err    error         // why the subscription ended
+	notify chan struct{} // cap 1: queue or err changed
 }
 
 // deliver hands ent to the subscriber without waiting. It reports false
@@ -204,14 +232,38 @@ func (s *Subscription) deliver(ent *entry) bool {
 	if s.stream != nil {
 		return s.stream.tryEnqueue(ent.raw)
 	}
-	select {
-	case s.ch <- ent:
-		return true
-	default:
-		s.err = ErrSlowSubscriber
-		close(s.ch)
+	s.mu.Lock()
+	if len(s.queue)-s.head >= s.max {
+		s.mu.Unlock()
+		s.end(ErrSlowSubscriber, false)
 		return false
 	}
+	s.queue = append(s.queue, ent)
+	s.mu.Unlock()
+	s.wake()
+	return true
+}
+
+func (s *Subscription) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// end sets the subscription's error (the first one wins); with discard,
+// queued events are dropped too.
+func (s *Subscription) end(err error, discard bool) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	if discard {
+		clear(s.queue)
+		s.queue, s.head = nil, 0
+	}
+	s.mu.Unlock()
+	s.wake()
 }
 
 // Subscribe subscribes to a topic. lastEventID, if not empty, asks for the
@@ -229,11 +281,12 @@ func (h *Hub) Subscribe(topicName, lastEventID string) (*Subscription, error) {
 	replay, gap := h.replayFrom(t, lastEventID)
 	s := &Subscription{
 		t:      t,
-		ch:     make(chan *entry, h.cfg.SubscriberBuffer),
+		max:    h.cfg.SubscriberBuffer,
 		replay: append([]*entry(nil), replay...),
 		gap:    gap,
+		notify: make(chan struct{}, 1),
 	}
-	t.subs[s] = struct{}{}
+	t.add(s)
 	return s, nil
 }
 
@@ -244,7 +297,8 @@ func (s *Subscription) Gap() bool { return s.gap }
 
 // Next returns the next event: replayed ones first, then live ones. It
 // returns ctx's error when ctx ends, and the subscription's error once it
-// has ended (ErrSlowSubscriber, ErrHubClosed or ErrUnsubscribed).
+// has ended: ErrSlowSubscriber or ErrHubClosed after the events queued
+// before, ErrUnsubscribed at once.
 func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	if len(s.replay) > 0 {
 		ent := s.replay[0]
@@ -252,16 +306,27 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 		s.replay = s.replay[1:]
 		return ent.ev, nil
 	}
-	select {
-	case ent, ok := <-s.ch:
-		if !ok {
-			s.t.mu.Lock()
-			defer s.t.mu.Unlock()
-			return Event{}, s.err
+	for {
+		s.mu.Lock()
+		if s.head < len(s.queue) {
+			ent := s.queue[s.head]
+			s.queue[s.head] = nil
+			if s.head++; s.head == len(s.queue) {
+				s.queue, s.head = s.queue[:0], 0
+			}
+			s.mu.Unlock()
+			return ent.ev, nil
 		}
-		return ent.ev, nil
-	case <-ctx.Done():
-		return Event{}, ctx.Err()
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return Event{}, err
+		}
+		select {
+		case <-s.notify:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		}
 	}
 }
 
@@ -269,14 +334,10 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 // idempotent.
 func (s *Subscription) Close() {
 	s.t.mu.Lock()
-	defer s.t.mu.Unlock()
-	if _, ok := s.t.subs[s]; !ok {
-		return
-	}
-	delete(s.t.subs, s)
-	if s.ch != nil {
-		s.err = ErrUnsubscribed
-		close(s.ch)
+	removed := s.t.remove(s)
+	s.t.mu.Unlock()
+	if removed && s.stream == nil {
+		s.end(ErrUnsubscribed, true)
 	}
 }
 
@@ -295,16 +356,16 @@ func (h *Hub) Close() {
 	for _, t := range topics {
 		t.mu.Lock()
 		t.closed = true
-		for s := range t.subs {
-			delete(t.subs, s)
+		for len(t.subs) > 0 {
+			s := t.subs[len(t.subs)-1]
+			t.remove(s)
 			if s.stream != nil {
 				s.stream.mu.Lock()
 				s.stream.failLocked(ErrHubClosed)
 				s.stream.mu.Unlock()
 				continue
 			}
-			s.err = ErrHubClosed
-			close(s.ch)
+			s.end(ErrHubClosed, false)
 		}
 		t.mu.Unlock()
 	}
@@ -324,7 +385,7 @@ func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
 		// Subscribe before the headers go out: a client that has seen
 		// them receives every event published from then on.
 		st := newStream(w, r, h.cfg.Stream)
-		sub := &Subscription{t: t, stream: st}
+		sub := &Subscription{t: t, stream: st, idx: -1}
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
@@ -335,16 +396,15 @@ func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
 		for _, ent := range replay {
 			st.tryEnqueue(ent.raw)
 		}
-		t.subs[sub] = struct{}{}
+		t.add(sub)
 		t.mu.Unlock()
 		defer sub.Close()
 		if st.start() != nil {
 			return
 		}
-		defer st.Close()
-		select {
-		case <-st.Done():
-		case <-r.Context().Done():
-		}
+		// The handler's goroutine is the writer: one goroutine less per
+		// client. It returns when the client leaves or is dropped.
+		st.writeLoop()
+		st.Close()
 	})
 }

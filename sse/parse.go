@@ -11,7 +11,11 @@ import (
 // ParserConfig.MaxEventSize is zero: 16 MiB.
 const DefaultMaxEventSize = 16 << 20
 
-const initialBufSize = 4 << 10
+const (
+	initialBufSize = 4 << 10
+	smallEvent     = 16 << 10 // an event below this size lets big buffers go
+	bigBuffer      = 64 << 10 // buffers above this size are let go
+)
 
 // ParserConfig configures a Parser. The zero value is ready to use.
 type ParserConfig struct {
@@ -54,6 +58,8 @@ type Parser struct {
 	buf        []byte // buf[start:end] is read but not yet processed
 	start, end int
 	scanned    int  // buf[start:scanned] holds no line end
+	lf         int  // the first LF at or after scanned, or -1 if none in buf[lfSearched:end]
+	lfSearched int  // see lf
 	bomChecked bool // the leading BOM, if any, is gone
 	skipLF     bool // the last line ended in CR: drop one LF that follows
 	err        error
@@ -73,7 +79,7 @@ func NewParser(r io.Reader, cfg ParserConfig) *Parser {
 	if max <= 0 {
 		max = DefaultMaxEventSize
 	}
-	return &Parser{r: r, max: max, onComment: cfg.OnComment, idBuf: cfg.LastEventID, lastID: cfg.LastEventID}
+	return &Parser{r: r, max: max, onComment: cfg.OnComment, idBuf: cfg.LastEventID, lastID: cfg.LastEventID, lf: -1}
 }
 
 // LastEventID returns the stream's last event ID: the value the last
@@ -132,13 +138,15 @@ func (p *Parser) line() (line []byte, ok bool, err error) {
 			p.scanned = p.start
 		}
 	}
-	rest := p.buf[p.scanned:p.end]
-	i := bytes.IndexByte(rest, '\n')
-	scope := rest
-	if i >= 0 {
-		scope = rest[:i]
+	// Find the first line end: an LF (remembered between calls, so that a
+	// stream of CR line ends does not rescan the buffer for an LF at every
+	// line) or a CR before it.
+	lf := p.nextLF(p.scanned)
+	scopeEnd := p.end
+	if lf >= 0 {
+		scopeEnd = lf
 	}
-	if j := bytes.IndexByte(scope, '\r'); j >= 0 {
+	if j := bytes.IndexByte(p.buf[p.scanned:scopeEnd], '\r'); j >= 0 {
 		// A CR ends the line; an LF right after it belongs to it.
 		lineEnd := p.scanned + j
 		line = p.buf[p.start:lineEnd]
@@ -155,10 +163,9 @@ func (p *Parser) line() (line []byte, ok bool, err error) {
 		p.start, p.scanned = next, next
 		return p.checkLine(line)
 	}
-	if i >= 0 {
-		lineEnd := p.scanned + i
-		line = p.buf[p.start:lineEnd]
-		p.start, p.scanned = lineEnd+1, lineEnd+1
+	if lf >= 0 {
+		line = p.buf[p.start:lf]
+		p.start, p.scanned = lf+1, lf+1
 		return p.checkLine(line)
 	}
 	p.scanned = p.end
@@ -167,6 +174,36 @@ func (p *Parser) line() (line []byte, ok bool, err error) {
 		return nil, false, p.err
 	}
 	return nil, false, p.fill()
+}
+
+// nextLF returns the index of the first LF in buf[from:end], or -1.
+func (p *Parser) nextLF(from int) int {
+	if p.lf >= from {
+		return p.lf
+	}
+	start := from
+	if p.lf < 0 && p.lfSearched > start {
+		start = p.lfSearched
+	}
+	if i := bytes.IndexByte(p.buf[start:p.end], '\n'); i >= 0 {
+		p.lf = start + i
+		return p.lf
+	}
+	p.lf, p.lfSearched = -1, p.end
+	return -1
+}
+
+// shift moves the unprocessed bytes to the front of dst (which may be
+// p.buf itself) and adjusts the positions.
+func (p *Parser) shift(dst []byte) {
+	n := copy(dst, p.buf[p.start:p.end])
+	d := p.start
+	p.buf, p.start, p.end = dst, 0, n
+	p.scanned -= d
+	if p.lf >= 0 {
+		p.lf -= d
+	}
+	p.lfSearched = max(p.lfSearched-d, 0)
 }
 
 // checkLine applies the event size limit to a complete line, so that the
@@ -183,23 +220,11 @@ var bom = []byte{0xEF, 0xBB, 0xBF}
 
 // fill reads more input into the buffer, compacting or growing it first.
 func (p *Parser) fill() error {
-	if p.start > 0 && p.start == p.end {
-		p.start, p.end, p.scanned = 0, 0, 0
-	}
 	if p.end == len(p.buf) {
 		if p.start > 0 && p.start >= len(p.buf)/2 {
-			n := copy(p.buf, p.buf[p.start:p.end])
-			p.scanned -= p.start
-			p.start, p.end = 0, n
+			p.shift(p.buf)
 		} else {
-			size := 2 * len(p.buf)
-			if size < initialBufSize {
-				size = initialBufSize
-			}
-			nb := make([]byte, size)
-			n := copy(nb, p.buf[p.start:p.end])
-			p.scanned -= p.start
-			p.buf, p.start, p.end = nb, 0, n
+			p.shift(make([]byte, max(2*len(p.buf), initialBufSize)))
 		}
 	}
 	n, err := p.r.Read(p.buf[p.end:])
@@ -278,8 +303,16 @@ func (p *Parser) dispatch() (Event, bool) {
 	}
 	p.data = p.data[:0]
 	p.eventType = p.eventType[:0]
-	if cap(p.data) > p.max/4 && cap(p.data) > 64<<10 {
-		p.data = nil // do not keep a huge buffer for small events after one big one
+	if len(data) < smallEvent {
+		// A small event after a big one: give the big buffers back, so
+		// that a long-lived stream does not keep its largest event's
+		// memory forever.
+		if cap(p.data) > bigBuffer {
+			p.data = nil
+		}
+		if len(p.buf) > bigBuffer && p.end-p.start < smallEvent {
+			p.shift(make([]byte, initialBufSize+p.end-p.start))
+		}
 	}
 	return ev, true
 }

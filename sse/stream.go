@@ -99,6 +99,7 @@ func NewStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) (*Strea
 	if err := s.start(); err != nil {
 		return nil, err
 	}
+	go s.writeLoop()
 	return s, nil
 }
 
@@ -128,8 +129,9 @@ func newStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) *Stream
 	}
 }
 
-// start writes and flushes the headers, then starts the writer goroutine.
-// When it fails, the stream is ended and Close returns at once.
+// start writes and flushes the headers. The caller then runs writeLoop, on
+// a goroutine of its own or its own goroutine. When start fails, the stream
+// is ended and Close returns at once.
 func (s *Stream) start() error {
 	h := s.w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -154,7 +156,6 @@ func (s *Stream) start() error {
 		close(s.done)
 		return err
 	}
-	go s.writeLoop()
 	return nil
 }
 
