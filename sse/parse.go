@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"time"
+	"unsafe"
 )
 
 // DefaultMaxEventSize is the largest event a Parser accepts when
@@ -265,6 +266,11 @@ func (p *Parser) processLine(line []byte) (Event, bool) {
 			p.err = ErrEventTooLarge
 			return Event{}, false
 		}
+		if p.data == nil {
+			// A fresh buffer per event, sized for one line and its LF: it
+			// becomes the event's Data without a copy (see dispatch).
+			p.data = make([]byte, 0, len(value)+1)
+		}
 		p.data = appendDecoded(p.data, value)
 		p.data = append(p.data, '\n')
 	case "event":
@@ -291,7 +297,11 @@ func (p *Parser) dispatch() (Event, bool) {
 		return Event{}, false
 	}
 	data := p.data[:len(p.data)-1] // every data line ends in LF
-	ev := Event{ID: p.lastID, Type: "message", Data: string(data)}
+	// The data buffer is handed over to the event's string instead of
+	// copied: the parser never touches it again (p.data is reset to nil
+	// below), so the string stays immutable.
+	ev := Event{ID: p.lastID, Type: "message", Data: unsafe.String(unsafe.SliceData(data), len(data))}
+	p.data = nil
 	if len(p.eventType) > 0 {
 		if string(p.eventType) != p.lastType {
 			p.lastType = string(p.eventType)
@@ -301,15 +311,11 @@ func (p *Parser) dispatch() (Event, bool) {
 	if p.retrySet {
 		ev.Retry = p.retry
 	}
-	p.data = p.data[:0]
 	p.eventType = p.eventType[:0]
 	if len(data) < smallEvent {
-		// A small event after a big one: give the big buffers back, so
-		// that a long-lived stream does not keep its largest event's
+		// A small event after a big one: give the big read buffer back,
+		// so that a long-lived stream does not keep its largest event's
 		// memory forever.
-		if cap(p.data) > bigBuffer {
-			p.data = nil
-		}
 		if len(p.buf) > bigBuffer && p.end-p.start < smallEvent {
 			p.shift(make([]byte, initialBufSize+p.end-p.start))
 		}
