@@ -16,6 +16,7 @@ const (
 	initialBufSize = 4 << 10
 	smallEvent     = 16 << 10 // an event below this size lets big buffers go
 	bigBuffer      = 64 << 10 // buffers above this size are let go
+	handoverSize   = 32 << 10 // one-line data this big is not copied again
 )
 
 // ParserConfig configures a Parser. The zero value is ready to use.
@@ -266,8 +267,9 @@ func (p *Parser) processLine(line []byte) (Event, bool) {
 			p.err = ErrEventTooLarge
 			return Event{}, false
 		}
-		if p.data == nil {
-			// A fresh buffer per event, sized for one line and its LF: it
+		if len(p.data) == 0 && len(value) >= handoverSize {
+			// A big first line gets a buffer of its own, exactly sized for
+			// it and its LF: if the event stays one line, the buffer
 			// becomes the event's Data without a copy (see dispatch).
 			p.data = make([]byte, 0, len(value)+1)
 		}
@@ -297,11 +299,18 @@ func (p *Parser) dispatch() (Event, bool) {
 		return Event{}, false
 	}
 	data := p.data[:len(p.data)-1] // every data line ends in LF
-	// The data buffer is handed over to the event's string instead of
-	// copied: the parser never touches it again (p.data is reset to nil
-	// below), so the string stays immutable.
-	ev := Event{ID: p.lastID, Type: "message", Data: unsafe.String(unsafe.SliceData(data), len(data))}
-	p.data = nil
+	ev := Event{ID: p.lastID, Type: "message"}
+	if len(data) >= handoverSize && len(p.data) == cap(p.data) {
+		// A big one-line event in its own exact buffer: hand the buffer
+		// over to the string instead of copying it. The parser never
+		// touches it again (p.data is reset to nil), so the string stays
+		// immutable.
+		ev.Data = unsafe.String(unsafe.SliceData(data), len(data))
+		p.data = nil
+	} else {
+		ev.Data = string(data)
+		p.data = p.data[:0]
+	}
 	if len(p.eventType) > 0 {
 		if string(p.eventType) != p.lastType {
 			p.lastType = string(p.eventType)
@@ -313,9 +322,12 @@ func (p *Parser) dispatch() (Event, bool) {
 	}
 	p.eventType = p.eventType[:0]
 	if len(data) < smallEvent {
-		// A small event after a big one: give the big read buffer back,
-		// so that a long-lived stream does not keep its largest event's
+		// A small event after a big one: give the big buffers back, so
+		// that a long-lived stream does not keep its largest event's
 		// memory forever.
+		if cap(p.data) > bigBuffer {
+			p.data = nil
+		}
 		if len(p.buf) > bigBuffer && p.end-p.start < smallEvent {
 			p.shift(make([]byte, initialBufSize+p.end-p.start))
 		}
