@@ -4,8 +4,8 @@ package sse_test
 //
 //	go test -run XXX -bench . -benchmem ./sse/
 //
-// The parse inputs are the same as in bench/ssecompare, which runs them on
-// other SSE libraries too; keep benchInputs in step with that copy.
+// The inputs come from internal/ssebench, which bench/ssecompare uses too to
+// run the same parse benchmark on other SSE libraries.
 
 import (
 	"bytes"
@@ -17,85 +17,25 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/ssebench"
 	"github.com/sluicehq/sluice/sse"
 )
 
-// benchInput is one parse/encode workload: a stream of events and the events
-// it holds.
-type benchInput struct {
-	name      string
-	events    []sse.Event
-	stream    []byte // the events' wire form
-	dataBytes int    // sum of len(Data) over events
-}
-
-// benchInputs returns the workloads, built on first use: small events,
-// 1 KiB, 64 KiB and 1 MiB events as one data line each, and 64 KiB and 1 MiB
-// events as 64-byte data lines. Every event has an id and an event type.
-func benchInputs() []benchSpec {
-	return []benchSpec{
-		{"small", 10000, 60, 0},
-		{"1KiB", 2000, 1 << 10, 0},
-		{"64KiB", 64, 64 << 10, 0},
-		{"64KiB-multiline", 64, 64 << 10, 64},
-		{"1MiB", 8, 1 << 20, 0},
-		{"1MiB-multiline", 8, 1 << 20, 64},
-	}
-}
-
-// benchSpec describes a benchInput: n events of dataSize bytes of data, in
-// lines of lineLen bytes (0: one line).
-type benchSpec struct {
-	name                 string
-	n, dataSize, lineLen int
-}
-
-func (s benchSpec) build() *benchInput { return makeBenchInput(s.name, s.n, s.dataSize, s.lineLen) }
-
-// makeBenchInput builds n events whose Data is dataSize bytes of ASCII; if
-// lineLen > 0, every lineLen-th byte of Data is a line feed, so the event is
-// written as data lines of lineLen-1 bytes.
-func makeBenchInput(name string, n, dataSize, lineLen int) *benchInput {
-	const alphabet = `{"k":"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}`
-	data := make([]byte, dataSize)
-	for i := range data {
-		data[i] = alphabet[i%len(alphabet)]
-		if lineLen > 0 && (i+1)%lineLen == 0 && i != len(data)-1 {
-			data[i] = '\n'
-		}
-	}
-	in := &benchInput{name: name}
-	var w bytes.Buffer
-	for i := range n {
-		ev := sse.Event{ID: strconv.Itoa(i + 1), Type: "tick", Data: string(data)}
-		in.events = append(in.events, ev)
-		in.dataBytes += len(ev.Data)
-		fmt.Fprintf(&w, "id: %s\nevent: %s\n", ev.ID, ev.Type)
-		for line := range strings.SplitSeq(ev.Data, "\n") {
-			fmt.Fprintf(&w, "data: %s\n", line)
-		}
-		w.WriteByte('\n')
-	}
-	in.stream = w.Bytes()
-	return in
-}
-
 func BenchmarkParse(b *testing.B) {
-	for _, spec := range benchInputs() {
-		b.Run(spec.name, func(b *testing.B) {
-			in := spec.build()
+	for _, spec := range ssebench.Specs() {
+		b.Run(spec.Name, func(b *testing.B) {
+			in := spec.Build()
 			b.ReportAllocs()
-			b.SetBytes(int64(len(in.stream)))
-			r := bytes.NewReader(in.stream)
+			b.SetBytes(int64(len(in.Stream)))
+			r := bytes.NewReader(in.Stream)
 			for b.Loop() {
-				r.Reset(in.stream)
+				r.Reset(in.Stream)
 				p := sse.NewParser(r, sse.ParserConfig{})
 				n, total := 0, 0
 				for {
@@ -109,8 +49,8 @@ func BenchmarkParse(b *testing.B) {
 					n++
 					total += len(ev.Data)
 				}
-				if n != len(in.events) || total != in.dataBytes {
-					b.Fatalf("parsed %d events with %d data bytes, want %d with %d", n, total, len(in.events), in.dataBytes)
+				if n != len(in.Events) || total != in.DataBytes {
+					b.Fatalf("parsed %d events with %d data bytes, want %d with %d", n, total, len(in.Events), in.DataBytes)
 				}
 			}
 		})
@@ -129,9 +69,9 @@ func BenchmarkParseLineEndings(b *testing.B) {
 				name = "small-after-1MiB/" + eol.name
 			}
 			b.Run(name, func(b *testing.B) {
-				in := makeBenchInput(name, 20000, 60, 0)
-				stream := in.stream
-				want := len(in.events)
+				in := ssebench.Make(name, 20000, 60, 0)
+				stream := in.Stream
+				want := len(in.Events)
 				if big {
 					stream = append([]byte("data: "+strings.Repeat("x", 1<<20)+"\n\n"), stream...)
 					want++
@@ -164,36 +104,36 @@ func BenchmarkParseLineEndings(b *testing.B) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	for _, spec := range benchInputs() {
-		b.Run(spec.name, func(b *testing.B) {
-			in := spec.build()
+	for _, spec := range ssebench.Specs() {
+		b.Run(spec.Name, func(b *testing.B) {
+			in := spec.Build()
 			// The encoder must produce exactly the stream the parse
 			// benchmark reads.
 			var all []byte
-			for _, ev := range in.events {
+			for _, ev := range in.Events {
 				var err error
 				if all, err = sse.AppendEvent(all, ev); err != nil {
 					b.Fatal(err)
 				}
 			}
-			if !bytes.Equal(all, in.stream) {
+			if !bytes.Equal(all, in.Stream) {
 				b.Fatal("AppendEvent output differs from the benchmark stream")
 			}
 
 			b.ReportAllocs()
-			b.SetBytes(int64(len(in.stream)))
+			b.SetBytes(int64(len(in.Stream)))
 			var buf []byte
 			for b.Loop() {
 				n := 0
-				for _, ev := range in.events {
+				for _, ev := range in.Events {
 					var err error
 					if buf, err = sse.AppendEvent(buf[:0], ev); err != nil {
 						b.Fatal(err)
 					}
 					n += len(buf)
 				}
-				if n != len(in.stream) {
-					b.Fatalf("encoded %d bytes, want %d", n, len(in.stream))
+				if n != len(in.Stream) {
+					b.Fatalf("encoded %d bytes, want %d", n, len(in.Stream))
 				}
 			}
 		})

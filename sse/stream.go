@@ -199,23 +199,13 @@ func (s *Stream) Comment(ctx context.Context, text string) error {
 func (s *Stream) enqueue(ctx context.Context, b []byte) error {
 	s.mu.Lock()
 	for {
-		if s.err != nil {
-			err := s.err
+		full, err := s.admitLocked(len(b))
+		if err != nil {
 			s.mu.Unlock()
 			return err
 		}
-		if s.closing {
-			s.mu.Unlock()
-			return ErrStreamClosed
-		}
-		queued := len(s.pending) + s.inflight
-		if queued == 0 || queued+len(b) <= s.cfg.BufferSize {
+		if !full {
 			break
-		}
-		if s.cfg.SlowClient == Disconnect {
-			s.failLocked(ErrSlowClient)
-			s.mu.Unlock()
-			return ErrSlowClient
 		}
 		room := s.room
 		s.mu.Unlock()
@@ -227,12 +217,7 @@ func (s *Stream) enqueue(ctx context.Context, b []byte) error {
 		}
 		s.mu.Lock()
 	}
-	s.pending = append(s.pending, b...)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.appendLocked(b)
 	return nil
 }
 
@@ -240,22 +225,48 @@ func (s *Stream) enqueue(ctx context.Context, b []byte) error {
 // other locks (the hub): it never waits. It reports whether b was queued.
 func (s *Stream) tryEnqueue(b []byte) bool {
 	s.mu.Lock()
-	if s.err != nil || s.closing {
-		s.mu.Unlock()
-		return false
-	}
-	if queued := len(s.pending) + s.inflight; queued > 0 && queued+len(b) > s.cfg.BufferSize {
+	full, err := s.admitLocked(len(b))
+	if err == nil && full {
 		s.failLocked(ErrSlowClient)
+		err = ErrSlowClient
+	}
+	if err != nil {
 		s.mu.Unlock()
 		return false
 	}
+	s.appendLocked(b)
+	return true
+}
+
+// admitLocked says whether n more bytes find room in the buffer, and
+// returns the stream's error if it has ended. Under the Disconnect policy a
+// full buffer ends the stream. The caller holds s.mu.
+func (s *Stream) admitLocked(n int) (full bool, err error) {
+	switch {
+	case s.err != nil:
+		return false, s.err
+	case s.closing:
+		return false, ErrStreamClosed
+	}
+	queued := len(s.pending) + s.inflight
+	if queued == 0 || queued+n <= s.cfg.BufferSize {
+		return false, nil
+	}
+	if s.cfg.SlowClient == Disconnect {
+		s.failLocked(ErrSlowClient)
+		return false, ErrSlowClient
+	}
+	return true, nil
+}
+
+// appendLocked queues b, unlocks s.mu and wakes the writer.
+func (s *Stream) appendLocked(b []byte) {
 	s.pending = append(s.pending, b...)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // failLocked ends the stream with err. The caller holds s.mu.

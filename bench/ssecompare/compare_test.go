@@ -14,11 +14,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 
 	r3sse "github.com/r3labs/sse/v2"
+	"github.com/sluicehq/sluice/internal/ssebench"
 	"github.com/sluicehq/sluice/sse"
 	gosse "github.com/tmaxmax/go-sse"
 	"gopkg.in/cenkalti/backoff.v1"
@@ -28,67 +27,6 @@ import (
 // default (sse.DefaultMaxEventSize, 16 MiB). go-sse and r3labs default to
 // 64 KiB; see TestDefaultLimits.
 const maxEventSize = sse.DefaultMaxEventSize
-
-// benchInput is one workload: a stream of events and what it holds.
-type benchInput struct {
-	name      string
-	events    []sse.Event
-	stream    []byte // the events' wire form
-	dataBytes int    // sum of len(Data) over events
-}
-
-// benchInputs returns the workloads, built on first use. It is a copy of
-// the one in sse/bench_test.go, so that both benchmark the same inputs:
-// small events, 1 KiB, 64 KiB and 1 MiB events as one data line each, and
-// 64 KiB and 1 MiB events as 64-byte data lines. Every event has an id and
-// an event type.
-func benchInputs() []benchSpec {
-	return []benchSpec{
-		{"small", 10000, 60, 0},
-		{"1KiB", 2000, 1 << 10, 0},
-		{"64KiB", 64, 64 << 10, 0},
-		{"64KiB-multiline", 64, 64 << 10, 64},
-		{"1MiB", 8, 1 << 20, 0},
-		{"1MiB-multiline", 8, 1 << 20, 64},
-	}
-}
-
-// benchSpec describes a benchInput: n events of dataSize bytes of data, in
-// lines of lineLen bytes (0: one line).
-type benchSpec struct {
-	name                 string
-	n, dataSize, lineLen int
-}
-
-func (s benchSpec) build() *benchInput { return makeBenchInput(s.name, s.n, s.dataSize, s.lineLen) }
-
-// makeBenchInput builds n events whose Data is dataSize bytes of ASCII; if
-// lineLen > 0, every lineLen-th byte of Data is a line feed, so the event is
-// written as data lines of lineLen-1 bytes.
-func makeBenchInput(name string, n, dataSize, lineLen int) *benchInput {
-	const alphabet = `{"k":"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}`
-	data := make([]byte, dataSize)
-	for i := range data {
-		data[i] = alphabet[i%len(alphabet)]
-		if lineLen > 0 && (i+1)%lineLen == 0 && i != len(data)-1 {
-			data[i] = '\n'
-		}
-	}
-	in := &benchInput{name: name}
-	var w bytes.Buffer
-	for i := range n {
-		ev := sse.Event{ID: strconv.Itoa(i + 1), Type: "tick", Data: string(data)}
-		in.events = append(in.events, ev)
-		in.dataBytes += len(ev.Data)
-		fmt.Fprintf(&w, "id: %s\nevent: %s\n", ev.ID, ev.Type)
-		for line := range strings.SplitSeq(ev.Data, "\n") {
-			fmt.Fprintf(&w, "data: %s\n", line)
-		}
-		w.WriteByte('\n')
-	}
-	in.stream = w.Bytes()
-	return in
-}
 
 // A parser parses a whole stream with an event size limit (0: the library's
 // default), calling fn for each event, and returns the first error.
@@ -200,12 +138,12 @@ func parseR3Reader(stream []byte, limit int, fn func(sse.Event)) error {
 }
 
 func BenchmarkParse(b *testing.B) {
-	for _, spec := range benchInputs() {
-		var in *benchInput // built once, for the first parser that runs
+	for _, spec := range ssebench.Specs() {
+		var in *ssebench.Input // built once, for the first parser that runs
 		for _, p := range parsers {
-			b.Run(spec.name+"/"+p.name, func(b *testing.B) {
+			b.Run(spec.Name+"/"+p.name, func(b *testing.B) {
 				if in == nil {
-					in = spec.build()
+					in = spec.Build()
 				}
 				benchParse(b, in, p)
 			})
@@ -213,35 +151,35 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
-func benchParse(b *testing.B, in *benchInput, p parser) {
+func benchParse(b *testing.B, in *ssebench.Input, p parser) {
 	var n, total int
 	count := func(ev sse.Event) {
 		n++
 		total += len(ev.Data)
 	}
 	check := func() error {
-		if n != len(in.events) {
-			return fmt.Errorf("parsed %d events, want %d", n, len(in.events))
+		if n != len(in.Events) {
+			return fmt.Errorf("parsed %d events, want %d", n, len(in.Events))
 		}
-		if p.name != "r3labs-reader" && total != in.dataBytes {
-			return fmt.Errorf("parsed %d data bytes, want %d", total, in.dataBytes)
+		if p.name != "r3labs-reader" && total != in.DataBytes {
+			return fmt.Errorf("parsed %d data bytes, want %d", total, in.DataBytes)
 		}
 		return nil
 	}
 	// One untimed run: a library that cannot parse this input at all
 	// skips, which is a finding, not a benchmark failure.
-	if err := p.parse(in.stream, maxEventSize, count); err != nil {
-		b.Skipf("%s cannot parse %s events with a %d-byte limit: %v", p.name, in.name, maxEventSize, err)
+	if err := p.parse(in.Stream, maxEventSize, count); err != nil {
+		b.Skipf("%s cannot parse %s events with a %d-byte limit: %v", p.name, in.Name, maxEventSize, err)
 	}
 	if err := check(); err != nil {
-		b.Skipf("%s misparses %s events: %v", p.name, in.name, err)
+		b.Skipf("%s misparses %s events: %v", p.name, in.Name, err)
 	}
 
 	b.ReportAllocs()
-	b.SetBytes(int64(len(in.stream)))
+	b.SetBytes(int64(len(in.Stream)))
 	for b.Loop() {
 		n, total = 0, 0
-		if err := p.parse(in.stream, maxEventSize, count); err != nil {
+		if err := p.parse(in.Stream, maxEventSize, count); err != nil {
 			b.Fatal(err)
 		}
 		if err := check(); err != nil {
@@ -253,26 +191,26 @@ func benchParse(b *testing.B, in *benchInput, p parser) {
 // TestSameEvents checks that the parsers being compared do the same work:
 // on every input they return the same events (id, type, data) as sluice.
 func TestSameEvents(t *testing.T) {
-	for _, spec := range benchInputs() {
-		in := spec.build()
+	for _, spec := range ssebench.Specs() {
+		in := spec.Build()
 		for _, p := range parsers {
 			if p.name == "r3labs-reader" {
 				continue // returns raw blocks, not events
 			}
 			var got []sse.Event
-			if err := p.parse(in.stream, maxEventSize, func(ev sse.Event) { got = append(got, ev) }); err != nil {
-				t.Errorf("%s/%s: %v", in.name, p.name, err)
+			if err := p.parse(in.Stream, maxEventSize, func(ev sse.Event) { got = append(got, ev) }); err != nil {
+				t.Errorf("%s/%s: %v", in.Name, p.name, err)
 				continue
 			}
-			if len(got) != len(in.events) {
-				t.Errorf("%s/%s: %d events, want %d", in.name, p.name, len(got), len(in.events))
+			if len(got) != len(in.Events) {
+				t.Errorf("%s/%s: %d events, want %d", in.Name, p.name, len(got), len(in.Events))
 				continue
 			}
 			for i, ev := range got {
-				want := in.events[i]
+				want := in.Events[i]
 				if ev.ID != want.ID || ev.Type != want.Type || ev.Data != want.Data {
 					t.Errorf("%s/%s: event %d differs: id %q type %q data %d bytes, want id %q type %q data %d bytes",
-						in.name, p.name, i, ev.ID, ev.Type, len(ev.Data), want.ID, want.Type, len(want.Data))
+						in.Name, p.name, i, ev.ID, ev.Type, len(ev.Data), want.ID, want.Type, len(want.Data))
 					break
 				}
 			}
@@ -284,21 +222,21 @@ func TestSameEvents(t *testing.T) {
 // default limits (run with -v to see the table). It fails only if sluice,
 // whose default is 16 MiB, cannot parse one.
 func TestDefaultLimits(t *testing.T) {
-	for _, spec := range benchInputs() {
-		in := spec.build()
+	for _, spec := range ssebench.Specs() {
+		in := spec.Build()
 		for _, p := range parsers {
 			n := 0
-			err := p.parse(in.stream, 0, func(sse.Event) { n++ })
+			err := p.parse(in.Stream, 0, func(sse.Event) { n++ })
 			switch {
 			case err != nil:
-				t.Logf("%-16s %-14s default limit: FAILS after %d of %d events: %v", in.name, p.name, n, len(in.events), err)
-			case n != len(in.events):
-				t.Logf("%-16s %-14s default limit: %d of %d events", in.name, p.name, n, len(in.events))
+				t.Logf("%-16s %-14s default limit: FAILS after %d of %d events: %v", in.Name, p.name, n, len(in.Events), err)
+			case n != len(in.Events):
+				t.Logf("%-16s %-14s default limit: %d of %d events", in.Name, p.name, n, len(in.Events))
 			default:
-				t.Logf("%-16s %-14s default limit: ok", in.name, p.name)
+				t.Logf("%-16s %-14s default limit: ok", in.Name, p.name)
 			}
-			if p.name == "sluice" && (err != nil || n != len(in.events)) {
-				t.Errorf("sluice fails on %s with its default limit: %v", in.name, err)
+			if p.name == "sluice" && (err != nil || n != len(in.Events)) {
+				t.Errorf("sluice fails on %s with its default limit: %v", in.Name, err)
 			}
 		}
 	}
@@ -307,8 +245,8 @@ func TestDefaultLimits(t *testing.T) {
 // TestR3ClientErrorReturns makes sure parseR3Client returns the error of an
 // event too large for the limit instead of reconnecting.
 func TestR3ClientErrorReturns(t *testing.T) {
-	big := makeBenchInput("big", 1, 1<<17, 0)
-	err := parseR3Client(big.stream, 1<<16, func(sse.Event) {})
+	big := ssebench.Make("big", 1, 1<<17, 0)
+	err := parseR3Client(big.Stream, 1<<16, func(sse.Event) {})
 	if err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want a too-large error", err)
 	}
