@@ -1,0 +1,91 @@
+package wire
+
+import "net/http"
+
+// Frame types of protocol v1.
+const (
+	// Agent to edge.
+	TypeRegister          = "register"
+	TypeHTTPResponse      = "http_response"
+	TypeHTTPResponseStart = "http_response_start"
+	TypeHTTPResponseChunk = "http_response_chunk"
+	TypeHTTPResponseEnd   = "http_response_end"
+
+	// Edge to agent.
+	TypeRegistered       = "registered"
+	TypeError            = "error"
+	TypeHTTPRequest      = "http_request"
+	TypeHTTPRequestStart = "http_request_start"
+	TypeHTTPRequestChunk = "http_request_chunk"
+	TypeHTTPRequestEnd   = "http_request_end"
+	TypeHTTPCancel       = "http_cancel"
+
+	// Both ways.
+	TypeWindowUpdate = "window_update"
+	TypeTCPConnect   = "tcp_connect"
+	TypeTCPData      = "tcp_data"
+	TypeTCPClose     = "tcp_close"
+	TypeUDPData      = "udp_data"
+)
+
+// Features an agent announces in register and an edge confirms in
+// registered. A peer that announces none is a plain Jetty agent or edge.
+const (
+	// FeatureRequestStream: the agent accepts http_request_start/_chunk/_end
+	// instead of whole http_request frames.
+	FeatureRequestStream = "request_stream"
+	// FeatureWindow: both sides send window_update credits for body bytes.
+	FeatureWindow = "window"
+	// FeatureCancel: the agent accepts http_cancel.
+	FeatureCancel = "cancel"
+	// FeatureMultiValueHeaders: header values may be arrays of strings.
+	FeatureMultiValueHeaders = "multi_value_headers"
+)
+
+// Frame is one protocol v1 message. Only the fields of its Type are
+// meaningful; the codec writes those and reads whatever is present.
+type Frame struct {
+	Type string
+
+	// register, registered, error
+	TunnelID   string   // tunnel_id
+	AgentToken string   // agent_token
+	Features   []string // features
+	PublicURL  string   // public_url
+	Message    string   // message
+	Code       string   // code (a number is read as its decimal text)
+
+	// http_*
+	RequestID string      // request_id (a number is read as its decimal text)
+	Method    string      // method
+	Path      string      // path, without the query
+	Query     string      // query, raw and without "?"; an object is read as a query
+	Headers   http.Header // headers: name to a string or an array of strings
+	Status    int         // status
+	Body      []byte      // body_b64
+	Data      []byte      // data_b64
+	Error     string      // error (http_response_end: the upstream failed mid-body)
+	Bytes     int64       // bytes (window_update)
+
+	// tcp_*, udp_data
+	ConnectionID string // connection_id
+	RemoteAddr   string // remote_addr
+	Reason       string // reason
+}
+
+// Reset clears f for reuse, keeping the capacity of its Data and Body
+// buffers.
+func (f *Frame) Reset() {
+	data, body := f.Data[:0], f.Body[:0]
+	*f = Frame{Data: data, Body: body}
+}
+
+// HasFeature reports whether features contains name.
+func HasFeature(features []string, name string) bool {
+	for _, f := range features {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
