@@ -1,0 +1,342 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// agentServer is the placeholder put under http.ServerContextKey in the
+// requests the agent serves: httputil.ReverseProxy then reports a broken
+// upstream body by panicking with http.ErrAbortHandler, as it does under a
+// real http.Server, and the agent turns that into an http_response_end with
+// an error instead of a clean end.
+var agentServer = &http.Server{}
+
+// ServeAgent serves the requests that arrive on an agent's WebSocket (after
+// the register/registered exchange) with handler, each on its own
+// goroutine, until the connection fails or ctx ends. It then cancels the
+// requests in flight and returns once their handlers have returned.
+func ServeAgent(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg Config) error {
+	cfg = cfg.withDefaults()
+	parent := ctx
+	a := &agentSession{
+		conn:    newFrameConn(ws, cfg),
+		cfg:     cfg,
+		handler: handler,
+		streams: make(map[string]*agentStream),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.ctx = ctx
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.conn.keepalive(ctx)
+	}()
+	stop := context.AfterFunc(ctx, func() { ws.Close() })
+	err := a.readLoop()
+	stop()
+	ws.Close()
+	cancel()
+	a.mu.Lock()
+	for _, st := range a.streams {
+		st.body.closeWrite(ErrSessionClosed)
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	wg.Wait()
+	if parent.Err() != nil {
+		return nil // asked to stop
+	}
+	return fmt.Errorf("tunnel: read: %w", err)
+}
+
+type agentSession struct {
+	conn    *frameConn
+	cfg     Config
+	handler http.Handler
+	ctx     context.Context
+	mu      sync.Mutex
+	streams map[string]*agentStream
+	wg      sync.WaitGroup // handlers
+}
+
+type agentStream struct {
+	id     string
+	a      *agentSession
+	ctx    context.Context // the request's: cancelled by http_cancel
+	cancel context.CancelFunc
+	body   *pipe   // the request body
+	credit *credit // response bytes the edge lets us send
+	unread atomic.Int64
+	done   chan struct{}
+}
+
+func (a *agentSession) readLoop() error {
+	var f wire.Frame
+	for {
+		if err := a.conn.readFrame(&f); err != nil {
+			return err
+		}
+		a.handle(&f)
+	}
+}
+
+func (a *agentSession) lookup(id string) *agentStream {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.streams[id]
+}
+
+func (a *agentSession) handle(f *wire.Frame) {
+	switch f.Type {
+	case wire.TypeHTTPRequest, wire.TypeHTTPRequestStart:
+		a.start(f)
+		return
+	case wire.TypeHTTPRequestChunk, wire.TypeHTTPRequestEnd, wire.TypeHTTPCancel, wire.TypeWindowUpdate:
+	case wire.TypeRegistered:
+		return
+	default:
+		a.conn.frameError("unknown_type", fmt.Errorf("frame type %q", f.Type))
+		return
+	}
+	st := a.lookup(f.RequestID)
+	if st == nil {
+		// The request already finished here: a cancel racing its end, or
+		// body bytes the handler did not read.
+		return
+	}
+	switch f.Type {
+	case wire.TypeHTTPRequestChunk:
+		window := a.cfg.has(wire.FeatureWindow)
+		if _, err := st.body.write(f.Data, !window, st.done); errors.Is(err, ErrFlowControl) {
+			a.conn.frameError("flow_control", fmt.Errorf("request %q: edge sent past its window", f.RequestID))
+			st.body.closeWrite(ErrFlowControl)
+			st.cancel()
+		}
+	case wire.TypeHTTPRequestEnd:
+		st.body.closeWrite(io.EOF)
+	case wire.TypeHTTPCancel:
+		st.body.closeWrite(ErrStreamReset)
+		st.cancel()
+	case wire.TypeWindowUpdate:
+		if f.Bytes > 0 {
+			st.credit.add(f.Bytes)
+		}
+	}
+}
+
+// start builds the request of an http_request(_start) frame and runs the
+// handler for it.
+func (a *agentSession) start(f *wire.Frame) {
+	if a.lookup(f.RequestID) != nil {
+		a.conn.frameError("duplicate_start", fmt.Errorf("second request head for %q", f.RequestID))
+		return
+	}
+	uri := f.Path
+	if uri == "" || uri[0] != '/' {
+		uri = "/" + uri
+	}
+	if f.Query != "" {
+		uri += "?" + f.Query
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		a.conn.frameError("invalid", fmt.Errorf("request %q: bad path %q: %v", f.RequestID, uri, err))
+		a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: f.RequestID, Status: http.StatusBadRequest,
+			Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: bad request path\n")})
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(a.ctx, http.ServerContextKey, agentServer))
+	st := &agentStream{
+		id:     f.RequestID,
+		a:      a,
+		ctx:    ctx,
+		cancel: cancel,
+		credit: newCredit(a.cfg.Window),
+		done:   make(chan struct{}),
+	}
+	h := f.Headers
+	if h == nil {
+		h = http.Header{}
+	}
+	req := &http.Request{
+		Method:     f.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       h.Get("Host"),
+		RequestURI: uri,
+		RemoteAddr: "127.0.0.1:0",
+	}
+	h.Del("Host")
+	if ff := h.Get("X-Forwarded-For"); ff != "" {
+		// The public client's address, as the edge saw it.
+		last := strings.TrimSpace(ff[strings.LastIndexByte(ff, ',')+1:])
+		req.RemoteAddr = net.JoinHostPort(last, "0")
+	}
+	if f.Type == wire.TypeHTTPRequest {
+		req.Body = io.NopCloser(bytes.NewReader(f.Body))
+		req.ContentLength = int64(len(f.Body))
+		st.body = newPipe(0, nil)
+		st.body.closeWrite(io.EOF)
+		if len(f.Body) == 0 {
+			req.Body = http.NoBody
+		}
+	} else {
+		limit := plainBuffer
+		onRead := func(int) {}
+		if a.cfg.has(wire.FeatureWindow) {
+			limit = a.cfg.Window
+			onRead = st.creditEdge
+		}
+		st.body = newPipe(limit, onRead)
+		switch {
+		case strings.EqualFold(h.Get("Transfer-Encoding"), "chunked"):
+			req.ContentLength = -1
+			req.TransferEncoding = []string{"chunked"}
+			req.Body = st.body
+		case h.Get("Content-Length") != "":
+			n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+			if err != nil || n < 0 {
+				n = 0
+			}
+			req.ContentLength = n
+			req.Body = st.body
+		default:
+			req.Body = http.NoBody
+		}
+		h.Del("Transfer-Encoding")
+		if req.ContentLength == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	req = req.WithContext(ctx)
+	a.mu.Lock()
+	a.streams[st.id] = st
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go st.serve(req)
+}
+
+// creditEdge gives request-body credit back once half a window was read.
+func (st *agentStream) creditEdge(n int) {
+	if v := st.unread.Add(int64(n)); v >= int64(st.a.cfg.Window/2) {
+		st.unread.Add(-v)
+		st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: v})
+	}
+}
+
+// serve runs the handler and ends the response: cleanly, or with an error
+// when the handler aborted (a broken upstream body) or panicked.
+func (st *agentStream) serve(req *http.Request) {
+	a := st.a
+	defer a.wg.Done()
+	w := &responseWriter{st: st, header: http.Header{}}
+	endErr := func() (msg string) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					msg = "upstream response aborted"
+				} else {
+					msg = fmt.Sprint("handler panic: ", p)
+					a.cfg.Logger.Error("handler panic", "request_id", st.id, "panic", p)
+				}
+			}
+		}()
+		a.handler.ServeHTTP(w, req)
+		return ""
+	}()
+	if !w.wroteHeader && endErr == "" {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.wroteHeader && w.err == nil {
+		a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: st.id, Error: endErr})
+	} else if !w.wroteHeader {
+		// Nothing was sent: the edge gets an error response.
+		a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: st.id, Status: http.StatusBadGateway,
+			Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: " + endErr + "\n")})
+	}
+	st.cancel()
+	st.body.Close()
+	a.mu.Lock()
+	delete(a.streams, st.id)
+	a.mu.Unlock()
+	close(st.done)
+}
+
+// responseWriter turns a handler's response into frames: the head at
+// WriteHeader (so headers reach the public client before any body byte),
+// each Write as chunks within the edge's window.
+type responseWriter struct {
+	st          *agentStream
+	header      http.Header
+	wroteHeader bool
+	err         error
+}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code >= 100 && code < 200 {
+		return // informational responses do not cross protocol v1
+	}
+	w.wroteHeader = true
+	w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseStart, RequestID: w.st.id, Status: code, Headers: w.header.Clone()})
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	a := w.st.a
+	window := a.cfg.has(wire.FeatureWindow)
+	written := 0
+	for len(p) > 0 && w.err == nil {
+		n := min(len(p), chunkSize)
+		if window {
+			if n = w.st.credit.take(n, w.st.ctx.Done()); n == 0 {
+				w.err = ErrStreamReset
+				break
+			}
+		}
+		w.err = a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseChunk, RequestID: w.st.id, Data: p[:n]})
+		if w.err == nil {
+			written += n
+			p = p[n:]
+		}
+	}
+	return written, w.err
+}
+
+// Flush sends the head if it was not sent yet; chunks are never held back.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// FlushError is Flush for http.ResponseController.
+func (w *responseWriter) FlushError() error {
+	w.Flush()
+	return w.err
+}

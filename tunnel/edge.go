@@ -1,0 +1,493 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// EdgeSession is the edge's end of one agent's WebSocket: an
+// http.RoundTripper that carries each request through the tunnel as one
+// stream and returns a response whose Body streams.
+//
+// Run must be running for RoundTrip to get answers. RoundTrip, Streams,
+// Done and Close are safe for concurrent use.
+type EdgeSession struct {
+	conn *frameConn
+	cfg  Config
+
+	mu      sync.Mutex // guards streams and nextID
+	streams map[string]*edgeStream
+	nextID  uint64
+
+	done      chan struct{} // closed when the session is over
+	closeOnce sync.Once
+	runDone   chan struct{} // closed when Run has returned
+	started   atomic.Bool
+	wg        sync.WaitGroup // request-body pumps
+}
+
+// NewEdgeSession wraps an agent's WebSocket, after the register/registered
+// exchange. It does no I/O.
+func NewEdgeSession(ws *websocket.Conn, cfg Config) *EdgeSession {
+	cfg = cfg.withDefaults()
+	return &EdgeSession{
+		conn:    newFrameConn(ws, cfg),
+		cfg:     cfg,
+		streams: make(map[string]*edgeStream),
+		done:    make(chan struct{}),
+		runDone: make(chan struct{}),
+	}
+}
+
+// edgeStream is one request in flight.
+type edgeStream struct {
+	id      string
+	s       *EdgeSession
+	start   chan *http.Response // cap 1: the response head
+	body    *pipe
+	credit  *credit // request body bytes the agent lets us send
+	done    chan struct{}
+	once    sync.Once
+	errMu   sync.Mutex
+	err     error // why the stream was reset, before its response
+	started bool  // a response head arrived (read loop only)
+	ended   atomic.Bool
+	unread  atomic.Int64 // response bytes read but not yet credited back
+	unwatch func() bool  // stops watching the request's context
+}
+
+// Done is closed when the session is over.
+func (s *EdgeSession) Done() <-chan struct{} { return s.done }
+
+// Streams returns the number of requests in flight.
+func (s *EdgeSession) Streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// Close ends the session: the WebSocket is closed, every stream in flight
+// fails with ErrSessionClosed, and Close returns once Run and the session's
+// goroutines have finished. It is idempotent.
+func (s *EdgeSession) Close() error {
+	s.shutdown()
+	if s.started.Load() {
+		<-s.runDone
+	}
+	return nil
+}
+
+func (s *EdgeSession) shutdown() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.conn.ws.Close()
+	})
+}
+
+// Run reads frames until the connection fails or Close is called, then
+// fails the streams in flight. It returns why the session ended.
+func (s *EdgeSession) Run(ctx context.Context) error {
+	s.started.Store(true)
+	defer close(s.runDone)
+	ctx, cancel := context.WithCancel(ctx)
+	var kwg sync.WaitGroup
+	kwg.Add(1)
+	go func() {
+		defer kwg.Done()
+		s.conn.keepalive(ctx)
+	}()
+	stop := context.AfterFunc(ctx, s.shutdown)
+	err := s.readLoop()
+	stop()
+	s.shutdown()
+	cancel()
+	kwg.Wait()
+	s.mu.Lock()
+	streams := s.streams
+	s.streams = map[string]*edgeStream{}
+	s.mu.Unlock()
+	for _, st := range streams {
+		st.reset(ErrSessionClosed)
+	}
+	s.wg.Wait()
+	return err
+}
+
+func (s *EdgeSession) readLoop() error {
+	var f wire.Frame
+	for {
+		if err := s.conn.readFrame(&f); err != nil {
+			select {
+			case <-s.done:
+				return ErrSessionClosed
+			default:
+				return fmt.Errorf("tunnel: read: %w", err)
+			}
+		}
+		s.handle(&f)
+	}
+}
+
+// issued reports whether id is one this session gave out.
+func (s *EdgeSession) issued(id string) bool {
+	n, err := strconv.ParseUint(id, 10, 64)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return err == nil && n >= 1 && n <= s.nextID && strconv.FormatUint(n, 10) == id
+}
+
+func (s *EdgeSession) lookup(id string) *edgeStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[id]
+}
+
+// handle applies one frame from the agent.
+func (s *EdgeSession) handle(f *wire.Frame) {
+	switch f.Type {
+	case wire.TypeHTTPResponse, wire.TypeHTTPResponseStart, wire.TypeHTTPResponseChunk,
+		wire.TypeHTTPResponseEnd, wire.TypeWindowUpdate:
+	case wire.TypeRegister:
+		return // a repeated register: nothing to do
+	default:
+		s.conn.frameError("unknown_type", fmt.Errorf("frame type %q", f.Type))
+		return
+	}
+	st := s.lookup(f.RequestID)
+	if st == nil {
+		if !s.issued(f.RequestID) {
+			s.conn.frameError("unknown_request_id", fmt.Errorf("%s for unknown request %q", f.Type, f.RequestID))
+		}
+		// Otherwise a frame for a stream that already ended (its client
+		// left, or a duplicate end): counted as "late" and dropped, logged
+		// only at debug level since cancellations make it normal.
+		s.cfg.Logger.Debug("frame for an ended stream", "type", f.Type, "request_id", f.RequestID)
+		if s.cfg.OnFrameError != nil {
+			s.cfg.OnFrameError("late")
+		}
+		return
+	}
+	switch f.Type {
+	case wire.TypeHTTPResponse:
+		if !st.head(f) {
+			return
+		}
+		st.body.write(f.Body, true, s.done)
+		st.finish(io.EOF)
+	case wire.TypeHTTPResponseStart:
+		st.head(f)
+	case wire.TypeHTTPResponseChunk:
+		if !st.started {
+			s.conn.frameError("chunk_before_start", fmt.Errorf("chunk for request %q before its start", f.RequestID))
+			st.reset(fmt.Errorf("%w: body before response head", ErrStreamReset))
+			return
+		}
+		// With the window feature the agent keeps within our buffer, so
+		// the read loop never waits; without it, a full buffer stops the
+		// read loop until the client reads (back-pressure).
+		window := s.cfg.has(wire.FeatureWindow)
+		if _, err := st.body.write(f.Data, !window, s.done); errors.Is(err, ErrFlowControl) {
+			s.conn.frameError("flow_control", fmt.Errorf("request %q: agent sent past its window", f.RequestID))
+			st.reset(ErrFlowControl)
+		}
+	case wire.TypeHTTPResponseEnd:
+		if !st.started {
+			st.reset(fmt.Errorf("%w: response ended before its head: %s", ErrStreamReset, f.Error))
+			return
+		}
+		if f.Error != "" {
+			st.finish(&UpstreamError{Msg: f.Error})
+		} else {
+			st.finish(io.EOF)
+		}
+	case wire.TypeWindowUpdate:
+		if f.Bytes > 0 {
+			st.credit.add(f.Bytes)
+		}
+	}
+}
+
+// head delivers the response head; it reports false for a duplicate.
+func (st *edgeStream) head(f *wire.Frame) bool {
+	if st.started {
+		st.s.conn.frameError("duplicate_start", fmt.Errorf("second response head for request %q", f.RequestID))
+		return false
+	}
+	st.started = true
+	h := f.Headers
+	if h == nil {
+		h = http.Header{}
+	}
+	resp := &http.Response{
+		Status:        fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status)),
+		StatusCode:    f.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		ContentLength: -1,
+		Body:          &edgeBody{st: st},
+	}
+	if cl := h.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			resp.ContentLength = n
+		}
+	}
+	if f.Type == wire.TypeHTTPResponse && resp.ContentLength < 0 {
+		resp.ContentLength = int64(len(f.Body))
+	}
+	st.start <- resp
+	return true
+}
+
+// finish ends the response body (io.EOF or an error) and forgets the stream.
+func (st *edgeStream) finish(err error) {
+	st.ended.Store(true)
+	st.body.closeWrite(err)
+	st.forget()
+}
+
+// reset fails the stream: before its head, RoundTrip returns err; after,
+// the body ends with err.
+func (st *edgeStream) reset(err error) {
+	st.s.cfg.Logger.Debug("stream reset", "request_id", st.id, "err", err)
+	if !st.ended.Load() {
+		st.cancelAgent()
+	}
+	st.errMu.Lock()
+	if st.err == nil {
+		st.err = err
+	}
+	st.errMu.Unlock()
+	st.ended.Store(true)
+	st.body.closeWrite(err)
+	st.forget()
+}
+
+// forget removes the stream from the session and releases its waiters.
+func (st *edgeStream) forget() {
+	st.once.Do(func() {
+		st.s.mu.Lock()
+		delete(st.s.streams, st.id)
+		st.s.mu.Unlock()
+		close(st.done)
+		if st.unwatch != nil {
+			st.unwatch()
+		}
+	})
+}
+
+// cancelAgent tells the agent to stop the request, if it understands.
+func (st *edgeStream) cancelAgent() {
+	if st.s.cfg.has(wire.FeatureCancel) {
+		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPCancel, RequestID: st.id})
+	}
+}
+
+// edgeBody is a response body; closing it before the end cancels the
+// request at the agent.
+type edgeBody struct{ st *edgeStream }
+
+func (b *edgeBody) Read(p []byte) (int, error) { return b.st.body.Read(p) }
+
+func (b *edgeBody) Close() error {
+	st := b.st
+	if !st.ended.Swap(true) {
+		st.cancelAgent()
+	}
+	st.body.Close()
+	st.forget()
+	return nil
+}
+
+// RoundTrip carries req through the tunnel. The returned response's Body
+// streams as the agent sends it; an upstream failure mid-body ends it with
+// an *UpstreamError. Cancelling req's context cancels the request at the
+// agent.
+func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
+	st, err := s.open()
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	// As with http.Transport, the request's context governs the whole
+	// exchange: when it ends (the public client left), the stream is reset,
+	// which ends a body read in progress and cancels the request at the
+	// agent.
+	ctx := req.Context()
+	st.s.mu.Lock()
+	st.unwatch = context.AfterFunc(ctx, func() { st.reset(context.Cause(ctx)) })
+	st.s.mu.Unlock()
+	if err := s.send(st, req); err != nil {
+		st.reset(err)
+		return nil, err
+	}
+	select {
+	case resp := <-st.start:
+		resp.Request = req
+		if req.Method == http.MethodHead {
+			resp.Body.Close()
+			resp.Body = http.NoBody
+		}
+		return resp, nil
+	case <-req.Context().Done():
+		st.reset(req.Context().Err())
+		return nil, req.Context().Err()
+	case <-st.done:
+		select {
+		case resp := <-st.start: // a whole response arrived and ended at once
+			resp.Request = req
+			return resp, nil
+		default:
+		}
+		st.errMu.Lock()
+		defer st.errMu.Unlock()
+		return nil, st.err
+	}
+}
+
+func (s *EdgeSession) open() (*edgeStream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil, ErrSessionClosed
+	default:
+	}
+	if len(s.streams) >= s.cfg.MaxStreams {
+		return nil, ErrTooManyStreams
+	}
+	s.nextID++
+	st := &edgeStream{
+		id:     strconv.FormatUint(s.nextID, 10),
+		s:      s,
+		start:  make(chan *http.Response, 1),
+		credit: newCredit(s.cfg.Window),
+		done:   make(chan struct{}),
+	}
+	limit := plainBuffer
+	onRead := func(int) {}
+	if s.cfg.has(wire.FeatureWindow) {
+		limit = s.cfg.Window
+		onRead = st.creditAgent
+	}
+	st.body = newPipe(limit, onRead)
+	s.streams[st.id] = st
+	return st, nil
+}
+
+// creditAgent gives response-body credit back once half a window was read.
+func (st *edgeStream) creditAgent(n int) {
+	if v := st.unread.Add(int64(n)); v >= int64(st.s.cfg.Window/2) && !st.ended.Load() {
+		st.unread.Add(-v)
+		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: v})
+	}
+}
+
+// send writes the request head, and the body: whole for a plain Jetty
+// agent, streamed by a pump goroutine otherwise.
+func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
+	h := req.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Host", req.Host)
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	switch {
+	case req.ContentLength > 0:
+		h.Set("Content-Length", strconv.FormatInt(req.ContentLength, 10))
+	case req.ContentLength < 0 && hasBody:
+		h.Set("Transfer-Encoding", "chunked")
+	}
+	f := wire.Frame{
+		RequestID: st.id,
+		Method:    req.Method,
+		Path:      req.URL.EscapedPath(),
+		Query:     req.URL.RawQuery,
+		Headers:   h,
+	}
+	if !s.cfg.has(wire.FeatureRequestStream) {
+		f.Type = wire.TypeHTTPRequest
+		if hasBody {
+			body, err := io.ReadAll(io.LimitReader(req.Body, s.cfg.MaxBody+1))
+			req.Body.Close()
+			if err != nil {
+				return fmt.Errorf("tunnel: read request body: %w", err)
+			}
+			if int64(len(body)) > s.cfg.MaxBody {
+				return ErrBodyTooLarge
+			}
+			f.Body = body
+			h.Set("Content-Length", strconv.Itoa(len(body)))
+			h.Del("Transfer-Encoding")
+		}
+		return s.conn.writeFrame(&f)
+	}
+	f.Type = wire.TypeHTTPRequestStart
+	if err := s.conn.writeFrame(&f); err != nil {
+		return err
+	}
+	if !hasBody {
+		return s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestEnd, RequestID: st.id})
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		st.pump(req.Body)
+	}()
+	return nil
+}
+
+// pump streams the request body to the agent within its window.
+func (st *edgeStream) pump(body io.ReadCloser) {
+	defer body.Close()
+	s := st.s
+	window := s.cfg.has(wire.FeatureWindow)
+	buf := make([]byte, chunkSize)
+	stop := st.done
+	for {
+		n := chunkSize
+		if window {
+			if n = st.credit.take(chunkSize, stop); n == 0 {
+				return
+			}
+		}
+		m, err := body.Read(buf[:n])
+		if window && m < n {
+			st.credit.add(int64(n - m)) // give back what was not used
+		}
+		if m > 0 {
+			if werr := s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestChunk, RequestID: st.id, Data: buf[:m]}); werr != nil {
+				return
+			}
+		}
+		if err == io.EOF {
+			s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestEnd, RequestID: st.id})
+			return
+		}
+		if err != nil {
+			// The public client's upload broke: the request cannot
+			// complete.
+			st.reset(fmt.Errorf("%w: request body: %v", ErrStreamReset, err))
+			return
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+	}
+}
+
+var _ http.RoundTripper = (*EdgeSession)(nil)

@@ -1,0 +1,33 @@
+package tunnel
+
+import "errors"
+
+var (
+	// ErrSessionClosed is returned by RoundTrip and the streams of a
+	// session whose WebSocket is gone: the agent went offline.
+	ErrSessionClosed = errors.New("tunnel: agent session closed")
+
+	// ErrTooManyStreams is returned by RoundTrip when the session already
+	// carries its maximum of concurrent streams.
+	ErrTooManyStreams = errors.New("tunnel: too many concurrent streams")
+
+	// ErrBodyTooLarge is returned by RoundTrip when a request body for a
+	// plain Jetty agent (which takes whole bodies only) exceeds the limit.
+	ErrBodyTooLarge = errors.New("tunnel: request body too large for this agent")
+
+	// ErrStreamReset ends a body whose peer cancelled it or broke the
+	// protocol on it.
+	ErrStreamReset = errors.New("tunnel: stream reset")
+
+	// ErrFlowControl ends a stream whose peer sent more than its credit.
+	ErrFlowControl = errors.New("tunnel: peer exceeded the flow-control window")
+)
+
+// UpstreamError ends a response body whose upstream failed mid-stream (an
+// http_response_end with an error). The public client must see an abort,
+// never a clean end.
+type UpstreamError struct {
+	Msg string
+}
+
+func (e *UpstreamError) Error() string { return "tunnel: upstream failed mid-body: " + e.Msg }

@@ -1,0 +1,269 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var allFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+
+// modes are the feature sets every session test runs with: our own agent,
+// and a plain Jetty peer that announced nothing.
+var modes = map[string][]string{"extensions": allFeatures, "plain": nil}
+
+// tunnelFront starts an edge session and an agent serving upstream over a
+// real WebSocket, and a public reverse proxy whose Transport is the
+// session. It returns the public URL.
+func tunnelFront(t *testing.T, features []string, upstream http.Handler) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sessions := make(chan *EdgeSession, 1)
+	var wg sync.WaitGroup
+	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		s := NewEdgeSession(ws, Config{Features: features, Window: 64 << 10})
+		sessions <- s
+		s.Run(ctx)
+	}))
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(wsSrv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: 64 << 10})
+	}()
+	sess := <-sessions
+	front := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
+		},
+		Transport:     sess,
+		FlushInterval: -1,
+		ErrorLog:      nil,
+	})
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+		cancel()
+		sess.Close()
+		wg.Wait()
+		wsSrv.CloseClientConnections()
+		wsSrv.Close()
+	})
+	return front.URL
+}
+
+func forModes(t *testing.T, f func(t *testing.T, features []string)) {
+	for name, features := range modes {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t, features)
+		})
+	}
+}
+
+func TestRoundTrips(t *testing.T) {
+	t.Parallel()
+	forModes(t, func(t *testing.T, features []string) {
+		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Add("Set-Cookie", "a=1")
+			w.Header().Add("Set-Cookie", "b=2; Path=/")
+			w.Header().Set("X-Method", r.Method)
+			w.Header().Set("X-Query", r.URL.RawQuery)
+			w.Header().Set("X-Path", r.URL.EscapedPath())
+			switch r.URL.Path {
+			case "/204":
+				w.WriteHeader(204)
+				return
+			case "/304":
+				w.WriteHeader(304)
+				return
+			}
+			w.Header().Set("Content-Length", itoa(len(body)))
+			w.Write(body)
+		})
+		url := tunnelFront(t, features, upstream)
+		bin := make([]byte, 300<<10)
+		rand.Read(bin)
+		for _, method := range []string{"GET", "POST", "PUT", "DELETE", "HEAD"} {
+			body := bin
+			if method == "GET" || method == "HEAD" {
+				body = nil
+			}
+			req, _ := http.NewRequest(method, url+"/a%20b/c?x=1&y=%2F", bytes.NewReader(body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !bytes.Equal(got, body) {
+				t.Fatalf("%s: status %d, %d bytes back of %d", method, resp.StatusCode, len(got), len(body))
+			}
+			if resp.Header.Get("X-Method") != method || resp.Header.Get("X-Query") != "x=1&y=%2F" || resp.Header.Get("X-Path") != "/a%20b/c" {
+				t.Fatalf("%s: headers %v", method, resp.Header)
+			}
+			if cookies := resp.Header.Values("Set-Cookie"); len(cookies) != 2 && features != nil {
+				t.Fatalf("Set-Cookie = %q", cookies)
+			}
+		}
+		for _, code := range []int{204, 304} {
+			resp, err := http.Get(url + "/" + itoa(code))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != code {
+				t.Fatalf("status %d, want %d", resp.StatusCode, code)
+			}
+		}
+	})
+}
+
+func itoa(n int) string { return fmtInt(n) }
+
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+func TestStreamingHeadersFirstAndCancel(t *testing.T) {
+	t.Parallel()
+	forModes(t, func(t *testing.T, features []string) {
+		cancelled := make(chan struct{})
+		send := make(chan string)
+		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			http.NewResponseController(w).Flush()
+			for {
+				select {
+				case msg := <-send:
+					io.WriteString(w, "data: "+msg+"\n\n")
+					http.NewResponseController(w).Flush()
+				case <-r.Context().Done():
+					close(cancelled)
+					return
+				}
+			}
+		})
+		url := tunnelFront(t, features, upstream)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := http.DefaultClient.Do(req) // headers before any event
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("headers %v", resp.Header)
+		}
+		buf := make([]byte, 100)
+		for _, msg := range []string{"one", "two"} {
+			start := time.Now()
+			send <- msg
+			n, err := resp.Body.Read(buf)
+			if err != nil || string(buf[:n]) != "data: "+msg+"\n\n" {
+				t.Fatalf("read %q %v", buf[:n], err)
+			}
+			t.Logf("event through the tunnel in %v", time.Since(start))
+		}
+		cancel()
+		resp.Body.Close()
+		select {
+		case <-cancelled:
+		case <-time.After(time.Second):
+			if features != nil {
+				t.Fatal("upstream request not cancelled within 1 s of the client leaving")
+			}
+			// A plain Jetty agent has no http_cancel: the upstream
+			// learns only when the tunnel goes.
+		}
+	})
+}
+
+func TestUpstreamFailureAbortsClient(t *testing.T) {
+	t.Parallel()
+	forModes(t, func(t *testing.T, features []string) {
+		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000000")
+			w.Write(make([]byte, 1000))
+			panic(http.ErrAbortHandler) // what ReverseProxy does when its upstream breaks
+		})
+		url := tunnelFront(t, features, upstream)
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatal("client saw a clean end of a broken body")
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Logf("client error: %v", err)
+		}
+	})
+}
+
+func TestSlowReaderDoesNotStallOthers(t *testing.T) {
+	t.Parallel()
+	// With the window feature a stalled reader fills only its own stream.
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			chunk := make([]byte, 32<<10)
+			for i := 0; i < 1000; i++ {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+			return
+		}
+		io.WriteString(w, "small")
+	})
+	url := tunnelFront(t, allFeatures, upstream)
+	resp, err := http.Get(url + "/big") // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(100 * time.Millisecond)
+	for i := 0; i < 20; i++ {
+		r, err := http.Get(url + "/small")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if string(b) != "small" {
+			t.Fatalf("got %q", b)
+		}
+	}
+}
