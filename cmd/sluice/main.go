@@ -52,6 +52,8 @@ Usage:
   sluice <command> [arguments]
 
 Commands:
+  edge         run an edge: the public side, routing NAME.DOMAIN to tunnels
+  http PORT    expose a local HTTP server through a tunnel
   events URL   print the events of a Server-Sent Events stream
   demo         run a demo event feed on 127.0.0.1 and print its events
   version      print the version
@@ -69,6 +71,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "edge":
+		err = runEdge(ctx, rest, stdout, stderr)
+	case "http":
+		err = runHTTP(ctx, rest, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, stdout, stderr)
 	case "demo":

@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// Config configures an agent. Zero values mean the documented defaults.
+type Config struct {
+	// Edge is the edge's URL (http:// or https://); the agent connects to
+	// its /agent WebSocket.
+	Edge string
+	// Token is the agent credential the edge accepts.
+	Token string
+	// Name is the tunnel's name: its public URL is NAME.DOMAIN.
+	Name string
+	// Upstream is the local server, such as http://127.0.0.1:3000.
+	Upstream *url.URL
+	// HostHeader is what the upstream sees as Host: "" or "preserve" keeps
+	// the public host, "rewrite" uses the upstream's, anything else is used
+	// as it is.
+	HostHeader string
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers; bodies have no time limit. Default 60 s.
+	ResponseHeaderTimeout time.Duration
+	// MaxBackoff caps the wait between reconnects. Default 30 s.
+	MaxBackoff time.Duration
+	// Session configures the tunnel session (window, frame limit, pings).
+	Session tunnel.Config
+	// Logger receives the agent's logs. Nil discards.
+	Logger *slog.Logger
+	// Console, if set, gets one line per request.
+	Console io.Writer
+	// OnConnect, if set, is called with the public URL each time the
+	// tunnel is registered.
+	OnConnect func(publicURL string)
+	// OnRetry, if set, is called before each wait to reconnect.
+	OnRetry func(err error, delay time.Duration)
+}
+
+// RegisterError is the edge's refusal of a registration (a wrong token, a
+// name taken by another agent, an invalid name). The agent does not retry
+// after it.
+type RegisterError struct {
+	Code    string
+	Message string
+}
+
+func (e *RegisterError) Error() string {
+	return fmt.Sprintf("agent: the edge refused the tunnel: %s (%s)", e.Message, e.Code)
+}
+
+// Agent keeps one tunnel registered at an edge. New does no I/O; Run blocks.
+type Agent struct {
+	cfg     Config
+	handler http.Handler
+	wsURL   string
+}
+
+// New checks cfg and returns an agent.
+func New(cfg Config) (*Agent, error) {
+	u, err := url.Parse(cfg.Edge)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("agent: edge %q is not an http:// or https:// URL", cfg.Edge)
+	}
+	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
+		return nil, errors.New("agent: no upstream")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("agent: no tunnel name")
+	}
+	if cfg.ResponseHeaderTimeout <= 0 {
+		cfg.ResponseHeaderTimeout = 60 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/agent"
+	a := &Agent{cfg: cfg, wsURL: u.String()}
+	a.handler = newProxy(&a.cfg)
+	if cfg.Console != nil {
+		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
+	}
+	return a, nil
+}
+
+// features are the protocol v1 extensions the agent announces.
+var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+
+// Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
+// refuses the registration (a *RegisterError). After a lost connection it
+// reconnects with exponential backoff and full jitter, capped at
+// MaxBackoff, starting over after a session that lasted.
+func (a *Agent) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		start := time.Now()
+		err := a.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var re *RegisterError
+		if errors.As(err, &re) {
+			return err
+		}
+		if time.Since(start) > 30*time.Second {
+			failures = 0 // a healthy session: start the backoff over
+		}
+		failures++
+		delay := a.backoff(failures)
+		a.cfg.Logger.Warn("tunnel lost", "err", err, "retry_in", delay)
+		if a.cfg.OnRetry != nil {
+			a.cfg.OnRetry(err, delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is full jitter: a random wait up to min(cap, 250 ms × 2^n).
+func (a *Agent) backoff(failures int) time.Duration {
+	ceiling := 250 * time.Millisecond
+	for i := 1; i < failures && ceiling < a.cfg.MaxBackoff; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, a.cfg.MaxBackoff)
+	return time.Duration(rand.Int64N(int64(ceiling))) + 50*time.Millisecond
+}
+
+// session connects, registers and serves until the connection ends.
+func (a *Agent) session(ctx context.Context) error {
+	dialer := websocket.Dialer{
+		ReadBufferSize:   64 << 10,
+		WriteBufferSize:  64 << 10,
+		HandshakeTimeout: 15 * time.Second,
+		Proxy:            http.ProxyFromEnvironment,
+	}
+	ws, resp, err := dialer.DialContext(ctx, a.wsURL, nil)
+	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("connect to %s: %w (HTTP %s)", a.wsURL, err, resp.Status)
+		}
+		return fmt.Errorf("connect to %s: %w", a.wsURL, err)
+	}
+	defer ws.Close()
+	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: a.cfg.Name, AgentToken: a.cfg.Token, Features: features}
+	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, msg, err := ws.ReadMessage()
+	if err != nil {
+		return fmt.Errorf("register: no answer: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	var answer wire.Frame
+	if err := wire.Decode(msg, &answer); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	switch answer.Type {
+	case wire.TypeRegistered:
+	case wire.TypeError:
+		return &RegisterError{Code: answer.Code, Message: answer.Message}
+	default:
+		return fmt.Errorf("register: unexpected answer %q", answer.Type)
+	}
+	publicURL := answer.PublicURL
+	if publicURL == "" {
+		publicURL = a.cfg.Name + " (the edge sent no public URL)"
+	}
+	if a.cfg.OnConnect != nil {
+		a.cfg.OnConnect(publicURL)
+	}
+	cfg := a.cfg.Session
+	cfg.Features = answer.Features
+	cfg.Logger = a.cfg.Logger
+	return tunnel.ServeAgent(ctx, ws, a.handler, cfg)
+}
+
+// Handler returns the agent's local handler: the reverse proxy to the
+// upstream, with the console log if configured.
+func (a *Agent) Handler() http.Handler { return a.handler }

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/errpage"
+)
+
+// newProxy returns the local reverse proxy to upstream: forwarding headers
+// from the edge kept, Host as configured, every chunk flushed, no total
+// timeout (only one for the response headers), and errors that name the
+// upstream.
+func newProxy(cfg *Config) http.Handler {
+	up := cfg.Upstream
+	transport := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true, // bodies pass through as the client asked
+		ExpectContinueTimeout: time.Second,
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			// The edge set these for the public client; keep them.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := pr.In.Header[h]; v != nil {
+					pr.Out.Header[h] = v
+				}
+			}
+			switch cfg.HostHeader {
+			case "", "preserve":
+				pr.Out.Host = pr.In.Host
+			case "rewrite":
+				pr.Out.Host = up.Host
+			default:
+				pr.Out.Host = cfg.HostHeader
+			}
+		},
+		Transport:     transport,
+		FlushInterval: -1,
+		ErrorLog:      log.New(io.Discard, "", 0),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			upstreamError(w, r, up, err)
+		},
+	}
+	return rp
+}
+
+// upstreamError answers when the local server could not be reached.
+func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		w.WriteHeader(499) // the public client left
+	case errors.Is(err, syscall.ECONNREFUSED):
+		errpage.Write(w, r, http.StatusBadGateway, "upstream_refused", "Local server not reachable",
+			fmt.Sprintf("the agent could not connect to %s: connection refused. Is the local server running on that port?", up.Host))
+	case errors.As(err, &ne) && ne.Timeout():
+		errpage.Write(w, r, http.StatusGatewayTimeout, "upstream_timeout", "Local server timed out",
+			fmt.Sprintf("%s did not answer in time: %v", up.Host, err))
+	default:
+		errpage.Write(w, r, http.StatusBadGateway, "upstream_error", "Local server error",
+			fmt.Sprintf("the request to %s failed: %v", up.Host, err))
+	}
+}
+
+// console prints one line per request, like ngrok's: time, method, path,
+// status, duration, response bytes.
+type console struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (c *console) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+		defer func() {
+			c.mu.Lock()
+			fmt.Fprintf(c.w, "%s  %-7s %-40s %3d  %8s  %s\n", start.Format("15:04:05"), r.Method, trim(r.URL.RequestURI(), 40),
+				rec.code, time.Since(start).Round(time.Millisecond), size(rec.n))
+			c.mu.Unlock()
+		}()
+		h.ServeHTTP(rec, r)
+	})
+}
+
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func size(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GB", float64(n)/(1<<30))
+}
+
+// recorder notes the status and body bytes of a response.
+type recorder struct {
+	http.ResponseWriter
+	code        int
+	n           int64
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader && code >= 200 {
+		r.code, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) Flush() { http.NewResponseController(r.ResponseWriter).Flush() }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/edge"
+)
+
+const edgeHelp = `Usage: sluice edge [flags]
+
+Runs an edge: the public side of sluice. Requests to http://NAME.DOMAIN:PORT/
+go through the tunnel named NAME to its agent; the apex (DOMAIN, or the bare
+address) serves the agents' endpoint /agent, /healthz and /metrics.
+
+  sluice edge --listen 127.0.0.1:8080 --domain localhost --token T
+  sluice http 3000 --edge http://127.0.0.1:8080 --token T --name demo
+  curl http://demo.localhost:8080/
+`
+
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("edge", edgeHelp, stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	domain := fs.String("domain", "localhost", "apex domain: tunnel NAME is served at NAME.DOMAIN")
+	token := fs.String("token", "", "agent credential (or --tokens)")
+	tokens := fs.String("tokens", "", "file of agent credentials, one per line (# comments)")
+	certFile := fs.String("tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve HTTPS and HTTP/2")
+	keyFile := fs.String("tls-key", "", "TLS key file (PEM)")
+	publicPort := fs.Int("public-port", 0, "port in public URLs, when clients reach the edge through another port (0: the listener's)")
+	maxBody := fs.Int64("max-body", 32<<20, "largest request body sent whole to a plain Jetty agent, in bytes (413 past it)")
+	maxStreams := fs.Int("max-streams", 1024, "concurrent requests per tunnel (503 past it)")
+	maxFrame := fs.Int("max-frame", 32<<20, "largest frame accepted from an agent, in bytes (larger ones are skipped and counted)")
+	ping := fs.Duration("ping-interval", 10*time.Second, "how often agents are pinged")
+	pong := fs.Duration("pong-timeout", 30*time.Second, "drop an agent silent for this long (dead-agent detection)")
+	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
+	verbose := fs.Bool("v", false, "log debug messages")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("edge: unexpected argument %q", pos[0])
+	}
+	cfg := edge.DefaultConfig()
+	cfg.Domain = *domain
+	cfg.PublicPort = *publicPort
+	if *token != "" {
+		cfg.Tokens = append(cfg.Tokens, *token)
+	}
+	if *tokens != "" {
+		list, err := readTokens(*tokens)
+		if err != nil {
+			return err
+		}
+		cfg.Tokens = append(cfg.Tokens, list...)
+	}
+	if len(cfg.Tokens) == 0 {
+		return usagef("edge: give agents a credential with --token T or --tokens FILE")
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		return usagef("edge: --tls-cert and --tls-key go together")
+	}
+	if *certFile != "" {
+		cfg.PublicScheme = "https"
+	}
+	cfg.Session.MaxBody = *maxBody
+	cfg.Session.MaxStreams = *maxStreams
+	cfg.Session.MaxFrameSize = *maxFrame
+	cfg.Session.PingInterval = *ping
+	cfg.Session.PongTimeout = *pong
+	cfg.Logger = newLogger(stderr, *verbose)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("edge: listen: %w", err)
+	}
+	if cfg.PublicPort == 0 {
+		cfg.PublicPort = ln.Addr().(*net.TCPAddr).Port
+	}
+	srv, err := edge.New(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("edge: TLS: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	}
+	fmt.Fprintf(stderr, "sluice edge listening on %s; tunnels at %s\n", ln.Addr(), srv.PublicURL("NAME"))
+	return srv.Serve(ctx, ln, *grace)
+}
+
+func readTokens(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: tokens: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("edge: tokens: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("edge: tokens: %s holds no token", path)
+	}
+	return out, nil
+}
+
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}

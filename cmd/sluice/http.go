@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/agent"
+	"github.com/sluicehq/sluice/edge"
+)
+
+const httpHelp = `Usage: sluice http PORT|URL [flags]
+
+Exposes a local HTTP server through a tunnel: requests to the public URL
+reach PORT on 127.0.0.1 (or URL), streamed both ways. Without --edge, an
+edge starts inside this process on 127.0.0.1, so that "sluice http 3000"
+works alone on a laptop.
+
+  sluice http 3000
+  sluice http 3000 --edge http://127.0.0.1:8080 --token T --name demo
+  sluice http http://127.0.0.1:5173 --host-header rewrite
+`
+
+func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("http", httpHelp, stderr)
+	edgeURL := fs.String("edge", "", "edge URL, such as https://tunnel.example.com (default: an embedded edge on 127.0.0.1)")
+	token := fs.String("token", "", "agent credential the edge accepts")
+	name := fs.String("name", "", "tunnel name, the NAME of NAME.DOMAIN (default: a random readable name)")
+	hostHeader := fs.String("host-header", "preserve", `Host the local server sees: "preserve" (the public host), "rewrite" (the upstream's), or a literal host`)
+	protocol := fs.String("protocol", "v1", `tunnel protocol: "v1" (JSON frames); "auto" is v1 until v2 exists`)
+	headerTimeout := fs.Duration("header-timeout", 60*time.Second, "longest wait for the local server's response headers (bodies have no limit)")
+	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
+	quiet := fs.Bool("quiet", false, "print no line per request")
+	verbose := fs.Bool("v", false, "log debug messages")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return usagef("http: want one PORT or URL, got %d arguments", len(pos))
+	}
+	upstream, err := parseUpstream(pos[0])
+	if err != nil {
+		return err
+	}
+	if *protocol != "v1" && *protocol != "auto" {
+		return usagef(`http: --protocol must be "v1" or "auto"`)
+	}
+	if *name == "" {
+		*name = randomName()
+	}
+	*name = strings.ToLower(*name)
+	if !edge.ValidName(*name) {
+		return usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
+	}
+	logger := newLogger(stderr, *verbose)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if *edgeURL == "" {
+		// The embedded edge: local only, with a one-off token.
+		tok := make([]byte, 16)
+		rand.Read(tok)
+		*token = hex.EncodeToString(tok)
+		cfg := edge.DefaultConfig()
+		cfg.Tokens = []string{*token}
+		cfg.Logger = logger
+		srv, err := edge.New(cfg)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("http: embedded edge: %w", err)
+		}
+		*edgeURL = "http://" + ln.Addr().String()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, ln, time.Second); err != nil {
+				fmt.Fprintf(stderr, "sluice: embedded edge: %v\n", err)
+			}
+		}()
+	}
+	cfg := agent.Config{
+		Edge:                  *edgeURL,
+		Token:                 *token,
+		Name:                  *name,
+		Upstream:              upstream,
+		HostHeader:            *hostHeader,
+		ResponseHeaderTimeout: *headerTimeout,
+		Logger:                logger,
+		OnConnect: func(public string) {
+			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, upstream)
+		},
+		OnRetry: func(err error, delay time.Duration) {
+			fmt.Fprintf(stderr, "tunnel lost (%v); reconnecting in %v\n", err, delay.Round(time.Millisecond))
+		},
+	}
+	if !*quiet {
+		cfg.Console = stdout
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	err = a.Run(ctx)
+	cancel()
+	var re *agent.RegisterError
+	if errors.As(err, &re) {
+		return fmt.Errorf("the edge refused the tunnel: %s", re.Message)
+	}
+	return err
+}
+
+// parseUpstream takes "3000", "localhost:3000" or a URL.
+func parseUpstream(s string) (*url.URL, error) {
+	if port, err := strconv.Atoi(s); err == nil {
+		if port < 1 || port > 65535 {
+			return nil, usagef("http: port %d out of range", port)
+		}
+		return &url.URL{Scheme: "http", Host: "127.0.0.1:" + s}, nil
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef("http: %q is not a port or an http:// URL", s)
+	}
+	return u, nil
+}
+
+var (
+	nameAdjectives = []string{"amber", "brisk", "calm", "dusty", "eager", "fuzzy", "gentle", "hazy", "icy", "jolly", "keen", "lucky", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty"}
+	nameNouns      = []string{"otter", "falcon", "maple", "river", "comet", "badger", "cedar", "heron", "lynx", "meadow", "pebble", "quartz", "raven", "spruce", "tulip", "walrus", "willow", "yak", "zephyr", "harbor"}
+)
+
+// randomName returns a readable tunnel name such as "brisk-otter-42".
+func randomName() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("%s-%s-%d", nameAdjectives[int(b[0])%len(nameAdjectives)], nameNouns[int(b[1])%len(nameNouns)], 10+int(b[2])%90)
+}

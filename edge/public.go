@@ -1,0 +1,145 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+
+	"github.com/sluicehq/sluice/internal/errpage"
+	"github.com/sluicehq/sluice/tunnel"
+)
+
+// proxy is one tunnel's public handler.
+type proxy struct {
+	s    *Server
+	name string
+	rp   *httputil.ReverseProxy
+}
+
+func (s *Server) newProxy(name string, session *tunnel.EdgeSession) *proxy {
+	p := &proxy{s: s, name: name}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Append to the client's X-Forwarded-For rather than replace
+			// it, and say which host and scheme the client used.
+			if xff := pr.In.Header["X-Forwarded-For"]; xff != nil {
+				pr.Out.Header["X-Forwarded-For"] = append([]string(nil), xff...)
+			}
+			pr.SetXForwarded()
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:      session,
+		FlushInterval:  -1, // every chunk is flushed as it comes
+		ModifyResponse: markStreamed,
+		ErrorHandler:   p.proxyError,
+		ErrorLog:       log.New(slogWriter{s.cfg.Logger}, "", 0),
+	}
+	return p
+}
+
+// markStreamed adds X-Accel-Buffering: no to streamed responses (no
+// Content-Length, or an event stream or NDJSON), so that an nginx in front
+// of the edge does not buffer them.
+func markStreamed(resp *http.Response) error {
+	if resp.Header.Get("X-Accel-Buffering") != "" {
+		return nil
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.ContentLength < 0 || mt == "text/event-stream" || mt == "application/x-ndjson" {
+		resp.Header.Set("X-Accel-Buffering", "no")
+	}
+	return nil
+}
+
+func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	host := r.Host
+	switch {
+	case errors.Is(err, context.Canceled):
+		// The client left; nobody reads this answer.
+		w.WriteHeader(499)
+	case errors.Is(err, tunnel.ErrSessionClosed):
+		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "Agent offline",
+			"the agent for "+host+" disconnected; the tunnel serves again when it reconnects.")
+	case errors.Is(err, tunnel.ErrTooManyStreams):
+		w.Header().Set("Retry-After", "1")
+		errpage.Write(w, r, http.StatusServiceUnavailable, "too_many_streams", "Tunnel busy",
+			"the tunnel "+host+" is carrying its maximum of concurrent requests ("+strconv.Itoa(p.s.cfg.Session.MaxStreams)+"); try again.")
+	case errors.Is(err, tunnel.ErrBodyTooLarge):
+		errpage.Write(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
+			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.MaxBody, 10)+" bytes.")
+	default:
+		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "err", err)
+		errpage.Write(w, r, http.StatusBadGateway, "tunnel_error", "Tunnel error",
+			"the request to "+host+" could not be carried through the tunnel: "+err.Error())
+	}
+}
+
+// ServeHTTP serves one public request through the tunnel, counting it.
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := p.s.metrics
+	m.openStreams.Inc()
+	defer m.openStreams.Dec()
+	cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, m: m}
+	}
+	defer func() {
+		m.requests.WithLabelValues(strconv.Itoa(cw.code)).Inc()
+		m.bytes.WithLabelValues("out").Add(float64(cw.n))
+	}()
+	p.rp.ServeHTTP(cw, r)
+}
+
+// countingWriter records the status and body bytes of a response.
+type countingWriter struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if code >= 200 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes,
+// deadlines, hijacking for upgrades).
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// Flush is found by ReverseProxy without a ResponseController.
+func (c *countingWriter) Flush() { http.NewResponseController(c.ResponseWriter).Flush() }
+
+type countingBody struct {
+	io.ReadCloser
+	m *metrics
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.m.bytes.WithLabelValues("in").Add(float64(n))
+	return n, err
+}
+
+// slogWriter routes the standard library proxy's log lines to slog at debug
+// level: they are mostly clients that went away.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug(string(p))
+	return len(p), nil
+}

@@ -1,0 +1,155 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sluicehq/sluice/internal/errpage"
+)
+
+// Server is an edge. New does no I/O; Serve runs it on a listener. All
+// methods are safe for concurrent use.
+type Server struct {
+	cfg      Config
+	registry *registry
+	metrics  *metrics
+	apex     *http.ServeMux
+
+	ctx    context.Context // ends the agent sessions
+	cancel context.CancelFunc
+	agents sync.WaitGroup // agent connections and closing sessions
+	port   atomic.Int32   // the listener's port, for public URLs
+}
+
+// New returns an edge for cfg, or the reason cfg is not usable.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics()}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.apex = http.NewServeMux()
+	s.apex.HandleFunc("GET /agent", s.serveAgent)
+	s.apex.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	s.apex.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.apex.HandleFunc("/", s.landing)
+	return s, nil
+}
+
+// PublicURL returns the public URL of tunnel name.
+func (s *Server) PublicURL(name string) string {
+	host := name + "." + s.cfg.Domain
+	port := s.cfg.PublicPort
+	if port == 0 {
+		port = int(s.port.Load())
+	}
+	if port != 0 && !(port == 80 && s.cfg.PublicScheme == "http") && !(port == 443 && s.cfg.PublicScheme == "https") {
+		host += ":" + strconv.Itoa(port)
+	}
+	return s.cfg.PublicScheme + "://" + host
+}
+
+// ServeHTTP routes by Host: NAME.DOMAIN to tunnel NAME, anything else to
+// the apex (agents, health, metrics, landing page).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	name, ok := strings.CutSuffix(host, "."+s.cfg.Domain)
+	if !ok {
+		s.apex.ServeHTTP(w, r)
+		return
+	}
+	if !ValidName(name) {
+		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
+			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
+		return
+	}
+	e := s.registry.lookup(name, s.cfg.OfflineMemory)
+	switch {
+	case e == nil:
+		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
+			"no agent has registered the tunnel "+host+" at this edge.")
+	case e.session == nil:
+		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "Agent offline",
+			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
+	default:
+		e.proxy.ServeHTTP(w, r)
+	}
+}
+
+func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		errpage.Write(w, r, http.StatusNotFound, "not_found", "Not found", r.URL.Path+" is not a page of this edge.")
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	d := html.EscapeString(s.cfg.Domain)
+	io.WriteString(w, `<!doctype html><meta charset="utf-8"><title>sluice edge</title>`+
+		`<style>body{font:16px system-ui,sans-serif;margin:3rem;max-width:40rem}code{background:#eee;padding:0 .2em}</style>`+
+		`<h1>sluice edge</h1><p>Tunnels of this edge are served at <code>https://NAME.`+d+`</code>. `+
+		`Expose a local server with <code>sluice http 3000 --edge URL --token T --name NAME</code>.</p>`+
+		`<p><a href="/healthz">/healthz</a> · <a href="/metrics">/metrics</a></p>`)
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// accepting, lets requests in flight run for up to grace, then aborts them
+// and closes the agents' sessions. It returns nil after a shutdown asked
+// for by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.port.Store(int32(tcp.Port))
+	}
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := hs.Shutdown(sctx) // waits for public requests, up to grace
+	s.Close()                // then the sessions go, aborting what is left
+	if err != nil {
+		hs.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return nil
+}
+
+// Close closes every agent session and returns once the agent connections
+// have ended. Public requests through them fail. It is idempotent.
+func (s *Server) Close() error {
+	s.cancel()
+	for _, sess := range s.registry.online() {
+		sess.Close()
+	}
+	s.agents.Wait()
+	return nil
+}

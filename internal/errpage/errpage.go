@@ -1,0 +1,43 @@
+// Package errpage writes the error responses of the edge and the agent:
+// a small HTML page for browsers, JSON for clients that ask for it, plain
+// text otherwise, always naming what went wrong and where.
+package errpage
+
+import (
+	"encoding/json"
+	"html"
+	"net/http"
+	"strings"
+)
+
+// Write answers r with status, a short title and a detail sentence. The
+// body is JSON ({"error":{"code","status","message"}}) when the client
+// accepts application/json and not text/html, HTML when it accepts
+// text/html, and text otherwise. code is a stable machine-readable name
+// such as "tunnel_not_found".
+func Write(w http.ResponseWriter, r *http.Request, status int, code, title, detail string) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Sluice-Error", code)
+	h.Del("Content-Length")
+	accept := r.Header.Get("Accept")
+	switch {
+	case strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html"):
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
+			"code": code, "status": status, "message": title + ": " + detail,
+		}})
+	case strings.Contains(accept, "text/html"):
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		t, d := html.EscapeString(title), html.EscapeString(detail)
+		w.Write([]byte(`<!doctype html><meta charset="utf-8"><title>` + t + `</title>` +
+			`<style>body{font:16px system-ui,sans-serif;margin:3rem;max-width:40rem;color:#222}code{background:#eee;padding:0 .2em}</style>` +
+			`<h1>` + t + `</h1><p>` + d + `</p><p><small>sluice · ` + html.EscapeString(code) + `</small></p>`))
+	default:
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		w.Write([]byte(title + ": " + detail + "\n"))
+	}
+}
