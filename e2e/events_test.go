@@ -306,7 +306,8 @@ func TestEventsInterrupt(t *testing.T) {
 	}
 }
 
-// The README's first command: the demo runs alone and shows events.
+// The README's first command: the demo runs an edge, an agent and an app
+// in one process, and its clock feed streams through the tunnel.
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	r := run(t, 30*time.Second, "demo", "--interval", "50ms", "--max-events", "3")
@@ -316,7 +317,7 @@ func TestDemo(t *testing.T) {
 	if strings.Count(r.stdout, "event: tick (id ") != 3 {
 		t.Fatalf("stdout = %q", r.stdout)
 	}
-	if !strings.Contains(r.stderr, "sluice events http://127.0.0.1:") {
+	if !strings.Contains(r.stderr, "sluice events http://demo.localhost:") {
 		t.Fatalf("stderr does not say how to try it: %q", r.stderr)
 	}
 }

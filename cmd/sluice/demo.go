@@ -2,31 +2,42 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/agent"
+	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/sse"
 )
 
 const demoHelp = `Usage: sluice demo [flags]
 
-Runs a small demo on 127.0.0.1: an event feed that publishes the time every
-second (an SSE hub with replay history), a page that shows it with the
-browser's EventSource, and prints the feed's events here as "sluice events"
-would. Stop it with Ctrl-C.
+Runs all of sluice in one process, with nothing to install: an edge on
+127.0.0.1, an agent, and a small demo app behind the tunnel — a page, an SSE
+clock, a large download and an upload digest. It prints the public URL and
+commands to try, then one line per request through the tunnel. Stop it with
+Ctrl-C.
+
+With --max-events N it instead reads its own clock feed through the tunnel,
+prints N events as "sluice events" would, and exits: a self-test.
 `
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", demoHelp, stderr)
-	listen := fs.String("listen", "127.0.0.1:0", "address to listen on (port 0: any free port)")
-	interval := fs.Duration("interval", time.Second, "time between two events of the feed")
-	count := fs.Int("max-events", 0, "exit after printing `N` events (0: run until interrupted)")
+	listen := fs.String("listen", "127.0.0.1:0", "the edge's address (port 0: any free port)")
+	interval := fs.Duration("interval", time.Second, "time between two events of the clock feed")
+	count := fs.Int("max-events", 0, "read `N` events of the feed through the tunnel, print them and exit (0: serve until interrupted)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -37,45 +48,161 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *interval <= 0 {
 		return usagef("demo: --interval must be positive")
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("demo: listen: %w", err)
-	}
-	hub := sse.NewHub(sse.HubConfig{HistorySize: 100})
-	mux := http.NewServeMux()
-	mux.Handle("GET /events", hub.Handler(func(*http.Request) string { return "clock" }))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		io.WriteString(w, demoPage)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	// The demo app, on a loopback port of its own.
+	hub := sse.NewHub(sse.HubConfig{HistorySize: 100})
+	defer hub.Close()
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	app := &http.Server{Handler: demoApp(hub), ReadHeaderTimeout: 10 * time.Second}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(stderr, "sluice: demo server: %v\n", err)
+		if err := app.Serve(appLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(stderr, "sluice: demo app: %v\n", err)
 		}
 	}()
 	go func() {
 		defer wg.Done()
 		publishClock(ctx, hub, *interval)
 	}()
-	defer func() {
-		cancel()
-		hub.Close() // ends the open streams, so Shutdown does not wait on them
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = srv.Shutdown(sctx)
-		wg.Wait()
+	defer app.Close()
+
+	// The edge, with a one-off token.
+	edgeLn, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("demo: listen: %w", err)
+	}
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	cfg := edge.DefaultConfig()
+	cfg.Tokens = []string{hex.EncodeToString(tok)}
+	cfg.PublicPort = edgeLn.Addr().(*net.TCPAddr).Port
+	srv, err := edge.New(cfg)
+	if err != nil {
+		edgeLn.Close()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		srv.Serve(ctx, edgeLn, time.Second)
 	}()
 
-	base := "http://" + ln.Addr().String()
-	fmt.Fprintf(stderr, "Demo feed:  %s/events\nDemo page:  %s/\nTry:        sluice events %s/events --json\n\n", base, base, base)
-	return streamEvents(ctx, base+"/events", eventsOptions{maxEvents: *count, quiet: true}, stdout, stderr)
+	// The agent.
+	connected := make(chan string, 1)
+	acfg := agent.Config{
+		Edge:     "http://" + edgeLn.Addr().String(),
+		Token:    cfg.Tokens[0],
+		Name:     "demo",
+		Upstream: &url.URL{Scheme: "http", Host: appLn.Addr().String()},
+		OnConnect: func(public string) {
+			select {
+			case connected <- public:
+			default:
+			}
+		},
+	}
+	if *count == 0 {
+		acfg.Console = stdout
+	}
+	a, err := agent.New(acfg)
+	if err != nil {
+		return err
+	}
+	agentErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		agentErr <- a.Run(ctx)
+	}()
+	var public string
+	select {
+	case public = <-connected:
+	case err := <-agentErr:
+		return fmt.Errorf("demo: agent: %v", err)
+	case <-ctx.Done():
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("demo: the agent did not register with the embedded edge")
+	}
+
+	fmt.Fprintf(stderr, `sluice demo: an edge, an agent and a demo app in this process.
+
+  Public URL:   %[1]s/   (open it in a browser: a live SSE clock)
+  Try:          curl %[1]s/
+                sluice events %[1]s/events --json
+                curl -o /dev/null %[1]s/download?size=1073741824
+                head -c 100000000 /dev/zero | curl -T - %[1]s/upload
+
+Requests through the tunnel:
+`, public)
+	if *count > 0 {
+		return streamEvents(ctx, public+"/events", eventsOptions{maxEvents: *count, quiet: true}, stdout, stderr)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// demoApp is the app behind the demo tunnel.
+func demoApp(hub *sse.Hub) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /events", hub.Handler(func(*http.Request) string { return "clock" }))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, demoPage)
+	})
+	mux.HandleFunc("GET /download", func(w http.ResponseWriter, r *http.Request) {
+		size := int64(100 << 20)
+		if s := r.URL.Query().Get("size"); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 {
+				http.Error(w, "size must be a number of bytes", http.StatusBadRequest)
+				return
+			}
+			size = n
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.Header().Set("Content-Disposition", `attachment; filename="sluice-demo.bin"`)
+		buf := make([]byte, 64<<10)
+		for i := range buf {
+			buf[i] = byte(i * 7)
+		}
+		for size > 0 {
+			n := min(size, int64(len(buf)))
+			if _, err := w.Write(buf[:n]); err != nil {
+				return
+			}
+			size -= n
+		}
+	})
+	mux.HandleFunc("POST /upload", uploadDigest)
+	mux.HandleFunc("PUT /upload", uploadDigest)
+	return mux
+}
+
+// uploadDigest reads the whole body as it streams in and answers its size
+// and SHA-256.
+func uploadDigest(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	start := time.Now()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		http.Error(w, "upload broken: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	secs := max(time.Since(start).Seconds(), 1e-9)
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"bytes":%d,"sha256":"%s","mb_per_s":%.1f}`+"\n", n, hex.EncodeToString(h.Sum(nil)), float64(n)/secs/1e6)
 }
 
 func publishClock(ctx context.Context, hub *sse.Hub, every time.Duration) {
@@ -97,9 +224,12 @@ var demoPage = strings.TrimSpace(`
 <!doctype html>
 <meta charset="utf-8">
 <title>sluice demo</title>
-<style>body{font:16px system-ui,sans-serif;margin:2rem}#t{font-size:2rem}li{font-family:monospace}</style>
-<h1>sluice demo feed</h1>
-<p>Time from the server, through an EventSource: <span id="t">waiting…</span></p>
+<style>body{font:16px system-ui,sans-serif;margin:2rem;max-width:44rem}#t{font-size:2rem}li{font-family:monospace}</style>
+<h1>sluice demo</h1>
+<p>This page came through a sluice tunnel. The time below is a Server-Sent
+Events feed, streamed through the same tunnel: <span id="t">waiting…</span></p>
+<p><a href="/download?size=104857600">Download 100 MiB</a> ·
+<label>Upload a file: <input type="file" id="f"></label> <span id="u"></span></p>
 <ol id="log" reversed></ol>
 <script>
 const es = new EventSource('/events');
@@ -109,8 +239,14 @@ es.addEventListener('tick', (e) => {
   li.textContent = 'id ' + e.lastEventId + ': ' + e.data;
   const log = document.getElementById('log');
   log.prepend(li);
-  while (log.children.length > 20) log.lastChild.remove();
+  while (log.children.length > 10) log.lastChild.remove();
 });
 es.onerror = () => { document.getElementById('t').textContent = 'reconnecting…'; };
+document.getElementById('f').onchange = async (e) => {
+  const file = e.target.files[0];
+  document.getElementById('u').textContent = 'uploading…';
+  const r = await fetch('/upload', {method: 'POST', body: file});
+  document.getElementById('u').textContent = await r.text();
+};
 </script>
 `) + "\n"

@@ -79,6 +79,9 @@ func streamEvents(ctx context.Context, rawURL string, o eventsOptions, stdout, s
 	cfg.NoReconnect = o.noReconnect
 	cfg.LastEventID = o.lastEventID
 	cfg.Header = http.Header{}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = httpClient()
+	}
 	for _, h := range o.headers {
 		name, value, _ := strings.Cut(h, ":")
 		cfg.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
