@@ -7,15 +7,16 @@ import (
 
 // pipe is one stream's body buffer: the session's read loop writes what
 // arrives, the consumer (a reverse proxy or a handler) reads it. It holds at
-// most limit bytes; the buffer is allocated as data arrives and released
-// when it empties, so an idle stream (a quiet SSE feed) holds none.
+// most limit bytes, in blocks of blockSize taken from a pool as data arrives
+// and given back as it is read, so an idle stream (a quiet SSE feed) holds
+// none and a busy one allocates nothing in steady state.
 //
 // onRead, if set, is called outside the lock after the consumer read n
 // bytes; the session uses it to grant window credit.
 type pipe struct {
 	mu       sync.Mutex
-	buf      []byte // buf[off:] is unread
-	off      int
+	blocks   []*block // unread data, oldest first
+	size     int      // unread bytes
 	limit    int
 	err      error // set by closeWrite: io.EOF or why the body ended
 	readGone bool  // the consumer closed its end
@@ -23,6 +24,16 @@ type pipe struct {
 	writable chan struct{}
 	onRead   func(n int)
 }
+
+const blockSize = 32 << 10
+
+// block is a pooled buffer; b[off:n] is unread.
+type block struct {
+	b      [blockSize]byte
+	off, n int
+}
+
+var blockPool = sync.Pool{New: func() any { return new(block) }}
 
 func newPipe(limit int, onRead func(int)) *pipe {
 	return &pipe{
@@ -44,16 +55,22 @@ func signal(c chan struct{}) {
 func (p *pipe) Read(b []byte) (int, error) {
 	for {
 		p.mu.Lock()
-		if n := len(p.buf) - p.off; n > 0 {
-			n = copy(b, p.buf[p.off:])
-			p.off += n
-			if p.off == len(p.buf) {
-				if cap(p.buf) > 64<<10 {
-					p.buf = nil // let a burst's memory go
-				} else {
-					p.buf = p.buf[:0]
+		if p.size > 0 {
+			n := 0
+			for n < len(b) && len(p.blocks) > 0 {
+				blk := p.blocks[0]
+				m := copy(b[n:], blk.b[blk.off:blk.n])
+				blk.off += m
+				n += m
+				if blk.off == blk.n {
+					p.blocks[0] = nil
+					p.blocks = p.blocks[1:]
+					blockPool.Put(blk)
 				}
-				p.off = 0
+			}
+			p.size -= n
+			if len(p.blocks) == 0 {
+				p.blocks = nil
 			}
 			p.mu.Unlock()
 			signal(p.writable)
@@ -81,11 +98,19 @@ func (p *pipe) Read(b []byte) (int, error) {
 func (p *pipe) Close() error {
 	p.mu.Lock()
 	p.readGone = true
-	p.buf, p.off = nil, 0
+	p.release()
 	p.mu.Unlock()
 	signal(p.writable)
 	signal(p.readable)
 	return nil
+}
+
+// release gives the blocks back. The caller holds p.mu.
+func (p *pipe) release() {
+	for _, blk := range p.blocks {
+		blockPool.Put(blk)
+	}
+	p.blocks, p.size = nil, 0
 }
 
 // write appends data. With wait, it waits for room while the buffer is
@@ -95,20 +120,12 @@ func (p *pipe) Close() error {
 func (p *pipe) write(data []byte, wait bool, stop <-chan struct{}) (ok bool, err error) {
 	for {
 		p.mu.Lock()
-		if p.readGone {
+		if p.readGone || p.err != nil {
 			p.mu.Unlock()
 			return false, nil
 		}
-		if p.err != nil {
-			p.mu.Unlock()
-			return false, nil
-		}
-		if len(p.buf)-p.off+len(data) <= p.limit || len(p.buf) == p.off {
-			if p.off > 0 && len(p.buf)+len(data) > cap(p.buf) {
-				p.buf = append(p.buf[:0], p.buf[p.off:]...)
-				p.off = 0
-			}
-			p.buf = append(p.buf, data...)
+		if p.size+len(data) <= p.limit || p.size == 0 {
+			p.append(data)
 			p.mu.Unlock()
 			signal(p.readable)
 			return true, nil
@@ -122,6 +139,24 @@ func (p *pipe) write(data []byte, wait bool, stop <-chan struct{}) (ok bool, err
 		case <-stop:
 			return false, ErrSessionClosed
 		}
+	}
+}
+
+// append copies data into blocks. The caller holds p.mu.
+func (p *pipe) append(data []byte) {
+	p.size += len(data)
+	if n := len(p.blocks); n > 0 {
+		last := p.blocks[n-1]
+		m := copy(last.b[last.n:], data)
+		last.n += m
+		data = data[m:]
+	}
+	for len(data) > 0 {
+		blk := blockPool.Get().(*block)
+		blk.off = 0
+		blk.n = copy(blk.b[:], data)
+		data = data[blk.n:]
+		p.blocks = append(p.blocks, blk)
 	}
 }
 
@@ -140,5 +175,5 @@ func (p *pipe) closeWrite(err error) {
 func (p *pipe) buffered() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.buf) - p.off
+	return p.size
 }

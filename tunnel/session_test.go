@@ -32,26 +32,33 @@ var modes = map[string][]string{"extensions": allFeatures, "plain": nil}
 // session. It returns the public URL.
 func tunnelFront(t *testing.T, features []string, upstream http.Handler) string {
 	t.Helper()
+	return tunnelFrontB(t, features, upstream)
+}
+
+// tunnelFrontB is tunnelFront for tests and benchmarks.
+func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sessions := make(chan *EdgeSession, 1)
 	var wg sync.WaitGroup
 	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		ws, err := (&websocket.Upgrader{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}).Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		s := NewEdgeSession(ws, Config{Features: features, Window: 64 << 10})
+		s := NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
 		sessions <- s
 		s.Run(ctx)
 	}))
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(wsSrv.URL, "http"), nil)
+	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}
+	ws, _, err := dialer.Dial("ws"+strings.TrimPrefix(wsSrv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: 64 << 10})
+		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: benchWindow})
 	}()
 	sess := <-sessions
 	front := httptest.NewServer(&httputil.ReverseProxy{
@@ -267,3 +274,6 @@ func TestSlowReaderDoesNotStallOthers(t *testing.T) {
 		}
 	}
 }
+
+// benchWindow is the flow-control window of tunnelFront's sessions.
+var benchWindow = DefaultWindow
