@@ -119,6 +119,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if errors.As(err, &re) {
 			return err
 		}
+		var pe *tunnel.PeerError
+		if errors.As(err, &pe) && pe.Code == "tunnel_replaced" {
+			// Another agent took the tunnel over with our credential:
+			// reconnecting would only take it back, over and over.
+			return &RegisterError{Code: pe.Code, Message: pe.Message}
+		}
 		if time.Since(start) > 30*time.Second {
 			failures = 0 // a healthy session: start the backoff over
 		}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 )
+
+// replacedGrace is how long a replaced session's requests may run on.
+const replacedGrace = 30 * time.Second
 
 // supportedFeatures are the protocol v1 extensions this edge speaks.
 var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
@@ -74,11 +78,16 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if old != nil {
-		// Replaced: close the old session without waiting for it.
+		// Replaced: new requests go to the new session at once. The old
+		// agent is told, so that it does not take the name back, and its
+		// requests in flight may finish (for a while) before its session
+		// closes. The new session never waits for any of this.
 		s.agents.Add(1)
 		go func() {
 			defer s.agents.Done()
-			old.Close()
+			ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
+			defer cancel()
+			old.Retire(ctx, "tunnel_replaced", fmt.Sprintf("another agent registered tunnel %q with the same token", name))
 		}()
 	} else {
 		s.metrics.tunnelsOnline.Inc()

@@ -48,7 +48,8 @@ func (s *Server) newProxy(name string, session *tunnel.EdgeSession) *proxy {
 // Content-Length, or an event stream or NDJSON), so that an nginx in front
 // of the edge does not buffer them.
 func markStreamed(resp *http.Response) error {
-	if resp.Header.Get("X-Accel-Buffering") != "" {
+	if resp.Header.Get("X-Accel-Buffering") != "" || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified || resp.Request.Method == http.MethodHead {
 		return nil
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -65,7 +66,7 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client left; nobody reads this answer.
 		w.WriteHeader(499)
 	case errors.Is(err, tunnel.ErrSessionClosed):
-		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "Agent offline",
+		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "agent offline",
 			"the agent for "+host+" disconnected; the tunnel serves again when it reconnects.")
 	case errors.Is(err, tunnel.ErrTooManyStreams):
 		w.Header().Set("Retry-After", "1")

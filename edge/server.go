@@ -87,7 +87,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
 			"no agent has registered the tunnel "+host+" at this edge.")
 	case e.session == nil:
-		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "Agent offline",
+		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "agent offline",
 			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
 	default:
 		e.proxy.ServeHTTP(w, r)

@@ -62,6 +62,9 @@ func ServeAgent(ctx context.Context, ws *websocket.Conn, handler http.Handler, c
 	if parent.Err() != nil {
 		return nil // asked to stop
 	}
+	if a.peerErr != nil {
+		return a.peerErr
+	}
 	return fmt.Errorf("tunnel: read: %w", err)
 }
 
@@ -72,6 +75,7 @@ type agentSession struct {
 	ctx     context.Context
 	mu      sync.Mutex
 	streams map[string]*agentStream
+	peerErr *PeerError     // an error frame from the edge, if any
 	wg      sync.WaitGroup // handlers
 }
 
@@ -109,6 +113,14 @@ func (a *agentSession) handle(f *wire.Frame) {
 		return
 	case wire.TypeHTTPRequestChunk, wire.TypeHTTPRequestEnd, wire.TypeHTTPCancel, wire.TypeWindowUpdate:
 	case wire.TypeRegistered:
+		return
+	case wire.TypeError:
+		// The edge says why it is about to end the session; requests in
+		// flight go on until it does.
+		a.cfg.Logger.Warn("edge error", "code", f.Code, "message", f.Message)
+		a.mu.Lock()
+		a.peerErr = &PeerError{Code: f.Code, Message: f.Message}
+		a.mu.Unlock()
 		return
 	default:
 		a.conn.frameError("unknown_type", fmt.Errorf("frame type %q", f.Type))

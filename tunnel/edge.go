@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
@@ -84,6 +85,28 @@ func (s *EdgeSession) Close() error {
 		<-s.runDone
 	}
 	return nil
+}
+
+// Retire ends the session politely: it sends the agent an error frame with
+// code and message (the agent then knows not to reconnect), waits until the
+// requests in flight have finished or ctx ends, then closes the session.
+// New requests should no longer be routed to it.
+func (s *EdgeSession) Retire(ctx context.Context, code, message string) {
+	s.conn.writeFrame(&wire.Frame{Type: wire.TypeError, Code: code, Message: message})
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for s.Streams() > 0 {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return
+		case <-s.done:
+			s.Close()
+			return
+		case <-t.C:
+		}
+	}
+	s.Close()
 }
 
 func (s *EdgeSession) shutdown() {

@@ -31,3 +31,13 @@ type UpstreamError struct {
 }
 
 func (e *UpstreamError) Error() string { return "tunnel: upstream failed mid-body: " + e.Msg }
+
+// PeerError is an error frame received from the peer during a session, such
+// as the edge's "tunnel_replaced" when another agent took the tunnel over
+// with the same credential. ServeAgent returns it once the connection ends.
+type PeerError struct {
+	Code    string
+	Message string
+}
+
+func (e *PeerError) Error() string { return "tunnel: peer error " + e.Code + ": " + e.Message }

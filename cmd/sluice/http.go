@@ -120,6 +120,9 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cancel()
 	var re *agent.RegisterError
 	if errors.As(err, &re) {
+		if re.Code == "tunnel_replaced" {
+			return fmt.Errorf("tunnel taken over, stopping: %s", re.Message)
+		}
 		return fmt.Errorf("the edge refused the tunnel: %s", re.Message)
 	}
 	return err
