@@ -56,6 +56,7 @@ Commands:
   http PORT    expose a local HTTP server through a tunnel
   events URL   print the events of a Server-Sent Events stream
   demo         run a demo event feed on 127.0.0.1 and print its events
+  bench        measure sluice against direct and nginx on loopback
   version      print the version
   help         print this help
 
@@ -79,6 +80,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runEvents(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
+	case "bench":
+		err = runBench(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":

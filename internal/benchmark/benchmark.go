@@ -1,0 +1,414 @@
+// Package benchmark measures sluice against the upstream it fronts and
+// against nginx as a reverse proxy, on loopback, in one run: bulk download
+// and upload throughput, small-request rate and latency, Server-Sent Events
+// delivery delay with one and with many streams, and memory per held
+// stream. It is what "sluice bench" runs.
+//
+// The upstream is a Go net/http server inside the benchmark process, shared
+// by every target. The targets are "direct" (the upstream itself), "nginx"
+// (a child nginx configured as a streaming reverse proxy) and "sluice" (an
+// edge and an agent, each a child process of the given sluice binary). Every
+// measurement checks what it measured (byte counts, event counts and
+// sequence numbers) and fails with an error when something does not add up.
+package benchmark
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config says what to measure and how much.
+type Config struct {
+	// Size is the bytes of the download and of the upload.
+	Size int64
+	// Clients is the number of concurrent clients of the small-request
+	// run, each with a keep-alive connection.
+	Clients int
+	// Duration is the length of the small-request run.
+	Duration time.Duration
+	// SSEStreams is the number of concurrent streams of the many-stream SSE
+	// run (the other SSE run has one stream).
+	SSEStreams int
+	// SSEDuration is how long the publisher sends in each SSE run.
+	SSEDuration time.Duration
+	// SSEInterval is the publisher's period: every interval, one event goes
+	// to every open stream.
+	SSEInterval time.Duration
+	// MemStreams is the number of idle SSE streams held for the memory
+	// measurement.
+	MemStreams int
+	// MemSettle is how long the idle streams are held before the target's
+	// memory is read again.
+	MemSettle time.Duration
+	// Targets are the targets to measure, in order: "direct", "nginx",
+	// "sluice".
+	Targets []string
+	// SluiceBin is the sluice binary run as the edge and the agent.
+	// Required when Targets holds "sluice".
+	SluiceBin string
+	// NginxBin is the nginx binary. Empty skips the nginx target with a
+	// note saying so.
+	NginxBin string
+	// Progress, if set, receives one line per step.
+	Progress io.Writer
+}
+
+// DefaultConfig is the full run: about a minute per target on two cores.
+func DefaultConfig() Config {
+	return Config{
+		Size:        1 << 30,
+		Clients:     50,
+		Duration:    5 * time.Second,
+		SSEStreams:  2000,
+		SSEDuration: 3 * time.Second,
+		SSEInterval: 20 * time.Millisecond,
+		MemStreams:  1000,
+		MemSettle:   2 * time.Second,
+		Targets:     []string{"direct", "nginx", "sluice"},
+	}
+}
+
+// QuickConfig is a smoke run of a few seconds per target.
+func QuickConfig() Config {
+	c := DefaultConfig()
+	c.Size = 32 << 20
+	c.Clients = 8
+	c.Duration = time.Second
+	c.SSEStreams = 100
+	c.SSEDuration = time.Second
+	c.MemStreams = 100
+	c.MemSettle = 500 * time.Millisecond
+	return c
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Size <= 0:
+		return errors.New("benchmark: size must be positive")
+	case c.Clients <= 0:
+		return errors.New("benchmark: clients must be positive")
+	case c.Duration <= 0 || c.SSEDuration <= 0 || c.SSEInterval <= 0:
+		return errors.New("benchmark: durations must be positive")
+	case c.SSEStreams <= 0 || c.MemStreams <= 0:
+		return errors.New("benchmark: stream counts must be positive")
+	case c.MemSettle < 0:
+		return errors.New("benchmark: settle time must not be negative")
+	case len(c.Targets) == 0:
+		return errors.New("benchmark: no target")
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Targets {
+		if t != "direct" && t != "nginx" && t != "sluice" {
+			return fmt.Errorf("benchmark: unknown target %q (want direct, nginx or sluice)", t)
+		}
+		if seen[t] {
+			return fmt.Errorf("benchmark: target %q given twice", t)
+		}
+		seen[t] = true
+	}
+	if seen["sluice"] && c.SluiceBin == "" {
+		return errors.New("benchmark: the sluice target needs the sluice binary")
+	}
+	return nil
+}
+
+// Report is the outcome of a run. Its JSON form is "sluice bench --json".
+type Report struct {
+	Env     Env            `json:"env"`
+	Config  ConfigSummary  `json:"config"`
+	Targets []TargetResult `json:"targets"`
+	// Skipped maps a target that was not run to the reason.
+	Skipped map[string]string `json:"skipped,omitempty"`
+	// Notes are remarks on the run that do not invalidate a figure.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Env describes where the run happened.
+type Env struct {
+	GoVersion    string `json:"go_version"`
+	OS           string `json:"os"`
+	Arch         string `json:"arch"`
+	CPUs         int    `json:"cpus"`
+	NginxVersion string `json:"nginx_version,omitempty"`
+}
+
+// ConfigSummary is the configuration in the report.
+type ConfigSummary struct {
+	SizeBytes     int64   `json:"size_bytes"`
+	Clients       int     `json:"clients"`
+	DurationS     float64 `json:"duration_s"`
+	SSEStreams    int     `json:"sse_streams"`
+	SSEDurationS  float64 `json:"sse_duration_s"`
+	SSEIntervalMs float64 `json:"sse_interval_ms"`
+	MemStreams    int     `json:"mem_streams"`
+	MemSettleS    float64 `json:"mem_settle_s"`
+}
+
+// TargetResult holds one target's figures. Error is set when a measurement
+// failed; the figures measured before it are kept.
+type TargetResult struct {
+	Name     string        `json:"name"`
+	Download *Transfer     `json:"download"`
+	Upload   *Transfer     `json:"upload"`
+	Small    *SmallResult  `json:"small"`
+	SSEOne   *SSEResult    `json:"sse_1"`
+	SSEMany  *SSEResult    `json:"sse_many"`
+	Memory   *MemoryResult `json:"memory"`
+	// MemoryNote says why Memory is missing, for direct.
+	MemoryNote string `json:"memory_note,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Transfer is one bulk transfer.
+type Transfer struct {
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	MBps    float64 `json:"mb_per_s"` // 10^6 bytes per second
+}
+
+// SmallResult is the small-request run.
+type SmallResult struct {
+	Clients   int     `json:"clients"`
+	Requests  int64   `json:"requests"`
+	Seconds   float64 `json:"seconds"`
+	ReqPerSec float64 `json:"req_per_s"`
+	P50Ms     float64 `json:"p50_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+}
+
+// SSEResult is one SSE delivery run: the delay from the publisher's Send
+// to the client's parser returning the event.
+type SSEResult struct {
+	Streams int     `json:"streams"`
+	Events  int64   `json:"events"` // events received and checked, all streams
+	Rounds  int64   `json:"rounds"` // publisher rounds (one event per stream each)
+	Seconds float64 `json:"seconds"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+	DrainMs float64 `json:"drain_ms"` // from the last send to the last event received
+}
+
+// MemoryResult is the resident memory of the target's processes before and
+// after holding Streams idle SSE streams.
+type MemoryResult struct {
+	Streams     int     `json:"streams"`
+	Processes   int     `json:"processes"`
+	BeforeKB    int64   `json:"before_kb"`
+	AfterKB     int64   `json:"after_kb"`
+	PerStreamKB float64 `json:"per_stream_kb"`
+	// ByProcess splits the figures by process.
+	ByProcess []ProcessMemory `json:"by_process"`
+}
+
+// ProcessMemory is one process's part of a MemoryResult.
+type ProcessMemory struct {
+	Name        string  `json:"name"`
+	PID         int     `json:"pid"`
+	BeforeKB    int64   `json:"before_kb"`
+	AfterKB     int64   `json:"after_kb"`
+	PerStreamKB float64 `json:"per_stream_kb"`
+}
+
+// Run measures every target of cfg in turn. A target that fails is
+// reported with its error in the Report and the others still run; Run then
+// returns the Report and an error naming the failures. ctx ends the run
+// early.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{
+		Env: Env{GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU()},
+		Config: ConfigSummary{
+			SizeBytes: cfg.Size, Clients: cfg.Clients, DurationS: cfg.Duration.Seconds(),
+			SSEStreams: cfg.SSEStreams, SSEDurationS: cfg.SSEDuration.Seconds(),
+			SSEIntervalMs: float64(cfg.SSEInterval) / 1e6,
+			MemStreams:    cfg.MemStreams, MemSettleS: cfg.MemSettle.Seconds(),
+		},
+		Skipped: map[string]string{},
+	}
+	if err := raiseFileLimit(&cfg); err != nil {
+		return nil, err
+	}
+	up, err := startUpstream()
+	if err != nil {
+		return nil, err
+	}
+	defer up.close()
+	b := &bench{cfg: cfg, up: up, rep: rep}
+
+	var failed []string
+	for _, name := range cfg.Targets {
+		if ctx.Err() != nil {
+			break
+		}
+		if name == "nginx" && cfg.NginxBin == "" {
+			rep.Skipped["nginx"] = "no nginx binary found (install nginx, or pass its path)"
+			b.logf("nginx: skipped: no nginx binary found")
+			continue
+		}
+		res := b.runTarget(ctx, name)
+		rep.Targets = append(rep.Targets, res)
+		if res.Error != "" {
+			first, _, _ := strings.Cut(res.Error, "\n")
+			failed = append(failed, name+": "+first)
+		}
+	}
+	if len(rep.Skipped) == 0 {
+		rep.Skipped = nil
+	}
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("benchmark: interrupted: %w", ctx.Err())
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("benchmark failed: %s", strings.Join(failed, "; "))
+	}
+	return rep, nil
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit and checks
+// that the many-stream runs fit: every stream holds a client and an
+// upstream connection in this process. The Go runtime raised the soft
+// limit already at start, but gives child processes the original one back
+// unless the program calls Setrlimit itself: calling it always makes the
+// children (nginx, sluice) inherit the raised limit.
+func raiseFileLimit(cfg *Config) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("benchmark: getrlimit: %w", err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("benchmark: setrlimit: %w", err)
+	}
+	need := uint64(2*max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients) + 256)
+	if lim.Cur < need {
+		return fmt.Errorf("benchmark: %d streams need about %d file descriptors; RLIMIT_NOFILE is %d (raise it with ulimit -n, or use fewer streams)",
+			max(cfg.SSEStreams, cfg.MemStreams), need, lim.Cur)
+	}
+	return nil
+}
+
+// bench is one run in progress.
+type bench struct {
+	cfg Config
+	up  *upstream
+	rep *Report
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.cfg.Progress != nil {
+		fmt.Fprintf(b.cfg.Progress, format+"\n", args...)
+	}
+}
+
+func (b *bench) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	b.rep.Notes = append(b.rep.Notes, msg)
+	b.logf("note: %s", msg)
+}
+
+// runTarget starts a target, measures it and stops it.
+func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
+	res.Name = name
+	b.logf("%s: starting", name)
+	var t target
+	var err error
+	switch name {
+	case "direct":
+		t = directTarget(b.up)
+	case "nginx":
+		t, err = startNginx(ctx, b.cfg, b.up.port)
+		if err == nil && b.rep.Env.NginxVersion == "" {
+			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
+		}
+	case "sluice":
+		t, err = startSluice(ctx, b.cfg, b.up.port)
+	}
+	if err != nil {
+		res.Error = err.Error()
+		b.logf("%s: FAILED: %v", name, err)
+		return res
+	}
+	defer func() {
+		if err := t.stop(); err != nil {
+			b.note("%s: stopping: %v", name, err)
+		}
+	}()
+	fail := func(what string, err error) TargetResult {
+		res.Error = what + ": " + err.Error()
+		if out := t.output(); out != "" {
+			res.Error += "\n" + name + " output:\n" + out
+		}
+		b.logf("%s: %s FAILED: %v", name, what, err)
+		return res
+	}
+	c := &client{base: t.baseURL(), host: t.host()}
+
+	// Memory first, while the target's processes are fresh.
+	if t.measurable() {
+		m, err := b.measureMemory(ctx, c, t)
+		if err != nil {
+			return fail("memory", err)
+		}
+		res.Memory = m
+		var parts []string
+		for _, p := range m.ByProcess {
+			parts = append(parts, fmt.Sprintf("%s %d: %d -> %d KB, %.1f KB/stream", p.Name, p.PID, p.BeforeKB, p.AfterKB, p.PerStreamKB))
+		}
+		b.logf("%s: memory: %.1f KB per idle stream (%d streams; %d -> %d KB; %s)",
+			name, m.PerStreamKB, m.Streams, m.BeforeKB, m.AfterKB, strings.Join(parts, "; "))
+	} else {
+		res.MemoryNote = "n/a: the upstream runs inside the benchmark process, with the clients"
+		b.logf("%s: memory: %s", name, res.MemoryNote)
+	}
+
+	if res.Download, err = b.download(ctx, c); err != nil {
+		return fail("download", err)
+	}
+	b.logf("%s: download: %s in %.2f s: %.0f MB/s", name, byteSize(res.Download.Bytes), res.Download.Seconds, res.Download.MBps)
+	if res.Upload, err = b.upload(ctx, c); err != nil {
+		return fail("upload", err)
+	}
+	b.logf("%s: upload: %s in %.2f s: %.0f MB/s", name, byteSize(res.Upload.Bytes), res.Upload.Seconds, res.Upload.MBps)
+	if res.Small, err = b.small(ctx, c); err != nil {
+		return fail("small requests", err)
+	}
+	b.logf("%s: small: %d clients, %d requests in %.1f s: %.0f req/s, p50 %s ms, p99 %s ms",
+		name, res.Small.Clients, res.Small.Requests, res.Small.Seconds, res.Small.ReqPerSec, ms(res.Small.P50Ms), ms(res.Small.P99Ms))
+	if res.SSEOne, err = b.sse(ctx, c, 1); err != nil {
+		return fail("SSE, 1 stream", err)
+	}
+	b.logSSE(name, res.SSEOne)
+	if res.SSEMany, err = b.sse(ctx, c, b.cfg.SSEStreams); err != nil {
+		return fail(fmt.Sprintf("SSE, %d streams", b.cfg.SSEStreams), err)
+	}
+	b.logSSE(name, res.SSEMany)
+	if err := t.alive(); err != nil {
+		return fail("after the run", err)
+	}
+	return res
+}
+
+func (b *bench) logSSE(name string, r *SSEResult) {
+	b.logf("%s: SSE %d stream(s): %d events in %d rounds, delay p50 %s ms, p99 %s ms, max %s ms (drained %s ms after the last send)",
+		name, r.Streams, r.Events, r.Rounds, ms(r.P50Ms), ms(r.P99Ms), ms(r.MaxMs), ms(r.DrainMs))
+}
+
+// nginxVersion returns what "nginx -v" says, or "".
+func nginxVersion(bin string) string {
+	out, err := exec.Command(bin, "-v").CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	s := strings.TrimSpace(string(out))
+	return strings.TrimPrefix(s, "nginx version: ")
+}

@@ -1,0 +1,165 @@
+package benchmark
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmoke runs the whole benchmark with tiny sizes against direct and
+// sluice (not nginx, which CI does not have): the sluice binary is built
+// from ../../cmd/sluice and run as edge and agent child processes, as
+// "sluice bench" runs them.
+func TestSmoke(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "sluice")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/sluice")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building sluice: %v\n%s", err, out)
+	}
+	cfg := Config{
+		Size:        3<<20 + 12345, // not a multiple of any buffer
+		Clients:     4,
+		Duration:    300 * time.Millisecond,
+		SSEStreams:  20,
+		SSEDuration: 300 * time.Millisecond,
+		SSEInterval: 20 * time.Millisecond,
+		MemStreams:  50,
+		MemSettle:   100 * time.Millisecond,
+		Targets:     []string{"direct", "sluice"},
+		SluiceBin:   bin,
+	}
+	var progress bytes.Buffer
+	cfg.Progress = &progress
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
+	}
+	if len(rep.Targets) != 2 || rep.Targets[0].Name != "direct" || rep.Targets[1].Name != "sluice" {
+		t.Fatalf("targets: %+v", rep.Targets)
+	}
+	for _, r := range rep.Targets {
+		if r.Error != "" {
+			t.Errorf("%s: %s", r.Name, r.Error)
+			continue
+		}
+		for what, tr := range map[string]*Transfer{"download": r.Download, "upload": r.Upload} {
+			if tr == nil || tr.Bytes != cfg.Size || !(tr.MBps > 0) || !(tr.Seconds > 0) {
+				t.Errorf("%s %s: %+v", r.Name, what, tr)
+			}
+		}
+		if s := r.Small; s == nil || s.Requests <= 0 || !(s.ReqPerSec > 0) || !(s.P50Ms > 0) || s.P99Ms < s.P50Ms || s.Clients != cfg.Clients {
+			t.Errorf("%s small: %+v", r.Name, s)
+		}
+		for _, c := range []struct {
+			got     *SSEResult
+			streams int
+		}{{r.SSEOne, 1}, {r.SSEMany, cfg.SSEStreams}} {
+			s := c.got
+			if s == nil || s.Streams != c.streams || s.Rounds <= 0 || s.Events != s.Rounds*int64(c.streams) ||
+				!(s.P50Ms > 0) || s.P99Ms < s.P50Ms || s.MaxMs < s.P99Ms {
+				t.Errorf("%s SSE %d streams: %+v", r.Name, c.streams, s)
+			}
+		}
+	}
+	if m := rep.Targets[0].Memory; m != nil {
+		t.Errorf("direct memory: %+v, want none", m)
+	}
+	if m := rep.Targets[1].Memory; m == nil || m.Processes != 2 || m.Streams != cfg.MemStreams || m.BeforeKB <= 0 || !(m.PerStreamKB > 0) {
+		t.Errorf("sluice memory: %+v", m)
+	}
+
+	var table strings.Builder
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"download MB/s", "sluice", "×)", "SSE delay p99 ms, 20 streams", "n/a"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		t.Logf("\n%s", table.String())
+	}
+}
+
+// A target that is not there fails the run with its error, and the other
+// targets are still measured.
+func TestFailingTargetIsReported(t *testing.T) {
+	cfg := Config{
+		Size: 1 << 20, Clients: 2, Duration: 100 * time.Millisecond,
+		SSEStreams: 2, SSEDuration: 100 * time.Millisecond, SSEInterval: 20 * time.Millisecond,
+		MemStreams: 2, Targets: []string{"sluice", "direct"},
+		SluiceBin: filepath.Join(t.TempDir(), "no-such-sluice"),
+	}
+	rep, err := Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "sluice") {
+		t.Fatalf("err = %v, want the sluice target's failure", err)
+	}
+	if len(rep.Targets) != 2 || rep.Targets[0].Error == "" || rep.Targets[1].Error != "" || rep.Targets[1].Download == nil {
+		t.Fatalf("targets: %+v", rep.Targets)
+	}
+}
+
+func TestPatternReader(t *testing.T) {
+	data := []byte("0123456789")
+	r := &patternReader{data: data, left: 25}
+	got, err := io.ReadAll(io.LimitReader(r, 100))
+	if err != nil || string(got) != "0123456789012345678901234" {
+		t.Fatalf("%q, %v", got, err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	s := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if p := percentile(s, 0.5); p != 5 {
+		t.Errorf("p50 = %d", p)
+	}
+	if p := percentile(s, 0.99); p != 10 {
+		t.Errorf("p99 = %d", p)
+	}
+	if p := percentile([]int64{7}, 0.99); p != 7 {
+		t.Errorf("p99 of one = %d", p)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := QuickConfig()
+	c.Targets = []string{"direct", "caddy"}
+	if err := c.validate(); err == nil {
+		t.Error("unknown target accepted")
+	}
+	c.Targets = []string{"sluice"}
+	if err := c.validate(); err == nil {
+		t.Error("sluice without a binary accepted")
+	}
+}
+
+// Without an nginx binary, the nginx target is skipped with a note, not
+// failed.
+func TestNginxSkippedWhenAbsent(t *testing.T) {
+	cfg := QuickConfig()
+	cfg.Targets = []string{"nginx"}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Targets) != 0 || !strings.Contains(rep.Skipped["nginx"], "no nginx binary") {
+		t.Fatalf("report: %+v", rep)
+	}
+	var table strings.Builder
+	rep.WriteTable(&table)
+	if !strings.Contains(table.String(), "nginx: skipped") {
+		t.Fatalf("table:\n%s", table.String())
+	}
+}

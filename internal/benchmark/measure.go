@@ -1,0 +1,557 @@
+package benchmark
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/sse"
+)
+
+// client sends requests to one target.
+type client struct {
+	base string // http://127.0.0.1:PORT
+	host string // Host header, or "" for the URL's
+}
+
+func (c *client) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.host != "" {
+		req.Host = c.host
+	}
+	return req, nil
+}
+
+// newTransport returns a client transport for conns concurrent
+// connections to one host: keep-alive, no compression, no HTTP/2 (the
+// targets speak HTTP/1.1 on loopback). bufSize sizes its buffers (0: the
+// default 4 KiB); large ones help bulk transfers and cost memory per
+// connection.
+func newTransport(conns, bufSize int) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          conns + 16,
+		MaxIdleConnsPerHost:   conns + 16,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+		ReadBufferSize:        bufSize,
+		WriteBufferSize:       bufSize,
+	}
+}
+
+// transferTimeout bounds one bulk transfer: generous, but a stuck
+// transfer fails rather than hanging the run.
+func (b *bench) transferTimeout() time.Duration {
+	return time.Minute + time.Duration(b.cfg.Size/(5<<20))*time.Second
+}
+
+// download GETs Size bytes with one client and discards them, checking
+// the count.
+func (b *bench) download(ctx context.Context, c *client) (*Transfer, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.transferTimeout())
+	defer cancel()
+	tr := newTransport(1, 64<<10)
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	req, err := c.request(ctx, http.MethodGet, "/download?n="+strconv.FormatInt(b.cfg.Size, 10), nil)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp)
+	}
+	if resp.ContentLength != -1 && resp.ContentLength != b.cfg.Size {
+		return nil, fmt.Errorf("Content-Length %d, want %d", resp.ContentLength, b.cfg.Size)
+	}
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		m, err := resp.Body.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("after %d of %d bytes: %w", n, b.cfg.Size, err)
+		}
+	}
+	elapsed := time.Since(start)
+	if n != b.cfg.Size {
+		return nil, fmt.Errorf("received %d bytes, want %d", n, b.cfg.Size)
+	}
+	return &Transfer{Bytes: n, Seconds: elapsed.Seconds(), MBps: float64(n) / 1e6 / elapsed.Seconds()}, nil
+}
+
+// upload POSTs Size bytes; the upstream answers the count it received.
+func (b *bench) upload(ctx context.Context, c *client) (*Transfer, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.transferTimeout())
+	defer cancel()
+	tr := newTransport(1, 64<<10)
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	body := &patternReader{data: b.up.data, left: b.cfg.Size}
+	req, err := c.request(ctx, http.MethodPost, "/upload", body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = b.cfg.Size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("after sending %d of %d bytes: %w", b.cfg.Size-body.left, b.cfg.Size, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	elapsed := time.Since(start)
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(answer))
+	}
+	got, err := strconv.ParseInt(string(answer), 10, 64)
+	if err != nil || got != b.cfg.Size {
+		return nil, fmt.Errorf("the upstream received %q bytes, want %d", answer, b.cfg.Size)
+	}
+	if body.left != 0 {
+		return nil, fmt.Errorf("the client sent only %d of %d bytes", b.cfg.Size-body.left, b.cfg.Size)
+	}
+	return &Transfer{Bytes: got, Seconds: elapsed.Seconds(), MBps: float64(got) / 1e6 / elapsed.Seconds()}, nil
+}
+
+// patternReader yields left bytes, repeating data.
+type patternReader struct {
+	data []byte
+	off  int
+	left int64
+}
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && r.left > 0 {
+		m := copy(p[n:min(len(p), n+int(min(r.left, int64(len(r.data)-r.off))))], r.data[r.off:])
+		n += m
+		r.left -= int64(m)
+		r.off = (r.off + m) % len(r.data)
+	}
+	return n, nil
+}
+
+// small runs Clients keep-alive clients doing GET /small back to back for
+// Duration, after a short warm-up that opens the connections, and checks
+// every answer.
+func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	n := b.cfg.Clients
+	tr := newTransport(n, 0)
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	warm := min(b.cfg.Duration/5, 500*time.Millisecond)
+	start := time.Now()
+	measureFrom := start.Add(warm)
+	end := measureFrom.Add(b.cfg.Duration)
+	lat := make([][]time.Duration, n)
+	var lastDone atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			buf := make([]byte, len(smallBody)+1)
+			for {
+				t0 := time.Now()
+				if !t0.Before(end) || ctx.Err() != nil {
+					return
+				}
+				req, err := c.request(ctx, http.MethodGet, "/small", nil)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				m, err := io.ReadFull(resp.Body, buf)
+				if err == io.ErrUnexpectedEOF {
+					err = nil
+				} else if err == nil {
+					err = errors.New("the body is longer than expected")
+				}
+				resp.Body.Close()
+				t1 := time.Now()
+				switch {
+				case resp.StatusCode != http.StatusOK:
+					err = fmt.Errorf("%s: %q", resp.Status, buf[:m])
+				case err != nil:
+				case !bytes.Equal(buf[:m], smallBody):
+					err = fmt.Errorf("wrong body %q", buf[:m])
+				}
+				if err != nil {
+					cancel(fmt.Errorf("GET /small: %w", err))
+					return
+				}
+				if !t0.Before(measureFrom) {
+					lat[i] = append(lat[i], t1.Sub(t0))
+					for {
+						old := lastDone.Load()
+						if t1.UnixNano() <= old || lastDone.CompareAndSwap(old, t1.UnixNano()) {
+							break
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	all := slices.Concat(lat...)
+	if len(all) == 0 {
+		return nil, errors.New("no request completed")
+	}
+	slices.Sort(all)
+	secs := time.Unix(0, lastDone.Load()).Sub(measureFrom).Seconds()
+	return &SmallResult{
+		Clients:   n,
+		Requests:  int64(len(all)),
+		Seconds:   secs,
+		ReqPerSec: float64(len(all)) / secs,
+		P50Ms:     durMs(percentile(all, 0.50)),
+		P99Ms:     durMs(percentile(all, 0.99)),
+	}, nil
+}
+
+// openStream GETs an event stream and reads its first event, which must
+// be the upstream's "hello".
+func openStream(ctx context.Context, hc *http.Client, c *client, path string) (*http.Response, *sse.Parser, error) {
+	req, err := c.request(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		err := statusError(resp)
+		resp.Body.Close()
+		return nil, nil, err
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		resp.Body.Close()
+		return nil, nil, fmt.Errorf("Content-Type %q, want text/event-stream", ct)
+	}
+	p := sse.NewParser(resp.Body, sse.ParserConfig{})
+	ev, err := p.Next()
+	if err != nil {
+		resp.Body.Close()
+		return nil, nil, fmt.Errorf("waiting for the first event: %w", err)
+	}
+	if ev.Type != "hello" {
+		resp.Body.Close()
+		return nil, nil, fmt.Errorf("first event %q, want hello", ev.Type)
+	}
+	return resp, p, nil
+}
+
+// openConcurrency bounds the streams being opened at once, so that the
+// listen backlogs do not overflow into SYN retries.
+const openConcurrency = 64
+
+// openTimeout bounds the opening of all the streams of one run.
+const openTimeout = time.Minute
+
+// sse measures the delay of timestamped events on n concurrent streams:
+// all n streams are opened, then the publisher sends one event to each
+// every SSEInterval for SSEDuration, then an "end" event with the count.
+// Every stream must receive every event, in order.
+func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+	tr := newTransport(n, 0)
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+
+	type result struct {
+		delays []int64 // ns
+		ticks  int64
+		lastAt int64 // Unix ns when the last tick arrived
+		err    error
+	}
+	results := make([]result, n)
+	var finished atomic.Int64 // streams that read their end event
+	ready := make(chan error, n)
+	sem := make(chan struct{}, openConcurrency)
+	for i := range n {
+		wg.Go(func() {
+			r := &results[i]
+			sem <- struct{}{}
+			resp, p, err := openStream(ctx, hc, c, "/sse")
+			<-sem
+			ready <- err
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer resp.Body.Close()
+			r.delays = make([]int64, 0, int(b.cfg.SSEDuration/b.cfg.SSEInterval)+8)
+			for {
+				ev, err := p.Next()
+				now := time.Now().UnixNano()
+				if err != nil {
+					r.err = fmt.Errorf("after %d events: %w", r.ticks, err)
+					return
+				}
+				switch ev.Type {
+				case "tick":
+					if ev.ID != strconv.FormatInt(r.ticks+1, 10) {
+						r.err = fmt.Errorf("event id %q after %d events: lost or reordered", ev.ID, r.ticks)
+						return
+					}
+					stamp, err := strconv.ParseInt(ev.Data, 10, 64)
+					if err != nil {
+						r.err = fmt.Errorf("event %s: bad stamp %q", ev.ID, ev.Data)
+						return
+					}
+					r.ticks++
+					r.delays = append(r.delays, now-stamp)
+					r.lastAt = now
+				case "end":
+					if ev.Data != strconv.FormatInt(r.ticks, 10) {
+						r.err = fmt.Errorf("received %d events, the publisher sent %s", r.ticks, ev.Data)
+					}
+					finished.Add(1)
+					return
+				default:
+					r.err = fmt.Errorf("unexpected event %q", ev.Type)
+					return
+				}
+			}
+		})
+	}
+	openDeadline := time.After(openTimeout)
+	for i := range n {
+		select {
+		case err := <-ready:
+			if err != nil {
+				return nil, fmt.Errorf("opening stream %d of %d: %w", i+1, n, err)
+			}
+		case <-openDeadline:
+			return nil, fmt.Errorf("only %d of %d streams open after %v", i, n, openTimeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := waitCount(&b.up.sseOpen, int64(n), 10*time.Second); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	rounds, lastSend, err := b.up.pub.run(ctx, b.cfg.SSEInterval, b.cfg.SSEDuration)
+	if err != nil {
+		return nil, err
+	}
+	published := time.Since(start)
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	drainTimeout := time.Minute + b.cfg.SSEDuration
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		missing := int64(n) - finished.Load()
+		cancel(errors.New("drain timeout"))
+		<-done
+		return nil, fmt.Errorf("%d of %d streams had not received all %d events %v after the last send", missing, n, rounds, drainTimeout)
+	}
+	var all []int64
+	var events, lastAt int64
+	for i, r := range results {
+		if r.err != nil {
+			return nil, fmt.Errorf("stream %d of %d: %w", i+1, n, r.err)
+		}
+		if r.ticks != rounds {
+			return nil, fmt.Errorf("stream %d of %d: %d events, the publisher ran %d rounds", i+1, n, r.ticks, rounds)
+		}
+		events += r.ticks
+		lastAt = max(lastAt, r.lastAt)
+		all = append(all, r.delays...)
+	}
+	if events == 0 {
+		return nil, errors.New("no event was sent")
+	}
+	slices.Sort(all)
+	if err := waitCount(&b.up.sseOpen, 0, 10*time.Second); err != nil {
+		b.note("after the SSE run with %d streams through %s, the clients had closed their streams but %v", n, c.base, err)
+	}
+	return &SSEResult{
+		Streams: n,
+		Events:  events,
+		Rounds:  rounds,
+		Seconds: published.Seconds(),
+		P50Ms:   nsMs(percentile(all, 0.50)),
+		P99Ms:   nsMs(percentile(all, 0.99)),
+		MaxMs:   nsMs(all[len(all)-1]),
+		DrainMs: max(0, nsMs(lastAt-lastSend.UnixNano())),
+	}, nil
+}
+
+// measureMemory reads the resident memory of the target's processes,
+// opens MemStreams idle event streams, holds them for MemSettle, reads it
+// again and closes them.
+func (b *bench) measureMemory(ctx context.Context, c *client, t target) (*MemoryResult, error) {
+	k := b.cfg.MemStreams
+	procs, err := t.procs()
+	if err != nil {
+		return nil, err
+	}
+	eachBefore, before, err := rssKB(procs)
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	tr := newTransport(k, 0)
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	ready := make(chan error, k)
+	var (
+		mu     sync.Mutex
+		ended  int   // idle streams that ended before they were closed
+		endErr error // the first one's error
+	)
+	sem := make(chan struct{}, openConcurrency)
+	for range k {
+		wg.Go(func() {
+			sem <- struct{}{}
+			resp, p, err := openStream(ctx, hc, c, "/sse?idle=1")
+			<-sem
+			ready <- err
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			ev, err := p.Next() // nothing should come
+			if ctx.Err() == nil {
+				if err == nil {
+					err = fmt.Errorf("an idle stream got an event %q", ev.Type)
+				}
+				mu.Lock()
+				ended++
+				if endErr == nil {
+					endErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	openDeadline := time.After(openTimeout)
+	for i := range k {
+		select {
+		case err := <-ready:
+			if err != nil {
+				return nil, fmt.Errorf("opening idle stream %d of %d: %w", i+1, k, err)
+			}
+		case <-openDeadline:
+			return nil, fmt.Errorf("only %d of %d idle streams open after %v", i, k, openTimeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := waitCount(&b.up.idleOpen, int64(k), 10*time.Second); err != nil {
+		return nil, err
+	}
+	select {
+	case <-time.After(b.cfg.MemSettle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	procsAfter, err := t.procs()
+	if err != nil {
+		return nil, err
+	}
+	eachAfter, after, err := rssKB(procsAfter)
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	n, firstErr := ended, endErr
+	mu.Unlock()
+	if n > 0 {
+		return nil, fmt.Errorf("%d of %d idle streams ended while held: %v", n, k, firstErr)
+	}
+	if got := b.up.idleOpen.Load(); got != int64(k) {
+		return nil, fmt.Errorf("the upstream holds %d idle streams after the settle time, want %d", got, k)
+	}
+	if !slices.Equal(procs, procsAfter) {
+		return nil, fmt.Errorf("the processes changed while the streams were held: %v before, %v after", procs, procsAfter)
+	}
+	cancel()
+	wg.Wait()
+	if err := waitCount(&b.up.idleOpen, 0, 10*time.Second); err != nil {
+		b.note("after closing %d idle streams through %s: %v", k, c.base, err)
+	}
+	m := &MemoryResult{
+		Streams:     k,
+		Processes:   len(procs),
+		BeforeKB:    before,
+		AfterKB:     after,
+		PerStreamKB: float64(after-before) / float64(k),
+	}
+	for i, p := range procs {
+		m.ByProcess = append(m.ByProcess, ProcessMemory{
+			Name: p.name, PID: p.pid, BeforeKB: eachBefore[i], AfterKB: eachAfter[i],
+			PerStreamKB: float64(eachAfter[i]-eachBefore[i]) / float64(k),
+		})
+	}
+	return m, nil
+}
+
+func statusError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+}
+
+// percentile returns the nearest-rank p-quantile of sorted s.
+func percentile[T int64 | time.Duration](s []T, p float64) T {
+	i := int(math.Ceil(float64(len(s))*p)) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func durMs(d time.Duration) float64 { return float64(d) / 1e6 }
+func nsMs(ns int64) float64         { return float64(ns) / 1e6 }

@@ -1,0 +1,198 @@
+package benchmark
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// row is one line of the table: a figure of every target.
+type row struct {
+	label string
+	get   func(*TargetResult) (float64, bool)
+	fmt   func(float64) string
+}
+
+func (r *Report) rows() []row {
+	mbps := func(v float64) string { return fmt.Sprintf("%.0f", v) }
+	kb := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	sse := func(which func(*TargetResult) *SSEResult, p99 bool) func(*TargetResult) (float64, bool) {
+		return func(t *TargetResult) (float64, bool) {
+			s := which(t)
+			if s == nil {
+				return 0, false
+			}
+			if p99 {
+				return s.P99Ms, true
+			}
+			return s.P50Ms, true
+		}
+	}
+	one := func(t *TargetResult) *SSEResult { return t.SSEOne }
+	many := func(t *TargetResult) *SSEResult { return t.SSEMany }
+	c := r.Config
+	return []row{
+		{"download MB/s", func(t *TargetResult) (float64, bool) {
+			if t.Download == nil {
+				return 0, false
+			}
+			return t.Download.MBps, true
+		}, mbps},
+		{"upload MB/s", func(t *TargetResult) (float64, bool) {
+			if t.Upload == nil {
+				return 0, false
+			}
+			return t.Upload.MBps, true
+		}, mbps},
+		{fmt.Sprintf("small req/s (%d clients)", c.Clients), func(t *TargetResult) (float64, bool) {
+			if t.Small == nil {
+				return 0, false
+			}
+			return t.Small.ReqPerSec, true
+		}, mbps},
+		{"small latency p50 ms", func(t *TargetResult) (float64, bool) {
+			if t.Small == nil {
+				return 0, false
+			}
+			return t.Small.P50Ms, true
+		}, ms},
+		{"small latency p99 ms", func(t *TargetResult) (float64, bool) {
+			if t.Small == nil {
+				return 0, false
+			}
+			return t.Small.P99Ms, true
+		}, ms},
+		{"SSE delay p50 ms, 1 stream", sse(one, false), ms},
+		{"SSE delay p99 ms, 1 stream", sse(one, true), ms},
+		{fmt.Sprintf("SSE events/s delivered, %d streams", c.SSEStreams), func(t *TargetResult) (float64, bool) {
+			if t.SSEMany == nil || t.SSEMany.Seconds <= 0 {
+				return 0, false
+			}
+			return float64(t.SSEMany.Events) / t.SSEMany.Seconds, true
+		}, mbps},
+		{fmt.Sprintf("SSE delay p50 ms, %d streams", c.SSEStreams), sse(many, false), ms},
+		{fmt.Sprintf("SSE delay p99 ms, %d streams", c.SSEStreams), sse(many, true), ms},
+		{fmt.Sprintf("memory KB per idle stream (%d)", c.MemStreams), func(t *TargetResult) (float64, bool) {
+			if t.Memory == nil {
+				return 0, false
+			}
+			return t.Memory.PerStreamKB, true
+		}, kb},
+	}
+}
+
+// WriteTable writes the figures as a table, one row per figure and one
+// column per target, each figure with its ratio to direct's, followed by
+// notes.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sluice bench: loopback, %d CPUs, %s %s/%s", r.Env.CPUs, r.Env.GoVersion, r.Env.OS, r.Env.Arch)
+	if r.Env.NginxVersion != "" {
+		fmt.Fprintf(&b, ", nginx %s", r.Env.NginxVersion)
+	}
+	c := r.Config
+	fmt.Fprintf(&b, "\n%s down and up; %d clients for %gs; SSE every %gms for %gs; %d idle streams held %gs\n\n",
+		byteSize(c.SizeBytes), c.Clients, c.DurationS, c.SSEIntervalMs, c.SSEDurationS, c.MemStreams, c.MemSettleS)
+
+	var direct *TargetResult
+	for i := range r.Targets {
+		if r.Targets[i].Name == "direct" {
+			direct = &r.Targets[i]
+		}
+	}
+	tw := tabwriter.NewWriter(&b, 0, 0, 3, ' ', 0)
+	for _, t := range r.Targets {
+		fmt.Fprintf(tw, "\t%s", t.Name)
+	}
+	fmt.Fprintln(tw)
+	for _, row := range r.rows() {
+		fmt.Fprint(tw, row.label)
+		for i := range r.Targets {
+			t := &r.Targets[i]
+			v, ok := row.get(t)
+			switch {
+			case ok:
+				cell := row.fmt(v)
+				if base, bok := rowBase(row, direct); bok && t != direct && base != 0 {
+					cell += fmt.Sprintf(" (%s×)", ratio(v/base))
+				}
+				fmt.Fprintf(tw, "\t%s", cell)
+			case t.Name == "direct" && strings.HasPrefix(row.label, "memory"):
+				fmt.Fprint(tw, "\tn/a")
+			case t.Error != "":
+				fmt.Fprint(tw, "\tfailed")
+			default:
+				fmt.Fprint(tw, "\t-")
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+
+	b.WriteString("\n(×: the figure over direct's. Higher is better for MB/s and req/s, lower for ms and KB.)\n")
+	if direct != nil {
+		b.WriteString("memory: direct is n/a: the upstream runs inside the benchmark process. " +
+			"sluice counts the edge and the agent processes, nginx the master and its workers (VmRSS).\n")
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Skipped)) {
+		fmt.Fprintf(&b, "%s: skipped: %s\n", name, r.Skipped[name])
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	for _, t := range r.Targets {
+		if t.Error != "" {
+			fmt.Fprintf(&b, "%s FAILED: %s\n", t.Name, t.Error)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func rowBase(r row, direct *TargetResult) (float64, bool) {
+	if direct == nil {
+		return 0, false
+	}
+	return r.get(direct)
+}
+
+func ratio(x float64) string {
+	switch {
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f", x)
+	default:
+		return fmt.Sprintf("%.2f", x)
+	}
+}
+
+// ms formats milliseconds with three significant digits or so.
+func ms(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
