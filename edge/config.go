@@ -78,6 +78,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Session = c.Session.WithDefaults()
 	return c
 }
 

@@ -62,6 +62,9 @@ type Config struct {
 	OnFrameError func(kind string)
 }
 
+// WithDefaults returns c with its zero values replaced by the defaults.
+func (c Config) WithDefaults() Config { return c.withDefaults() }
+
 func (c Config) withDefaults() Config {
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
@@ -121,6 +124,17 @@ func (c *frameConn) writeFrame(f *wire.Frame) error {
 		c.wbuf = nil // a whole-body frame's buffer is not kept
 	}
 	return err
+}
+
+// writeFrameWithin is writeFrame with a deadline, for a frame that must not
+// block on a peer that stopped reading.
+func (c *frameConn) writeFrameWithin(f *wire.Frame, d time.Duration) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.SetWriteDeadline(time.Now().Add(d))
+	defer c.ws.SetWriteDeadline(time.Time{})
+	c.wbuf = wire.AppendFrame(c.wbuf[:0], f, c.opt)
+	return c.ws.WriteMessage(websocket.TextMessage, c.wbuf)
 }
 
 // readFrame reads the next valid frame into f. Bad frames are logged,

@@ -92,7 +92,7 @@ func (s *EdgeSession) Close() error {
 // requests in flight have finished or ctx ends, then closes the session.
 // New requests should no longer be routed to it.
 func (s *EdgeSession) Retire(ctx context.Context, code, message string) {
-	s.conn.writeFrame(&wire.Frame{Type: wire.TypeError, Code: code, Message: message})
+	s.conn.writeFrameWithin(&wire.Frame{Type: wire.TypeError, Code: code, Message: message}, 5*time.Second)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for s.Streams() > 0 {
@@ -189,6 +189,7 @@ func (s *EdgeSession) handle(f *wire.Frame) {
 	if st == nil {
 		if !s.issued(f.RequestID) {
 			s.conn.frameError("unknown_request_id", fmt.Errorf("%s for unknown request %q", f.Type, f.RequestID))
+			return
 		}
 		// Otherwise a frame for a stream that already ended (its client
 		// left, or a duplicate end): counted as "late" and dropped, logged
@@ -265,11 +266,19 @@ func (st *edgeStream) head(f *wire.Frame) bool {
 			resp.ContentLength = n
 		}
 	}
-	if f.Type == wire.TypeHTTPResponse && resp.ContentLength < 0 {
+	if f.Type == wire.TypeHTTPResponse && resp.ContentLength < 0 && bodyAllowed(f.Status) {
+		// A whole body has a known length: say so, rather than let the
+		// response go out chunked.
 		resp.ContentLength = int64(len(f.Body))
+		h.Set("Content-Length", strconv.Itoa(len(f.Body)))
 	}
 	st.start <- resp
 	return true
+}
+
+// bodyAllowed reports whether a response with this status may have a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // finish ends the response body (io.EOF or an error) and forgets the stream.

@@ -416,6 +416,9 @@ func (d *decoder) strings() ([]string, error) {
 // headers reads an object of names to strings or arrays of strings.
 func (d *decoder) headers() (http.Header, error) {
 	h := http.Header{}
+	if d.emptyArray() {
+		return h, nil // PHP's json_encode writes an empty map as []
+	}
 	err := d.object(func(key []byte) error {
 		name := http.CanonicalHeaderKey(string(key))
 		if d.null() {
@@ -438,6 +441,9 @@ func (d *decoder) headers() (http.Header, error) {
 // query reads a raw query string, or an object of names to strings or
 // arrays (as PHP's $_GET arrives), encoded as a query.
 func (d *decoder) query() (string, error) {
+	if d.emptyArray() {
+		return "", nil
+	}
 	if d.next() != '{' {
 		return d.string()
 	}
@@ -463,6 +469,22 @@ func (d *decoder) headersRaw() (map[string][]string, error) {
 		return err
 	})
 	return m, err
+}
+
+// emptyArray consumes "[]" if it is next.
+func (d *decoder) emptyArray() bool {
+	if d.next() != '[' {
+		return false
+	}
+	j := d.i + 1
+	for j < len(d.b) && (d.b[j] == ' ' || d.b[j] == '\t' || d.b[j] == '\n' || d.b[j] == '\r') {
+		j++
+	}
+	if j < len(d.b) && d.b[j] == ']' {
+		d.i = j + 1
+		return true
+	}
+	return false
 }
 
 // base64 decodes a base64 string (padded or not) and appends it to dst.
