@@ -71,27 +71,8 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	cfg.Logger = log.With("tunnel", name)
 	cfg.OnFrameError = func(kind string) { s.metrics.frameErrors.WithLabelValues(kind).Inc() }
 	session := tunnel.NewEdgeSession(ws, cfg)
-	if !s.registry.available(name, reg.AgentToken) {
-		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
-		s.refuse(ws, "tunnel_taken", fmt.Sprintf("tunnel %q is already online with another token", name))
-		return
-	}
-	// registered goes out before the tunnel is routable, so that it is the
-	// agent's first frame and no request write races with it.
-	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: name, PublicURL: s.PublicURL(name)}
-	if reg.Features != nil {
-		answer.Features = append([]string{}, features...)
-	}
-	ws.SetWriteDeadline(time.Now().Add(s.cfg.RegisterTimeout))
-	err = ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &answer, wire.EncodeOptions{}))
-	ws.SetWriteDeadline(time.Time{})
-	if err != nil {
-		ws.Close()
-		return
-	}
 	old, ok := s.registry.claim(name, reg.AgentToken, session, s.newProxy(name, session))
 	if !ok {
-		// Another agent took the name between the check and now.
 		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
 		s.refuse(ws, "tunnel_taken", fmt.Sprintf("tunnel %q is already online with another token", name))
 		return
@@ -110,6 +91,19 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		}()
 	} else {
 		s.metrics.tunnelsOnline.Inc()
+	}
+	// The tunnel is routable from here, but requests wait in RoundTrip
+	// until registered has gone out: it is the agent's first frame.
+	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: name, PublicURL: s.PublicURL(name)}
+	if reg.Features != nil {
+		answer.Features = append([]string{}, features...)
+	}
+	if err := session.Open(&answer, s.cfg.RegisterTimeout); err != nil {
+		if s.registry.release(name, session) {
+			s.metrics.tunnelsOnline.Dec()
+		}
+		session.Close()
+		return
 	}
 	s.metrics.agentConns.WithLabelValues("ok").Inc()
 	log.Info("agent connected", "tunnel", name, "features", features, "replaced", old != nil)

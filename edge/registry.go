@@ -46,15 +46,6 @@ func (r *registry) claim(name, token string, session *tunnel.EdgeSession, p *pro
 	return old, true
 }
 
-// available reports whether name may be claimed with token: it is not
-// online, or online with the same token.
-func (r *registry) available(name, token string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.tunnels[name]
-	return e == nil || e.session == nil || subtle.ConstantTimeCompare([]byte(e.token), []byte(token)) == 1
-}
-
 // release marks name offline if session still holds it, and reports
 // whether it did (false when another session replaced it).
 func (r *registry) release(name string, session *tunnel.EdgeSession) bool {

@@ -29,6 +29,8 @@ type EdgeSession struct {
 	streams map[string]*edgeStream
 	nextID  uint64
 
+	ready     chan struct{} // closed by Open: requests may be sent
+	openOnce  sync.Once
 	done      chan struct{} // closed when the session is over
 	closeOnce sync.Once
 	runDone   chan struct{} // closed when Run has returned
@@ -44,6 +46,7 @@ func NewEdgeSession(ws *websocket.Conn, cfg Config) *EdgeSession {
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,
 		streams: make(map[string]*edgeStream),
+		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
 		runDone: make(chan struct{}),
 	}
@@ -64,6 +67,18 @@ type edgeStream struct {
 	ended   atomic.Bool
 	unread  atomic.Int64 // response bytes read but not yet credited back
 	unwatch func() bool  // stops watching the request's context
+}
+
+// Open sends the agent its first frame (registered) and lets requests
+// through: RoundTrip waits for Open, so that no request frame can reach the
+// agent before its registration is confirmed. The frame is written within
+// timeout.
+func (s *EdgeSession) Open(registered *wire.Frame, timeout time.Duration) error {
+	err := s.conn.writeFrameWithin(registered, timeout)
+	if err == nil {
+		s.openOnce.Do(func() { close(s.ready) })
+	}
+	return err
 }
 
 // Done is closed when the session is over.
@@ -310,11 +325,10 @@ func (st *edgeStream) forget() {
 	st.once.Do(func() {
 		st.s.mu.Lock()
 		delete(st.s.streams, st.id)
+		unwatch := st.unwatch
 		st.s.mu.Unlock()
 		close(st.done)
-		if st.unwatch != nil {
-			st.unwatch()
-		}
+		unwatch()
 	})
 }
 
@@ -346,21 +360,18 @@ func (b *edgeBody) Close() error {
 // an *UpstreamError. Cancelling req's context cancels the request at the
 // agent.
 func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
-	st, err := s.open()
+	select {
+	case <-s.ready:
+	case <-s.done:
+	case <-req.Context().Done():
+	}
+	st, err := s.open(req.Context())
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
 		return nil, err
 	}
-	// As with http.Transport, the request's context governs the whole
-	// exchange: when it ends (the public client left), the stream is reset,
-	// which ends a body read in progress and cancels the request at the
-	// agent.
-	ctx := req.Context()
-	st.s.mu.Lock()
-	st.unwatch = context.AfterFunc(ctx, func() { st.reset(context.Cause(ctx)) })
-	st.s.mu.Unlock()
 	if err := s.send(st, req); err != nil {
 		st.reset(err)
 		return nil, err
@@ -389,7 +400,11 @@ func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-func (s *EdgeSession) open() (*edgeStream, error) {
+// open registers a new stream for a request with context ctx. As with
+// http.Transport, ctx governs the whole exchange: when it ends (the public
+// client left), the stream is reset, which ends a body read in progress and
+// cancels the request at the agent.
+func (s *EdgeSession) open(ctx context.Context) (*edgeStream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
@@ -415,6 +430,7 @@ func (s *EdgeSession) open() (*edgeStream, error) {
 		onRead = st.creditAgent
 	}
 	st.body = newPipe(limit, onRead)
+	st.unwatch = context.AfterFunc(ctx, func() { st.reset(context.Cause(ctx)) })
 	s.streams[st.id] = st
 	return st, nil
 }

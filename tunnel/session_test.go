@@ -47,6 +47,9 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 			return
 		}
 		s := NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
+		if err := s.Open(&wire.Frame{Type: wire.TypeRegistered, TunnelID: "t"}, 5*time.Second); err != nil {
+			return
+		}
 		sessions <- s
 		s.Run(ctx)
 	}))
