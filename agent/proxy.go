@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/errpage"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 // newProxy returns the local reverse proxy to upstream: forwarding headers
@@ -51,6 +52,7 @@ func newProxy(cfg *Config) http.Handler {
 			}
 		},
 		Transport:     transport,
+		BufferPool:    &tunnel.BufferPool{},
 		FlushInterval: -1,
 		ErrorLog:      log.New(io.Discard, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

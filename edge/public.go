@@ -36,6 +36,7 @@ func (s *Server) newProxy(name string, session *tunnel.EdgeSession) *proxy {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:      session,
+		BufferPool:     &s.buffers,
 		FlushInterval:  -1, // every chunk is flushed as it comes
 		ModifyResponse: markStreamed,
 		ErrorHandler:   p.proxyError,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sluicehq/sluice/internal/errpage"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 // Server is an edge. New does no I/O; Serve runs it on a listener. All
@@ -29,6 +30,8 @@ type Server struct {
 	cancel context.CancelFunc
 	agents sync.WaitGroup // agent connections and closing sessions
 	port   atomic.Int32   // the listener's port, for public URLs
+
+	buffers tunnel.BufferPool // the public proxies' copy buffers
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
@@ -275,16 +276,7 @@ func (st *agentStream) serve(req *http.Request) {
 		a.handler.ServeHTTP(w, req)
 		return ""
 	}()
-	if !w.wroteHeader && endErr == "" {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.wroteHeader && w.err == nil {
-		a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: st.id, Error: endErr})
-	} else if !w.wroteHeader {
-		// Nothing was sent: the edge gets an error response.
-		a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: st.id, Status: http.StatusBadGateway,
-			Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: " + endErr + "\n")})
-	}
+	w.finish(endErr)
 	st.cancel()
 	st.body.Close()
 	a.mu.Lock()
@@ -293,62 +285,172 @@ func (st *agentStream) serve(req *http.Request) {
 	close(st.done)
 }
 
-// responseWriter turns a handler's response into frames: the head at
-// WriteHeader (so headers reach the public client before any body byte),
-// each Write as chunks within the edge's window.
+// responseWriter turns a handler's response into frames: the head as soon
+// as the handler writes it (so headers reach the public client before any
+// body byte), each Write as chunks within the edge's window.
+//
+// A small response of known length (up to holdMax bytes, or none, as for
+// 204 and 304) is held back instead and sent whole, as one http_response,
+// when the handler ends: one frame instead of three. The hold lasts at most
+// holdTime, after which the head goes out anyway.
 type responseWriter struct {
-	st          *agentStream
-	header      http.Header
+	st     *agentStream
+	header http.Header
+
+	mu          sync.Mutex // the hold timer runs on a goroutine of its own
 	wroteHeader bool
+	status      int
+	held        bool   // the head is held back, with buf
+	buf         []byte // body bytes held with the head
+	sent        bool   // the head went out
+	timer       *time.Timer
 	err         error
 }
+
+const (
+	holdMax  = 32 << 10
+	holdTime = 5 * time.Millisecond
+)
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
 func (w *responseWriter) WriteHeader(code int) {
-	if w.wroteHeader {
-		return
-	}
-	if code >= 100 && code < 200 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writeHeaderLocked(code)
+}
+
+func (w *responseWriter) writeHeaderLocked(code int) {
+	if w.wroteHeader || code >= 100 && code < 200 {
 		return // informational responses do not cross protocol v1
 	}
-	w.wroteHeader = true
-	w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseStart, RequestID: w.st.id, Status: code, Headers: w.header.Clone()})
+	w.wroteHeader, w.status = true, code
+	small := code == http.StatusNoContent || code == http.StatusNotModified
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		n, err := strconv.Atoi(cl)
+		small = small || err == nil && n >= 0 && n <= holdMax
+	}
+	if small {
+		w.held = true
+		w.timer = time.AfterFunc(holdTime, w.release)
+		return
+	}
+	w.sendHeadLocked()
+}
+
+// release sends a held head when the hold time is over.
+func (w *responseWriter) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.held {
+		w.sendHeadLocked()
+	}
+}
+
+// sendHeadLocked sends the head and any held body bytes.
+func (w *responseWriter) sendHeadLocked() {
+	w.held, w.sent = false, true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseStart, RequestID: w.st.id, Status: w.status, Headers: w.header.Clone()})
+	if buf := w.buf; len(buf) > 0 && w.err == nil {
+		w.buf = nil
+		_, w.err = w.sendChunks(buf)
+	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+	w.mu.Lock()
+	w.writeHeaderLocked(http.StatusOK)
+	if w.held {
+		if len(w.buf)+len(p) <= holdMax {
+			w.buf = append(w.buf, p...)
+			w.mu.Unlock()
+			return len(p), nil
+		}
+		w.sendHeadLocked()
 	}
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	// Only the handler's goroutine writes chunks once the head is out.
+	n, err := w.sendChunks(p)
+	if err != nil {
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+	}
+	return n, err
+}
+
+// sendChunks sends p as chunk frames within the edge's window.
+func (w *responseWriter) sendChunks(p []byte) (int, error) {
 	a := w.st.a
 	window := a.cfg.has(wire.FeatureWindow)
 	written := 0
-	for len(p) > 0 && w.err == nil {
+	for len(p) > 0 {
 		n := min(len(p), chunkSize)
 		if window {
 			if n = w.st.credit.take(n, w.st.ctx.Done()); n == 0 {
-				w.err = ErrStreamReset
-				break
+				return written, ErrStreamReset
 			}
 		}
-		w.err = a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseChunk, RequestID: w.st.id, Data: p[:n]})
-		if w.err == nil {
-			written += n
-			p = p[n:]
+		if err := a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseChunk, RequestID: w.st.id, Data: p[:n]}); err != nil {
+			return written, err
 		}
+		written += n
+		p = p[n:]
 	}
-	return written, w.err
+	return written, nil
 }
 
-// Flush sends the head if it was not sent yet; chunks are never held back.
+// Flush sends the head if it was not sent yet, unless it is held: a held
+// response is small and goes out whole within holdTime.
 func (w *responseWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+		w.writeHeaderLocked(http.StatusOK)
 	}
 }
 
 // FlushError is Flush for http.ResponseController.
 func (w *responseWriter) FlushError() error {
 	w.Flush()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	return w.err
+}
+
+// finish ends the response when the handler has returned; endErr says the
+// handler aborted (a broken upstream body) or panicked.
+func (w *responseWriter) finish(endErr string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	conn, id := w.st.a.conn, w.st.id
+	switch {
+	case !w.wroteHeader && endErr != "":
+		// Nothing was sent: the edge gets an error response.
+		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: http.StatusBadGateway,
+			Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: " + endErr + "\n")})
+	case !w.wroteHeader, w.held && endErr == "":
+		if !w.wroteHeader { // the handler wrote nothing: an empty 200
+			w.wroteHeader, w.status = true, http.StatusOK
+		}
+		w.held = false
+		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: w.status, Headers: w.header.Clone(), Body: w.buf})
+	default:
+		if w.held {
+			w.sendHeadLocked()
+		}
+		if w.err == nil {
+			conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: id, Error: endErr})
+		}
+	}
 }

@@ -79,3 +79,44 @@ func BenchmarkThroughput(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSmallRequests: 50 concurrent clients of a 100-byte response,
+// through a v1 tunnel and directly, in the same run.
+func BenchmarkSmallRequests(b *testing.B) {
+	small := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", "100")
+		w.Write(bytes.Repeat([]byte("x"), 100))
+	})
+	for _, name := range []string{"direct", "v1"} {
+		b.Run(name, func(b *testing.B) {
+			var url string
+			if name == "direct" {
+				srv := httptest.NewServer(small)
+				b.Cleanup(srv.Close)
+				url = srv.URL
+			} else {
+				url = tunnelFrontB(b, allFeatures, small)
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.SetParallelism(25) // 50 clients on 2 CPUs
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					n, _ := io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if n != 100 {
+						b.Errorf("%d bytes", n)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -465,7 +465,9 @@ func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
 		Query:     req.URL.RawQuery,
 		Headers:   h,
 	}
-	if !s.cfg.has(wire.FeatureRequestStream) {
+	if !s.cfg.has(wire.FeatureRequestStream) || !hasBody {
+		// Whole: what a plain Jetty agent takes, and one frame instead of
+		// a start and an end for a request without a body.
 		f.Type = wire.TypeHTTPRequest
 		if hasBody {
 			body, err := io.ReadAll(io.LimitReader(req.Body, s.cfg.MaxBody+1))

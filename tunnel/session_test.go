@@ -69,6 +69,7 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
 		},
 		Transport:     sess,
+		BufferPool:    &BufferPool{},
 		FlushInterval: -1,
 		ErrorLog:      nil,
 	})
@@ -280,3 +281,34 @@ func TestSlowReaderDoesNotStallOthers(t *testing.T) {
 
 // benchWindow is the flow-control window of tunnelFront's sessions.
 var benchWindow = DefaultWindow
+
+// A small response of known length is held back to go out as one frame,
+// but never for long: its headers still arrive before a slow body.
+func TestSmallResponseHeadersStillFirst(t *testing.T) {
+	t.Parallel()
+	forModes(t, func(t *testing.T, features []string) {
+		release := make(chan struct{})
+		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(200)
+			http.NewResponseController(w).Flush()
+			<-release
+			io.WriteString(w, "hello")
+		})
+		url := tunnelFront(t, features, upstream)
+		start := time.Now()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("headers after %v", d)
+		}
+		close(release)
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != "hello" || resp.ContentLength != 5 {
+			t.Fatalf("body %q %v, length %d", b, err, resp.ContentLength)
+		}
+	})
+}
