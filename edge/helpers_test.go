@@ -439,3 +439,34 @@ func (e *testEdge) waitOffline(t *testing.T, host string, timeout time.Duration)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// goHead sends req in the background and delivers its response as soon as
+// the head arrives, with the body still streaming.
+func (e *testEdge) goHead(req *http.Request) <-chan headResult {
+	hc := make(chan headResult, 1)
+	go func() {
+		resp, err := e.client.Do(req)
+		hc <- headResult{resp, err}
+	}()
+	return hc
+}
+
+type headResult struct {
+	resp *http.Response
+	err  error
+}
+
+// awaitHead waits for a goHead response head.
+func awaitHead(t *testing.T, hc <-chan headResult, timeout time.Duration) *http.Response {
+	t.Helper()
+	select {
+	case h := <-hc:
+		if h.err != nil {
+			t.Fatal(h.err)
+		}
+		return h.resp
+	case <-time.After(timeout):
+		t.Fatal("no response head")
+		return nil
+	}
+}

@@ -122,31 +122,15 @@ func TestJettyAgent(t *testing.T) {
 
 	t.Run("first chunk reaches the client before the end", func(t *testing.T) {
 		req := e.newRequest(t, "GET", host, "/live", nil)
-		type headResult struct {
-			resp *http.Response
-			err  error
-		}
-		hc := make(chan headResult, 1)
-		go func() {
-			resp, err := e.client.Do(req)
-			hc <- headResult{resp, err}
-		}()
+		hc := e.goHead(req)
 		r := a.expectRequest(t)
 		a.start(t, r.ID, 200, map[string]string{"Content-Type": "text/event-stream"})
 		a.chunk(t, r.ID, []byte("data: one\n\n"))
-		var h headResult
-		select {
-		case h = <-hc:
-		case <-time.After(5 * time.Second):
-			t.Fatal("response head not delivered while the stream is open")
-		}
-		if h.err != nil {
-			t.Fatal(h.err)
-		}
-		defer h.resp.Body.Close()
+		h := awaitHead(t, hc, 5*time.Second)
+		defer h.Body.Close()
 		buf := make([]byte, len("data: one\n\n"))
 		got := make(chan error, 1)
-		go func() { _, err := io.ReadFull(h.resp.Body, buf); got <- err }()
+		go func() { _, err := io.ReadFull(h.Body, buf); got <- err }()
 		select {
 		case err := <-got:
 			if err != nil || string(buf) != "data: one\n\n" {
@@ -155,12 +139,12 @@ func TestJettyAgent(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("first chunk not delivered before the end of the stream")
 		}
-		if got := h.resp.Header.Get("X-Accel-Buffering"); got != "no" {
+		if got := h.Header.Get("X-Accel-Buffering"); got != "no" {
 			t.Errorf("X-Accel-Buffering = %q, want no on a streamed response", got)
 		}
 		a.chunk(t, r.ID, []byte("data: two\n\n"))
 		a.end(t, r.ID)
-		rest, err := io.ReadAll(h.resp.Body)
+		rest, err := io.ReadAll(h.Body)
 		if err != nil || string(rest) != "data: two\n\n" {
 			t.Errorf("rest = %q, %v", rest, err)
 		}

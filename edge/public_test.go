@@ -148,36 +148,20 @@ func TestAgentLeavesMidRequest(t *testing.T) {
 	t.Run("mid-body", func(t *testing.T) {
 		a := e.register(t, "leave2", "T")
 		req := e.newRequest(t, "GET", "leave2.localhost", "/", nil)
-		type headResult struct {
-			resp *http.Response
-			err  error
-		}
-		hc := make(chan headResult, 1)
-		go func() {
-			resp, err := e.client.Do(req)
-			hc <- headResult{resp, err}
-		}()
+		hc := e.goHead(req)
 		r := a.expectRequest(t)
 		a.start(t, r.ID, 200, map[string]string{"Content-Type": "text/plain"})
 		a.chunk(t, r.ID, []byte("partial"))
-		var h headResult
-		select {
-		case h = <-hc:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no response head")
-		}
-		if h.err != nil {
-			t.Fatal(h.err)
-		}
-		defer h.resp.Body.Close()
+		h := awaitHead(t, hc, 5*time.Second)
+		defer h.Body.Close()
 		buf := make([]byte, len("partial"))
-		if _, err := io.ReadFull(h.resp.Body, buf); err != nil {
+		if _, err := io.ReadFull(h.Body, buf); err != nil {
 			t.Fatal(err)
 		}
 		a.ws.Close()
 		done := make(chan error, 1)
 		go func() {
-			_, err := io.ReadAll(h.resp.Body)
+			_, err := io.ReadAll(h.Body)
 			done <- err
 		}()
 		select {
