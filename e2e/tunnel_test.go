@@ -68,8 +68,17 @@ type proc struct {
 
 func startProc(t *testing.T, label string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, label, nil, args...)
+}
+
+// startProcEnv is startProc with extra environment variables.
+func startProcEnv(t *testing.T, label string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{label: label, stdout: newOutBuf(), stderr: newOutBuf(), done: make(chan struct{})}
 	p.cmd = exec.Command(sluiceBin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start sluice %v: %v", args, err)

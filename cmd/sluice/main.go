@@ -15,7 +15,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	interrupted := ctx.Err() != nil
+	// Ctrl-C or SIGTERM is how servers (edge, http, demo) stop: a clean
+	// exit. Only "sluice events", a client, reports it as 130 like curl.
+	interrupted := ctx.Err() != nil && len(os.Args) > 1 && os.Args[1] == "events"
 	stop()
 	os.Exit(exitCode(err, interrupted))
 }

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for localhost, *.localhost and 127.0.0.1
+// and its key, and returns their paths and a pool that trusts it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sluice test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		DNSNames:              []string{"localhost", "*.localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TLS at the edge: public clients get HTTPS with HTTP/2, and the agent
+// connects over wss:// (trusting the test CA through SSL_CERT_FILE).
+func TestEdgeTLSAndHTTP2(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSigned(t)
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "proto-at-upstream=%s host=%s xfp=%s", r.Proto, r.Host, r.Header.Get("X-Forwarded-Proto"))
+	})
+	e := startEdge(t, "T", "--tls-cert", certFile, "--tls-key", keyFile)
+	a := startProcEnv(t, "agent tls", []string{"SSL_CERT_FILE=" + certFile},
+		"http", strconv.Itoa(up.port), "--edge", "https://"+e.addr, "--token", "T", "--name", "secure")
+	want := fmt.Sprintf("Forwarding https://secure.localhost:%d -> http://127.0.0.1:%d\n", e.port, up.port)
+	if !a.waitOutput(a.stdout, want, 15*time.Second) {
+		t.Fatalf("agent never printed %q\nstdout: %s\nstderr: %s", want, a.stdout, a.stderr)
+	}
+	c := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, e.addr)
+		},
+	}}
+	resp, err := c.Get(fmt.Sprintf("https://secure.localhost:%d/x", e.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" {
+		t.Errorf("public client got %s, want HTTP/2.0", resp.Proto)
+	}
+	if want := fmt.Sprintf("proto-at-upstream=HTTP/1.1 host=secure.localhost:%d xfp=https", e.port); string(body) != want {
+		t.Errorf("upstream saw %q, want %q", body, want)
+	}
+}
+
+func TestEdgeTokensFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(file, []byte("# agents of the team\nalpha-token\n\n  beta-token  \n"), 0o600)
+	up := namedUpstream(t, "up")
+	e := startEdge(t, "", "--tokens", file)
+	startAgent(t, e, "alpha", "alpha-token", up.port)
+	startAgent(t, e, "beta", "beta-token", up.port)
+	bad := startProc(t, "agent bad", "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", "gamma")
+	select {
+	case <-bad.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("an agent with a wrong token kept running")
+	}
+	if bad.err == nil || !strings.Contains(bad.stderr.String(), "wrong agent token") {
+		t.Fatalf("wrong token: exit %v, stderr %q", bad.err, bad.stderr)
+	}
+}
+
+func TestAgentHostHeader(t *testing.T) {
+	t.Parallel()
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Host) })
+	e := startEdge(t, "T")
+	c := tunnelClient(t, e.addr)
+	cases := []struct{ flag, want string }{
+		{"preserve", fmt.Sprintf("hh-preserve.localhost:%d", e.port)},
+		{"rewrite", fmt.Sprintf("127.0.0.1:%d", up.port)},
+		{"app.internal", "app.internal"},
+	}
+	for i, tc := range cases {
+		name := []string{"hh-preserve", "hh-rewrite", "hh-literal"}[i]
+		p := startProc(t, "agent "+name, "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", name, "--host-header", tc.flag)
+		if !p.waitOutput(p.stdout, "Forwarding", 15*time.Second) {
+			t.Fatalf("agent %s did not register: %s", name, p.stderr)
+		}
+		resp, body := do(t, c, "GET", e.publicURL(name)+"/", nil, nil)
+		if resp.StatusCode != 200 || string(body) != tc.want {
+			t.Errorf("--host-header %s: upstream saw Host %q, want %q", tc.flag, body, tc.want)
+		}
+	}
+}
+
+// SIGTERM: the edge stops accepting, lets a stream in flight run for the
+// grace period, then aborts it and exits 0.
+func TestEdgeGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for i := 0; ; i++ {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			if rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-up.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	const grace = 1500 * time.Millisecond
+	e := startEdge(t, "T", "--shutdown-grace", grace.String())
+	startAgent(t, e, "grace", "T", up.port)
+	c := tunnelClient(t, e.addr)
+	resp, err := c.Get(e.publicURL("grace") + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	stopped := time.Now()
+
+	// New connections are refused soon.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", e.addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the edge still accepts connections after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The stream in flight goes on through the grace period, then ends
+	// with an error (aborted), not cleanly.
+	var readErr error
+	for readErr == nil {
+		_, readErr = resp.Body.Read(buf)
+	}
+	lived := time.Since(stopped)
+	if lived < grace*8/10 {
+		t.Errorf("the stream ended %v after SIGTERM, before the %v grace", lived, grace)
+	}
+	if errors.Is(readErr, io.EOF) {
+		t.Errorf("the stream ended cleanly at shutdown, want an abort")
+	}
+	select {
+	case <-e.done:
+		var ee *exec.ExitError
+		if errors.As(e.err, &ee) {
+			t.Errorf("edge exit after SIGTERM: %v, want 0", e.err)
+		}
+	case <-time.After(grace + 5*time.Second):
+		t.Fatal("the edge did not exit after the grace period")
+	}
+	t.Logf("stream lived %v after SIGTERM (grace %v), ended with %v", lived, grace, readErr)
+}
