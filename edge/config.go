@@ -32,13 +32,17 @@ type Config struct {
 	// OfflineMemory is how long a tunnel whose agent left is remembered, so
 	// that its URL answers 502 "agent offline" rather than 404. Default 24 h.
 	OfflineMemory time.Duration
+	// IdleTimeout closes a public keep-alive connection that stays idle
+	// between requests this long. It never cuts a response in progress:
+	// streams have no time limit. Default 2 min.
+	IdleTimeout time.Duration
 	// Logger receives the edge's logs. Nil discards.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults with tokens to be filled in.
 func DefaultConfig() Config {
-	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 10 * time.Second, OfflineMemory: 24 * time.Hour}
+	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 10 * time.Second, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute}
 }
 
 // Validate reports what is wrong with the configuration.
@@ -74,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OfflineMemory <= 0 {
 		c.OfflineMemory = d.OfflineMemory
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

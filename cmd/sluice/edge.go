@@ -40,6 +40,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxFrame := fs.Int("max-frame", 32<<20, "largest frame accepted from an agent, in bytes (larger ones are skipped and counted)")
 	ping := fs.Duration("ping-interval", 10*time.Second, "how often agents are pinged")
 	pong := fs.Duration("pong-timeout", 30*time.Second, "drop an agent silent for this long (dead-agent detection)")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "close a public keep-alive connection idle this long between requests (responses in progress are never cut)")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterleaved(fs, args)
@@ -71,6 +72,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *certFile != "" {
 		cfg.PublicScheme = "https"
 	}
+	cfg.IdleTimeout = *idle
 	cfg.Session.MaxBody = *maxBody
 	cfg.Session.MaxStreams = *maxStreams
 	cfg.Session.MaxFrameSize = *maxFrame
