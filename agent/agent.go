@@ -101,7 +101,7 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // features are the protocol v1 extensions the agent announces.
-var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers}
 
 // Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
 // refuses the registration (a *RegisterError). After a lost connection it

@@ -18,7 +18,7 @@ import (
 const replacedGrace = 30 * time.Second
 
 // supportedFeatures are the protocol v1 extensions this edge speaks.
-var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers}
 
 var upgrader = websocket.Upgrader{
 	// 64 KiB buffers: measured here, gorilla/websocket moves 2.5 GB/s of

@@ -293,6 +293,12 @@ func (st *agentStream) serve(req *http.Request) {
 // 204 and 304) is held back instead and sent whole, as one http_response,
 // when the handler ends: one frame instead of three. The hold lasts at most
 // holdTime, after which the head goes out anyway.
+//
+// As with net/http, the head is what the header map holds when the header
+// is written; trailers are the values, when the handler returns, of the
+// names the head announced in Trailer, and of the keys with
+// http.TrailerPrefix. They go in http_response_end to an edge that agreed
+// to the trailers feature; to others, neither they nor Trailer are sent.
 type responseWriter struct {
 	st     *agentStream
 	header http.Header
@@ -300,9 +306,11 @@ type responseWriter struct {
 	mu          sync.Mutex // the hold timer runs on a goroutine of its own
 	wroteHeader bool
 	status      int
-	held        bool   // the head is held back, with buf
-	buf         []byte // body bytes held with the head
-	sent        bool   // the head went out
+	head        http.Header // the header as written, to be sent
+	declared    []string    // trailer names the head announced
+	held        bool        // the head is held back, with buf
+	buf         []byte      // body bytes held with the head
+	sent        bool        // the head went out
 	timer       *time.Timer
 	err         error
 }
@@ -325,17 +333,75 @@ func (w *responseWriter) writeHeaderLocked(code int) {
 		return // informational responses do not cross protocol v1
 	}
 	w.wroteHeader, w.status = true, code
+	w.snapshotHead()
 	small := code == http.StatusNoContent || code == http.StatusNotModified
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	if cl := w.head.Get("Content-Length"); cl != "" {
 		n, err := strconv.Atoi(cl)
 		small = small || err == nil && n >= 0 && n <= holdMax
 	}
-	if small {
+	if small && len(w.declared) == 0 { // a whole response has no trailers
 		w.held = true
 		w.timer = time.AfterFunc(holdTime, w.release)
 		return
 	}
 	w.sendHeadLocked()
+}
+
+// snapshotHead takes the head from the header map, as the header is
+// written: the TrailerPrefix keys are left out, and Trailer becomes the
+// list of valid trailer names it announces (or is left out for an edge
+// without the trailers feature). The head shares the value slices of the
+// handler's map: a handler may set, add or delete headers after writing
+// (which has no effect but on trailers), without changing what the head
+// holds.
+func (w *responseWriter) snapshotHead() {
+	h := make(http.Header, len(w.header))
+	trailers := w.st.a.cfg.has(wire.FeatureTrailers)
+	for k, vv := range w.header {
+		switch {
+		case strings.HasPrefix(k, http.TrailerPrefix):
+		case k == "Trailer":
+			if trailers {
+				w.declared = trailerNames(vv, nil)
+			}
+		default:
+			h[k] = vv[:len(vv):len(vv)]
+		}
+	}
+	if len(w.declared) > 0 {
+		h["Trailer"] = []string{strings.Join(w.declared, ", ")}
+	}
+	w.head = h
+}
+
+// sentHead drops the head once its frame was written.
+func (w *responseWriter) sentHead() { w.head = nil }
+
+// trailers returns the trailer values to send, or nil: the announced names'
+// values in the header map, and those of the TrailerPrefix keys.
+func (w *responseWriter) trailers() http.Header {
+	if !w.st.a.cfg.has(wire.FeatureTrailers) {
+		return nil
+	}
+	var t http.Header
+	add := func(name string, vv []string) {
+		if len(vv) == 0 || !validTrailer(name) {
+			return
+		}
+		if t == nil {
+			t = http.Header{}
+		}
+		t[name] = append(t[name], vv...)
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			add(http.CanonicalHeaderKey(name), vv)
+		}
+	}
+	for _, name := range w.declared {
+		add(name, w.header[name])
+	}
+	return t
 }
 
 // release sends a held head when the hold time is over.
@@ -353,7 +419,8 @@ func (w *responseWriter) sendHeadLocked() {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseStart, RequestID: w.st.id, Status: w.status, Headers: w.header.Clone()})
+	w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseStart, RequestID: w.st.id, Status: w.status, Headers: w.head})
+	w.sentHead()
 	if buf := w.buf; len(buf) > 0 && w.err == nil {
 		w.buf = nil
 		_, w.err = w.sendChunks(buf)
@@ -434,23 +501,31 @@ func (w *responseWriter) finish(endErr string) {
 		w.timer.Stop()
 	}
 	conn, id := w.st.a.conn, w.st.id
-	switch {
-	case !w.wroteHeader && endErr != "":
-		// Nothing was sent: the edge gets an error response.
-		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: http.StatusBadGateway,
-			Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: " + endErr + "\n")})
-	case !w.wroteHeader, w.held && endErr == "":
-		if !w.wroteHeader { // the handler wrote nothing: an empty 200
-			w.wroteHeader, w.status = true, http.StatusOK
+	if !w.wroteHeader {
+		if endErr != "" {
+			// Nothing was sent: the edge gets an error response.
+			conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: http.StatusBadGateway,
+				Headers: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("sluice agent: " + endErr + "\n")})
+			return
 		}
+		// The handler wrote nothing: an empty 200, held until now.
+		w.wroteHeader, w.status, w.held = true, http.StatusOK, true
+		w.snapshotHead()
+	}
+	var trailers http.Header
+	if endErr == "" {
+		trailers = w.trailers()
+	}
+	if w.held && endErr == "" && trailers == nil {
 		w.held = false
-		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: w.status, Headers: w.header.Clone(), Body: w.buf})
-	default:
-		if w.held {
-			w.sendHeadLocked()
-		}
-		if w.err == nil {
-			conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: id, Error: endErr})
-		}
+		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponse, RequestID: id, Status: w.status, Headers: w.head, Body: w.buf})
+		w.sentHead()
+		return
+	}
+	if !w.sent {
+		w.sendHeadLocked()
+	}
+	if w.err == nil {
+		conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: id, Error: endErr, Trailers: trailers})
 	}
 }

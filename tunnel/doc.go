@@ -6,8 +6,8 @@
 // Transport is the session; on the agent, ServeAgent runs an http.Handler
 // (the local reverse proxy) for every request that arrives. What crosses the
 // WebSocket is protocol v1 here: the wire package's JSON frames, with the
-// streaming extensions (request_stream, window, cancel, multi_value_headers)
-// when the peer announces them.
+// streaming extensions (request_stream, window, cancel, multi_value_headers,
+// trailers) when the peer announces them.
 //
 // Flow control (the window feature): each side may send a stream's body
 // bytes only up to the credit the other side granted, starting at

@@ -64,9 +64,13 @@ type edgeStream struct {
 	errMu   sync.Mutex
 	err     error // why the stream was reset, before its response
 	started bool  // a response head arrived (read loop only)
-	ended   atomic.Bool
-	unread  atomic.Int64 // response bytes read but not yet credited back
-	unwatch func() bool  // stops watching the request's context
+	// trailers are the response's trailers, set by the read loop before
+	// the body ends with io.EOF; the body's reader copies them into
+	// Response.Trailer when it reads that EOF.
+	trailers http.Header
+	ended    atomic.Bool
+	unread   atomic.Int64 // response bytes read but not yet credited back
+	unwatch  func() bool  // stops watching the request's context
 }
 
 // Open sends the agent its first frame (registered) and lets requests
@@ -246,6 +250,7 @@ func (s *EdgeSession) handle(f *wire.Frame) {
 		if f.Error != "" {
 			st.finish(&UpstreamError{Msg: f.Error})
 		} else {
+			st.trailers = receivedTrailers(f.Trailers)
 			st.finish(io.EOF)
 		}
 	case wire.TypeWindowUpdate:
@@ -266,6 +271,19 @@ func (st *edgeStream) head(f *wire.Frame) bool {
 	if h == nil {
 		h = http.Header{}
 	}
+	var trailer http.Header
+	if vv, ok := h["Trailer"]; ok && f.Type == wire.TypeHTTPResponseStart && st.s.cfg.has(wire.FeatureTrailers) {
+		// The announced trailers, as http.Transport gives them: names
+		// with nil values, filled in when the body reaches EOF.
+		delete(h, "Trailer")
+		for _, name := range trailerNames(vv, nil) {
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			trailer[name] = nil
+		}
+	}
+	body := &edgeBody{st: st}
 	resp := &http.Response{
 		Status:        fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status)),
 		StatusCode:    f.Status,
@@ -273,9 +291,11 @@ func (st *edgeStream) head(f *wire.Frame) bool {
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
+		Trailer:       trailer,
 		ContentLength: -1,
-		Body:          &edgeBody{st: st},
+		Body:          body,
 	}
+	body.resp = resp
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			resp.ContentLength = n
@@ -340,10 +360,27 @@ func (st *edgeStream) cancelAgent() {
 }
 
 // edgeBody is a response body; closing it before the end cancels the
-// request at the agent.
-type edgeBody struct{ st *edgeStream }
+// request at the agent. At EOF it fills in its response's Trailer.
+type edgeBody struct {
+	st      *edgeStream
+	resp    *http.Response
+	trailed bool // Trailer was filled in
+}
 
-func (b *edgeBody) Read(p []byte) (int, error) { return b.st.body.Read(p) }
+func (b *edgeBody) Read(p []byte) (int, error) {
+	n, err := b.st.body.Read(p)
+	if err == io.EOF && !b.trailed {
+		// The pipe's lock orders this after the read loop set trailers.
+		b.trailed = true
+		for name, vv := range b.st.trailers {
+			if b.resp.Trailer == nil {
+				b.resp.Trailer = http.Header{}
+			}
+			b.resp.Trailer[name] = vv
+		}
+	}
+	return n, err
+}
 
 func (b *edgeBody) Close() error {
 	st := b.st
@@ -381,7 +418,7 @@ func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Request = req
 		if req.Method == http.MethodHead {
 			resp.Body.Close()
-			resp.Body = http.NoBody
+			resp.Body, resp.Trailer = http.NoBody, nil
 		}
 		return resp, nil
 	case <-req.Context().Done():

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,27 @@ func tunnelFront(t *testing.T, features []string, upstream http.Handler) string 
 // tunnelFrontB is tunnelFront for tests and benchmarks.
 func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string {
 	t.Helper()
+	sess := tunnelSession(t, features, upstream)
+	front := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
+		},
+		Transport:     sess,
+		BufferPool:    &BufferPool{},
+		FlushInterval: -1,
+		ErrorLog:      nil,
+	})
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	return front.URL
+}
+
+// tunnelSession starts an edge session and an agent serving upstream over a
+// real WebSocket, and returns the session, to be used as a RoundTripper.
+func tunnelSession(t testing.TB, features []string, upstream http.Handler) *EdgeSession {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sessions := make(chan *EdgeSession, 1)
 	var wg sync.WaitGroup
@@ -64,25 +86,14 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: benchWindow})
 	}()
 	sess := <-sessions
-	front := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
-		},
-		Transport:     sess,
-		BufferPool:    &BufferPool{},
-		FlushInterval: -1,
-		ErrorLog:      nil,
-	})
 	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
 		cancel()
 		sess.Close()
 		wg.Wait()
 		wsSrv.CloseClientConnections()
 		wsSrv.Close()
 	})
-	return front.URL
+	return sess
 }
 
 func forModes(t *testing.T, f func(t *testing.T, features []string)) {
@@ -242,6 +253,140 @@ func TestUpstreamFailureAbortsClient(t *testing.T) {
 			t.Logf("client error: %v", err)
 		}
 	})
+}
+
+// Response trailers cross with the trailers feature: announced with
+// Trailer and set after a chunked body, or unannounced with
+// http.TrailerPrefix, by a real upstream behind the agent's reverse proxy;
+// the public client (HTTP/1.1) has them in resp.Trailer after the body. A
+// plain peer gets no trailers, and no Trailer header either.
+func TestTrailers(t *testing.T) {
+	t.Parallel()
+	withTrailers := append(append([]string{}, allFeatures...), wire.FeatureTrailers)
+	for name, features := range map[string][]string{"trailers": withTrailers, "extensions": allFeatures, "plain": nil} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testTrailers(t, features)
+		})
+	}
+}
+
+func testTrailers(t *testing.T, features []string) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(200)
+		for _, s := range []string{"one ", "two ", "three"} {
+			io.WriteString(w, s)
+			http.NewResponseController(w).Flush() // chunked, in pieces
+		}
+		if r.URL.Path == "/big" {
+			w.Write(make([]byte, 100<<10)) // several chunk frames
+		}
+		w.Header().Set("X-Checksum", "sha256=abc")
+		w.Header().Add("X-Checksum", "second")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "unannounced")
+	}))
+	t.Cleanup(upstream.Close)
+	target := strings.TrimPrefix(upstream.URL, "http://")
+	agentProxy := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.Out.URL.Scheme, pr.Out.URL.Host = "http", target },
+		FlushInterval: -1,
+	}
+	url := tunnelFront(t, features, agentProxy)
+	trailers := wire.HasFeature(features, wire.FeatureTrailers)
+	client := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: false}}
+	t.Cleanup(client.CloseIdleConnections)
+	for _, path := range []string{"/", "/big"} {
+		resp, err := client.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 1 || resp.ContentLength != -1 || len(resp.TransferEncoding) == 0 {
+			t.Fatalf("%s: %s, length %d, transfer encoding %q", path, resp.Proto, resp.ContentLength, resp.TransferEncoding)
+		}
+		if _, ok := resp.Trailer["X-Checksum"]; ok != trailers {
+			t.Errorf("%s: announced trailers %v", path, resp.Trailer)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !strings.HasPrefix(string(body), "one two three") {
+			t.Fatalf("%s: body %.20q, %v", path, body, err)
+		}
+		if resp.Header.Get("Trailer") != "" || resp.Header.Get("X-Checksum") != "" {
+			t.Errorf("%s: trailers among the headers: %v", path, resp.Header)
+		}
+		if !trailers {
+			if len(resp.Trailer) != 0 {
+				t.Errorf("%s: trailers from a peer without the feature: %v", path, resp.Trailer)
+			}
+			continue
+		}
+		if got := resp.Trailer.Values("X-Checksum"); len(got) != 2 || got[0] != "sha256=abc" || got[1] != "second" {
+			t.Errorf("%s: X-Checksum trailer %q, all %v", path, got, resp.Trailer)
+		}
+		if got := resp.Trailer.Get("X-Late"); got != "unannounced" {
+			t.Errorf("%s: X-Late trailer %q, all %v", path, got, resp.Trailer)
+		}
+	}
+}
+
+// The agent's writer sends trailers a handler sets itself: announced (but
+// not those that cannot be trailers), or with http.TrailerPrefix, also when
+// it wrote no body at all or a small one of known length, which would
+// otherwise go out whole, without trailers. (Over HTTP/1.1 a response with
+// a Content-Length cannot carry trailers, so the session is the client
+// here, as it would be for an HTTP/2 front.)
+func TestTrailersFromHandler(t *testing.T) {
+	t.Parallel()
+	features := append(append([]string{}, allFeatures...), wire.FeatureTrailers)
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/empty": // nothing written: an implicit 200
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		case "/small": // held as small, then trailers after all
+			w.Header().Set("Content-Length", "2")
+			io.WriteString(w, "hi")
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			w.Header().Set(http.TrailerPrefix+"Content-Type", "text/html") // not a trailer
+		case "/small-slow": // the head goes out after holdTime, then trailers
+			w.Header().Set("Content-Length", "2")
+			io.WriteString(w, "hi")
+			time.Sleep(4 * holdTime)
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			w.Header().Set("X-Late", "1") // a header after the head: no effect
+		case "/announced": // not held: it has trailers
+			w.Header().Set("Trailer", "grpc-status, Content-Length, Grpc-Status")
+			w.Header().Set("Content-Length", "2")
+			w.WriteHeader(200)
+			io.WriteString(w, "hi")
+			w.Header().Set("Grpc-Status", "0")
+			w.Header().Set("Content-Length", "3") // not a trailer
+		}
+	})
+	client := &http.Client{Transport: tunnelSession(t, features, upstream)}
+	for _, path := range []string{"/empty", "/small", "/small-slow", "/announced"} {
+		resp, err := client.Get("http://t.example" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		announced := path == "/announced"
+		if _, ok := resp.Trailer["Grpc-Status"]; ok != announced || len(resp.Trailer) > 1 {
+			t.Errorf("%s: announced trailers %v", path, resp.Trailer)
+		}
+		if resp.Header.Get("Trailer") != "" || resp.Header.Get("Grpc-Status") != "" || resp.Header.Get(http.TrailerPrefix+"Grpc-Status") != "" ||
+			resp.Header.Get("X-Late") != "" {
+			t.Errorf("%s: trailers among the headers %v", path, resp.Header)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if want := map[string][]string{"Grpc-Status": {"0"}}; !reflect.DeepEqual(map[string][]string(resp.Trailer), want) {
+			t.Errorf("%s: body %q, trailers %v, want %v", path, body, resp.Trailer, want)
+		}
+	}
 }
 
 func TestSlowReaderDoesNotStallOthers(t *testing.T) {

@@ -19,7 +19,8 @@ const maxDepth = 64
 // its last value; null leaves a field empty. Anything that is not one JSON
 // object is a *SyntaxError.
 //
-// Header names are canonicalized; values may be strings or arrays of strings.
+// Header and trailer names are canonicalized; values may be strings or
+// arrays of strings.
 func Decode(b []byte, f *Frame) error {
 	f.Reset()
 	d := decoder{b: b}
@@ -156,6 +157,8 @@ func (d *decoder) frame(f *Frame) error {
 			f.Data, err = d.base64(f.Data[:0])
 		case "error":
 			f.Error, err = d.string()
+		case "trailers":
+			f.Trailers, err = d.headers()
 		case "bytes":
 			f.Bytes, err = d.int(1 << 62)
 		case "connection_id":

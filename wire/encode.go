@@ -11,7 +11,7 @@ import (
 
 // EncodeOptions says what the peer understands.
 type EncodeOptions struct {
-	// MultiValueHeaders sends header values as arrays (the peer announced
+	// MultiValueHeaders sends header and trailer values as arrays (the peer announced
 	// multi_value_headers). Without it each header is one string: values
 	// joined with ", " ("; " for Cookie), and only the first Set-Cookie,
 	// since cookies cannot be joined.
@@ -85,6 +85,10 @@ func AppendFrame(dst []byte, f *Frame, opt EncodeOptions) []byte {
 		w.dst = append(w.dst, '"')
 	}
 	w.strIf("error", f.Error)
+	if f.Trailers != nil {
+		w.key("trailers")
+		w.dst = appendHeaders(w.dst, f.Trailers, opt.MultiValueHeaders)
+	}
 	if f.Type == TypeWindowUpdate || f.Bytes != 0 {
 		w.key("bytes")
 		w.dst = strconv.AppendInt(w.dst, f.Bytes, 10)

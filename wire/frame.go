@@ -40,6 +40,9 @@ const (
 	FeatureCancel = "cancel"
 	// FeatureMultiValueHeaders: header values may be arrays of strings.
 	FeatureMultiValueHeaders = "multi_value_headers"
+	// FeatureTrailers: http_response_end may carry the response's trailers,
+	// announced by a Trailer header in http_response_start.
+	FeatureTrailers = "trailers"
 )
 
 // Frame is one protocol v1 message. Only the fields of its Type are
@@ -65,6 +68,7 @@ type Frame struct {
 	Body      []byte      // body_b64
 	Data      []byte      // data_b64
 	Error     string      // error (http_response_end: the upstream failed mid-body)
+	Trailers  http.Header // trailers (http_response_end): as headers
 	Bytes     int64       // bytes (window_update)
 
 	// tcp_*, udp_data

@@ -19,6 +19,8 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"error","message":"caf\u00e9 \ud83d\ude00 \ud800","code":409}`,
 		`{"x":[1,-2.5e3,true,false,null,{"y":"z"}]}`,
 		`{"type":"window_update","request_id":"r","bytes":65536}`,
+		`{"type":"http_response_end","request_id":"9","trailers":{"x-checksum":"abc","Grpc-Status":["0","1"]}}`,
+		`{"type":"http_response_end","request_id":"9","trailers":[]}`,
 		`{"type":"a" "b":1}`, `{"status":01}`, `{`, ``,
 	}
 	for _, s := range seeds {
@@ -48,12 +50,16 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzRoundTrip: any frame built from arbitrary strings and bytes encodes
 // to valid JSON and decodes back to itself (invalid UTF-8 in strings
-// becoming U+FFFD, as with encoding/json).
+// becoming U+FFFD, as with encoding/json). The header name and value also
+// make a trailer (named by the value, so that arbitrary names are tried in
+// both members); the arguments stay as they were so that the stored corpus
+// still loads.
 func FuzzRoundTrip(f *testing.F) {
 	f.Add("http_request_start", "r1", "GET", "/p", "a=1", "X-Key", "v\x00\n\"", []byte{0, 1, 255}, 200, int64(0))
 	f.Add("http_response_chunk", "42", "", "", "", "", "", []byte("hello"), 0, int64(0))
 	f.Add("window_update", "r", "", "", "", "", "", []byte(nil), 0, int64(1<<20))
 	f.Add("x\xff", "\xc3", "M", "/\u2028", "", "Set-Cookie", "a=1", []byte{}, 999, int64(5))
+	f.Add("http_response_end", "7", "", "", "", "X-Checksum", "grpc-status", []byte(nil), 0, int64(0))
 	f.Fuzz(func(t *testing.T, typ, id, method, path, query, hname, hval string, data []byte, status int, n int64) {
 		if status < 0 || status >= 1<<31 || n < 0 || n >= 1<<62 {
 			return
@@ -62,6 +68,7 @@ func FuzzRoundTrip(f *testing.F) {
 			Status: status, Data: data, Body: data, Bytes: n, Error: hval}
 		if hname != "" {
 			fr.Headers = http.Header{hname: {hval, hval + "2"}}
+			fr.Trailers = http.Header{hval: {hname, query}}
 		}
 		enc := AppendFrame(nil, &fr, EncodeOptions{MultiValueHeaders: true})
 		if !json.Valid(enc) {
@@ -76,6 +83,7 @@ func FuzzRoundTrip(f *testing.F) {
 			valid(typ), valid(id), valid(method), valid(path), valid(query), valid(hval)
 		if hname != "" {
 			want.Headers = http.Header{http.CanonicalHeaderKey(valid(hname)): {valid(hval), valid(hval + "2")}}
+			want.Trailers = http.Header{http.CanonicalHeaderKey(valid(hval)): {valid(hname), valid(query)}}
 		}
 		chunk := fr.Type == TypeHTTPRequestChunk || fr.Type == TypeHTTPResponseChunk
 		if chunk { // the data frames carry only their own fields

@@ -37,8 +37,15 @@ func TestDecodeJettyFrames(t *testing.T) {
 		{"end with error",
 			`{"type":"http_response_end","request_id":"r","error":"upstream reset"}`,
 			Frame{Type: "http_response_end", RequestID: "r", Error: "upstream reset"}},
+		{"end with trailers, string and array values",
+			`{"type":"http_response_end","request_id":"r","trailers":{"x-checksum":"abc","Grpc-Status":["0"],"X-Multi":["a","b"]}}`,
+			Frame{Type: "http_response_end", RequestID: "r",
+				Trailers: http.Header{"X-Checksum": {"abc"}, "Grpc-Status": {"0"}, "X-Multi": {"a", "b"}}}},
+		{"PHP empty array for trailers",
+			`{"type":"http_response_end","request_id":"r","trailers":[]}`,
+			Frame{Type: "http_response_end", RequestID: "r", Trailers: http.Header{}}},
 		{"nulls and unknown fields",
-			`{"type":"http_response_end","request_id":"r","error":null,"extra":{"a":[1,2,{"b":null}],"c":true},"n":-1.5e3}`,
+			`{"type":"http_response_end","request_id":"r","error":null,"trailers":null,"extra":{"a":[1,2,{"b":null}],"c":true},"n":-1.5e3}`,
 			Frame{Type: "http_response_end", RequestID: "r"}},
 		{"whitespace",
 			" \n{ \"type\" : \"http_cancel\" ,\t\"request_id\" : \"x\" }\r\n",
@@ -79,7 +86,7 @@ func TestDecodeErrors(t *testing.T) {
 		`{"type":"a" "b":1}`, `{type:"a"}`, `{"type":"a\x01"}`, `{"type":"a\q"}`,
 		`{"type":"\u12"}`, `{"status":"200"}`, `{"status":-1}`, `{"status":2.5}`,
 		`{"status":01}`, `{"bytes":1e400}`, `{"data_b64":"!!!!"}`, `{"headers":{"a":1}}`,
-		`{"features":"x"}`, `{"x":tru}`, `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
+		`{"features":"x"}`, `{"trailers":{"a":1}}`, `{"trailers":"x"}`, `{"x":tru}`, `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
 		`{"type":"unterminated`,
 	}
 	for _, in := range bad {
@@ -106,6 +113,7 @@ func TestRoundTrip(t *testing.T) {
 		{Type: TypeHTTPResponseStart, RequestID: "2", Status: 204, Headers: http.Header{"Set-Cookie": {"a=1", "b=2; Path=/"}}},
 		{Type: TypeHTTPResponseChunk, RequestID: "2", Data: []byte{}},
 		{Type: TypeHTTPResponseEnd, RequestID: "2", Error: "connection reset"},
+		{Type: TypeHTTPResponseEnd, RequestID: "3", Trailers: http.Header{"X-Checksum": {"sha256=\"x\""}, "Grpc-Message": {"a", "b\n"}}},
 		{Type: TypeHTTPCancel, RequestID: "2"},
 		{Type: TypeWindowUpdate, RequestID: "2", Bytes: 1 << 20},
 		{Type: TypeTCPConnect, ConnectionID: "c", RemoteAddr: "1.2.3.4:5"},
@@ -135,9 +143,10 @@ func TestRoundTrip(t *testing.T) {
 func TestPlainPeerHeaders(t *testing.T) {
 	t.Parallel()
 	f := Frame{Type: TypeHTTPRequestStart, RequestID: "1", Method: "GET", Path: "/",
-		Headers: http.Header{"Cookie": {"a=1", "b=2"}, "Accept": {"x", "y"}, "Set-Cookie": {"s=1", "t=2"}}}
+		Headers:  http.Header{"Cookie": {"a=1", "b=2"}, "Accept": {"x", "y"}, "Set-Cookie": {"s=1", "t=2"}},
+		Trailers: http.Header{"X-T": {"1", "2"}}}
 	enc := string(AppendFrame(nil, &f, EncodeOptions{}))
-	for _, want := range []string{`"Cookie":"a=1; b=2"`, `"Accept":"x, y"`, `"Set-Cookie":"s=1"`} {
+	for _, want := range []string{`"Cookie":"a=1; b=2"`, `"Accept":"x, y"`, `"Set-Cookie":"s=1"`, `"trailers":{"X-T":"1, 2"}`} {
 		if !strings.Contains(enc, want) {
 			t.Errorf("%s lacks %s", enc, want)
 		}
@@ -172,6 +181,9 @@ func framesEqual(a, b *Frame) bool {
 	}
 	if len(x.Headers) == 0 && len(y.Headers) == 0 {
 		x.Headers, y.Headers = nil, nil
+	}
+	if len(x.Trailers) == 0 && len(y.Trailers) == 0 {
+		x.Trailers, y.Trailers = nil, nil
 	}
 	return reflect.DeepEqual(x, y)
 }

@@ -1,0 +1,69 @@
+package tunnel
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// badTrailers are the fields that may not be trailers (RFC 9110, section
+// 6.5.1: framing, routing, controls, authentication, content processing),
+// as net/http's server refuses them.
+var badTrailers = map[string]bool{
+	"Authorization":       true,
+	"Cache-Control":       true,
+	"Connection":          true,
+	"Content-Encoding":    true,
+	"Content-Length":      true,
+	"Content-Range":       true,
+	"Content-Type":        true,
+	"Expect":              true,
+	"Host":                true,
+	"Keep-Alive":          true,
+	"Max-Forwards":        true,
+	"Pragma":              true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Proxy-Connection":    true,
+	"Range":               true,
+	"Realm":               true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Www-Authenticate":    true,
+}
+
+// validTrailer reports whether the canonical name may be a trailer.
+func validTrailer(name string) bool {
+	return name != "" && !badTrailers[name] && !strings.HasPrefix(name, http.TrailerPrefix)
+}
+
+// trailerNames appends to dst the canonical names that the values of a
+// Trailer header announce, leaving out invalid ones and repeats.
+func trailerNames(values []string, dst []string) []string {
+	for _, v := range values {
+		for name := range strings.SplitSeq(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if validTrailer(name) && !slices.Contains(dst, name) {
+				dst = append(dst, name)
+			}
+		}
+	}
+	return dst
+}
+
+// receivedTrailers returns the valid trailers of t, or nil if none.
+func receivedTrailers(t http.Header) http.Header {
+	var out http.Header
+	for name, vv := range t {
+		if len(vv) == 0 || !validTrailer(name) {
+			continue
+		}
+		if out == nil {
+			out = make(http.Header, len(t))
+		}
+		out[name] = vv
+	}
+	return out
+}
