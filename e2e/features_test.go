@@ -215,3 +215,25 @@ func TestEdgeGracefulShutdown(t *testing.T) {
 	}
 	t.Logf("stream lived %v after SIGTERM (grace %v), ended with %v", lived, grace, readErr)
 }
+
+// Response trailers cross the tunnel to the public client.
+func TestTrailersThroughTunnel(t *testing.T) {
+	t.Parallel()
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "body part one, ")
+		http.NewResponseController(w).Flush()
+		io.WriteString(w, "part two")
+		w.Header().Set("X-Checksum", "abc123")
+	})
+	e := startEdge(t, "T")
+	startAgent(t, e, "trailers", "T", up.port)
+	resp, body := do(t, tunnelClient(t, e.addr), "GET", e.publicURL("trailers")+"/", nil, nil)
+	if string(body) != "body part one, part two" {
+		t.Fatalf("body %q", body)
+	}
+	if got := resp.Trailer.Get("X-Checksum"); got != "abc123" {
+		t.Fatalf("trailer X-Checksum = %q (trailers %v)", got, resp.Trailer)
+	}
+}
