@@ -11,6 +11,8 @@ type metrics struct {
 	tunnelsOnline prometheus.Gauge
 	requests      *prometheus.CounterVec
 	bytes         *prometheus.CounterVec
+	bytesIn       prometheus.Counter // bytes{direction="in"}, resolved once: it is on the body path
+	bytesOut      prometheus.Counter
 	openStreams   prometheus.Gauge
 	frameErrors   *prometheus.CounterVec
 	agentConns    *prometheus.CounterVec
@@ -38,6 +40,7 @@ func newMetrics() *metrics {
 			Name: "sluice_agent_registrations_total", Help: "Agent registrations, by result.",
 		}, []string{"result"}),
 	}
+	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -94,7 +94,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		m.requests.WithLabelValues(strconv.Itoa(cw.code)).Inc()
-		m.bytes.WithLabelValues("out").Add(float64(cw.n))
+		m.bytesOut.Add(float64(cw.n))
 	}()
 	p.rp.ServeHTTP(cw, r)
 }
@@ -133,7 +133,7 @@ type countingBody struct {
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.m.bytes.WithLabelValues("in").Add(float64(n))
+	b.m.bytesIn.Add(float64(n))
 	return n, err
 }
 
