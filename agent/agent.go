@@ -37,15 +37,18 @@ type Config struct {
 	ResponseHeaderTimeout time.Duration
 	// MaxBackoff caps the wait between reconnects. Default 30 s.
 	MaxBackoff time.Duration
+	// Protocol is "auto" (the default: v2 when the edge offers it, else
+	// v1), "v1" or "v2" (fails when the edge does not offer it).
+	Protocol string
 	// Session configures the tunnel session (window, frame limit, pings).
 	Session tunnel.Config
 	// Logger receives the agent's logs. Nil discards.
 	Logger *slog.Logger
 	// Console, if set, gets one line per request.
 	Console io.Writer
-	// OnConnect, if set, is called with the public URL each time the
-	// tunnel is registered.
-	OnConnect func(publicURL string)
+	// OnConnect, if set, is called with the public URL and the protocol
+	// ("v1" or "v2") each time the tunnel is registered.
+	OnConnect func(publicURL, protocol string)
 	// OnRetry, if set, is called before each wait to reconnect.
 	OnRetry func(err error, delay time.Duration)
 }
@@ -81,6 +84,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("agent: no tunnel name")
 	}
+	switch cfg.Protocol {
+	case "":
+		cfg.Protocol = "auto"
+	case "auto", "v1", "v2":
+	default:
+		return nil, fmt.Errorf(`agent: protocol %q is not "auto", "v1" or "v2"`, cfg.Protocol)
+	}
 	if cfg.ResponseHeaderTimeout <= 0 {
 		cfg.ResponseHeaderTimeout = 60 * time.Second
 	}
@@ -101,7 +111,7 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // features are the protocol v1 extensions the agent announces.
-var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers}
+var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, wire.FeatureUpgrade}
 
 // Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
 // refuses the registration (a *RegisterError). After a lost connection it
@@ -162,6 +172,9 @@ func (a *Agent) session(ctx context.Context) error {
 		HandshakeTimeout: 15 * time.Second,
 		Proxy:            http.ProxyFromEnvironment,
 	}
+	if a.cfg.Protocol != "v1" {
+		dialer.Subprotocols = []string{tunnel.Subprotocol}
+	}
 	ws, resp, err := dialer.DialContext(ctx, a.wsURL, nil)
 	if err != nil {
 		if resp != nil {
@@ -170,6 +183,10 @@ func (a *Agent) session(ctx context.Context) error {
 		return fmt.Errorf("connect to %s: %w", a.wsURL, err)
 	}
 	defer ws.Close()
+	v2 := ws.Subprotocol() == tunnel.Subprotocol
+	if a.cfg.Protocol == "v2" && !v2 {
+		return &RegisterError{Code: "no_v2", Message: "the edge at " + a.cfg.Edge + " does not offer protocol v2 (use --protocol auto or v1)"}
+	}
 	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: a.cfg.Name, AgentToken: a.cfg.Token, Features: features}
 	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
 		return fmt.Errorf("register: %w", err)
@@ -195,12 +212,19 @@ func (a *Agent) session(ctx context.Context) error {
 	if publicURL == "" {
 		publicURL = a.cfg.Name + " (the edge sent no public URL)"
 	}
+	protocol := "v1"
+	if v2 {
+		protocol = "v2"
+	}
 	if a.cfg.OnConnect != nil {
-		a.cfg.OnConnect(publicURL)
+		a.cfg.OnConnect(publicURL, protocol)
 	}
 	cfg := a.cfg.Session
 	cfg.Features = answer.Features
 	cfg.Logger = a.cfg.Logger
+	if v2 {
+		return tunnel.ServeMux(ctx, ws, a.handler, cfg)
+	}
 	return tunnel.ServeAgent(ctx, ws, a.handler, cfg)
 }
 

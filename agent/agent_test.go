@@ -90,7 +90,7 @@ func TestAgentThroughEdge(t *testing.T) {
 	connected := make(chan string, 4)
 	var console syncBuffer
 	a, err := New(Config{Edge: "http://" + addr, Token: "T", Name: "unit", Upstream: upURL, Console: &console,
-		OnConnect: func(u string) { connected <- u }})
+		OnConnect: func(u, _ string) { connected <- u }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +132,14 @@ func TestAgentStops(t *testing.T) {
 	})
 	t.Run("replaced by the same token", func(t *testing.T) {
 		first := make(chan string, 1)
-		a1, _ := New(Config{Edge: "http://" + addr, Token: "T", Name: "r", Upstream: up, OnConnect: func(u string) { first <- u }})
+		a1, _ := New(Config{Edge: "http://" + addr, Token: "T", Name: "r", Upstream: up, OnConnect: func(u, _ string) { first <- u }})
 		err1 := make(chan error, 1)
 		go func() { err1 <- a1.Run(context.Background()) }()
 		<-first
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		second := make(chan string, 1)
-		a2, _ := New(Config{Edge: "http://" + addr, Token: "T", Name: "r", Upstream: up, OnConnect: func(u string) { second <- u }})
+		a2, _ := New(Config{Edge: "http://" + addr, Token: "T", Name: "r", Upstream: up, OnConnect: func(u, _ string) { second <- u }})
 		done2 := make(chan error, 1)
 		go func() { done2 <- a2.Run(ctx) }()
 		<-second

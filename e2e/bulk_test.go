@@ -89,8 +89,9 @@ func peakRSS(pids []int, stop <-chan struct{}) <-chan int64 {
 // TestBulkTransfer: 1 GiB down and 1 GiB up through the tunnel, chunked
 // (no Content-Length), byte-exact, with the edge's and agent's memory
 // bounded however large the body.
-func TestBulkTransfer(t *testing.T) {
-	t.Parallel()
+func TestBulkTransfer(t *testing.T) { forProtocols(t, testBulkTransfer) }
+
+func testBulkTransfer(t *testing.T, proto string) {
 	size := int64(1 << 30)
 	if testing.Short() {
 		size = 64 << 20
@@ -113,7 +114,7 @@ func TestBulkTransfer(t *testing.T) {
 		io.WriteString(w, strconv.FormatInt(n, 10))
 	})
 	e := startEdge(t, "T")
-	a := startAgent(t, e, "bulk", "T", up.port)
+	a := startAgent(t, e, proto, "bulk", "T", up.port)
 	c := tunnelClient(t, e.addr)
 	url := e.publicURL("bulk") + "/bulk"
 	pids := []int{e.cmd.Process.Pid, a.cmd.Process.Pid}

@@ -62,8 +62,9 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 
 // TLS at the edge: public clients get HTTPS with HTTP/2, and the agent
 // connects over wss:// (trusting the test CA through SSL_CERT_FILE).
-func TestEdgeTLSAndHTTP2(t *testing.T) {
-	t.Parallel()
+func TestEdgeTLSAndHTTP2(t *testing.T) { forProtocols(t, testEdgeTLSAndHTTP2) }
+
+func testEdgeTLSAndHTTP2(t *testing.T, proto string) {
 	certFile, keyFile, pool := selfSigned(t)
 	up := newTestUpstream(t)
 	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +72,7 @@ func TestEdgeTLSAndHTTP2(t *testing.T) {
 	})
 	e := startEdge(t, "T", "--tls-cert", certFile, "--tls-key", keyFile)
 	a := startProcEnv(t, "agent tls", []string{"SSL_CERT_FILE=" + certFile},
-		"http", strconv.Itoa(up.port), "--edge", "https://"+e.addr, "--token", "T", "--name", "secure")
+		"http", strconv.Itoa(up.port), "--edge", "https://"+e.addr, "--token", "T", "--name", "secure", "--protocol", proto)
 	want := fmt.Sprintf("Forwarding https://secure.localhost:%d -> http://127.0.0.1:%d\n", e.port, up.port)
 	if !a.waitOutput(a.stdout, want, 15*time.Second) {
 		t.Fatalf("agent never printed %q\nstdout: %s\nstderr: %s", want, a.stdout, a.stderr)
@@ -97,15 +98,16 @@ func TestEdgeTLSAndHTTP2(t *testing.T) {
 	}
 }
 
-func TestEdgeTokensFile(t *testing.T) {
-	t.Parallel()
+func TestEdgeTokensFile(t *testing.T) { forProtocols(t, testEdgeTokensFile) }
+
+func testEdgeTokensFile(t *testing.T, proto string) {
 	file := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(file, []byte("# agents of the team\nalpha-token\n\n  beta-token  \n"), 0o600)
 	up := namedUpstream(t, "up")
 	e := startEdge(t, "", "--tokens", file)
-	startAgent(t, e, "alpha", "alpha-token", up.port)
-	startAgent(t, e, "beta", "beta-token", up.port)
-	bad := startProc(t, "agent bad", "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", "gamma")
+	startAgent(t, e, proto, "alpha", "alpha-token", up.port)
+	startAgent(t, e, proto, "beta", "beta-token", up.port)
+	bad := startProc(t, "agent bad", "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", "gamma", "--protocol", proto)
 	select {
 	case <-bad.done:
 	case <-time.After(15 * time.Second):
@@ -116,8 +118,9 @@ func TestEdgeTokensFile(t *testing.T) {
 	}
 }
 
-func TestAgentHostHeader(t *testing.T) {
-	t.Parallel()
+func TestAgentHostHeader(t *testing.T) { forProtocols(t, testAgentHostHeader) }
+
+func testAgentHostHeader(t *testing.T, proto string) {
 	up := newTestUpstream(t)
 	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Host) })
 	e := startEdge(t, "T")
@@ -129,7 +132,7 @@ func TestAgentHostHeader(t *testing.T) {
 	}
 	for i, tc := range cases {
 		name := []string{"hh-preserve", "hh-rewrite", "hh-literal"}[i]
-		p := startProc(t, "agent "+name, "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", name, "--host-header", tc.flag)
+		p := startProc(t, "agent "+name, "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", name, "--host-header", tc.flag, "--protocol", proto)
 		if !p.waitOutput(p.stdout, "Forwarding", 15*time.Second) {
 			t.Fatalf("agent %s did not register: %s", name, p.stderr)
 		}
@@ -142,8 +145,9 @@ func TestAgentHostHeader(t *testing.T) {
 
 // SIGTERM: the edge stops accepting, lets a stream in flight run for the
 // grace period, then aborts it and exits 0.
-func TestEdgeGracefulShutdown(t *testing.T) {
-	t.Parallel()
+func TestEdgeGracefulShutdown(t *testing.T) { forProtocols(t, testEdgeGracefulShutdown) }
+
+func testEdgeGracefulShutdown(t *testing.T, proto string) {
 	up := newTestUpstream(t)
 	up.mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -164,7 +168,7 @@ func TestEdgeGracefulShutdown(t *testing.T) {
 	})
 	const grace = 1500 * time.Millisecond
 	e := startEdge(t, "T", "--shutdown-grace", grace.String())
-	startAgent(t, e, "grace", "T", up.port)
+	startAgent(t, e, proto, "grace", "T", up.port)
 	c := tunnelClient(t, e.addr)
 	resp, err := c.Get(e.publicURL("grace") + "/stream")
 	if err != nil {
@@ -217,8 +221,9 @@ func TestEdgeGracefulShutdown(t *testing.T) {
 }
 
 // Response trailers cross the tunnel to the public client.
-func TestTrailersThroughTunnel(t *testing.T) {
-	t.Parallel()
+func TestTrailersThroughTunnel(t *testing.T) { forProtocols(t, testTrailersThroughTunnel) }
+
+func testTrailersThroughTunnel(t *testing.T, proto string) {
 	up := newTestUpstream(t)
 	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Checksum")
@@ -228,7 +233,7 @@ func TestTrailersThroughTunnel(t *testing.T) {
 		w.Header().Set("X-Checksum", "abc123")
 	})
 	e := startEdge(t, "T")
-	startAgent(t, e, "trailers", "T", up.port)
+	startAgent(t, e, proto, "trailers", "T", up.port)
 	resp, body := do(t, tunnelClient(t, e.addr), "GET", e.publicURL("trailers")+"/", nil, nil)
 	if string(body) != "body part one, part two" {
 		t.Fatalf("body %q", body)
@@ -236,4 +241,42 @@ func TestTrailersThroughTunnel(t *testing.T) {
 	if got := resp.Trailer.Get("X-Checksum"); got != "abc123" {
 		t.Fatalf("trailer X-Checksum = %q (trailers %v)", got, resp.Trailer)
 	}
+}
+
+// Protocol negotiation: "auto" (the default) speaks v2 with an edge that
+// offers it and falls back to v1 with one that does not; "v2" against a
+// v1-only edge stops with a clear message instead of retrying.
+func TestProtocolNegotiation(t *testing.T) {
+	t.Parallel()
+	up := namedUpstream(t, "negotiated")
+	for _, tc := range []struct {
+		name      string
+		edgeFlags []string
+		want      string
+	}{
+		{"auto with a v2 edge", nil, "tunnel up, protocol v2"},
+		{"auto with a v1-only edge", []string{"--protocols", "v1"}, "tunnel up, protocol v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := startEdge(t, "T", tc.edgeFlags...)
+			a := startProc(t, "agent auto", "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", "auto")
+			if !a.waitOutput(a.stderr, tc.want, 15*time.Second) {
+				t.Fatalf("agent never printed %q\nstdout: %s\nstderr: %s", tc.want, a.stdout, a.stderr)
+			}
+			c := tunnelClient(t, e.addr)
+			resp, body := do(t, c, "GET", e.publicURL("auto")+"/", nil, nil)
+			if resp.StatusCode != 200 || string(body) != "negotiated" {
+				t.Fatalf("GET: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	t.Run("v2 with a v1-only edge", func(t *testing.T) {
+		t.Parallel()
+		e := startEdge(t, "T", "--protocols", "v1")
+		r := run(t, 20*time.Second, "http", strconv.Itoa(up.port), "--edge", "http://"+e.addr, "--token", "T", "--name", "strict", "--protocol", "v2")
+		if r.code == 0 || !strings.Contains(r.stderr, "does not offer protocol v2") {
+			t.Fatalf("exit %d, stderr %q; want a non-zero exit saying the edge does not offer v2", r.code, r.stderr)
+		}
+	})
 }

@@ -189,15 +189,31 @@ func (e *edgeProc) publicURL(name string) string {
 }
 
 // startAgent runs "sluice http UPSTREAM_PORT" for tunnel name and waits for
-// its "Forwarding" line.
-func startAgent(t *testing.T, e *edgeProc, name, token string, upstreamPort int) *proc {
+// its "Forwarding" line. proto is its --protocol; extra are more flags.
+func startAgent(t *testing.T, e *edgeProc, proto, name, token string, upstreamPort int, extra ...string) *proc {
 	t.Helper()
-	p := startProc(t, "agent "+name, "http", strconv.Itoa(upstreamPort), "--edge", "http://"+e.addr, "--token", token, "--name", name)
+	args := append([]string{"http", strconv.Itoa(upstreamPort), "--edge", "http://" + e.addr, "--token", token, "--name", name, "--protocol", proto}, extra...)
+	p := startProc(t, "agent "+name, args...)
 	want := fmt.Sprintf("Forwarding %s -> http://127.0.0.1:%d\n", e.publicURL(name), upstreamPort)
 	if !p.waitOutput(p.stdout, want, 15*time.Second) {
 		t.Fatalf("agent %s never printed %q (exited: %v, %v)\nstdout: %s\nstderr: %s", name, want, p.exited(), p.err, p.stdout, p.stderr)
 	}
 	return p
+}
+
+// protocols are the agent protocols the end-to-end suite runs for.
+var protocols = []string{"v1", "v2"}
+
+// forProtocols runs test once per protocol, as parallel subtests "v1" and
+// "v2": the whole tunnel suite holds for both.
+func forProtocols(t *testing.T, test func(t *testing.T, proto string)) {
+	t.Parallel()
+	for _, proto := range protocols {
+		t.Run(proto, func(t *testing.T) {
+			t.Parallel()
+			test(t, proto)
+		})
+	}
 }
 
 // tunnelClient returns a client that sends every request to the edge at
@@ -332,12 +348,13 @@ func readEvent(br *bufio.Reader) (string, error) {
 
 // TestTunnel runs one edge and one agent and checks, in parallel subtests,
 // what goes through the tunnel.
-func TestTunnel(t *testing.T) {
-	t.Parallel()
+func TestTunnel(t *testing.T) { forProtocols(t, testTunnel) }
+
+func testTunnel(t *testing.T, proto string) {
 	const token = "tunnel-test-token"
 	up := newTestUpstream(t)
 	e := startEdge(t, token)
-	startAgent(t, e, "app", token, up.port)
+	startAgent(t, e, proto, "app", token, up.port)
 	c := tunnelClient(t, e.addr)
 	base := e.publicURL("app")
 	publicHost := fmt.Sprintf("app.localhost:%d", e.port)
@@ -815,7 +832,7 @@ func TestTunnel(t *testing.T) {
 	t.Run("UpstreamNotRunning", func(t *testing.T) {
 		t.Parallel()
 		closed := freePort(t)
-		startAgent(t, e, "down", token, closed)
+		startAgent(t, e, proto, "down", token, closed)
 		addr := fmt.Sprintf("127.0.0.1:%d", closed)
 		resp, body := do(t, c, "GET", e.publicURL("down")+"/", nil, nil)
 		if resp.StatusCode != 502 {
@@ -837,12 +854,13 @@ func TestTunnel(t *testing.T) {
 // TestAgentKilledAndRestarted: a killed agent makes the edge answer 502
 // "agent offline" at once; a new agent with the same name and token serves
 // again.
-func TestAgentKilledAndRestarted(t *testing.T) {
-	t.Parallel()
+func TestAgentKilledAndRestarted(t *testing.T) { forProtocols(t, testAgentKilledAndRestarted) }
+
+func testAgentKilledAndRestarted(t *testing.T, proto string) {
 	const token = "killed-agent-token"
 	up := namedUpstream(t, "hello")
 	e := startEdge(t, token)
-	a := startAgent(t, e, "k", token, up.port)
+	a := startAgent(t, e, proto, "k", token, up.port)
 	c := tunnelClient(t, e.addr)
 	url := e.publicURL("k") + "/"
 	if resp, body := do(t, c, "GET", url, nil, nil); resp.StatusCode != 200 || string(body) != "hello" {
@@ -878,7 +896,7 @@ poll:
 		t.Errorf("JSON answer while offline: %d %q", resp.StatusCode, body)
 	}
 
-	startAgent(t, e, "k", token, up.port)
+	startAgent(t, e, proto, "k", token, up.port)
 	if resp, body := do(t, c, "GET", url, nil, nil); resp.StatusCode != 200 || string(body) != "hello" {
 		t.Fatalf("after the agent restarted: %d %q", resp.StatusCode, body)
 	}
@@ -886,12 +904,13 @@ poll:
 
 // TestEdgeRestartAgentReconnects: an edge killed and started again on the
 // same port gets its agent back without anyone touching the agent.
-func TestEdgeRestartAgentReconnects(t *testing.T) {
-	t.Parallel()
+func TestEdgeRestartAgentReconnects(t *testing.T) { forProtocols(t, testEdgeRestartAgentReconnects) }
+
+func testEdgeRestartAgentReconnects(t *testing.T, proto string) {
 	const token = "edge-restart-token"
 	up := namedUpstream(t, "still here")
 	e := startEdge(t, token)
-	a := startAgent(t, e, "r", token, up.port)
+	a := startAgent(t, e, proto, "r", token, up.port)
 	c := tunnelClient(t, e.addr)
 	url := e.publicURL("r") + "/"
 	if resp, body := do(t, c, "GET", url, nil, nil); resp.StatusCode != 200 || string(body) != "still here" {
@@ -941,8 +960,9 @@ func TestEdgeRestartAgentReconnects(t *testing.T) {
 
 // TestAgentNameTaken: an online name cannot be taken with another token;
 // with the same token a second agent replaces the first.
-func TestAgentNameTaken(t *testing.T) {
-	t.Parallel()
+func TestAgentNameTaken(t *testing.T) { forProtocols(t, testAgentNameTaken) }
+
+func testAgentNameTaken(t *testing.T, proto string) {
 	const tokA, tokB = "token-a", "token-b"
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(tokens, []byte("# second credential\n"+tokB+"\n"), 0o600); err != nil {
@@ -950,14 +970,14 @@ func TestAgentNameTaken(t *testing.T) {
 	}
 	e := startEdge(t, tokA, "--tokens", tokens)
 	upA, upB, upC := namedUpstream(t, "A"), namedUpstream(t, "B"), namedUpstream(t, "C")
-	a := startAgent(t, e, "shared", tokA, upA.port)
+	a := startAgent(t, e, proto, "shared", tokA, upA.port)
 	c := tunnelClient(t, e.addr)
 	url := e.publicURL("shared") + "/"
 	if _, body := do(t, c, "GET", url, nil, nil); string(body) != "A" {
 		t.Fatalf("first agent: %q", body)
 	}
 
-	r := run(t, 20*time.Second, "http", strconv.Itoa(upB.port), "--edge", "http://"+e.addr, "--token", tokB, "--name", "shared")
+	r := run(t, 20*time.Second, "http", strconv.Itoa(upB.port), "--edge", "http://"+e.addr, "--token", tokB, "--name", "shared", "--protocol", proto)
 	if r.code == 0 {
 		t.Fatalf("second agent with another token exited 0\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
 	}
@@ -975,7 +995,7 @@ func TestAgentNameTaken(t *testing.T) {
 		t.Errorf("the refused agent disturbed the first: %s", a.stderr)
 	}
 
-	startAgent(t, e, "shared", tokA, upC.port)
+	startAgent(t, e, proto, "shared", tokA, upC.port)
 	if resp, body := do(t, c, "GET", url, nil, nil); resp.StatusCode != 200 || string(body) != "C" {
 		t.Fatalf("after the replacement: %d %q, want 200 from the new agent", resp.StatusCode, body)
 	}

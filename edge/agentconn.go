@@ -18,7 +18,7 @@ import (
 const replacedGrace = 30 * time.Second
 
 // supportedFeatures are the protocol v1 extensions this edge speaks.
-var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers}
+var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, wire.FeatureUpgrade}
 
 var upgrader = websocket.Upgrader{
 	// 64 KiB buffers: measured here, gorilla/websocket moves 2.5 GB/s of
@@ -33,10 +33,15 @@ var upgrader = websocket.Upgrader{
 // serveAgent runs the WebSocket of one agent: register, then the session
 // until it ends.
 func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
-	ws, err := upgrader.Upgrade(w, r, nil)
+	up := upgrader
+	if !s.cfg.DisableV2 {
+		up.Subprotocols = []string{tunnel.Subprotocol}
+	}
+	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade answered the client already
 	}
+	v2 := ws.Subprotocol() == tunnel.Subprotocol
 	s.agents.Add(1)
 	defer s.agents.Done()
 	log := s.cfg.Logger.With("remote", r.RemoteAddr)
@@ -70,7 +75,12 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	cfg.Features = features
 	cfg.Logger = log.With("tunnel", name)
 	cfg.OnFrameError = func(kind string) { s.metrics.frameErrors.WithLabelValues(kind).Inc() }
-	session := tunnel.NewEdgeSession(ws, cfg)
+	var session tunnel.Session
+	if v2 {
+		session = tunnel.NewMuxSession(ws, cfg)
+	} else {
+		session = tunnel.NewEdgeSession(ws, cfg)
+	}
 	old, ok := s.registry.claim(name, reg.AgentToken, session, s.newProxy(name, session))
 	if !ok {
 		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
@@ -106,7 +116,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.agentConns.WithLabelValues("ok").Inc()
-	log.Info("agent connected", "tunnel", name, "features", features, "replaced", old != nil)
+	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "features", features, "replaced", old != nil)
 
 	err = session.Run(s.ctx)
 	if s.registry.release(name, session) {

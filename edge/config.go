@@ -36,6 +36,10 @@ type Config struct {
 	// between requests this long. It never cuts a response in progress:
 	// streams have no time limit. Default 2 min.
 	IdleTimeout time.Duration
+	// DisableV2 makes the edge speak protocol v1 only: it does not offer
+	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
+	// to v1.
+	DisableV2 bool
 	// Logger receives the edge's logs. Nil discards.
 	Logger *slog.Logger
 }

@@ -22,7 +22,7 @@ type proxy struct {
 	rp   *httputil.ReverseProxy
 }
 
-func (s *Server) newProxy(name string, session *tunnel.EdgeSession) *proxy {
+func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 	p := &proxy{s: s, name: name}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -49,7 +49,7 @@ func (s *Server) newProxy(name string, session *tunnel.EdgeSession) *proxy {
 // Content-Length, or an event stream or NDJSON), so that an nginx in front
 // of the edge does not buffer them.
 func markStreamed(resp *http.Response) error {
-	if resp.Header.Get("X-Accel-Buffering") != "" || resp.StatusCode == http.StatusNoContent ||
+	if resp.Header.Get("X-Accel-Buffering") != "" || resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent ||
 		resp.StatusCode == http.StatusNotModified || resp.Request.Method == http.MethodHead {
 		return nil
 	}
@@ -73,6 +73,9 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 		errpage.Write(w, r, http.StatusServiceUnavailable, "too_many_streams", "Tunnel busy",
 			"the tunnel "+host+" is carrying its maximum of concurrent requests ("+strconv.Itoa(p.s.cfg.Session.MaxStreams)+"); try again.")
+	case errors.Is(err, tunnel.ErrUpgradeUnsupported):
+		errpage.Write(w, r, http.StatusNotImplemented, "upgrade_unsupported", "Upgrade not supported by this agent",
+			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
 	case errors.Is(err, tunnel.ErrBodyTooLarge):
 		errpage.Write(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
 			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.MaxBody, 10)+" bytes.")

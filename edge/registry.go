@@ -22,9 +22,9 @@ type registry struct {
 type entry struct {
 	name    string
 	token   string
-	session *tunnel.EdgeSession // nil while offline
-	proxy   *proxy              // the public handler for session
-	since   time.Time           // online since, or offline since
+	session tunnel.Session // nil while offline
+	proxy   *proxy         // the public handler for session
+	since   time.Time      // online since, or offline since
 }
 
 func newRegistry() *registry { return &registry{tunnels: make(map[string]*entry)} }
@@ -32,7 +32,7 @@ func newRegistry() *registry { return &registry{tunnels: make(map[string]*entry)
 // claim installs session for name. It returns the session it replaced (to
 // be closed by the caller), and ok false when the name is online with
 // another token.
-func (r *registry) claim(name, token string, session *tunnel.EdgeSession, p *proxy) (old *tunnel.EdgeSession, ok bool) {
+func (r *registry) claim(name, token string, session tunnel.Session, p *proxy) (old tunnel.Session, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.tunnels[name]
@@ -48,7 +48,7 @@ func (r *registry) claim(name, token string, session *tunnel.EdgeSession, p *pro
 
 // release marks name offline if session still holds it, and reports
 // whether it did (false when another session replaced it).
-func (r *registry) release(name string, session *tunnel.EdgeSession) bool {
+func (r *registry) release(name string, session tunnel.Session) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e := r.tunnels[name]; e != nil && e.session == session {
@@ -76,10 +76,10 @@ func (r *registry) lookup(name string, memory time.Duration) *entry {
 }
 
 // online returns the sessions online now.
-func (r *registry) online() []*tunnel.EdgeSession {
+func (r *registry) online() []tunnel.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*tunnel.EdgeSession
+	var out []tunnel.Session
 	for _, e := range r.tunnels {
 		if e.session != nil {
 			out = append(out, e.session)

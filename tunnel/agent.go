@@ -89,6 +89,9 @@ type agentStream struct {
 	credit *credit // response bytes the edge lets us send
 	unread atomic.Int64
 	done   chan struct{}
+	// upgrade: an upgrade request on a session with the upgrade feature;
+	// the handler may hijack the stream after a 101.
+	upgrade bool
 }
 
 func (a *agentSession) readLoop() error {
@@ -187,6 +190,7 @@ func (a *agentSession) start(f *wire.Frame) {
 	if h == nil {
 		h = http.Header{}
 	}
+	st.upgrade = f.Type == wire.TypeHTTPRequestStart && a.cfg.has(wire.FeatureUpgrade) && isUpgrade(h)
 	req := &http.Request{
 		Method:     f.Method,
 		URL:        u,
@@ -313,6 +317,7 @@ type responseWriter struct {
 	sent        bool        // the head went out
 	timer       *time.Timer
 	err         error
+	hijacked    *hijackedConn // the handler took the stream over (an upgrade)
 }
 
 const (
@@ -501,6 +506,14 @@ func (w *responseWriter) finish(endErr string) {
 		w.timer.Stop()
 	}
 	conn, id := w.st.a.conn, w.st.id
+	if hj := w.hijacked; hj != nil {
+		// The hijacked connection ends the stream when it closes; a
+		// handler that returned without closing it is done with it too.
+		w.mu.Unlock()
+		hj.Close()
+		w.mu.Lock()
+		return
+	}
 	if !w.wroteHeader {
 		if endErr != "" {
 			// Nothing was sent: the edge gets an error response.

@@ -39,8 +39,9 @@ func BenchmarkThroughput(b *testing.B) {
 		},
 		"v1":       func(b *testing.B) string { return tunnelFrontB(b, allFeatures, bulkUpstream) },
 		"v1-plain": func(b *testing.B) string { return tunnelFrontB(b, nil, bulkUpstream) },
+		"v2":       func(b *testing.B) string { return tunnelFrontB(b, v2Features, bulkUpstream) },
 	}
-	for _, name := range []string{"direct", "v1", "v1-plain"} {
+	for _, name := range []string{"direct", "v1", "v1-plain", "v2"} {
 		b.Run("download/"+name, func(b *testing.B) {
 			url := targets[name](b) + "/download?n=" + strconv.Itoa(size)
 			b.SetBytes(size)
@@ -81,22 +82,25 @@ func BenchmarkThroughput(b *testing.B) {
 }
 
 // BenchmarkSmallRequests: 50 concurrent clients of a 100-byte response,
-// through a v1 tunnel and directly, in the same run.
+// through v1 and v2 tunnels and directly, in the same run.
 func BenchmarkSmallRequests(b *testing.B) {
 	small := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Length", "100")
 		w.Write(bytes.Repeat([]byte("x"), 100))
 	})
-	for _, name := range []string{"direct", "v1"} {
+	for _, name := range []string{"direct", "v1", "v2"} {
 		b.Run(name, func(b *testing.B) {
 			var url string
-			if name == "direct" {
+			switch name {
+			case "direct":
 				srv := httptest.NewServer(small)
 				b.Cleanup(srv.Close)
 				url = srv.URL
-			} else {
+			case "v1":
 				url = tunnelFrontB(b, allFeatures, small)
+			default:
+				url = tunnelFrontB(b, v2Features, small)
 			}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			b.SetParallelism(25) // 50 clients on 2 CPUs

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,7 @@ type edgeStream struct {
 	ended    atomic.Bool
 	unread   atomic.Int64 // response bytes read but not yet credited back
 	unwatch  func() bool  // stops watching the request's context
+	upgrade  bool         // an upgrade request: a 101 opens a two-way stream
 }
 
 // Open sends the agent its first frame (registered) and lets requests
@@ -284,6 +286,11 @@ func (st *edgeStream) head(f *wire.Frame) bool {
 		}
 	}
 	body := &edgeBody{st: st}
+	var rbody io.ReadCloser = body
+	upgraded := f.Status == http.StatusSwitchingProtocols && st.upgrade && f.Type == wire.TypeHTTPResponseStart
+	if upgraded {
+		rbody = &upgradedConn{body}
+	}
 	resp := &http.Response{
 		Status:        fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status)),
 		StatusCode:    f.Status,
@@ -293,9 +300,14 @@ func (st *edgeStream) head(f *wire.Frame) bool {
 		Header:        h,
 		Trailer:       trailer,
 		ContentLength: -1,
-		Body:          body,
+		Body:          rbody,
 	}
 	body.resp = resp
+	if upgraded {
+		// No body length: the connection is the body. (-1 would make
+		// the 101 go out with "Connection: close".)
+		resp.ContentLength = 0
+	}
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			resp.ContentLength = n
@@ -397,6 +409,13 @@ func (b *edgeBody) Close() error {
 // an *UpstreamError. Cancelling req's context cancels the request at the
 // agent.
 func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
+	upgrade := isUpgrade(req.Header)
+	if upgrade && !s.cfg.has(wire.FeatureUpgrade) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrUpgradeUnsupported
+	}
 	select {
 	case <-s.ready:
 	case <-s.done:
@@ -409,6 +428,7 @@ func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+	st.upgrade = upgrade
 	if err := s.send(st, req); err != nil {
 		st.reset(err)
 		return nil, err
@@ -502,7 +522,7 @@ func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
 		Query:     req.URL.RawQuery,
 		Headers:   h,
 	}
-	if !s.cfg.has(wire.FeatureRequestStream) || !hasBody {
+	if !s.cfg.has(wire.FeatureRequestStream) || !hasBody && !st.upgrade {
 		// Whole: what a plain Jetty agent takes, and one frame instead of
 		// a start and an end for a request without a body.
 		f.Type = wire.TypeHTTPRequest
@@ -526,6 +546,9 @@ func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
 		return err
 	}
 	if !hasBody {
+		if st.upgrade {
+			return nil // the stream stays open for the upgraded connection
+		}
 		return s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestEnd, RequestID: st.id})
 	}
 	s.wg.Add(1)
@@ -575,6 +598,52 @@ func (st *edgeStream) pump(body io.ReadCloser) {
 		default:
 		}
 	}
+}
+
+// upgradedConn is the body of a 101 response: the upgraded connection.
+// Reads get the agent's bytes; writes go to the agent as request chunks
+// within its window. ReverseProxy copies between it and the hijacked public
+// connection.
+type upgradedConn struct{ *edgeBody }
+
+func (c *upgradedConn) Write(p []byte) (int, error) {
+	st := c.st
+	s := st.s
+	window := s.cfg.has(wire.FeatureWindow)
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), chunkSize)
+		if window {
+			if n = st.credit.take(n, st.done); n == 0 {
+				return written, ErrStreamReset
+			}
+		}
+		if st.ended.Load() {
+			return written, ErrStreamReset
+		}
+		if err := s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestChunk, RequestID: st.id, Data: p[:n]}); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// isUpgrade reports whether h asks for a protocol upgrade (Connection:
+// upgrade with an Upgrade header).
+func isUpgrade(h http.Header) bool {
+	if h.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var _ http.RoundTripper = (*EdgeSession)(nil)

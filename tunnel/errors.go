@@ -15,6 +15,11 @@ var (
 	// plain Jetty agent (which takes whole bodies only) exceeds the limit.
 	ErrBodyTooLarge = errors.New("tunnel: request body too large for this agent")
 
+	// ErrUpgradeUnsupported is returned by RoundTrip for an upgrade
+	// request (WebSocket) when the agent did not announce the upgrade
+	// feature.
+	ErrUpgradeUnsupported = errors.New("tunnel: this agent cannot carry upgraded connections (WebSocket)")
+
 	// ErrStreamReset ends a body whose peer cancelled it or broke the
 	// protocol on it.
 	ErrStreamReset = errors.New("tunnel: stream reset")

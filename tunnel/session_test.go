@@ -24,9 +24,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var allFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
 
-// modes are the feature sets every session test runs with: our own agent,
-// and a plain Jetty peer that announced nothing.
-var modes = map[string][]string{"extensions": allFeatures, "plain": nil}
+// v2Features selects protocol v2 in tunnelSession (the subprotocol's name
+// as a pseudo-feature). v2 carries trailers, cancels and windows natively.
+var v2Features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, Subprotocol}
+
+// modes are the feature sets every session test runs with: our own agent
+// over v1, a plain Jetty peer that announced nothing, and protocol v2.
+var modes = map[string][]string{"extensions": allFeatures, "plain": nil, "v2": v2Features}
 
 // tunnelFront starts an edge session and an agent serving upstream over a
 // real WebSocket, and a public reverse proxy whose Transport is the
@@ -58,31 +62,51 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 
 // tunnelSession starts an edge session and an agent serving upstream over a
 // real WebSocket, and returns the session, to be used as a RoundTripper.
-func tunnelSession(t testing.TB, features []string, upstream http.Handler) *EdgeSession {
+func tunnelSession(t testing.TB, features []string, upstream http.Handler) Session {
 	t.Helper()
+	v2 := wire.HasFeature(features, Subprotocol)
+	var subprotocols []string
+	if v2 {
+		subprotocols = []string{Subprotocol}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sessions := make(chan *EdgeSession, 1)
+	sessions := make(chan Session, 1)
 	var wg sync.WaitGroup
 	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := (&websocket.Upgrader{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}).Upgrade(w, r, nil)
+		ws, err := (&websocket.Upgrader{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10, Subprotocols: subprotocols}).Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		s := NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
+		var s Session
+		if v2 {
+			s = NewMuxSession(ws, Config{Window: benchWindow})
+		} else {
+			s = NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
+		}
 		if err := s.Open(&wire.Frame{Type: wire.TypeRegistered, TunnelID: "t"}, 5*time.Second); err != nil {
 			return
 		}
 		sessions <- s
 		s.Run(ctx)
 	}))
-	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}
+	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10, Subprotocols: subprotocols}
 	ws, _, err := dialer.Dial("ws"+strings.TrimPrefix(wsSrv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if v2 {
+		// The registered answer comes first, as a text message.
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if v2 {
+			ServeMux(ctx, ws, upstream, Config{Window: benchWindow})
+			return
+		}
 		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: benchWindow})
 	}()
 	sess := <-sessions
@@ -237,7 +261,8 @@ func TestUpstreamFailureAbortsClient(t *testing.T) {
 		upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", "1000000")
 			w.Write(make([]byte, 1000))
-			panic(http.ErrAbortHandler) // what ReverseProxy does when its upstream breaks
+			http.NewResponseController(w).Flush() // as ReverseProxy does, with FlushInterval -1
+			panic(http.ErrAbortHandler)           // what ReverseProxy does when its upstream breaks
 		})
 		url := tunnelFront(t, features, upstream)
 		resp, err := http.Get(url)
@@ -263,7 +288,7 @@ func TestUpstreamFailureAbortsClient(t *testing.T) {
 func TestTrailers(t *testing.T) {
 	t.Parallel()
 	withTrailers := append(append([]string{}, allFeatures...), wire.FeatureTrailers)
-	for name, features := range map[string][]string{"trailers": withTrailers, "extensions": allFeatures, "plain": nil} {
+	for name, features := range map[string][]string{"trailers": withTrailers, "extensions": allFeatures, "plain": nil, "v2": v2Features} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			testTrailers(t, features)
@@ -391,6 +416,15 @@ func TestTrailersFromHandler(t *testing.T) {
 
 func TestSlowReaderDoesNotStallOthers(t *testing.T) {
 	t.Parallel()
+	for name, features := range map[string][]string{"extensions": allFeatures, "v2": v2Features} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testSlowReaderDoesNotStallOthers(t, features)
+		})
+	}
+}
+
+func testSlowReaderDoesNotStallOthers(t *testing.T, features []string) {
 	// With the window feature a stalled reader fills only its own stream.
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
@@ -404,7 +438,7 @@ func TestSlowReaderDoesNotStallOthers(t *testing.T) {
 		}
 		io.WriteString(w, "small")
 	})
-	url := tunnelFront(t, allFeatures, upstream)
+	url := tunnelFront(t, features, upstream)
 	resp, err := http.Get(url + "/big") // never read
 	if err != nil {
 		t.Fatal(err)

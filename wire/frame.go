@@ -43,6 +43,12 @@ const (
 	// FeatureTrailers: http_response_end may carry the response's trailers,
 	// announced by a Trailer header in http_response_start.
 	FeatureTrailers = "trailers"
+	// FeatureUpgrade: an upgrade request (WebSocket) is sent as
+	// http_request_start without an end; a 101 http_response_start answers
+	// it, after which http_request_chunk and http_response_chunk carry the
+	// two directions of the upgraded connection, within windows, until an
+	// http_response_end, an http_request_end or an http_cancel.
+	FeatureUpgrade = "upgrade"
 )
 
 // Frame is one protocol v1 message. Only the fields of its Type are

@@ -104,7 +104,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Token:    cfg.Tokens[0],
 		Name:     "demo",
 		Upstream: &url.URL{Scheme: "http", Host: appLn.Addr().String()},
-		OnConnect: func(public string) {
+		OnConnect: func(public, _ string) {
 			select {
 			case connected <- public:
 			default:

@@ -42,6 +42,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pong := fs.Duration("pong-timeout", 30*time.Second, "drop an agent silent for this long (dead-agent detection)")
 	idle := fs.Duration("idle-timeout", 2*time.Minute, "close a public keep-alive connection idle this long between requests (responses in progress are never cut)")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
+	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -71,6 +72,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *certFile != "" {
 		cfg.PublicScheme = "https"
+	}
+	switch strings.ReplaceAll(*protocols, " ", "") {
+	case "v1,v2", "v2,v1":
+	case "v1":
+		cfg.DisableV2 = true
+	default:
+		return usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
 	}
 	cfg.IdleTimeout = *idle
 	cfg.Session.MaxBody = *maxBody

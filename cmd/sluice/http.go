@@ -36,7 +36,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	token := fs.String("token", "", "agent credential the edge accepts")
 	name := fs.String("name", "", "tunnel name, the NAME of NAME.DOMAIN (default: a random readable name)")
 	hostHeader := fs.String("host-header", "preserve", `Host the local server sees: "preserve" (the public host), "rewrite" (the upstream's), or a literal host`)
-	protocol := fs.String("protocol", "v1", `tunnel protocol: "v1" (JSON frames); "auto" is v1 until v2 exists`)
+	protocol := fs.String("protocol", "auto", `tunnel protocol: "v2" (binary, multiplexed), "v1" (JSON frames, Jetty-compatible), or "auto" (v2 when the edge offers it, else v1)`)
 	headerTimeout := fs.Duration("header-timeout", 60*time.Second, "longest wait for the local server's response headers (bodies have no limit)")
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
 	quiet := fs.Bool("quiet", false, "print no line per request")
@@ -53,8 +53,8 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if *protocol != "v1" && *protocol != "auto" {
-		return usagef(`http: --protocol must be "v1" or "auto"`)
+	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
+		return usagef(`http: --protocol must be "auto", "v1" or "v2"`)
 	}
 	if *name == "" {
 		*name = randomName()
@@ -100,10 +100,12 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Name:                  *name,
 		Upstream:              upstream,
 		HostHeader:            *hostHeader,
+		Protocol:              *protocol,
 		ResponseHeaderTimeout: *headerTimeout,
 		Logger:                logger,
-		OnConnect: func(public string) {
+		OnConnect: func(public, protocol string) {
 			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, upstream)
+			fmt.Fprintf(stderr, "tunnel up, protocol %s\n", protocol)
 		},
 		OnRetry: func(err error, delay time.Duration) {
 			fmt.Fprintf(stderr, "tunnel lost (%v); reconnecting in %v\n", err, delay.Round(time.Millisecond))
@@ -120,8 +122,11 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cancel()
 	var re *agent.RegisterError
 	if errors.As(err, &re) {
-		if re.Code == "tunnel_replaced" {
+		switch re.Code {
+		case "tunnel_replaced":
 			return fmt.Errorf("tunnel taken over, stopping: %s", re.Message)
+		case "no_v2":
+			return errors.New(re.Message)
 		}
 		return fmt.Errorf("the edge refused the tunnel: %s", re.Message)
 	}
