@@ -21,7 +21,8 @@ against nginx as a streaming reverse proxy, in one run: download and upload
 throughput, small requests per second with latency, Server-Sent Events
 delivery delay with one and with many streams, and memory per held stream.
 The upstream is a Go server inside this process; sluice runs as an edge and
-an agent, two child processes of this binary; nginx, if found, runs as a
+an agent, two child processes of this binary, once with protocol v1 and once
+with v2; nginx, if found, runs as a
 child process on a temporary configuration. Every figure is checked (byte
 counts, event counts) and a failure ends with exit status 1.
 
@@ -44,7 +45,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sseInterval := fs.Duration("sse-interval", def.SSEInterval, "time between two events of every stream")
 	memStreams := fs.Int("mem-streams", def.MemStreams, "idle SSE streams held for the memory measurement")
 	settle := fs.Duration("settle", def.MemSettle, "how long the idle streams are held before memory is read")
-	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, nginx, sluice")
+	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, nginx, sluice-v1, sluice-v2 (sluice: both)")
 	nginx := fs.String("nginx", "auto", `nginx binary: "auto" looks in PATH and /usr/sbin, "off" skips nginx`)
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: this one)")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs (flags given override)")
@@ -94,10 +95,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, t := range strings.Split(*targets, ",") {
 		switch t = strings.TrimSpace(t); t {
 		case "":
-		case "direct", "nginx", "sluice":
+		case "direct", "nginx", "sluice-v1", "sluice-v2":
 			cfg.Targets = append(cfg.Targets, t)
+		case "sluice":
+			cfg.Targets = append(cfg.Targets, "sluice-v1", "sluice-v2")
+		case "v1", "v2":
+			cfg.Targets = append(cfg.Targets, "sluice-"+t)
 		default:
-			return usagef("bench: --targets: unknown target %q (want direct, nginx or sluice)", t)
+			return usagef("bench: --targets: unknown target %q (want direct, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
 		}
 	}
 	has := func(name string) bool {
@@ -108,7 +113,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return false
 	}
-	if has("sluice") {
+	if has("sluice-v1") || has("sluice-v2") {
 		cfg.SluiceBin = *sluiceBin
 		if cfg.SluiceBin == "" {
 			if cfg.SluiceBin, err = os.Executable(); err != nil {

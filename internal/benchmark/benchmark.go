@@ -6,7 +6,7 @@
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
 // by every target. The targets are "direct" (the upstream itself), "nginx"
-// (a child nginx configured as a streaming reverse proxy) and "sluice" (an
+// (a child nginx configured as a streaming reverse proxy), "sluice-v1" and "sluice-v2" (an
 // edge and an agent, each a child process of the given sluice binary). Every
 // measurement checks what it measured (byte counts, event counts and
 // sequence numbers) and fails with an error when something does not add up.
@@ -48,10 +48,10 @@ type Config struct {
 	// memory is read again.
 	MemSettle time.Duration
 	// Targets are the targets to measure, in order: "direct", "nginx",
-	// "sluice".
+	// "sluice-v1", "sluice-v2".
 	Targets []string
 	// SluiceBin is the sluice binary run as the edge and the agent.
-	// Required when Targets holds "sluice".
+	// Required when Targets holds a sluice target.
 	SluiceBin string
 	// NginxBin is the nginx binary. Empty skips the nginx target with a
 	// note saying so.
@@ -71,7 +71,7 @@ func DefaultConfig() Config {
 		SSEInterval: 20 * time.Millisecond,
 		MemStreams:  1000,
 		MemSettle:   2 * time.Second,
-		Targets:     []string{"direct", "nginx", "sluice"},
+		Targets:     []string{"direct", "nginx", "sluice-v1", "sluice-v2"},
 	}
 }
 
@@ -105,18 +105,27 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
-		if t != "direct" && t != "nginx" && t != "sluice" {
-			return fmt.Errorf("benchmark: unknown target %q (want direct, nginx or sluice)", t)
+		if !validTarget(t) {
+			return fmt.Errorf("benchmark: unknown target %q (want direct, nginx, sluice-v1 or sluice-v2)", t)
 		}
 		if seen[t] {
 			return fmt.Errorf("benchmark: target %q given twice", t)
 		}
 		seen[t] = true
 	}
-	if seen["sluice"] && c.SluiceBin == "" {
+	if (seen["sluice-v1"] || seen["sluice-v2"]) && c.SluiceBin == "" {
 		return errors.New("benchmark: the sluice target needs the sluice binary")
 	}
 	return nil
+}
+
+// validTarget reports whether name is a target the benchmark knows.
+func validTarget(name string) bool {
+	switch name {
+	case "direct", "nginx", "sluice-v1", "sluice-v2":
+		return true
+	}
+	return false
 }
 
 // Report is the outcome of a run. Its JSON form is "sluice bench --json".
@@ -330,8 +339,10 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		if err == nil && b.rep.Env.NginxVersion == "" {
 			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
 		}
-	case "sluice":
-		t, err = startSluice(ctx, b.cfg, b.up.port)
+	case "sluice-v1":
+		t, err = startSluice(ctx, b.cfg, b.up.port, "v1")
+	case "sluice-v2":
+		t, err = startSluice(ctx, b.cfg, b.up.port, "v2")
 	}
 	if err != nil {
 		res.Error = err.Error()

@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 		SSEInterval: 20 * time.Millisecond,
 		MemStreams:  50,
 		MemSettle:   100 * time.Millisecond,
-		Targets:     []string{"direct", "sluice"},
+		Targets:     []string{"direct", "sluice-v2"},
 		SluiceBin:   bin,
 	}
 	var progress bytes.Buffer
@@ -42,7 +42,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
 	}
-	if len(rep.Targets) != 2 || rep.Targets[0].Name != "direct" || rep.Targets[1].Name != "sluice" {
+	if len(rep.Targets) != 2 || rep.Targets[0].Name != "direct" || rep.Targets[1].Name != "sluice-v2" {
 		t.Fatalf("targets: %+v", rep.Targets)
 	}
 	for _, r := range rep.Targets {
@@ -99,7 +99,7 @@ func TestFailingTargetIsReported(t *testing.T) {
 	cfg := Config{
 		Size: 1 << 20, Clients: 2, Duration: 100 * time.Millisecond,
 		SSEStreams: 2, SSEDuration: 100 * time.Millisecond, SSEInterval: 20 * time.Millisecond,
-		MemStreams: 2, Targets: []string{"sluice", "direct"},
+		MemStreams: 2, Targets: []string{"sluice-v1", "direct"},
 		SluiceBin: filepath.Join(t.TempDir(), "no-such-sluice"),
 	}
 	rep, err := Run(context.Background(), cfg)
@@ -139,7 +139,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.validate(); err == nil {
 		t.Error("unknown target accepted")
 	}
-	c.Targets = []string{"sluice"}
+	c.Targets = []string{"sluice-v2"}
 	if err := c.validate(); err == nil {
 		t.Error("sluice without a binary accepted")
 	}

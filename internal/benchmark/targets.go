@@ -134,9 +134,10 @@ func (t *procTarget) stop() error {
 	return errors.Join(errs...)
 }
 
-// startSluice starts "sluice edge" and "sluice http UPPORT" as child
-// processes of bin and waits until requests go through the tunnel.
-func startSluice(ctx context.Context, cfg Config, upPort int) (target, error) {
+// startSluice starts "sluice edge" and "sluice http UPPORT --protocol
+// PROTOCOL" as child processes of bin and waits until requests go through
+// the tunnel.
+func startSluice(ctx context.Context, cfg Config, upPort int, protocol string) (target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -162,7 +163,7 @@ func startSluice(ctx context.Context, cfg Config, upPort int) (target, error) {
 		return nil, fmt.Errorf("the edge did not start: %w\n%s", err, t.output())
 	}
 	agent, err := startChild("sluice http", cfg.SluiceBin,
-		"http", strconv.Itoa(upPort), "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet")
+		"http", strconv.Itoa(upPort), "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol)
 	if err != nil {
 		t.stop()
 		return nil, err
