@@ -317,7 +317,7 @@ type responseWriter struct {
 	sent        bool        // the head went out
 	timer       *time.Timer
 	err         error
-	hijacked    *hijackedConn // the handler took the stream over (an upgrade)
+	hijacked    *headConn // the handler took the stream over (an upgrade)
 }
 
 const (

@@ -12,9 +12,14 @@ import (
 
 // WSConn is a net.Conn over a WebSocket's binary messages, for protocol v2:
 // the bytes of a stream multiplexer cross it. Message boundaries carry no
-// meaning; each Write (or WriteBuffers) is one message. Text messages carry
-// JSON control frames beside the multiplexer (such as the edge's
-// "tunnel_replaced" error): they go to the OnText callback. Reads extend the read deadline by the pong timeout, and
+// meaning. Writes are coalesced: Write copies its bytes into a pending
+// buffer (up to maxPending, then it waits) and a writer goroutine sends
+// whatever is pending as one message each time it runs, so that the many
+// small frames of concurrent streams share messages and syscalls instead of
+// costing one each. A write error is returned by the next Write and ends
+// the connection. Text messages carry JSON control frames beside the
+// multiplexer (such as the edge's "tunnel_replaced" error): they go to the
+// OnText callback. Reads extend the read deadline by the pong timeout, and
 // pings sent by Keepalive keep an idle connection's deadline moving.
 type WSConn struct {
 	ws          *websocket.Conn
@@ -24,9 +29,43 @@ type WSConn struct {
 	rmu sync.Mutex
 	r   io.Reader // the current message, nil between messages
 
-	wmu    sync.Mutex
+	wsmu    sync.Mutex // one writer of messages at a time
+	wmu     sync.Mutex // guards pending, spare, werr
+	wcond   *sync.Cond // signalled when pending was taken or writing failed
+	pending []byte     // bytes written, not yet sent
+	spare   []byte     // the buffer last sent, for reuse
+	werr    error
+	wake    chan struct{} // cap 1: pending has bytes
+	wdone   chan struct{} // closed when the writer goroutine returned
+
 	closed chan struct{}
 	once   sync.Once
+	errMu  sync.Mutex
+	err    error // the first read or write error
+}
+
+// fail records err as why the connection ended, and closes it.
+func (c *WSConn) fail(err error) error {
+	c.errMu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.errMu.Unlock()
+	c.Close()
+	return err
+}
+
+// Dead is closed when the connection failed or was closed.
+func (c *WSConn) Dead() <-chan struct{} { return c.closed }
+
+// Err is the first read or write error, or net.ErrClosed after Close.
+func (c *WSConn) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.err == nil {
+		return net.ErrClosed
+	}
+	return c.err
 }
 
 // maxControlMessage bounds a text (control) message in protocol v2.
@@ -44,7 +83,10 @@ func NewWSConn(ws *websocket.Conn, pongTimeout time.Duration) *WSConn {
 	if pongTimeout <= 0 {
 		pongTimeout = DefaultPongTimeout
 	}
-	c := &WSConn{ws: ws, pongTimeout: pongTimeout, closed: make(chan struct{})}
+	c := &WSConn{ws: ws, pongTimeout: pongTimeout, closed: make(chan struct{}),
+		wake: make(chan struct{}, 1), wdone: make(chan struct{})}
+	c.wcond = sync.NewCond(&c.wmu)
+	go c.writer()
 	ws.SetReadLimit(0) // the multiplexer frames the bytes; messages are unbounded
 	ws.SetPongHandler(func(string) error { return c.extend() })
 	return c
@@ -59,15 +101,15 @@ func (c *WSConn) Read(p []byte) (int, error) {
 	for {
 		if c.r == nil {
 			if err := c.extend(); err != nil {
-				return 0, err
+				return 0, c.fail(err)
 			}
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
-				return 0, err
+				return 0, c.fail(err)
 			}
 			if typ != websocket.BinaryMessage {
 				if err := c.control(r); err != nil {
-					return 0, err
+					return 0, c.fail(err)
 				}
 				continue
 			}
@@ -80,6 +122,9 @@ func (c *WSConn) Read(p []byte) (int, error) {
 				continue
 			}
 			err = nil
+		}
+		if err != nil {
+			c.fail(err)
 		}
 		return n, err
 	}
@@ -107,42 +152,89 @@ func (c *WSConn) control(r io.Reader) error {
 
 // WriteText sends msg as one text message (a control frame).
 func (c *WSConn) WriteText(msg []byte, timeout time.Duration) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.wsmu.Lock()
+	defer c.wsmu.Unlock()
 	c.ws.SetWriteDeadline(time.Now().Add(timeout))
 	defer c.ws.SetWriteDeadline(time.Time{})
 	return c.ws.WriteMessage(websocket.TextMessage, msg)
 }
 
-// Write sends p as one binary message.
+// maxPending is how many written bytes may wait for the writer goroutine
+// before Write waits: the connection's send buffer.
+const maxPending = 1 << 20
+
+// Write queues p to be sent; it waits while maxPending bytes are queued.
 func (c *WSConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return c.WriteBuffers([][]byte{p})
 }
 
-// WriteBuffers sends the buffers as one binary message (xtaci/smux writes
-// a frame's header and payload this way).
+// WriteBuffers queues the buffers to be sent, as Write does.
 func (c *WSConn) WriteBuffers(v [][]byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	w, err := c.ws.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return 0, err
+	for len(c.pending) >= maxPending && c.werr == nil {
+		c.wcond.Wait()
+	}
+	if c.werr != nil {
+		return 0, c.werr
 	}
 	n := 0
 	for _, b := range v {
-		m, err := w.Write(b)
-		n += m
+		c.pending = append(c.pending, b...)
+		n += len(b)
+	}
+	signal(c.wake)
+	return n, nil
+}
+
+// writer sends the pending bytes, one message each time it wakes, until
+// the connection closes or a write fails.
+func (c *WSConn) writer() {
+	defer close(c.wdone)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.closed:
+			c.setWriteErr(net.ErrClosed)
+			return
+		}
+		c.wmu.Lock()
+		buf := c.pending
+		c.pending = c.spare[:0]
+		c.spare = nil
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		c.wsmu.Lock()
+		err := c.ws.WriteMessage(websocket.BinaryMessage, buf)
+		c.wsmu.Unlock()
 		if err != nil {
-			w.Close()
-			return n, err
+			c.setWriteErr(err)
+			c.errMu.Lock()
+			if c.err == nil {
+				c.err = err
+			}
+			c.errMu.Unlock()
+			c.ws.Close() // the reader fails next, and closes c
+			return
+		}
+		if cap(buf) <= 2*maxPending {
+			c.wmu.Lock()
+			c.spare = buf
+			c.wmu.Unlock()
 		}
 	}
-	return n, w.Close()
+}
+
+func (c *WSConn) setWriteErr(err error) {
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = err
+	}
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
 }
 
 // Keepalive pings the peer every interval until the connection closes.
@@ -167,8 +259,22 @@ func (c *WSConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
 		close(c.closed)
+		<-c.wdone
+		// What was written before Close still goes out (an HTTP/2
+		// GOAWAY, the last frames), if the peer takes it within a second.
+		c.wmu.Lock()
+		rest := c.pending
+		c.pending = nil
+		c.wmu.Unlock()
+		if len(rest) > 0 {
+			c.wsmu.Lock()
+			c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+			c.ws.WriteMessage(websocket.BinaryMessage, rest)
+			c.wsmu.Unlock()
+		}
 		err = c.ws.Close()
 	})
+	<-c.wdone
 	return err
 }
 
