@@ -32,6 +32,7 @@ var agentServer = &http.Server{}
 // requests in flight and returns once their handlers have returned.
 func ServeAgent(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg Config) error {
 	cfg = cfg.withDefaults()
+	cfg.Window = v1Window(cfg)
 	parent := ctx
 	a := &agentSession{
 		conn:    newFrameConn(ws, cfg),

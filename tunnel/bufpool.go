@@ -2,18 +2,26 @@ package tunnel
 
 import "sync"
 
-// BufferPool is an httputil.BufferPool of 32 KiB copy buffers, shared by
-// the edge's and the agent's reverse proxies: without one, every response
+// copyBufferSize is the reverse proxies' copy buffer. Measured with v2
+// downloads through separate edge and agent processes: 32 KiB ran at about
+// 385 MB/s, 64 KiB at 450 and 128 KiB no faster; each read is one write
+// (and flush) on the other side, so larger buffers mean fewer syscalls. A
+// held stream that never received much touches only the first page of a
+// fresh buffer.
+const copyBufferSize = 64 << 10
+
+// BufferPool is an httputil.BufferPool of copy buffers, shared by the
+// edge's and the agent's reverse proxies: without one, every response
 // allocates its own buffer, which dominated the allocations of small
 // requests through the tunnel.
 type BufferPool struct{ p sync.Pool }
 
-// Get returns a 32 KiB buffer.
+// Get returns a buffer of copyBufferSize bytes.
 func (b *BufferPool) Get() []byte {
 	if v := b.p.Get(); v != nil {
 		return *v.(*[]byte)
 	}
-	return make([]byte, 32<<10)
+	return make([]byte, copyBufferSize)
 }
 
 // Put returns a buffer to the pool.

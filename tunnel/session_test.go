@@ -79,7 +79,7 @@ func tunnelSession(t testing.TB, features []string, upstream http.Handler) Sessi
 		}
 		var s Session
 		if v2 {
-			s = NewMuxSession(ws, Config{Window: benchWindow})
+			s = NewMuxSession(ws, Config{})
 		} else {
 			s = NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
 		}
@@ -104,7 +104,7 @@ func tunnelSession(t testing.TB, features []string, upstream http.Handler) Sessi
 	go func() {
 		defer wg.Done()
 		if v2 {
-			ServeMux(ctx, ws, upstream, Config{Window: benchWindow})
+			ServeMux(ctx, ws, upstream, Config{})
 			return
 		}
 		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: benchWindow})

@@ -44,6 +44,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
+	pprofAddr := pprofFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -88,6 +89,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Session.PongTimeout = *pong
 	cfg.Logger = newLogger(stderr, *verbose)
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *listen)

@@ -41,6 +41,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
+	pprofAddr := pprofFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -64,6 +65,9 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
 	}
 	logger := newLogger(stderr, *verbose)
+	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
