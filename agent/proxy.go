@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -94,7 +96,7 @@ func (c *console) wrap(h http.Handler) http.Handler {
 		defer func() {
 			c.mu.Lock()
 			fmt.Fprintf(c.w, "%s  %-7s %-40s %3d  %8s  %s\n", start.Format("15:04:05"), r.Method, trim(r.URL.RequestURI(), 40),
-				rec.code, time.Since(start).Round(time.Millisecond), size(rec.n))
+				rec.code, time.Since(start).Round(time.Millisecond), size(atomic.LoadInt64(&rec.n)))
 			c.mu.Unlock()
 		}()
 		h.ServeHTTP(rec, r)
@@ -137,10 +139,42 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(b []byte) (int, error) {
 	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
+	atomic.AddInt64(&r.n, int64(n))
 	return n, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *recorder) Flush() { http.NewResponseController(r.ResponseWriter).Flush() }
+
+// Hijack is an upgrade (the reverse proxy hijacks after the upstream's
+// 101): the line says 101, and its bytes are those of the upgraded
+// connection, counted both ways.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	r.code, r.wroteHeader = http.StatusSwitchingProtocols, true
+	cc := &countingConn{Conn: conn, n: &r.n}
+	brw = bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(cc, 4<<10))
+	return cc, brw, nil
+}
+
+// countingConn counts the bytes read and written on a hijacked connection.
+type countingConn struct {
+	net.Conn
+	n *int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	atomic.AddInt64(c.n, int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	atomic.AddInt64(c.n, int64(n))
+	return n, err
+}

@@ -62,7 +62,7 @@ func testWebSocketPassthrough(t *testing.T, proto string) {
 	up := newTestUpstream(t)
 	up.mux.HandleFunc("/ws", wsEcho(closes))
 	e := startEdge(t, "T")
-	startAgent(t, e, proto, "ws", "T", up.port)
+	agent := startAgent(t, e, proto, "ws", "T", up.port)
 	d := websocket.Dialer{
 		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var nd net.Dialer
@@ -124,6 +124,10 @@ func testWebSocketPassthrough(t *testing.T, proto string) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the upstream never saw the client's close")
+		}
+		// The agent's console line says 101, once the connection ended.
+		if !agent.waitOutput(agent.stdout, "/ws                                      101", 10*time.Second) {
+			t.Errorf("no console line with 101 for the WebSocket:\n%s", agent.stdout)
 		}
 	})
 
