@@ -147,6 +147,9 @@ func waitCount(c *atomic.Int64, want int64, timeout time.Duration) error {
 	}
 }
 
+// paceSlots is how many groups a round's sends are spread over.
+const paceSlots = 20
+
 // publisher sends the timestamped events of the SSE runs.
 type publisher struct {
 	mu   sync.Mutex
@@ -172,11 +175,14 @@ func (p *publisher) remove(s *subscriber) {
 
 // run sends, every interval for dur, one "tick" event to every stream open
 // at its start: id is the stream's sequence number from 1, data the send
-// time in Unix nanoseconds, taken just before the event is queued. Then it
-// sends each stream an "end" event whose data is the number of ticks that
-// stream was sent. It returns the rounds sent and the time of the last
-// tick. A stream that ends during the run is an error: no client leaves
-// before it has read "end".
+// time in Unix nanoseconds, taken just before the event is queued. The
+// sends of a round are spread over the interval, in up to paceSlots
+// groups, as independent streams would be, rather than all at once: a
+// burst of thousands of sends would measure the benchmark's own queueing
+// more than the proxy's delay. Then it sends each stream an "end" event
+// whose data is the number of ticks that stream was sent. It returns the
+// rounds sent and the time of the last tick. A stream that ends during the
+// run is an error: no client leaves before it has read "end".
 func (p *publisher) run(ctx context.Context, interval, dur time.Duration) (rounds int64, last time.Time, err error) {
 	p.mu.Lock()
 	subs := make([]*subscriber, 0, len(p.subs))
@@ -188,23 +194,26 @@ func (p *publisher) run(ctx context.Context, interval, dur time.Duration) (round
 	if len(subs) == 0 {
 		return 0, time.Time{}, errors.New("publisher: no stream to publish to")
 	}
-	tick := time.NewTicker(interval)
+	slots := min(len(subs), paceSlots)
+	tick := time.NewTicker(interval / time.Duration(slots))
 	defer tick.Stop()
 	start := time.Now()
 	var stamp []byte
 	for time.Since(start) < dur {
-		select {
-		case <-ctx.Done():
-			return rounds, last, ctx.Err()
-		case <-tick.C:
-		}
 		rounds++
-		for _, s := range subs {
-			s.seq++
-			last = time.Now()
-			stamp = strconv.AppendInt(stamp[:0], last.UnixNano(), 10)
-			if err := s.s.Send(ctx, sse.Event{Type: "tick", ID: strconv.FormatInt(s.seq, 10), Data: string(stamp)}); err != nil {
-				return rounds, last, fmt.Errorf("publisher: a stream ended during the run, after %d events: %w", s.seq, err)
+		for slot := 0; slot < slots; slot++ {
+			select {
+			case <-ctx.Done():
+				return rounds, last, ctx.Err()
+			case <-tick.C:
+			}
+			for _, s := range subs[slot*len(subs)/slots : (slot+1)*len(subs)/slots] {
+				s.seq++
+				last = time.Now()
+				stamp = strconv.AppendInt(stamp[:0], last.UnixNano(), 10)
+				if err := s.s.Send(ctx, sse.Event{Type: "tick", ID: strconv.FormatInt(s.seq, 10), Data: string(stamp)}); err != nil {
+					return rounds, last, fmt.Errorf("publisher: a stream ended during the run, after %d events: %w", s.seq, err)
+				}
 			}
 		}
 	}
