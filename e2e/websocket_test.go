@@ -3,14 +3,18 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/net/http2"
 )
 
 // wsEcho is a WebSocket echo server: each message comes back with its type.
@@ -179,4 +183,78 @@ func testWebSocketPassthrough(t *testing.T, proto string) {
 			}
 		}
 	})
+}
+
+// Public clients over HTTP/2 still get working WebSockets: the TLS edge
+// speaks h2 for ordinary requests, does not announce extended CONNECT (RFC
+// 8441; the HTTP/2 WebSocket form breaks httputil.ReverseProxy,
+// golang/go#53208), so clients open their WebSockets over HTTP/1.1, as
+// browsers do, and those pass through.
+func TestWebSocketWithHTTP2Edge(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSigned(t)
+	closes := make(chan int, 8)
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/ws", wsEcho(closes))
+	up.mux.HandleFunc("/plain", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain") })
+	e := startEdge(t, "T", "--tls-cert", certFile, "--tls-key", keyFile)
+	a := startProcEnv(t, "agent h2ws", []string{"SSL_CERT_FILE=" + certFile},
+		"http", strconv.Itoa(up.port), "--edge", "https://"+e.addr, "--token", "T", "--name", "h2ws")
+	if !a.waitOutput(a.stdout, "Forwarding", 15*time.Second) {
+		t.Fatalf("agent did not connect\nstdout: %s\nstderr: %s", a.stdout, a.stderr)
+	}
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, e.addr)
+	}
+	base := fmt.Sprintf("https://h2ws.localhost:%d", e.port)
+
+	// An ordinary request goes over HTTP/2.
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, DialContext: dial}}
+	resp, body := do(t, c, "GET", base+"/plain", nil, nil)
+	if resp.ProtoMajor != 2 || string(body) != "plain" {
+		t.Fatalf("GET /plain: %s %q, want HTTP/2 and %q", resp.Proto, body, "plain")
+	}
+
+	// The edge's HTTP/2 SETTINGS do not announce extended CONNECT.
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.addr,
+		&tls.Config{RootCAs: pool, ServerName: "h2ws.localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q, want h2", p)
+	}
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(tc, http2.ClientPreface)
+	fr := http2.NewFramer(tc, tc)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if v, ok := sf.Value(http2.SettingEnableConnectProtocol); ok && v == 1 {
+		t.Fatal("the edge announces SETTINGS_ENABLE_CONNECT_PROTOCOL: HTTP/2 clients would send WebSockets as extended CONNECT, which the proxy does not carry (golang/go#53208)")
+	}
+
+	// And the WebSocket, over HTTP/1.1 on the same TLS listener, works.
+	d := websocket.Dialer{NetDialContext: dial, TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 10 * time.Second}
+	ws, _, err := d.Dial(fmt.Sprintf("wss://h2ws.localhost:%d/ws", e.port), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("over tls")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, msg, err := ws.ReadMessage(); err != nil || typ != websocket.TextMessage || string(msg) != "over tls" {
+		t.Fatalf("echo: %d %q %v", typ, msg, err)
+	}
 }
