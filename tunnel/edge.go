@@ -115,19 +115,7 @@ func (s *EdgeSession) Close() error {
 // New requests should no longer be routed to it.
 func (s *EdgeSession) Retire(ctx context.Context, code, message string) {
 	s.conn.writeFrameWithin(&wire.Frame{Type: wire.TypeError, Code: code, Message: message}, 5*time.Second)
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for s.Streams() > 0 {
-		select {
-		case <-ctx.Done():
-			s.Close()
-			return
-		case <-s.done:
-			s.Close()
-			return
-		case <-t.C:
-		}
-	}
+	waitIdle(ctx, s)
 	s.Close()
 }
 
