@@ -57,7 +57,8 @@ type Config struct {
 	Logger *slog.Logger
 	// OnFrameError, if set, is called for each bad frame with its kind:
 	// "invalid", "oversized", "unknown_type", "unknown_request_id",
-	// "chunk_before_start", "duplicate_start", "binary", "flow_control", and
+	// "chunk_before_start", "duplicate_start", "binary", "flow_control",
+	// "unexpected_text" (a text message from a v2 agent), and
 	// "late" (a frame for a stream that already ended, such as a duplicate
 	// end or data in flight when the client left; logged at debug level).
 	OnFrameError func(kind string)

@@ -68,6 +68,14 @@ func NewMuxSession(ws *websocket.Conn, cfg Config) *MuxSession {
 		done:    make(chan struct{}),
 		runDone: make(chan struct{}),
 	}
+	// The agent has no control messages to send in v2: one is logged,
+	// counted and ignored, and the connection goes on.
+	s.conn.OnText(func(msg []byte) {
+		cfg.Logger.Warn("text message from a v2 agent ignored", "bytes", len(msg))
+		if cfg.OnFrameError != nil {
+			cfg.OnFrameError("unexpected_text")
+		}
+	})
 	return s
 }
 

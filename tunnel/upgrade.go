@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/wire"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Upgrades (WebSocket passthrough). At the agent, the local reverse proxy
@@ -116,15 +117,25 @@ func parseHead(head []byte) (int, http.Header, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	_, rest, ok := strings.Cut(line, " ")
+	proto, rest, ok := strings.Cut(line, " ")
 	code, _, _ := strings.Cut(rest, " ")
 	status, err := strconv.Atoi(code)
-	if !ok || err != nil || status < 100 || status > 999 {
+	if !ok || !strings.HasPrefix(proto, "HTTP/") || len(code) != 3 || err != nil || status < 100 {
 		return 0, nil, fmt.Errorf("tunnel: bad upgrade response line %q", line)
 	}
 	h, err := tp.ReadMIMEHeader()
 	if err != nil {
 		return 0, nil, err
+	}
+	for name, vv := range h {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return 0, nil, fmt.Errorf("tunnel: bad header name %q in an upgrade response", name)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return 0, nil, fmt.Errorf("tunnel: bad value of header %s in an upgrade response", name)
+			}
+		}
 	}
 	return status, http.Header(h), nil
 }
