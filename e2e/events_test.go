@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 type result struct {
@@ -319,6 +323,39 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "sluice events http://demo.localhost:") {
 		t.Fatalf("stderr does not say how to try it: %q", r.stderr)
+	}
+}
+
+// The demo app's WebSocket echo works through the demo's tunnel.
+func TestDemoWebSocket(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, "demo", "demo", "--listen", "127.0.0.1:0")
+	if !p.waitOutput(p.stderr, "a WebSocket echo at ws://", 30*time.Second) {
+		t.Fatalf("demo did not start\nstderr: %s", p.stderr)
+	}
+	_, rest, _ := strings.Cut(p.stderr.String(), "a WebSocket echo at ")
+	url, _, _ := strings.Cut(rest, "\n")
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := websocket.Dialer{
+		HandshakeTimeout: 10 * time.Second,
+		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, "127.0.0.1:"+u.Port())
+		},
+	}
+	ws, _, err := d.Dial(url, http.Header{"Origin": {"http://" + u.Host}})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "echo: hi" {
+		t.Fatalf("echo: %q %v", msg, err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/agent"
 	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/sse"
@@ -142,9 +143,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
                 sluice events %[1]s/events --json
                 curl -o /dev/null %[1]s/download?size=1073741824
                 head -c 100000000 /dev/zero | curl -T - %[1]s/upload
+                a WebSocket echo at %[2]s/ws
 
 Requests through the tunnel:
-`, public)
+`, public, "ws"+strings.TrimPrefix(public, "http"))
 	if *count > 0 {
 		return streamEvents(ctx, public+"/events", eventsOptions{maxEvents: *count, quiet: true}, stdout, stderr)
 	}
@@ -187,7 +189,28 @@ func demoApp(hub *sse.Hub) http.Handler {
 	})
 	mux.HandleFunc("POST /upload", uploadDigest)
 	mux.HandleFunc("PUT /upload", uploadDigest)
+	mux.HandleFunc("GET /ws", wsEcho)
 	return mux
+}
+
+// wsEcho is a WebSocket that answers each message with "echo: " and the
+// message, through the tunnel like the rest.
+func wsEcho(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{} // same origin only, the default
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade answered already
+	}
+	defer ws.Close()
+	for {
+		typ, msg, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err := ws.WriteMessage(typ, append([]byte("echo: "), msg...)); err != nil {
+			return
+		}
+	}
 }
 
 // uploadDigest reads the whole body as it streams in and answers its size
@@ -230,8 +253,16 @@ var demoPage = strings.TrimSpace(`
 Events feed, streamed through the same tunnel: <span id="t">waiting…</span></p>
 <p><a href="/download?size=104857600">Download 100 MiB</a> ·
 <label>Upload a file: <input type="file" id="f"></label> <span id="u"></span></p>
+<p><label>WebSocket, through the tunnel too: <input id="m" placeholder="type and press Enter"></label>
+<span id="w"></span></p>
 <ol id="log" reversed></ol>
 <script>
+const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/ws');
+ws.onmessage = (e) => { document.getElementById('w').textContent = e.data; };
+ws.onclose = () => { document.getElementById('w').textContent = '(WebSocket closed)'; };
+document.getElementById('m').onkeydown = (e) => {
+  if (e.key === 'Enter' && ws.readyState === WebSocket.OPEN) { ws.send(e.target.value); e.target.value = ''; }
+};
 const es = new EventSource('/events');
 es.addEventListener('tick', (e) => {
   document.getElementById('t').textContent = e.data;
