@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/store"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -59,10 +60,10 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		s.refuse(ws, "invalid_tunnel_id", fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
 		return
 	}
-	if !s.validToken(reg.AgentToken) {
+	if code, msg := s.authAgent(r.Context(), reg.AgentToken, name); code != "" {
 		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
-		log.Warn("agent rejected: wrong token", "tunnel", name)
-		s.refuse(ws, "unauthorized", "wrong agent token")
+		log.Warn("agent rejected", "tunnel", name, "code", code)
+		s.refuse(ws, code, msg)
 		return
 	}
 	var features []string
@@ -153,6 +154,35 @@ func (s *Server) validToken(token string) bool {
 		ok |= subtle.ConstantTimeCompare([]byte(t), []byte(token))
 	}
 	return ok == 1
+}
+
+// authAgent checks an agent's credential for tunnel name: one of the
+// edge's --token values, or an agent token of the store. A tunnel kept in
+// the store belongs to its token alone. It returns the error code and
+// message of a refusal, or "" to accept.
+func (s *Server) authAgent(ctx context.Context, token, name string) (code, msg string) {
+	if s.validToken(token) {
+		if s.cfg.Store != nil {
+			if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil {
+				return "tunnel_taken", fmt.Sprintf("tunnel %q belongs to another agent token", t.Name)
+			}
+		}
+		return "", ""
+	}
+	if s.cfg.Store == nil || token == "" {
+		return "unauthorized", "wrong agent token"
+	}
+	tok, err := s.cfg.Store.Authenticate(ctx, token)
+	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return "token_revoked", "this agent token was revoked"
+	case err != nil || tok.Kind != store.KindAgent:
+		return "unauthorized", "wrong agent token"
+	}
+	if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil && t.AgentTokenID != tok.ID {
+		return "tunnel_taken", fmt.Sprintf("tunnel %q belongs to another agent token", name)
+	}
+	return "", ""
 }
 
 // refuse sends an error frame and closes the connection.

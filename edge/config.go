@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/store"
 	"github.com/sluicehq/sluice/tunnel"
 )
 
@@ -15,8 +16,15 @@ type Config struct {
 	// Default "localhost".
 	Domain string
 	// Tokens are the agent credentials accepted (compared in constant
-	// time). At least one is required.
+	// time). At least one is required, unless Store is set.
 	Tokens []string
+	// Store, if set, keeps tokens and tunnels: its agent tokens are
+	// accepted too, its tunnels belong to their tokens, and the admin API
+	// is served under /api/.
+	Store *store.Store
+	// AdminTokens are admin credentials for the API besides the store's
+	// admin tokens (compared in constant time). They need Store.
+	AdminTokens []string
 	// PublicScheme is "http" (default) or "https", for public URLs.
 	PublicScheme string
 	// PublicPort is the port in public URLs; 0 means the listener's, and
@@ -51,8 +59,16 @@ func DefaultConfig() Config {
 
 // Validate reports what is wrong with the configuration.
 func (c *Config) Validate() error {
-	if len(c.Tokens) == 0 {
-		return errors.New("edge: no agent token: give at least one (--token or --tokens)")
+	if len(c.Tokens) == 0 && c.Store == nil {
+		return errors.New("edge: no agent token: give at least one (--token or --tokens), or a store (--data or --store)")
+	}
+	if len(c.AdminTokens) > 0 && c.Store == nil {
+		return errors.New("edge: an admin token needs a store (--data DIR or --store postgres://...)")
+	}
+	for _, t := range c.AdminTokens {
+		if t == "" {
+			return errors.New("edge: empty admin token")
+		}
 	}
 	for _, t := range c.Tokens {
 		if t == "" {

@@ -49,6 +49,13 @@ func New(cfg Config) (*Server, error) {
 		io.WriteString(w, "ok\n")
 	})
 	s.apex.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if cfg.Store != nil {
+		s.routeAPI()
+	} else {
+		s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+			apiError(w, http.StatusNotFound, "no_store", "this edge has no store: start it with --data DIR (or --store postgres://...) for the API")
+		})
+	}
 	s.apex.HandleFunc("/", s.landing)
 	return s, nil
 }

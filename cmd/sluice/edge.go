@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/store"
 )
 
 const edgeHelp = `Usage: sluice edge [flags]
@@ -24,6 +25,12 @@ address) serves the agents' endpoint /agent, /healthz and /metrics.
   sluice edge --listen 127.0.0.1:8080 --domain localhost --token T
   sluice http 3000 --edge http://127.0.0.1:8080 --token T --name demo
   curl http://demo.localhost:8080/
+
+With a store (--data DIR, or --store postgres://...), tokens and tunnels
+outlive restarts and are managed through the admin API (/api/):
+
+  sluice edge --listen 127.0.0.1:8080 --data /var/lib/sluice --admin-token A
+  sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
 `
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -42,6 +49,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pong := fs.Duration("pong-timeout", 30*time.Second, "drop an agent silent for this long (dead-agent detection)")
 	idle := fs.Duration("idle-timeout", 2*time.Minute, "close a public keep-alive connection idle this long between requests (responses in progress are never cut)")
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
+	dataDir := fs.String("data", "", "keep tokens and tunnels in SQLite under this directory (created if missing); serves the admin API under /api/")
+	storeURL := fs.String("store", "", "keep tokens and tunnels in PostgreSQL instead, such as postgres://user:pass@host/db")
+	adminToken := fs.String("admin-token", "", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
@@ -65,8 +75,25 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		cfg.Tokens = append(cfg.Tokens, list...)
 	}
-	if len(cfg.Tokens) == 0 {
-		return usagef("edge: give agents a credential with --token T or --tokens FILE")
+	if *dataDir != "" && *storeURL != "" {
+		return usagef("edge: --data and --store are two stores: give one")
+	}
+	if *adminToken != "" && *dataDir == "" && *storeURL == "" {
+		return usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+	}
+	if target := *dataDir + *storeURL; target != "" {
+		st, err := store.Open(ctx, target)
+		if err != nil {
+			return fmt.Errorf("edge: %w", err)
+		}
+		defer st.Close()
+		cfg.Store = st
+		if *adminToken != "" {
+			cfg.AdminTokens = []string{*adminToken}
+		}
+	}
+	if len(cfg.Tokens) == 0 && cfg.Store == nil {
+		return usagef("edge: give agents a credential with --token T or --tokens FILE, or keep tokens in a store with --data DIR")
 	}
 	if (*certFile == "") != (*keyFile == "") {
 		return usagef("edge: --tls-cert and --tls-key go together")

@@ -57,7 +57,9 @@ Commands:
   edge         run an edge: the public side, routing NAME.DOMAIN to tunnels
   http PORT    expose a local HTTP server through a tunnel
   events URL   print the events of a Server-Sent Events stream
-  demo         run a demo event feed on 127.0.0.1 and print its events
+  demo         run an edge, an agent and a demo app in one process
+  tokens       create, list and revoke the tokens of an edge with a store
+  tunnels      create, list, update and delete the tunnels of an edge with a store
   bench        measure sluice against direct and nginx on loopback
   version      print the version
   help         print this help
@@ -82,6 +84,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runEvents(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
+	case "tokens":
+		err = runTokens(ctx, rest, stdout, stderr)
+	case "tunnels":
+		err = runTunnels(ctx, rest, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":

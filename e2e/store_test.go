@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The edge with a SQLite store and an admin token: tokens and tunnels made
+// with "sluice tokens" and "sluice tunnels" (the interface other tests use),
+// agents authenticated by the store's tokens, tunnels owned by their token,
+// the API's JSON errors, and everything still there after a restart.
+func TestStoreAndAdminCLI(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	up := namedUpstream(t, "from the store's tunnel")
+	e := startEdge(t, "", "--data", data, "--admin-token", "A")
+	edgeURL := "http://" + e.addr
+	admin := []string{"--edge", edgeURL, "--admin-token", "A"}
+
+	// tokens create prints the secret alone on its last line.
+	r := run(t, 20*time.Second, append([]string{"tokens", "create", "--name", `team "laptop"`}, admin...)...)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	secret := lines[len(lines)-1]
+	if r.code != 0 || !strings.HasPrefix(secret, "slag_") || len(secret) < 40 {
+		t.Fatalf("tokens create: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	r = run(t, 20*time.Second, append([]string{"tunnels", "create", "web", "--upstream", "http://127.0.0.1:" + strconv.Itoa(up.port), "--agent-token", secret}, admin...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "web -> http://127.0.0.1:"+strconv.Itoa(up.port)) {
+		t.Fatalf("tunnels create: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	// An agent with the store's token serves the tunnel.
+	a := startAgent(t, e, "v2", "web", secret, up.port)
+	c := tunnelClient(t, e.addr)
+	resp, body := do(t, c, "GET", e.publicURL("web")+"/", nil, nil)
+	if resp.StatusCode != 200 || string(body) != "from the store's tunnel" {
+		t.Fatalf("GET through the store's tunnel: %d %q", resp.StatusCode, body)
+	}
+
+	// Another token cannot take the stored tunnel's name.
+	r2 := run(t, 20*time.Second, append([]string{"tokens", "create"}, admin...)...)
+	other := strings.TrimSpace(r2.stdout)
+	r = run(t, 20*time.Second, "http", strconv.Itoa(up.port), "--edge", edgeURL, "--token", other, "--name", "web")
+	if r.code == 0 || !strings.Contains(r.stderr, "belongs to another agent token") {
+		t.Fatalf("other token on a stored tunnel: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Wrong admin token: exit 1 with the API's message; raw, a 401 JSON.
+	r = run(t, 20*time.Second, "tunnels", "list", "--edge", edgeURL, "--admin-token", "wrong")
+	if r.code != 1 || !strings.Contains(r.stderr, "wrong admin token (HTTP 401, unauthorized)") {
+		t.Fatalf("wrong admin token: exit %d, stderr %q", r.code, r.stderr)
+	}
+	apiCall := func(method, path, token, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(context.Background(), method, edgeURL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			t.Fatalf("%s %s: not JSON: %v", method, path, err)
+		}
+		return resp.StatusCode, v
+	}
+	errCode := func(v map[string]any) string {
+		e, _ := v["error"].(map[string]any)
+		s, _ := e["code"].(string)
+		return s
+	}
+	if st, v := apiCall("GET", "/api/tunnels", "nope", ""); st != 401 || errCode(v) != "unauthorized" {
+		t.Fatalf("API with a wrong token: %d %v", st, v)
+	}
+	if st, v := apiCall("POST", "/api/tunnels", "A", `{"name":"Bad Name!","upstream":"http://127.0.0.1:1","agent_token":"`+secret+`"}`); st != 400 || errCode(v) != "bad_name" {
+		t.Fatalf("invalid name: %d %v", st, v)
+	}
+	// Quotes, SQL and markup are data.
+	hostile := `x'); DROP TABLE tunnels; -- <script>"`
+	if st, v := apiCall("POST", "/api/tunnels", "A", fmt.Sprintf(`{"name":"odd","upstream":"http://127.0.0.1:1/?q=%s","host_header":%q,"agent_token":%q}`,
+		"%27%3B", hostile, secret)); st != 201 {
+		t.Fatalf("hostile fields: %d %v", st, v)
+	}
+	if st, v := apiCall("GET", "/api/tunnels/odd", "A", ""); st != 200 || v["tunnel"].(map[string]any)["host_header"] != hostile {
+		t.Fatalf("hostile fields read back: %d %v", st, v)
+	}
+
+	// Restart on the same data: tokens and tunnels are still there, and
+	// the agent comes back by itself.
+	e.kill()
+	e2, err := startEdgeAt(t, e.port, "", "--data", data, "--admin-token", "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, 20*time.Second, append([]string{"tunnels", "list"}, admin...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "web ") || !strings.Contains(r.stdout, "odd ") {
+		t.Fatalf("tunnels after restart: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, body, err := tryDo(c, "GET", e2.publicURL("web")+"/", nil, nil, 5*time.Second)
+		if err == nil && resp.StatusCode == 200 && string(body) == "from the store's tunnel" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not come back after the edge restarted: %v %v\nagent stderr: %s", resp, err, a.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	r = run(t, 20*time.Second, append([]string{"tunnels", "delete", "odd"}, admin...)...)
+	if r.code != 0 {
+		t.Fatalf("tunnels delete: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if st, v := apiCall("GET", "/api/tunnels/odd", "A", ""); st != 404 || errCode(v) != "not_found" {
+		t.Fatalf("deleted tunnel: %d %v", st, v)
+	}
+}

@@ -1,0 +1,341 @@
+package edge
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/sluicehq/sluice/store"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// The admin API, on the apex under /api/, with the store. Every answer is
+// JSON; every error is {"error":{"code","status","message"}}. Admin
+// requests carry "Authorization: Bearer A" with the edge's --admin-token or
+// an admin token of the store.
+
+func (s *Server) routeAPI() {
+	s.apex.HandleFunc("POST /api/tokens", s.admin(s.createToken))
+	s.apex.HandleFunc("GET /api/tokens", s.admin(s.listTokens))
+	s.apex.HandleFunc("DELETE /api/tokens/{id}", s.admin(s.revokeToken))
+	s.apex.HandleFunc("POST /api/tunnels", s.admin(s.createTunnel))
+	s.apex.HandleFunc("GET /api/tunnels", s.admin(s.listTunnels))
+	s.apex.HandleFunc("GET /api/tunnels/{name}", s.admin(s.getTunnel))
+	s.apex.HandleFunc("PATCH /api/tunnels/{name}", s.admin(s.updateTunnel))
+	s.apex.HandleFunc("DELETE /api/tunnels/{name}", s.admin(s.deleteTunnel))
+	s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// apiError writes the API's one error shape.
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]any{"code": code, "status": status, "message": msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// bearer returns the token of an Authorization: Bearer header.
+func bearer(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// admin lets a handler run for admin credentials only.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			apiError(w, http.StatusUnauthorized, "unauthorized", "an admin token is required: Authorization: Bearer TOKEN")
+			return
+		}
+		ok := 0
+		for _, a := range s.cfg.AdminTokens {
+			ok |= subtle.ConstantTimeCompare([]byte(a), []byte(tok))
+		}
+		if ok != 1 {
+			t, err := s.cfg.Store.Authenticate(r.Context(), tok)
+			switch {
+			case errors.Is(err, store.ErrRevoked):
+				apiError(w, http.StatusUnauthorized, "token_revoked", "this admin token was revoked")
+				return
+			case err != nil || t.Kind != store.KindAdmin:
+				apiError(w, http.StatusUnauthorized, "unauthorized", "wrong admin token")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+// decode reads a JSON body of at most 64 KiB into v, rejecting unknown
+// fields, and answers 400 itself when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		apiError(w, http.StatusBadRequest, "bad_json", "the request body is not the JSON expected: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// storeError answers for an error of the store.
+func storeError(w http.ResponseWriter, err error, what string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		apiError(w, http.StatusNotFound, "not_found", what+" not found")
+	case errors.Is(err, store.ErrExists):
+		apiError(w, http.StatusConflict, "exists", what+" already exists")
+	default:
+		apiError(w, http.StatusInternalServerError, "store_error", err.Error())
+	}
+}
+
+type tokenRequest struct {
+	Kind string `json:"kind"` // "agent" (default) or "admin"
+	Name string `json:"name"`
+}
+
+type tokenResponse struct {
+	Token  store.Token `json:"token"`
+	Secret string      `json:"secret"` // shown this once
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Kind == "" {
+		req.Kind = store.KindAgent
+	}
+	if req.Kind != store.KindAgent && req.Kind != store.KindAdmin {
+		apiError(w, http.StatusBadRequest, "bad_kind", `kind must be "agent" or "admin"`)
+		return
+	}
+	if len(req.Name) > 200 {
+		apiError(w, http.StatusBadRequest, "bad_name", "a token's name is at most 200 bytes")
+		return
+	}
+	t, secret, err := s.cfg.Store.CreateToken(r.Context(), req.Kind, req.Name)
+	if err != nil {
+		storeError(w, err, "token")
+		return
+	}
+	writeJSON(w, http.StatusCreated, tokenResponse{Token: t, Secret: secret})
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+	list, err := s.cfg.Store.Tokens(r.Context())
+	if err != nil {
+		storeError(w, err, "tokens")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": list})
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
+	t, err := s.cfg.Store.RevokeToken(r.Context(), r.PathValue("id"))
+	if err != nil {
+		storeError(w, err, "token "+r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"token": t})
+}
+
+// tunnelRequest creates or changes a tunnel; nil fields are left as they
+// are by PATCH.
+type tunnelRequest struct {
+	Name              *string   `json:"name"`
+	Upstream          *string   `json:"upstream"`
+	AgentToken        *string   `json:"agent_token"`    // the agent token's secret
+	AgentTokenID      *string   `json:"agent_token_id"` // or its id
+	HostHeader        *string   `json:"host_header"`
+	BasicAuthUser     *string   `json:"basic_auth_user"`
+	BasicAuthPassword *string   `json:"basic_auth_password"`
+	AllowCIDRs        *[]string `json:"allow_cidrs"`
+	Enabled           *bool     `json:"enabled"`
+
+	basicAuthHash *string // from BasicAuthPassword, by prepare
+}
+
+// prepare does the work of req that must not happen inside the store's
+// transaction: it resolves an agent token's secret to its id and hashes a
+// basic-auth password.
+func (s *Server) prepare(ctx context.Context, req *tunnelRequest) (code, msg string) {
+	if req.AgentToken != nil {
+		tok, err := s.cfg.Store.Authenticate(ctx, *req.AgentToken)
+		if err != nil || tok.Kind != store.KindAgent {
+			return "bad_agent_token", "agent_token is not a valid agent token of this edge"
+		}
+		req.AgentTokenID = &tok.ID
+	}
+	if req.BasicAuthPassword != nil {
+		h := ""
+		if *req.BasicAuthPassword != "" {
+			b, err := bcrypt.GenerateFromPassword([]byte(*req.BasicAuthPassword), bcrypt.DefaultCost)
+			if err != nil {
+				return "bad_basic_auth", err.Error()
+			}
+			h = string(b)
+		}
+		req.basicAuthHash = &h
+	}
+	return "", ""
+}
+
+// apply checks req (after prepare) and applies it to t, or says what is
+// wrong (a 400). It does no I/O.
+func (s *Server) apply(req *tunnelRequest, t *store.Tunnel) (code, msg string) {
+	if req.AgentTokenID != nil {
+		t.AgentTokenID = *req.AgentTokenID
+	}
+	if req.Upstream != nil {
+		u, err := url.Parse(*req.Upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "bad_upstream", fmt.Sprintf("upstream %q is not an http:// or https:// URL", *req.Upstream)
+		}
+		t.Upstream = *req.Upstream
+	}
+	if req.HostHeader != nil {
+		t.HostHeader = *req.HostHeader
+	}
+	if req.BasicAuthUser != nil {
+		t.BasicAuthUser = *req.BasicAuthUser
+		if strings.Contains(t.BasicAuthUser, ":") {
+			return "bad_basic_auth", "basic_auth_user cannot contain ':'"
+		}
+	}
+	if req.basicAuthHash != nil {
+		t.BasicAuthHash = *req.basicAuthHash
+	}
+	if req.AllowCIDRs != nil {
+		for _, c := range *req.AllowCIDRs {
+			if _, _, err := net.ParseCIDR(c); err != nil {
+				return "bad_cidr", fmt.Sprintf("allow_cidrs: %q is not a CIDR such as 10.0.0.0/8", c)
+			}
+		}
+		t.AllowCIDRs = *req.AllowCIDRs
+	}
+	if req.Enabled != nil {
+		t.Enabled = *req.Enabled
+	}
+	if (t.BasicAuthUser == "") != (t.BasicAuthHash == "") {
+		return "bad_basic_auth", "basic auth needs both basic_auth_user and basic_auth_password"
+	}
+	if t.AgentTokenID == "" {
+		return "bad_agent_token", "a tunnel needs its agent's token: agent_token (the secret) or agent_token_id"
+	}
+	return "", ""
+}
+
+func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
+	var req tunnelRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Name == nil || !ValidName(*req.Name) {
+		name := ""
+		if req.Name != nil {
+			name = *req.Name
+		}
+		apiError(w, http.StatusBadRequest, "bad_name", fmt.Sprintf("name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", name))
+		return
+	}
+	t := store.Tunnel{Name: *req.Name, Enabled: true}
+	code, msg := s.prepare(r.Context(), &req)
+	if code == "" {
+		code, msg = s.apply(&req, &t)
+	}
+	if code != "" {
+		apiError(w, http.StatusBadRequest, code, msg)
+		return
+	}
+	if t.Upstream == "" {
+		apiError(w, http.StatusBadRequest, "bad_upstream", "a tunnel needs an upstream URL, such as http://127.0.0.1:3000")
+		return
+	}
+	t, err := s.cfg.Store.CreateTunnel(r.Context(), t)
+	if err != nil {
+		storeError(w, err, "tunnel "+*req.Name+" or its agent token")
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"tunnel": t})
+}
+
+func (s *Server) listTunnels(w http.ResponseWriter, r *http.Request) {
+	list, err := s.cfg.Store.Tunnels(r.Context(), "")
+	if err != nil {
+		storeError(w, err, "tunnels")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tunnels": list})
+}
+
+func (s *Server) getTunnel(w http.ResponseWriter, r *http.Request) {
+	t, err := s.cfg.Store.Tunnel(r.Context(), r.PathValue("name"))
+	if err != nil {
+		storeError(w, err, "tunnel "+r.PathValue("name"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+}
+
+func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
+	var req tunnelRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	if req.Name != nil && *req.Name != name {
+		apiError(w, http.StatusBadRequest, "bad_name", "a tunnel cannot be renamed; create another")
+		return
+	}
+	code, msg := s.prepare(r.Context(), &req)
+	if code != "" {
+		apiError(w, http.StatusBadRequest, code, msg)
+		return
+	}
+	t, err := s.cfg.Store.UpdateTunnel(r.Context(), name, func(t *store.Tunnel) error {
+		if code, msg = s.apply(&req, t); code != "" {
+			return errors.New(msg)
+		}
+		return nil
+	})
+	if code != "" {
+		apiError(w, http.StatusBadRequest, code, msg)
+		return
+	}
+	if err != nil {
+		storeError(w, err, "tunnel "+name+" or its agent token")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+}
+
+func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
+	t, err := s.cfg.Store.DeleteTunnel(r.Context(), r.PathValue("name"))
+	if err != nil {
+		storeError(w, err, "tunnel "+r.PathValue("name"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+}
