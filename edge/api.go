@@ -30,6 +30,8 @@ func (s *Server) routeAPI() {
 	s.apex.HandleFunc("GET /api/tunnels/{name}", s.admin(s.getTunnel))
 	s.apex.HandleFunc("PATCH /api/tunnels/{name}", s.admin(s.updateTunnel))
 	s.apex.HandleFunc("DELETE /api/tunnels/{name}", s.admin(s.deleteTunnel))
+	s.apex.HandleFunc("GET /api/agent/config", s.serveAgentConfig)
+	s.apex.HandleFunc("GET /api/agent/push", s.serveAgentPush)
 	s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
@@ -158,6 +160,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "token "+r.PathValue("id"))
 		return
 	}
+	s.push.send(t.ID, EventTokenRevoked, map[string]string{"token_id": t.ID})
 	writeJSON(w, http.StatusOK, map[string]any{"token": t})
 }
 
@@ -278,6 +281,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+*req.Name+" or its agent token")
 		return
 	}
+	s.push.send(t.AgentTokenID, EventConfigChanged, map[string]any{"tunnel": t.Name, "change": "created", "version": t.Version})
 	writeJSON(w, http.StatusCreated, map[string]any{"tunnel": t})
 }
 
@@ -314,7 +318,9 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, code, msg)
 		return
 	}
+	var before string // the agent token the tunnel belonged to
 	t, err := s.cfg.Store.UpdateTunnel(r.Context(), name, func(t *store.Tunnel) error {
+		before = t.AgentTokenID
 		if code, msg = s.apply(&req, t); code != "" {
 			return errors.New(msg)
 		}
@@ -328,6 +334,10 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+name+" or its agent token")
 		return
 	}
+	if before != t.AgentTokenID {
+		s.push.send(before, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
+	}
+	s.push.send(t.AgentTokenID, EventConfigChanged, map[string]any{"tunnel": t.Name, "change": "updated", "version": t.Version})
 	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
 }
 
@@ -337,5 +347,6 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+r.PathValue("name"))
 		return
 	}
+	s.push.send(t.AgentTokenID, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
 	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
 }

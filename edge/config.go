@@ -44,6 +44,10 @@ type Config struct {
 	// between requests this long. It never cuts a response in progress:
 	// streams have no time limit. Default 2 min.
 	IdleTimeout time.Duration
+	// PushKeepalive is the interval of the ": keepalive" comments on idle
+	// push channels. Default 15 s (shorter than the 30 s of the original
+	// design, since some proxies cut idle connections after 10-15 s).
+	PushKeepalive time.Duration
 	// DisableV2 makes the edge speak protocol v1 only: it does not offer
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
@@ -98,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OfflineMemory <= 0 {
 		c.OfflineMemory = d.OfflineMemory
+	}
+	if c.PushKeepalive <= 0 {
+		c.PushKeepalive = 15 * time.Second
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = d.IdleTimeout

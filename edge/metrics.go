@@ -16,6 +16,7 @@ type metrics struct {
 	openStreams   prometheus.Gauge
 	frameErrors   *prometheus.CounterVec
 	agentConns    *prometheus.CounterVec
+	pushConns     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -39,9 +40,12 @@ func newMetrics() *metrics {
 		agentConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_agent_registrations_total", Help: "Agent registrations, by result.",
 		}, []string{"result"}),
+		pushConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_push_connections", Help: "Managed agents' push channels (SSE) open now.",
+		}),
 	}
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
-	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns,
+	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

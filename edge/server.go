@@ -24,6 +24,7 @@ type Server struct {
 	cfg      Config
 	registry *registry
 	metrics  *metrics
+	push     *pushRegistry
 	apex     *http.ServeMux
 
 	ctx    context.Context // ends the agent sessions
@@ -40,7 +41,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics()}
+	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)

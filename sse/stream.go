@@ -135,7 +135,9 @@ func newStream(w http.ResponseWriter, r *http.Request, cfg StreamConfig) *Stream
 func (s *Stream) start() error {
 	h := s.w.Header()
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-cache") // a handler may ask for more, such as no-transform
+	}
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
 	s.w.WriteHeader(http.StatusOK)

@@ -52,6 +52,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dataDir := fs.String("data", "", "keep tokens and tunnels in SQLite under this directory (created if missing); serves the admin API under /api/")
 	storeURL := fs.String("store", "", "keep tokens and tunnels in PostgreSQL instead, such as postgres://user:pass@host/db")
 	adminToken := fs.String("admin-token", "", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
+	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
@@ -109,6 +110,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
 	}
 	cfg.IdleTimeout = *idle
+	cfg.PushKeepalive = *pushKeepalive
 	cfg.Session.MaxBody = *maxBody
 	cfg.Session.MaxStreams = *maxStreams
 	cfg.Session.MaxFrameSize = *maxFrame

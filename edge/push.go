@@ -1,0 +1,171 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/sse"
+	"github.com/sluicehq/sluice/store"
+)
+
+// The push channel: GET /api/agent/push (bearer agent token) is an SSE
+// stream that starts with a ": connected" comment, sends ": keepalive"
+// comments while idle, and carries config_changed, tunnel_deleted and
+// token_revoked events for the token's agent. GET /api/agent/config gives
+// the agent its tunnels and the push URL.
+
+// Push event types.
+const (
+	EventConfigChanged = "config_changed"
+	EventTunnelDeleted = "tunnel_deleted"
+	EventTokenRevoked  = "token_revoked"
+)
+
+// pushRegistry holds one push connection per agent token. A new connection
+// for a token replaces the old one, which is closed without being waited
+// for; a connection that ends unregisters itself (unless replaced).
+type pushRegistry struct {
+	mu    sync.Mutex
+	conns map[string]*pushConn
+}
+
+type pushConn struct {
+	stream *sse.Stream
+	cancel context.CancelFunc // ends the connection's handler
+}
+
+func newPushRegistry() *pushRegistry { return &pushRegistry{conns: make(map[string]*pushConn)} }
+
+func (p *pushRegistry) register(tokenID string, c *pushConn) {
+	p.mu.Lock()
+	old := p.conns[tokenID]
+	p.conns[tokenID] = c
+	p.mu.Unlock()
+	if old != nil {
+		old.cancel()
+	}
+}
+
+func (p *pushRegistry) unregister(tokenID string, c *pushConn) {
+	p.mu.Lock()
+	if p.conns[tokenID] == c {
+		delete(p.conns, tokenID)
+	}
+	p.mu.Unlock()
+}
+
+// count is the number of push connections.
+func (p *pushRegistry) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// send queues an event for the token's agent, if it is connected. The
+// stream drops a client that lets 1 MiB pile up; it reconnects and fetches
+// its config again, so nothing is lost but time.
+func (p *pushRegistry) send(tokenID, typ string, data any) {
+	p.mu.Lock()
+	c := p.conns[tokenID]
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	b, _ := json.Marshal(data)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.stream.Send(ctx, sse.Event{Type: typ, Data: string(b)})
+}
+
+// agentToken authenticates an agent's bearer token against the store, or
+// answers 401 itself.
+func (s *Server) agentToken(w http.ResponseWriter, r *http.Request) (store.Token, bool) {
+	tok, err := s.cfg.Store.Authenticate(r.Context(), bearer(r))
+	switch {
+	case bearer(r) == "":
+		apiError(w, http.StatusUnauthorized, "unauthorized", "an agent token is required: Authorization: Bearer TOKEN")
+	case errors.Is(err, store.ErrRevoked):
+		apiError(w, http.StatusUnauthorized, "token_revoked", "this agent token was revoked")
+	case err != nil || tok.Kind != store.KindAgent:
+		apiError(w, http.StatusUnauthorized, "unauthorized", "wrong agent token")
+	default:
+		return tok, true
+	}
+	return store.Token{}, false
+}
+
+// apexURL is the edge's own base URL as the client reached it.
+func apexURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// agentConfig is a managed agent's configuration.
+type agentConfig struct {
+	AgentTokenID string         `json:"agent_token_id"`
+	Tunnels      []agentTunnel  `json:"tunnels"`
+	PushURL      string         `json:"push_url"`
+	Edge         map[string]any `json:"edge"`
+}
+
+type agentTunnel struct {
+	Name       string `json:"name"`
+	Upstream   string `json:"upstream"`
+	HostHeader string `json:"host_header,omitempty"`
+	Enabled    bool   `json:"enabled"`
+	Version    int64  `json:"version"`
+	PublicURL  string `json:"public_url"`
+}
+
+func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
+	tok, ok := s.agentToken(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.cfg.Store.Tunnels(r.Context(), tok.ID)
+	if err != nil {
+		storeError(w, err, "tunnels")
+		return
+	}
+	cfg := agentConfig{AgentTokenID: tok.ID, Tunnels: []agentTunnel{}, PushURL: apexURL(r) + "/api/agent/push",
+		Edge: map[string]any{"domain": s.cfg.Domain}}
+	for _, t := range list {
+		cfg.Tunnels = append(cfg.Tunnels, agentTunnel{Name: t.Name, Upstream: t.Upstream, HostHeader: t.HostHeader,
+			Enabled: t.Enabled, Version: t.Version, PublicURL: s.PublicURL(t.Name)})
+	}
+	writeJSON(w, http.StatusOK, cfg)
+}
+
+func (s *Server) serveAgentPush(w http.ResponseWriter, r *http.Request) {
+	tok, ok := s.agentToken(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel) // the edge shutting down
+	defer stop()
+	w.Header().Set("Cache-Control", "no-cache, no-transform")
+	st, err := sse.NewStream(w, r, sse.StreamConfig{KeepAlive: s.cfg.PushKeepalive, SlowClient: sse.Disconnect, BufferSize: 1 << 20, CloseTimeout: time.Second})
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	c := &pushConn{stream: st, cancel: cancel}
+	st.Comment(ctx, "connected")
+	s.push.register(tok.ID, c)
+	defer s.push.unregister(tok.ID, c)
+	s.metrics.pushConns.Inc()
+	defer s.metrics.pushConns.Dec()
+	select {
+	case <-ctx.Done():
+	case <-st.Done():
+	}
+}
