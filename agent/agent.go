@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -70,6 +71,20 @@ type Agent struct {
 	cfg     Config
 	handler http.Handler
 	wsURL   string
+	target  atomic.Pointer[upstreamTarget]
+}
+
+// upstreamTarget is where requests go, and the Host they carry.
+type upstreamTarget struct {
+	url        *url.URL
+	hostHeader string
+}
+
+// SetUpstream changes where new requests go (and their Host rule), at
+// once and without reconnecting: requests in flight finish where they
+// started.
+func (a *Agent) SetUpstream(u *url.URL, hostHeader string) {
+	a.target.Store(&upstreamTarget{url: u, hostHeader: hostHeader})
 }
 
 // New checks cfg and returns an agent.
@@ -103,7 +118,8 @@ func New(cfg Config) (*Agent, error) {
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/agent"
 	a := &Agent{cfg: cfg, wsURL: u.String()}
-	a.handler = newProxy(&a.cfg)
+	a.SetUpstream(cfg.Upstream, cfg.HostHeader)
+	a.handler = newProxy(&a.cfg, a.target.Load)
 	if cfg.Console != nil {
 		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
 	}

@@ -24,8 +24,7 @@ import (
 // from the edge kept, Host as configured, every chunk flushed, no total
 // timeout (only one for the response headers), and errors that name the
 // upstream.
-func newProxy(cfg *Config) http.Handler {
-	up := cfg.Upstream
+func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 	transport := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
@@ -37,6 +36,8 @@ func newProxy(cfg *Config) http.Handler {
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			tg := target()
+			up := tg.url
 			pr.SetURL(up)
 			// The edge set these for the public client; keep them.
 			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
@@ -44,13 +45,13 @@ func newProxy(cfg *Config) http.Handler {
 					pr.Out.Header[h] = v
 				}
 			}
-			switch cfg.HostHeader {
+			switch tg.hostHeader {
 			case "", "preserve":
 				pr.Out.Host = pr.In.Host
 			case "rewrite":
 				pr.Out.Host = up.Host
 			default:
-				pr.Out.Host = cfg.HostHeader
+				pr.Out.Host = tg.hostHeader
 			}
 		},
 		Transport:     transport,
@@ -58,7 +59,7 @@ func newProxy(cfg *Config) http.Handler {
 		FlushInterval: -1,
 		ErrorLog:      log.New(io.Discard, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			upstreamError(w, r, up, err)
+			upstreamError(w, r, target().url, err)
 		},
 	}
 	return rp

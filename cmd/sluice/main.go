@@ -56,6 +56,7 @@ Usage:
 Commands:
   edge         run an edge: the public side, routing NAME.DOMAIN to tunnels
   http PORT    expose a local HTTP server through a tunnel
+  agent        run a remotely managed agent: the tunnels its token has at the edge
   events URL   print the events of a Server-Sent Events stream
   demo         run an edge, an agent and a demo app in one process
   tokens       create, list and revoke the tokens of an edge with a store
@@ -84,6 +85,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runEvents(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
+	case "agent":
+		err = runAgent(ctx, rest, stdout, stderr)
 	case "tokens":
 		err = runTokens(ctx, rest, stdout, stderr)
 	case "tunnels":

@@ -1,0 +1,294 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/sse"
+	"github.com/sluicehq/sluice/tunnel"
+)
+
+// ManagedConfig configures a remotely managed agent: it serves the tunnels
+// the edge's store lists for its token, each to the upstream stored with
+// it, and follows changes pushed by the edge.
+type ManagedConfig struct {
+	// Edge is the edge's URL; Token an agent token of its store.
+	Edge  string
+	Token string
+	// Protocol is each tunnel's protocol: "auto" (default), "v1" or "v2".
+	Protocol string
+	// Session configures the tunnel sessions.
+	Session tunnel.Config
+	// HTTPClient makes the config and push requests. Nil means a client
+	// with no total timeout (the push channel is a stream).
+	HTTPClient *http.Client
+	// Logger receives the agent's logs. Nil discards.
+	Logger *slog.Logger
+	// Console, if set, gets one line per request, as for sluice http.
+	Console io.Writer
+	// Status, if set, gets one line per change: tunnels started, changed
+	// and stopped, the push channel's state.
+	Status func(line string)
+}
+
+// ErrTokenRevoked ends a managed agent whose token the edge revoked.
+var ErrTokenRevoked = errors.New("agent: the edge revoked this agent's token")
+
+// Managed is a remotely managed agent. NewManaged does no I/O; Run blocks.
+type Managed struct {
+	cfg     ManagedConfig
+	edge    *url.URL
+	mu      sync.Mutex
+	running map[string]*managedTunnel
+	wg      sync.WaitGroup
+}
+
+type managedTunnel struct {
+	agent    *Agent
+	cancel   context.CancelFunc
+	upstream string
+	host     string
+}
+
+// NewManaged checks cfg and returns a managed agent.
+func NewManaged(cfg ManagedConfig) (*Managed, error) {
+	u, err := url.Parse(cfg.Edge)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("agent: edge %q is not an http:// or https:// URL", cfg.Edge)
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("agent: no token")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
+	if cfg.Status == nil {
+		cfg.Status = func(string) {}
+	}
+	return &Managed{cfg: cfg, edge: u, running: make(map[string]*managedTunnel)}, nil
+}
+
+// configTunnel is a tunnel of GET /api/agent/config.
+type configTunnel struct {
+	Name       string `json:"name"`
+	Upstream   string `json:"upstream"`
+	HostHeader string `json:"host_header"`
+	Enabled    bool   `json:"enabled"`
+	PublicURL  string `json:"public_url"`
+}
+
+type agentConfig struct {
+	Tunnels []configTunnel `json:"tunnels"`
+	PushURL string         `json:"push_url"`
+}
+
+// Run serves the configured tunnels until ctx ends (nil) or the token is
+// revoked or refused (an error). The push channel reconnects with backoff;
+// after every (re)connection the config is fetched again, since events may
+// have been missed.
+func (m *Managed) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		m.wg.Wait()
+	}()
+	cfg, err := m.fetch(ctx)
+	if err != nil {
+		return err
+	}
+	m.reconcile(ctx, cfg)
+	push := cfg.PushURL
+	if push == "" {
+		push = strings.TrimSuffix(m.cfg.Edge, "/") + "/api/agent/push"
+	}
+	var fatal error
+	client := sse.NewClient(push, sse.ClientConfig{
+		HTTPClient:  m.cfg.HTTPClient,
+		Header:      http.Header{"Authorization": {"Bearer " + m.cfg.Token}},
+		IdleTimeout: time.Minute, // the edge sends keepalives every 15 s by default
+		OnConnect: func(*http.Response) {
+			m.cfg.Status("push channel connected")
+			if cfg, err := m.fetch(ctx); err == nil {
+				m.reconcile(ctx, cfg)
+			} else if isAuthError(err) {
+				fatal = err
+				cancel()
+			}
+		},
+		OnRetry: func(err error, delay time.Duration) {
+			m.cfg.Status(fmt.Sprintf("push channel lost (%v); reconnecting in %v", err, delay.Round(time.Millisecond)))
+		},
+	})
+	// The standard makes a non-200 answer fatal to an event stream; for
+	// the push channel only a refused token is: anything else (an edge
+	// restarting behind a proxy that answers 502) is retried here, with
+	// the same backoff as the client's.
+	failures := 0
+	for ctx.Err() == nil {
+		err := m.listen(ctx, client)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		var se *sse.StatusError
+		if errors.Is(err, ErrTokenRevoked) || isAuthError(err) {
+			return err
+		}
+		if errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden) {
+			return fmt.Errorf("agent: the edge refused the token on the push channel: %w", err)
+		}
+		failures++
+		delay := time.Duration(min(failures, 5)) * 2 * time.Second
+		m.cfg.Status(fmt.Sprintf("push channel failed (%v); retrying in %v", err, delay))
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	if fatal != nil {
+		return fatal
+	}
+	return nil
+}
+
+// listen follows the push channel until it fails for good (the error),
+// the token is revoked (ErrTokenRevoked) or ctx ends (nil).
+func (m *Managed) listen(ctx context.Context, client *sse.Client) error {
+	for ev, err := range client.Events(ctx) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		switch ev.Type {
+		case "config_changed", "tunnel_deleted":
+			m.cfg.Logger.Info("push event", "type", ev.Type, "data", ev.Data)
+			if cfg, err := m.fetch(ctx); err == nil {
+				m.reconcile(ctx, cfg)
+			} else if isAuthError(err) {
+				return err
+			}
+		case "token_revoked":
+			m.cfg.Status("token revoked by the edge: stopping")
+			return ErrTokenRevoked
+		}
+	}
+	return nil
+}
+
+// authError is a config request the edge refused (401 or 403).
+type authError struct{ msg string }
+
+func (e *authError) Error() string { return e.msg }
+
+func isAuthError(err error) bool {
+	var ae *authError
+	return errors.As(err, &ae)
+}
+
+// fetch gets the agent's config.
+func (m *Managed) fetch(ctx context.Context) (*agentConfig, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(m.cfg.Edge, "/")+"/api/agent/config", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+m.cfg.Token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := m.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("agent: config: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("agent: config: %w", err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		json.Unmarshal(body, &e)
+		if e.Error.Code == "token_revoked" {
+			return nil, &authError{msg: ErrTokenRevoked.Error()}
+		}
+		return nil, &authError{msg: fmt.Sprintf("agent: the edge refused the token: %s (%s)", e.Error.Message, resp.Status)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("agent: config: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var cfg agentConfig
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return nil, fmt.Errorf("agent: config: %w", err)
+	}
+	return &cfg, nil
+}
+
+// reconcile starts the tunnels that are new, points changed ones at their
+// new upstream (without reconnecting: streams in flight go on), and stops
+// the ones that are gone or disabled. Unchanged tunnels are not touched.
+func (m *Managed) reconcile(ctx context.Context, cfg *agentConfig) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := map[string]configTunnel{}
+	for _, t := range cfg.Tunnels {
+		if t.Enabled {
+			want[t.Name] = t
+		}
+	}
+	for name, r := range m.running {
+		if _, ok := want[name]; !ok {
+			r.cancel()
+			delete(m.running, name)
+			m.cfg.Status("stopped " + name)
+		}
+	}
+	for name, t := range want {
+		up, err := url.Parse(t.Upstream)
+		if err != nil || up.Host == "" {
+			m.cfg.Logger.Warn("tunnel with a bad upstream skipped", "tunnel", name, "upstream", t.Upstream)
+			continue
+		}
+		if r := m.running[name]; r != nil {
+			if r.upstream != t.Upstream || r.host != t.HostHeader {
+				r.agent.SetUpstream(up, t.HostHeader)
+				r.upstream, r.host = t.Upstream, t.HostHeader
+				m.cfg.Status(fmt.Sprintf("%s now -> %s", name, t.Upstream))
+			}
+			continue
+		}
+		a, err := New(Config{
+			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Upstream: up, HostHeader: t.HostHeader,
+			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
+			OnConnect: func(public, protocol string) {
+				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, up, protocol))
+			},
+		})
+		if err != nil {
+			m.cfg.Logger.Warn("tunnel not started", "tunnel", name, "err", err)
+			continue
+		}
+		tctx, tcancel := context.WithCancel(ctx)
+		m.running[name] = &managedTunnel{agent: a, cancel: tcancel, upstream: t.Upstream, host: t.HostHeader}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			if err := a.Run(tctx); err != nil && tctx.Err() == nil {
+				m.cfg.Status(fmt.Sprintf("%s stopped: %v", name, err))
+			}
+		}()
+	}
+}

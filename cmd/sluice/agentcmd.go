@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sluicehq/sluice/agent"
+)
+
+const agentHelp = `Usage: sluice agent --edge URL --token T [flags]
+
+Runs a remotely managed agent: it serves every tunnel that the edge's store
+lists for its token, each to the upstream stored with it, and follows the
+changes the edge pushes (tunnels created, changed, deleted; the token
+revoked) without a restart. Tunnels are managed with "sluice tunnels".
+
+  sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
+  sluice tunnels create web --upstream http://127.0.0.1:3000 --agent-token T --edge http://127.0.0.1:8080 --admin-token A
+  sluice agent --edge http://127.0.0.1:8080 --token T
+`
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("agent", agentHelp, stderr)
+	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com")
+	token := fs.String("token", "", "an agent token of the edge's store")
+	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
+	quiet := fs.Bool("quiet", false, "print no line per request")
+	verbose := fs.Bool("v", false, "log debug messages")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("agent: unexpected argument %q (tunnels come from the edge: see sluice tunnels)", pos[0])
+	}
+	if *edgeURL == "" || *token == "" {
+		fs.Usage()
+		return usagef("agent: --edge and --token are required")
+	}
+	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
+		return usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
+	}
+	cfg := agent.ManagedConfig{
+		Edge:       *edgeURL,
+		Token:      *token,
+		Protocol:   *protocol,
+		HTTPClient: httpClient(),
+		Logger:     newLogger(stderr, *verbose),
+		Status: func(line string) {
+			fmt.Fprintf(stderr, "%s  %s\n", time.Now().Format("15:04:05"), line)
+		},
+	}
+	if !*quiet {
+		cfg.Console = stdout
+	}
+	m, err := agent.NewManaged(cfg)
+	if err != nil {
+		return err
+	}
+	err = m.Run(ctx)
+	if errors.Is(err, agent.ErrTokenRevoked) {
+		return errors.New("the edge revoked this agent's token: stopping")
+	}
+	return err
+}
