@@ -124,3 +124,68 @@ func TestStoreAndAdminCLI(t *testing.T) {
 		t.Fatalf("deleted tunnel: %d %v", st, v)
 	}
 }
+
+// Visitor access per tunnel, enforced at the edge through the tunnel:
+// basic auth (the upstream never sees the visitor's credentials), an IP
+// allowlist, and disabling.
+func TestVisitorAccess(t *testing.T) {
+	t.Parallel()
+	up := newTestUpstream(t)
+	up.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "authorization=%q", r.Header.Get("Authorization"))
+	})
+	e := startEdge(t, "", "--data", t.TempDir(), "--admin-token", "A")
+	edgeURL := "http://" + e.addr
+	admin := []string{"--edge", edgeURL, "--admin-token", "A"}
+	secret := strings.TrimSpace(run(t, 20*time.Second, append([]string{"tokens", "create"}, admin...)...).stdout)
+	tunnels := func(args ...string) {
+		t.Helper()
+		if r := run(t, 20*time.Second, append(append([]string{"tunnels"}, args...), admin...)...); r.code != 0 {
+			t.Fatalf("tunnels %v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+	tunnels("create", "guarded", "--upstream", "http://127.0.0.1:"+strconv.Itoa(up.port), "--agent-token", secret, "--basic-auth", "alice:s3cret pass")
+	startAgent(t, e, "v2", "guarded", secret, up.port)
+	c := tunnelClient(t, e.addr)
+	url := e.publicURL("guarded") + "/"
+	get := func(user, pass string) (*http.Response, string) {
+		t.Helper()
+		h := http.Header{}
+		if user != "" {
+			req, _ := http.NewRequest("GET", url, nil)
+			req.SetBasicAuth(user, pass)
+			h = req.Header
+		}
+		resp, body := do(t, c, "GET", url, nil, h)
+		return resp, string(body)
+	}
+	if resp, _ := get("", ""); resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "Basic") {
+		t.Fatalf("no credentials: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp, _ := get("alice", "wrong"); resp.StatusCode != 401 {
+		t.Fatalf("wrong password: %d", resp.StatusCode)
+	}
+	if resp, _ := get("mallory", "s3cret pass"); resp.StatusCode != 401 {
+		t.Fatalf("wrong user: %d", resp.StatusCode)
+	}
+	for i := 0; i < 2; i++ { // the second time from the edge's memory
+		if resp, body := get("alice", "s3cret pass"); resp.StatusCode != 200 || body != `authorization=""` {
+			t.Fatalf("right credentials: %d %q (the upstream must not see them)", resp.StatusCode, body)
+		}
+	}
+
+	// An allowlist that leaves out 127.0.0.1, then one that has it.
+	tunnels("update", "guarded", "--basic-auth", "", "--allow", "10.0.0.0/8,192.168.0.0/16")
+	if resp, _ := get("", ""); resp.StatusCode != 403 {
+		t.Fatalf("address not in the allowlist: %d", resp.StatusCode)
+	}
+	tunnels("update", "guarded", "--allow", "10.0.0.0/8,127.0.0.0/8")
+	if resp, body := get("", ""); resp.StatusCode != 200 {
+		t.Fatalf("address in the allowlist: %d %q", resp.StatusCode, body)
+	}
+
+	tunnels("update", "guarded", "--disabled")
+	if resp, _ := get("", ""); resp.StatusCode != 503 {
+		t.Fatalf("disabled tunnel: %d", resp.StatusCode)
+	}
+}

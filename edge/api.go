@@ -281,6 +281,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+*req.Name+" or its agent token")
 		return
 	}
+	s.access.forget(t.Name)
 	s.push.send(t.AgentTokenID, EventConfigChanged, map[string]any{"tunnel": t.Name, "change": "created", "version": t.Version})
 	writeJSON(w, http.StatusCreated, map[string]any{"tunnel": t})
 }
@@ -334,6 +335,7 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+name+" or its agent token")
 		return
 	}
+	s.access.forget(t.Name)
 	if before != t.AgentTokenID {
 		s.push.send(before, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
 	}
@@ -347,6 +349,7 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+r.PathValue("name"))
 		return
 	}
+	s.access.forget(t.Name)
 	s.push.send(t.AgentTokenID, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
 	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
 }

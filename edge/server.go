@@ -25,6 +25,7 @@ type Server struct {
 	registry *registry
 	metrics  *metrics
 	push     *pushRegistry
+	access   accessCache // visitor rules of stored tunnels
 	apex     *http.ServeMux
 
 	ctx    context.Context // ends the agent sessions
@@ -90,6 +91,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
+		return
+	}
+	if !s.admit(w, r, name) {
 		return
 	}
 	e := s.registry.lookup(name, s.cfg.OfflineMemory)
