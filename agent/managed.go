@@ -118,6 +118,7 @@ func (m *Managed) Run(ctx context.Context) error {
 		HTTPClient:  m.cfg.HTTPClient,
 		Header:      http.Header{"Authorization": {"Bearer " + m.cfg.Token}},
 		IdleTimeout: time.Minute, // the edge sends keepalives every 15 s by default
+		Retry:       time.Second, // back soon after an edge restart; failures back off
 		OnConnect: func(*http.Response) {
 			m.cfg.Status("push channel connected")
 			if cfg, err := m.fetch(ctx); err == nil {

@@ -145,3 +145,50 @@ func TestManagedAgent(t *testing.T) {
 	}
 	io.Copy(io.Discard, sresp.Body)
 }
+
+// The edge restarted on its SQLite store: tokens and tunnels are kept, and
+// the managed agent comes back by itself, tunnel and push channel.
+func TestManagedAgentEdgeRestart(t *testing.T) {
+	t.Parallel()
+	up := namedUpstream(t, "still here")
+	data := t.TempDir()
+	e := startEdge(t, "", "--data", data, "--admin-token", "A")
+	edgeURL := "http://" + e.addr
+	admin := []string{"--edge", edgeURL, "--admin-token", "A"}
+	secret := strings.TrimSpace(run(t, 20*time.Second, append([]string{"tokens", "create"}, admin...)...).stdout)
+	if r := run(t, 20*time.Second, append([]string{"tunnels", "create", "kept", "--upstream", "http://127.0.0.1:" + strconv.Itoa(up.port), "--agent-token", secret}, admin...)...); r.code != 0 {
+		t.Fatalf("tunnels create: %q", r.stderr)
+	}
+	a := startProc(t, "managed agent", "agent", "--edge", edgeURL, "--token", secret)
+	c := tunnelClient(t, e.addr)
+	served := func(e *edgeProc, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			resp, body, err := tryDo(c, "GET", e.publicURL("kept")+"/", nil, nil, 2*time.Second)
+			if err == nil && resp.StatusCode == 200 && string(body) == "still here" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kept not served within %v: %v %v\nagent stderr: %s", within, resp, err, a.stderr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	served(e, 15*time.Second)
+	e.kill()
+	e2, err := startEdgeAt(t, e.port, "", "--data", data, "--admin-token", "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	served(e2, 30*time.Second)
+	t.Logf("served again %v after the edge restarted", time.Since(start).Round(time.Millisecond))
+	for strings.Count(a.stderr.String(), "push channel connected") < 2 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the push channel did not reconnect\nstderr: %s", a.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("push channel back %v after the restart", time.Since(start).Round(time.Millisecond))
+}
