@@ -30,6 +30,7 @@ func (s *Server) routeAPI() {
 	s.apex.HandleFunc("GET /api/tunnels/{name}", s.admin(s.getTunnel))
 	s.apex.HandleFunc("PATCH /api/tunnels/{name}", s.admin(s.updateTunnel))
 	s.apex.HandleFunc("DELETE /api/tunnels/{name}", s.admin(s.deleteTunnel))
+	s.apex.HandleFunc("POST /api/agents/notify", s.admin(s.serveNotify))
 	s.apex.HandleFunc("GET /api/agent/config", s.serveAgentConfig)
 	s.apex.HandleFunc("GET /api/agent/push", s.serveAgentPush)
 	s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -81,6 +81,38 @@ func (p *pushRegistry) send(tokenID, typ string, data any) {
 	c.stream.Send(ctx, sse.Event{Type: typ, Data: string(b)})
 }
 
+// broadcast queues an event for every connected agent and returns how
+// many it reached.
+func (p *pushRegistry) broadcast(typ string, data any) int {
+	p.mu.Lock()
+	conns := make([]*pushConn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	b, _ := json.Marshal(data)
+	ev := sse.Event{Type: typ, Data: string(b)}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n := 0
+	for _, c := range conns {
+		if c.stream.Send(ctx, ev) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// serveNotify is POST /api/agents/notify (admin): every connected managed
+// agent gets config_changed and fetches its config again, as after a
+// change made to the store behind the edge's back. The event's data says
+// when it was sent (sent_at, Unix nanoseconds).
+func (s *Server) serveNotify(w http.ResponseWriter, r *http.Request) {
+	sent := time.Now()
+	n := s.push.broadcast(EventConfigChanged, map[string]any{"reason": "notify", "sent_at": sent.UnixNano()})
+	writeJSON(w, http.StatusOK, map[string]any{"notified": n, "took_ms": float64(time.Since(sent).Microseconds()) / 1000})
+}
+
 // agentToken authenticates an agent's bearer token against the store, or
 // answers 401 itself.
 func (s *Server) agentToken(w http.ResponseWriter, r *http.Request) (store.Token, bool) {

@@ -179,6 +179,14 @@ func TestPushChannel(t *testing.T) {
 		t.Fatalf("event %q %q, want tunnel_deleted", typ, data)
 	}
 
+	// An operator's notify reaches every connected agent.
+	if code := admin("POST", "/api/agents/notify", ""); code != 200 {
+		t.Fatalf("notify: %d", code)
+	}
+	if typ, data := nextEvent(t, lines, time.Second); typ != edge.EventConfigChanged || !strings.Contains(data, `"reason":"notify"`) {
+		t.Fatalf("event %q %q, want config_changed from notify", typ, data)
+	}
+
 	// A second connection with the same token closes the first.
 	_, lines2 := openPush(t, e, secret)
 	if l, _ := next(t, lines2, 5*time.Second); l.text != ": connected" {
