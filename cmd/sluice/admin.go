@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluicehq/sluice/store"
 )
 
 const tokensHelp = `Usage: sluice tokens create|list|revoke [flags]
@@ -126,25 +128,11 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	return nil
 }
 
-type apiToken struct {
-	ID        string     `json:"id"`
-	Kind      string     `json:"kind"`
-	Name      string     `json:"name"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at"`
-}
-
-type apiTunnel struct {
-	Name          string    `json:"name"`
-	AgentTokenID  string    `json:"agent_token_id"`
-	Upstream      string    `json:"upstream"`
-	HostHeader    string    `json:"host_header"`
-	BasicAuthUser string    `json:"basic_auth_user"`
-	AllowCIDRs    []string  `json:"allow_cidrs"`
-	Enabled       bool      `json:"enabled"`
-	Version       int64     `json:"version"`
-	UpdatedAt     time.Time `json:"updated_at"`
-}
+// The API's JSON bodies are the store's types.
+type (
+	apiToken  = store.Token
+	apiTunnel = store.Tunnel
+)
 
 func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
