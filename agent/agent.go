@@ -126,6 +126,10 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
+// UserAgent is sent with the agent's WebSocket handshake; the edge records
+// it as the agent's version. The sluice command sets it to its version.
+var UserAgent = "sluice-agent"
+
 // features are the protocol v1 extensions the agent announces.
 var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, wire.FeatureUpgrade}
 
@@ -194,7 +198,7 @@ func (a *Agent) session(ctx context.Context) error {
 	if a.cfg.Protocol != "v1" {
 		dialer.Subprotocols = []string{tunnel.Subprotocol}
 	}
-	ws, resp, err := dialer.DialContext(ctx, a.wsURL, nil)
+	ws, resp, err := dialer.DialContext(ctx, a.wsURL, http.Header{"User-Agent": {UserAgent}})
 	if err != nil {
 		if resp != nil {
 			return fmt.Errorf("connect to %s: %w (HTTP %s)", a.wsURL, err, resp.Status)

@@ -132,6 +132,10 @@ func testStoreAndAdminCLI(t *testing.T, storeFlags []string) {
 		s, _ := e["code"].(string)
 		return s
 	}
+	// The agent's connection is recorded: its version and this edge.
+	if st, v := apiCall("GET", "/api/agents", "A", ""); st != 200 || !strings.Contains(fmt.Sprint(v["agents"]), "version:sluice/") {
+		t.Fatalf("GET /api/agents: %d %v", st, v)
+	}
 	if st, v := apiCall("GET", "/api/tunnels", "nope", ""); st != 401 || errCode(v) != "unauthorized" {
 		t.Fatalf("API with a wrong token: %d %v", st, v)
 	}

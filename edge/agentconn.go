@@ -60,7 +60,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		s.refuse(ws, "invalid_tunnel_id", fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
 		return
 	}
-	if code, msg := s.authAgent(r.Context(), reg.AgentToken, name); code != "" {
+	if code, msg := s.authAgent(r.Context(), reg.AgentToken, name, r.UserAgent()); code != "" {
 		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
 		log.Warn("agent rejected", "tunnel", name, "code", code)
 		s.refuse(ws, code, msg)
@@ -160,7 +160,10 @@ func (s *Server) validToken(token string) bool {
 // edge's --token values, or an agent token of the store. A tunnel kept in
 // the store belongs to its token alone. It returns the error code and
 // message of a refusal, or "" to accept.
-func (s *Server) authAgent(ctx context.Context, token, name string) (code, msg string) {
+//
+// With a store token, the agent's connection is recorded in the store
+// (version from its User-Agent, this edge's name).
+func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (code, msg string) {
 	if s.validToken(token) {
 		if s.cfg.Store != nil {
 			if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil {
@@ -181,6 +184,9 @@ func (s *Server) authAgent(ctx context.Context, token, name string) (code, msg s
 	}
 	if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil && t.AgentTokenID != tok.ID {
 		return "tunnel_taken", fmt.Sprintf("tunnel %q belongs to another agent token", name)
+	}
+	if err := s.cfg.Store.SeenAgent(ctx, store.Agent{TokenID: tok.ID, Version: userAgent, LastSeen: time.Now(), Edge: s.cfg.EdgeName}); err != nil {
+		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)
 	}
 	return "", ""
 }

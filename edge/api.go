@@ -31,6 +31,7 @@ func (s *Server) routeAPI() {
 	s.apex.HandleFunc("PATCH /api/tunnels/{name}", s.admin(s.updateTunnel))
 	s.apex.HandleFunc("DELETE /api/tunnels/{name}", s.admin(s.deleteTunnel))
 	s.apex.HandleFunc("POST /api/agents/notify", s.admin(s.serveNotify))
+	s.apex.HandleFunc("GET /api/agents", s.admin(s.listAgents))
 	s.apex.HandleFunc("GET /api/agent/config", s.serveAgentConfig)
 	s.apex.HandleFunc("GET /api/agent/push", s.serveAgentPush)
 	s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -353,4 +354,13 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 	s.access.forget(t.Name)
 	s.push.send(t.AgentTokenID, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
 	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
+	list, err := s.cfg.Store.Agents(r.Context())
+	if err != nil {
+		storeError(w, err, "agents")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": list})
 }

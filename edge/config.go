@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"os"
 	"log/slog"
 	"strings"
 	"time"
@@ -44,6 +45,9 @@ type Config struct {
 	// between requests this long. It never cuts a response in progress:
 	// streams have no time limit. Default 2 min.
 	IdleTimeout time.Duration
+	// EdgeName is how this edge names itself in the store's agents table.
+	// Default: the host name.
+	EdgeName string
 	// PushKeepalive is the interval of the ": keepalive" comments on idle
 	// push channels. Default 15 s (shorter than the 30 s of the original
 	// design, since some proxies cut idle connections after 10-15 s).
@@ -102,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OfflineMemory <= 0 {
 		c.OfflineMemory = d.OfflineMemory
+	}
+	if c.EdgeName == "" {
+		c.EdgeName, _ = os.Hostname()
 	}
 	if c.PushKeepalive <= 0 {
 		c.PushKeepalive = 15 * time.Second

@@ -4,8 +4,10 @@ package main
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/agent"
 	"io"
 	"os"
 	"os/signal"
@@ -13,6 +15,7 @@ import (
 )
 
 func main() {
+	agent.UserAgent = "sluice/" + currentVersion()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	// Ctrl-C or SIGTERM is how servers (edge, http, demo) stop: a clean
