@@ -150,9 +150,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		var pe *tunnel.PeerError
-		if errors.As(err, &pe) && pe.Code == "tunnel_replaced" {
-			// Another agent took the tunnel over with our credential:
-			// reconnecting would only take it back, over and over.
+		if errors.As(err, &pe) && finalPeerError[pe.Code] {
+			// Another agent took the tunnel over with our credential
+			// (reconnecting would only take it back, over and over), or
+			// the operator deleted or disabled the tunnel or revoked the
+			// token: the edge wants this agent gone.
 			return &RegisterError{Code: pe.Code, Message: pe.Message}
 		}
 		if time.Since(start) > 30*time.Second {
@@ -173,6 +175,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// finalPeerError are the edge's error codes after which the agent stops
+// instead of reconnecting.
+var finalPeerError = map[string]bool{"tunnel_replaced": true, "tunnel_deleted": true, "tunnel_disabled": true, "token_revoked": true}
 
 // backoff is full jitter: a random wait up to min(cap, 250 ms × 2^n).
 func (a *Agent) backoff(failures int) time.Duration {

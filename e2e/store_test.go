@@ -182,6 +182,20 @@ func testStoreAndAdminCLI(t *testing.T, storeFlags []string) {
 	if st, v := apiCall("GET", "/api/tunnels/odd", "A", ""); st != 404 || errCode(v) != "not_found" {
 		t.Fatalf("deleted tunnel: %d %v", st, v)
 	}
+
+	// Deleting the tunnel an agent serves ends it: the agent is told, and
+	// stops instead of reconnecting.
+	if r := run(t, 20*time.Second, append([]string{"tunnels", "delete", "web"}, admin...)...); r.code != 0 {
+		t.Fatalf("tunnels delete web: %q", r.stderr)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the agent of a deleted tunnel kept running\nstderr: %s", a.stderr)
+	}
+	if !strings.Contains(a.stderr.String(), "the edge ended the tunnel") {
+		t.Fatalf("agent stderr: %s", a.stderr)
+	}
 }
 
 // Visitor access per tunnel, enforced at the edge through the tunnel:

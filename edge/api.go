@@ -163,6 +163,11 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.push.send(t.ID, EventTokenRevoked, map[string]string{"token_id": t.ID})
+	// The token's tunnels go offline: their agents are told why, and stop.
+	s.retire(func(_, token string) bool {
+		got, err := s.cfg.Store.Authenticate(r.Context(), token)
+		return errors.Is(err, store.ErrRevoked) && got.ID == t.ID
+	}, "token_revoked", "the agent token of this tunnel was revoked")
 	writeJSON(w, http.StatusOK, map[string]any{"token": t})
 }
 
@@ -338,6 +343,13 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
+	if before != t.AgentTokenID || !t.Enabled {
+		code, why := "tunnel_disabled", "the tunnel was disabled by its operator"
+		if before != t.AgentTokenID {
+			code, why = "tunnel_replaced", "the tunnel was given to another agent token"
+		}
+		s.retire(func(name, _ string) bool { return name == t.Name }, code, why)
+	}
 	if before != t.AgentTokenID {
 		s.push.send(before, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
 	}
@@ -353,6 +365,7 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	s.access.forget(t.Name)
 	s.push.send(t.AgentTokenID, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
+	s.retire(func(name, _ string) bool { return name == t.Name }, "tunnel_deleted", "the tunnel was deleted by its operator")
 	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
 }
 
@@ -363,4 +376,19 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": list})
+}
+
+// retire ends the sessions that match, in the background: each agent gets
+// an error frame with code and why (and stops), and its requests in flight
+// may finish within replacedGrace.
+func (s *Server) retire(match func(name, token string) bool, code, why string) {
+	for _, sess := range s.registry.sessionsWhere(match) {
+		s.agents.Add(1)
+		go func() {
+			defer s.agents.Done()
+			ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
+			defer cancel()
+			sess.Retire(ctx, code, why)
+		}()
+	}
 }

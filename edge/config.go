@@ -2,8 +2,8 @@ package edge
 
 import (
 	"errors"
-	"os"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 

@@ -75,6 +75,27 @@ func (r *registry) lookup(name string, memory time.Duration) *entry {
 	return &c
 }
 
+// sessionsWhere returns the online sessions of the tunnels for which match
+// is true (given the name and the agent's credential).
+// match runs without the registry's lock (it may query the store).
+func (r *registry) sessionsWhere(match func(name, token string) bool) []tunnel.Session {
+	r.mu.Lock()
+	var online []entry
+	for _, e := range r.tunnels {
+		if e.session != nil {
+			online = append(online, *e)
+		}
+	}
+	r.mu.Unlock()
+	var out []tunnel.Session
+	for _, e := range online {
+		if match(e.name, e.token) {
+			out = append(out, e.session)
+		}
+	}
+	return out
+}
+
 // online returns the sessions online now.
 func (r *registry) online() []tunnel.Session {
 	r.mu.Lock()

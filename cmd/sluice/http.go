@@ -131,6 +131,8 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("tunnel taken over, stopping: %s", re.Message)
 		case "no_v2":
 			return errors.New(re.Message)
+		case "tunnel_deleted", "tunnel_disabled", "token_revoked":
+			return fmt.Errorf("the edge ended the tunnel, stopping: %s", re.Message)
 		}
 		return fmt.Errorf("the edge refused the tunnel: %s", re.Message)
 	}
