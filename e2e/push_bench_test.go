@@ -6,13 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,8 +39,8 @@ func BenchmarkPushFanout(b *testing.B) {
 		}
 		n = v
 	}
-	raiseNoFile(b, n)
-	bin := buildSSELoadTB(b)
+	raiseFileLimit(b, n)
+	bin := buildSSELoad(b)
 	setup := time.Now()
 	dataDir, tokensFile := createAgentTokens(b, n)
 	b.Logf("%d agent tokens created in %v", n, time.Since(setup).Round(time.Millisecond))
@@ -70,7 +69,7 @@ func BenchmarkPushFanout(b *testing.B) {
 func TestPushFanout(t *testing.T) {
 	t.Parallel()
 	const n = 200
-	bin := buildSSELoadTB(t)
+	bin := buildSSELoad(t)
 	dataDir, tokensFile := createAgentTokens(t, n)
 	pushFanout(t, bin, dataDir, tokensFile, n)
 }
@@ -135,7 +134,7 @@ type pushLoadSummary struct {
 func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResult {
 	tb.Helper()
 	began := time.Now()
-	e := startChild(tb, "edge", sluiceBin, "edge", "--listen", "127.0.0.1:0", "--domain", "localhost",
+	e := startLoad(tb, sluiceBin, "edge", "edge", "--listen", "127.0.0.1:0", "--domain", "localhost",
 		"--data", dataDir, "--admin-token", "A")
 	if !e.waitOutput(e.stderr, "; tunnels at", 15*time.Second) {
 		tb.Fatalf("the edge did not start (exited: %v, %v)\nstderr: %s", e.exited(), e.err, e.stderr)
@@ -143,9 +142,11 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 	_, rest, _ := strings.Cut(e.stderr.String(), "sluice edge listening on ")
 	addr, _, _ := strings.Cut(rest, ";")
 	ePid := e.cmd.Process.Pid
-	edgeBefore := rssKB(ePid)
+	// No keep-alive: nothing is left behind for goleak.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 60 * time.Second}
+	edgeBefore, goBefore := rssKB(ePid), goMetrics(c, addr)
 
-	cl := startChild(tb, "sseload push", bin, "push", "-addr", addr, "-tokens", tokensFile,
+	cl := startLoad(tb, bin, "sseload push", "push", "-addr", addr, "-tokens", tokensFile,
 		"-concurrency", "200", "-timeout", "120s")
 	if !cl.waitOutput(cl.stdout, "\n", 150*time.Second) {
 		tb.Fatalf("sseload push never got ready (exited: %v, %v)\nstderr: %s", cl.exited(), cl.err, cl.stderr)
@@ -154,10 +155,7 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 	if ready != fmt.Sprintf("ready %d", n) {
 		tb.Errorf("sseload push printed %q, want \"ready %d\"", ready, n)
 	}
-	edgeHeld, edgeFiles := rssKB(ePid), openFiles(ePid)
-
-	// No keep-alive: nothing is left behind for goleak.
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 60 * time.Second}
+	edgeHeld, edgeFiles, goHeld := rssKB(ePid), openFiles(ePid), goMetrics(c, addr)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/api/agents/notify", nil)
 	req.Header.Set("Authorization", "Bearer A")
 	resp, err := c.Do(req)
@@ -194,6 +192,14 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 		s.Received, s.P50ms, s.P99ms, s.Maxms)
 	tb.Logf("edge RSS %d KiB idle, %d KiB holding %d push streams (%.1f KiB per stream, %d fds), %d KiB after the event",
 		edgeBefore, edgeHeld, s.Connected, r.edgeKBPerConn, edgeFiles, edgeAfter)
+	if s.Connected > 0 {
+		per := func(name string, unit float64) float64 {
+			return (goHeld[name] - goBefore[name]) / unit / float64(s.Connected)
+		}
+		tb.Logf("per push stream, the edge's Go runtime holds %.2f goroutines, %.1f KiB of goroutine stacks, %.1f KiB of heap in use (%.1f KiB of heap objects)",
+			per("go_goroutines", 1), per("go_memstats_stack_inuse_bytes", 1024),
+			per("go_memstats_heap_inuse_bytes", 1024), per("go_memstats_heap_alloc_bytes", 1024))
+	}
 
 	if s.Connected != n || s.Failed != 0 {
 		tb.Errorf("%d of %d push streams connected, %d failed; first error: %s", s.Connected, n, s.Failed, s.FirstError)
@@ -219,65 +225,27 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 	return r
 }
 
-// The helpers below are startLoad, raiseFileLimit and buildSSELoad for a
-// testing.TB, which a benchmark can pass; those (and startEdge) take a
-// *testing.T.
-
-// startChild starts bin with args and a pipe on its standard input. It is
-// killed in cleanup if it did not exit by then, and its output is logged
-// if tb failed.
-func startChild(tb testing.TB, label, bin string, args ...string) *loadProc {
-	tb.Helper()
-	p := &proc{label: label, stdout: newOutBuf(), stderr: newOutBuf(), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	stdin, err := p.cmd.StdinPipe()
+// goMetrics reads the edge's Go runtime gauges from /metrics; nil if it
+// cannot.
+func goMetrics(c *http.Client, addr string) map[string]float64 {
+	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
-		tb.Fatal(err)
+		return nil
 	}
-	if err := p.cmd.Start(); err != nil {
-		tb.Fatalf("start %s %v: %v", bin, args, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() {
-		stdin.Close()
-		p.kill()
-		if tb.Failed() {
-			tb.Logf("%s (%s) exited: %v\n--- stdout:\n%s--- stderr:\n%s", p.label, strings.Join(args, " "), p.err, p.stdout, p.stderr)
+	m := make(map[string]float64)
+	for line := range strings.Lines(string(b)) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || !strings.HasPrefix(name, "go_") {
+			continue
 		}
-	})
-	return &loadProc{proc: p, stdin: stdin}
-}
-
-// raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit, for the
-// child processes to inherit, or skips if that is too low for n sockets
-// in one process.
-func raiseNoFile(tb testing.TB, n int) {
-	tb.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatalf("getrlimit: %v", err)
-	}
-	if need := uint64(n) + 1000; lim.Max < need {
-		tb.Skipf("the hard file limit is %d; %d streams need %d per process", lim.Max, n, need)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			tb.Fatalf("setrlimit: %v", err)
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			m[name] = v
 		}
 	}
-}
-
-// buildSSELoadTB builds internal/sseload into a temporary directory.
-func buildSSELoadTB(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "sseload")
-	if out, err := exec.Command("go", "build", "-o", bin, "./internal/sseload").CombinedOutput(); err != nil {
-		tb.Fatalf("building sseload: %v\n%s", err, out)
-	}
-	return bin
+	return m
 }

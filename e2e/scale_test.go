@@ -42,7 +42,7 @@ func TestTenThousandStreams(t *testing.T) {
 // raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit, for the
 // child processes to inherit, or skips the test if even that is too low
 // for n sockets in one process.
-func raiseFileLimit(t *testing.T, n int) {
+func raiseFileLimit(t testing.TB, n int) {
 	t.Helper()
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -60,7 +60,7 @@ func raiseFileLimit(t *testing.T, n int) {
 }
 
 // buildSSELoad builds internal/sseload into a temporary directory.
-func buildSSELoad(t *testing.T) string {
+func buildSSELoad(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sseload")
 	build := exec.Command("go", "build", "-o", bin, "./internal/sseload")
@@ -78,7 +78,7 @@ type loadProc struct {
 
 // startLoad starts bin like startProc starts sluice; the process is killed
 // in cleanup if it did not exit by then.
-func startLoad(t *testing.T, bin, label string, args ...string) *loadProc {
+func startLoad(t testing.TB, bin, label string, args ...string) *loadProc {
 	t.Helper()
 	p := &proc{label: label, stdout: newOutBuf(), stderr: newOutBuf(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
@@ -88,7 +88,7 @@ func startLoad(t *testing.T, bin, label string, args ...string) *loadProc {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start sseload %v: %v", args, err)
+		t.Fatalf("start %s %v: %v", bin, args, err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
@@ -98,7 +98,7 @@ func startLoad(t *testing.T, bin, label string, args ...string) *loadProc {
 		stdin.Close()
 		p.kill()
 		if t.Failed() {
-			t.Logf("%s (sseload %s) exited: %v\n--- stdout:\n%s--- stderr:\n%s", p.label, strings.Join(args, " "), p.err, p.stdout, p.stderr)
+			t.Logf("%s (%s) exited: %v\n--- stdout:\n%s--- stderr:\n%s", p.label, strings.Join(args, " "), p.err, p.stdout, p.stderr)
 		}
 	})
 	return &loadProc{proc: p, stdin: stdin}

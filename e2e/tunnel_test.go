@@ -66,13 +66,13 @@ type proc struct {
 	err            error         // Wait's result, once done is closed
 }
 
-func startProc(t *testing.T, label string, args ...string) *proc {
+func startProc(t testing.TB, label string, args ...string) *proc {
 	t.Helper()
 	return startProcEnv(t, label, nil, args...)
 }
 
 // startProcEnv is startProc with extra environment variables.
-func startProcEnv(t *testing.T, label string, env []string, args ...string) *proc {
+func startProcEnv(t testing.TB, label string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{label: label, stdout: newOutBuf(), stderr: newOutBuf(), done: make(chan struct{})}
 	p.cmd = exec.Command(sluiceBin, args...)
@@ -132,7 +132,7 @@ func (p *proc) waitOutput(out *outBuf, want string, timeout time.Duration) bool 
 }
 
 // freePort returns a port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -153,7 +153,7 @@ var errAddrInUse = errors.New("address already in use")
 
 // startEdge starts an edge on a free port, trying other ports when the one
 // picked was taken meanwhile.
-func startEdge(t *testing.T, token string, extra ...string) *edgeProc {
+func startEdge(t testing.TB, token string, extra ...string) *edgeProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		e, err := startEdgeAt(t, freePort(t), token, extra...)
@@ -168,7 +168,7 @@ func startEdge(t *testing.T, token string, extra ...string) *edgeProc {
 
 // startEdgeAt starts an edge on port and waits until it listens; it returns
 // errAddrInUse if the port is taken.
-func startEdgeAt(t *testing.T, port int, token string, extra ...string) (*edgeProc, error) {
+func startEdgeAt(t testing.TB, port int, token string, extra ...string) (*edgeProc, error) {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{"edge", "--listen", addr, "--domain", "localhost", "--token", token}, extra...)

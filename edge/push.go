@@ -191,9 +191,11 @@ func (s *Server) serveAgentPush(w http.ResponseWriter, r *http.Request) {
 	}
 	defer st.Close()
 	c := &pushConn{stream: st, cancel: cancel}
-	st.Comment(ctx, "connected")
+	// Registered before ": connected" goes out, so that an agent acting on
+	// it cannot miss an event sent meanwhile.
 	s.push.register(tok.ID, c)
 	defer s.push.unregister(tok.ID, c)
+	st.Comment(ctx, "connected")
 	s.metrics.pushConns.Inc()
 	defer s.metrics.pushConns.Dec()
 	select {
