@@ -259,7 +259,11 @@ func (c *WSConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
 		close(c.closed)
+		// A write blocked on a peer that stopped reading is cut after a
+		// second, so that Close (called when reading failed) returns.
+		cut := time.AfterFunc(time.Second, func() { c.ws.NetConn().SetWriteDeadline(time.Now()) })
 		<-c.wdone
+		cut.Stop()
 		// What was written before Close still goes out (an HTTP/2
 		// GOAWAY, the last frames), if the peer takes it within a second.
 		c.wmu.Lock()
