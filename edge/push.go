@@ -91,12 +91,15 @@ func (p *pushRegistry) broadcast(typ string, data any) int {
 	}
 	p.mu.Unlock()
 	b, _ := json.Marshal(data)
-	ev := sse.Event{Type: typ, Data: string(b)}
+	enc, err := sse.AppendEvent(nil, sse.Event{Type: typ, Data: string(b)})
+	if err != nil {
+		return 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n := 0
 	for _, c := range conns {
-		if c.stream.Send(ctx, ev) == nil {
+		if c.stream.SendEncoded(ctx, enc) == nil {
 			n++
 		}
 	}

@@ -191,6 +191,12 @@ func (s *Stream) Send(ctx context.Context, e Event) error {
 	return s.enqueue(ctx, b)
 }
 
+// SendEncoded queues an event already encoded with AppendEvent: a server
+// that sends one event to many streams encodes it once. b is copied.
+func (s *Stream) SendEncoded(ctx context.Context, b []byte) error {
+	return s.enqueue(ctx, b)
+}
+
 // Comment queues a comment (it dispatches nothing on the client).
 func (s *Stream) Comment(ctx context.Context, text string) error {
 	return s.enqueue(ctx, AppendComment(nil, text))

@@ -289,3 +289,36 @@ func TestStreamThroughMiddleware(t *testing.T) {
 		t.Fatalf("NewStream on a writer that cannot flush = %v", err)
 	}
 }
+
+// An event encoded once goes to several streams whole, and the caller may
+// reuse its buffer: SendEncoded copies it.
+func TestStreamSendEncoded(t *testing.T) {
+	t.Parallel()
+	enc, err := AppendEvent(nil, Event{ID: "7", Type: "config_changed", Data: "{\"a\":1}\nsecond line"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, make(chan struct{}), func(w http.ResponseWriter, r *http.Request) {
+		s, err := NewStream(w, r, StreamConfig{})
+		if err != nil {
+			return
+		}
+		buf := append([]byte(nil), enc...)
+		s.SendEncoded(r.Context(), buf)
+		for i := range buf {
+			buf[i] = 'x' // reused at once: the stream has its own copy
+		}
+		s.Close()
+	})
+	for range 2 {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := NewParser(bufio.NewReader(resp.Body), ParserConfig{}).Next()
+		resp.Body.Close()
+		if err != nil || ev.ID != "7" || ev.Type != "config_changed" || ev.Data != "{\"a\":1}\nsecond line" {
+			t.Fatalf("event %+v, %v", ev, err)
+		}
+	}
+}
