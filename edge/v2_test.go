@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/tunnel"
 )
 
@@ -93,4 +94,25 @@ func TestV2StrayTextMessageIgnored(t *testing.T) {
 		t.Fatalf("GET through the v2 session: %v", res)
 	}
 	e.waitMetric(t, frameErrors("unexpected_text"), 1, 5*time.Second)
+}
+
+// A v2 agent that reads nothing after registering (so it answers no ping,
+// and not even HTTP/2's preface) is dropped after the pong timeout: its
+// tunnel answers "agent offline", and requests that waited on it get that
+// answer too.
+func TestV2SilentAgentDropped(t *testing.T) {
+	// Not parallel, as TestDeadAgent: the pong timeout is tight under -race.
+	e := startEdge(t, func(c *edge.Config) {
+		c.Session.PingInterval = 100 * time.Millisecond
+		c.Session.PongTimeout = 500 * time.Millisecond
+	})
+	start := time.Now()
+	e.dialV2(t, "silent") // and never read again
+	r := e.waitOffline(t, "silent.localhost", 10*time.Second)
+	r.resp.Body.Close()
+	took := time.Since(start)
+	t.Logf("silent v2 agent dropped after %v (pong timeout 500 ms)", took.Round(time.Millisecond))
+	if took < 400*time.Millisecond {
+		t.Fatalf("dropped after %v, before its pong timeout", took)
+	}
 }
