@@ -2,20 +2,15 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	neturl "net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for the tests' own schemas
+	"github.com/sluicehq/sluice/internal/pgtest"
 )
 
 // The edge with a SQLite store and an admin token: tokens and tunnels made
@@ -30,46 +25,8 @@ func TestStoreAndAdminCLI(t *testing.T) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		testStoreAndAdminCLI(t, []string{"--store", postgresSchema(t)})
+		testStoreAndAdminCLI(t, []string{"--store", pgtest.Schema(t)})
 	})
-}
-
-// postgresSchema returns a PostgreSQL URL whose search_path is a schema of
-// its own, dropped when the test ends. The server is SLUICE_TEST_POSTGRES
-// (.ci/run sets it up); without it the test is skipped, visibly, except
-// under CI, where it fails.
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("SLUICE_TEST_POSTGRES")
-	if base == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("SLUICE_TEST_POSTGRES is not set: CI must run the PostgreSQL tests")
-		}
-		t.Skip("SLUICE_TEST_POSTGRES not set: PostgreSQL half not run (bash .ci/run sets it up)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "sluice_e2e_" + hex.EncodeToString(b)
-	db, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		db.Close()
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		db.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
-		db.Close()
-	})
-	u, err := neturl.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 func testStoreAndAdminCLI(t *testing.T, storeFlags []string) {

@@ -2,30 +2,22 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"reflect"
 	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/pgtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// postgresEnv names the PostgreSQL server the suite also runs against, as
-// a URL (.ci/run starts one: postgres://sluice:sluice@127.0.0.1:5432/postgres).
-const postgresEnv = "SLUICE_TEST_POSTGRES"
-
 // forBackends runs test against a fresh SQLite store and a fresh
-// PostgreSQL schema. Without SLUICE_TEST_POSTGRES the PostgreSQL half is
-// skipped, visibly, except under CI (CI set), where it fails.
+// PostgreSQL schema (see pgtest: skipped visibly without a server, except
+// under CI, where it fails).
 func forBackends(t *testing.T, test func(t *testing.T, open func() *Store)) {
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
@@ -34,14 +26,7 @@ func forBackends(t *testing.T, test func(t *testing.T, open func() *Store)) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		base := os.Getenv(postgresEnv)
-		if base == "" {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not set: CI must run the PostgreSQL half of the store suite", postgresEnv)
-			}
-			t.Skipf("%s not set: PostgreSQL half not run (bash .ci/run sets it up)", postgresEnv)
-		}
-		target := freshSchema(t, base)
+		target := pgtest.Schema(t)
 		test(t, func() *Store { return openOrFail(t, target) })
 	})
 }
@@ -54,35 +39,6 @@ func openOrFail(t *testing.T, target string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// freshSchema creates a schema of its own for a test and returns the URL
-// that uses it; the schema is dropped when the test ends.
-func freshSchema(t *testing.T, base string) string {
-	t.Helper()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "sluice_test_" + hex.EncodeToString(b)
-	db, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		db.Close()
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		db.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
-		db.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 func TestTokens(t *testing.T) {
