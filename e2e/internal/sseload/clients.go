@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -48,26 +47,11 @@ type summary struct {
 
 // crowd is the state shared by the streams of runClients.
 type crowd struct {
+	pool
 	addr, host, path string
-	sem              chan struct{} // bounds the attempts in progress
-
-	connected, failed, dropped, retries atomic.Int64
-	fresh                               atomic.Int64
-	allAt                               atomic.Int64 // UnixNano when the last stream connected; 0 before
-	closing                             atomic.Bool
-
-	mu       sync.Mutex // guards the fields below
-	conns    []net.Conn
-	delivery []time.Duration
-	firstErr error
-}
-
-func (c *crowd) noteErr(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.firstErr == nil {
-		c.firstErr = err
-	}
+	fresh            atomic.Int64
+	allAt            atomic.Int64    // UnixNano when the last stream connected; 0 before
+	delivery         []time.Duration // guarded by mu
 }
 
 // runClients opens the streams, prints the summary and holds the streams
@@ -86,7 +70,7 @@ func runClients(args []string) error {
 	if *addr == "" || *host == "" {
 		return errors.New("clients: -addr and -host are required")
 	}
-	c := &crowd{addr: *addr, host: *host, path: *path, sem: make(chan struct{}, *concurrency)}
+	c := &crowd{pool: newPool(*concurrency), addr: *addr, host: *host, path: *path}
 	events := make([]atomic.Int64, *n)
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -141,13 +125,8 @@ func runClients(args []string) error {
 
 	// Hold until standard input closes, then let go of every stream.
 	io.Copy(io.Discard, os.Stdin)
-	c.closing.Store(true)
 	cancel()
-	c.mu.Lock()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.mu.Unlock()
+	c.closeAll()
 	wg.Wait()
 	return nil
 }
@@ -155,43 +134,10 @@ func runClients(args []string) error {
 // stream connects one stream, retrying until ctx ends, and reads its events
 // until it is closed.
 func (c *crowd) stream(ctx context.Context, settled *sync.WaitGroup, events *atomic.Int64) {
-	var (
-		conn net.Conn
-		body io.Reader
-		err  error
-	)
-	for attempt := 0; ; attempt++ {
-		select {
-		case c.sem <- struct{}{}:
-			conn, body, err = c.open(ctx)
-			<-c.sem
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		if err == nil {
-			break
-		}
-		c.noteErr(err)
-		if ctx.Err() != nil {
-			c.failed.Add(1)
-			settled.Done()
-			return
-		}
-		c.retries.Add(1)
-		// Exponential backoff from 50 ms up to 2 s, with jitter.
-		d := min(50*time.Millisecond<<min(attempt, 6), 2*time.Second)
-		d = d/2 + rand.N(d/2+1)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-		}
+	body, ok := c.connect(ctx, settled, c.open)
+	if !ok {
+		return
 	}
-	c.mu.Lock()
-	c.conns = append(c.conns, conn)
-	c.mu.Unlock()
-	c.connected.Add(1)
-	settled.Done()
-
 	p := sse.NewParser(body, sse.ParserConfig{})
 	gotFresh := false
 	for {

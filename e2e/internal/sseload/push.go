@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -48,24 +47,10 @@ type pushSummary struct {
 
 // pushCrowd is the state shared by the streams of runPush.
 type pushCrowd struct {
-	url string
-	sem chan struct{} // bounds the attempts in progress
-
-	connected, failed, dropped, retries, received atomic.Int64
-	closing                                       atomic.Bool
-
-	mu       sync.Mutex // guards the fields below
-	conns    []net.Conn
-	delays   []time.Duration
-	firstErr error
-}
-
-func (c *pushCrowd) noteErr(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.firstErr == nil {
-		c.firstErr = err
-	}
+	pool
+	url      string
+	received atomic.Int64
+	delays   []time.Duration // guarded by mu
 }
 
 // runPush opens one push stream per agent token, prints "ready N", waits
@@ -106,7 +91,7 @@ func runPush(args []string) error {
 		cancel()
 	}()
 
-	c := &pushCrowd{url: "http://" + *addr + "/api/agent/push", sem: make(chan struct{}, *concurrency)}
+	c := &pushCrowd{pool: newPool(*concurrency), url: "http://" + *addr + "/api/agent/push"}
 	connCtx, connCancel := context.WithTimeout(ctx, *timeout)
 	defer connCancel()
 	start := time.Now()
@@ -162,12 +147,7 @@ func runPush(args []string) error {
 
 	// Hold until standard input closes, then let go of every stream.
 	<-ctx.Done()
-	c.closing.Store(true)
-	c.mu.Lock()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.mu.Unlock()
+	c.closeAll()
 	wg.Wait()
 	return nil
 }
@@ -175,44 +155,12 @@ func runPush(args []string) error {
 // stream connects one push stream, retrying with backoff until ctx ends,
 // and then reads its events until the stream is closed.
 func (c *pushCrowd) stream(ctx context.Context, settled *sync.WaitGroup, addr, secret string) {
-	var (
-		conn net.Conn
-		body io.Reader
-		err  error
-	)
-	for attempt := 0; ; attempt++ {
-		select {
-		case c.sem <- struct{}{}:
-			conn, body, err = c.open(ctx, addr, secret)
-			<-c.sem
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		if err == nil {
-			break
-		}
-		c.noteErr(err)
-		var perm *permanentError
-		if ctx.Err() != nil || errors.As(err, &perm) {
-			c.failed.Add(1)
-			settled.Done()
-			return
-		}
-		c.retries.Add(1)
-		// Exponential backoff from 50 ms up to 2 s, with jitter.
-		d := min(50*time.Millisecond<<min(attempt, 6), 2*time.Second)
-		d = d/2 + rand.N(d/2+1)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-		}
+	body, ok := c.connect(ctx, settled, func(ctx context.Context) (net.Conn, io.Reader, error) {
+		return c.open(ctx, addr, secret)
+	})
+	if !ok {
+		return
 	}
-	c.mu.Lock()
-	c.conns = append(c.conns, conn)
-	c.mu.Unlock()
-	c.connected.Add(1)
-	settled.Done()
-
 	p := sse.NewParser(body, sse.ParserConfig{})
 	got := false
 	for {
