@@ -20,6 +20,13 @@ import (
 	"github.com/sluicehq/sluice/tunnel"
 )
 
+// The buffers of each upstream connection, held as long as the connection
+// (and so by every held stream). Response bodies bypass the read buffer
+// (the proxy reads them 64 KiB at a time) and request bodies the write
+// buffer; what goes through them is the response head and chunk lines, and
+// the request head.
+var upstreamReadBuffer, upstreamWriteBuffer = 1 << 10, 1 << 10
+
 // newProxy returns the local reverse proxy to upstream: forwarding headers
 // from the edge kept, Host as configured, every chunk flushed, no total
 // timeout (only one for the response headers), and errors that name the
@@ -33,6 +40,8 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true, // bodies pass through as the client asked
 		ExpectContinueTimeout: time.Second,
+		ReadBufferSize:        upstreamReadBuffer,
+		WriteBufferSize:       upstreamWriteBuffer,
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

@@ -510,6 +510,40 @@ func testTunnel(t *testing.T, proto string) {
 		})
 	})
 
+	// Heads far larger than the agent's buffers toward the local server
+	// (1 KiB each way): a long request header, long response headers and
+	// a chunked body still pass whole.
+	t.Run("LargeHeaders", func(t *testing.T) {
+		t.Parallel()
+		long := strings.Repeat("0123456789abcdef", 1<<10) // 16 KiB
+		up.mux.HandleFunc("/large-headers", func(w http.ResponseWriter, r *http.Request) {
+			if got := r.Header.Get("X-Long"); got != long {
+				http.Error(w, fmt.Sprintf("X-Long: %d bytes, want %d", len(got), len(long)), http.StatusBadRequest)
+				return
+			}
+			for i := range 3 {
+				w.Header().Add("X-Long-Reply", strconv.Itoa(i)+long)
+			}
+			for i := range 3 {
+				fmt.Fprintf(w, "part %d;", i)
+				http.NewResponseController(w).Flush()
+			}
+		})
+		resp, body := do(t, c, "GET", base+"/large-headers", nil, http.Header{"X-Long": {long}})
+		if resp.StatusCode != 200 || string(body) != "part 0;part 1;part 2;" {
+			t.Fatalf("status %d, body %q", resp.StatusCode, body)
+		}
+		got := resp.Header.Values("X-Long-Reply")
+		if len(got) != 3 {
+			t.Fatalf("%d X-Long-Reply headers, want 3", len(got))
+		}
+		for i, v := range got {
+			if v != strconv.Itoa(i)+long {
+				t.Errorf("X-Long-Reply %d: %d bytes, differs", i, len(v))
+			}
+		}
+	})
+
 	t.Run("ForwardingHeaders", func(t *testing.T) {
 		t.Parallel()
 		type seen struct {
