@@ -1,0 +1,207 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// agentReply is what a well-behaved v2 agent sends for one GET on stream
+// 1: its SETTINGS, the ack of the edge's, and a 200 with the body "ok".
+func agentReply(extra func(fr *http2.Framer)) []byte {
+	var buf, hb bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 100})
+	fr.WriteSettingsAck()
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	if extra != nil {
+		extra(fr)
+	}
+	fr.WriteData(1, true, []byte("ok"))
+	return buf.Bytes()
+}
+
+// FuzzMuxSession: whatever bytes a v2 agent sends after registering, in
+// whatever messages, the edge's session neither panics nor hangs: a
+// request through it ends with a response or an error, and Close returns.
+// The well-formed reply, however it is split into messages, gives 200 "ok".
+func FuzzMuxSession(f *testing.F) {
+	valid := agentReply(nil)
+	f.Add(valid, uint8(0))
+	f.Add(valid, uint8(1))
+	f.Add(valid, uint8(9))
+	f.Add(agentReply(func(fr *http2.Framer) { fr.WritePing(false, [8]byte{1}) }), uint8(0))
+	f.Add(agentReply(func(fr *http2.Framer) { fr.WriteWindowUpdate(0, 1<<31-1) }), uint8(0))
+	f.Add(agentReply(func(fr *http2.Framer) { fr.WriteData(3, false, []byte("stray")) }), uint8(0))
+	f.Add(agentReply(func(fr *http2.Framer) { fr.WriteRSTStream(1, http2.ErrCodeInternal) }), uint8(0))
+	f.Add(agentReply(func(fr *http2.Framer) { fr.WriteGoAway(0, http2.ErrCodeProtocol, []byte("bye")) }), uint8(0))
+	f.Add(valid[:20], uint8(0))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint8(0))
+	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x01}, uint8(3))
+	// x/net's HTTP/2 client logs each bad frame with the standard logger.
+	log.SetOutput(io.Discard)
+	f.Cleanup(func() { log.SetOutput(os.Stderr) })
+	f.Fuzz(func(t *testing.T, input []byte, split uint8) { muxInput(t, valid, input, split) })
+}
+
+// muxInput is one run of FuzzMuxSession.
+func muxInput(t *testing.T, valid, input []byte, split uint8) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sessions := make(chan *MuxSession, 1)
+	runDone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{Subprotocols: []string{Subprotocol}}).Upgrade(w, r, nil)
+		if err != nil {
+			close(runDone)
+			return
+		}
+		s := NewMuxSession(ws, Config{PongTimeout: 5 * time.Second})
+		if err := s.Open(&wire.Frame{Type: wire.TypeRegistered, TunnelID: "t"}, time.Second); err != nil {
+			ws.Close()
+			close(runDone)
+			close(sessions)
+			return
+		}
+		sessions <- s
+		s.Run(ctx)
+		close(runDone)
+	}))
+	defer srv.Close()
+	ws, _, err := (&websocket.Dialer{Subprotocols: []string{Subprotocol}}).Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if typ, _, err := ws.ReadMessage(); err != nil || typ != websocket.TextMessage {
+		t.Fatalf("registered: message type %d, %v", typ, err)
+	}
+	var s *MuxSession
+	select {
+	case s = <-sessions:
+	case <-time.After(5 * time.Second):
+	}
+	if s == nil {
+		t.Fatal("the session did not open")
+	}
+	// The agent's side reads the edge's bytes (the connection preface,
+	// then frames) and sends the input once the request's HEADERS came
+	// (a reply to a stream not yet opened is an error of its own).
+	drained := make(chan struct{})
+	gotHeaders := make(chan struct{})
+	pr, pw := io.Pipe()
+	go func() {
+		defer close(drained)
+		defer pw.Close()
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			pw.Write(msg)
+		}
+	}()
+	go func() {
+		defer io.Copy(io.Discard, pr)
+		if _, err := io.ReadFull(pr, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+		fr := http2.NewFramer(nil, pr)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				close(gotHeaders)
+				return
+			}
+		}
+	}()
+	go func() {
+		select {
+		case <-gotHeaders:
+		case <-time.After(100 * time.Millisecond):
+		}
+		for rest := input; len(rest) > 0; {
+			n := len(rest)
+			if split > 0 {
+				n = min(n, int(split))
+			}
+			if ws.WriteMessage(websocket.BinaryMessage, rest[:n]) != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+	}()
+
+	// A reply that never completes is an agent that does not answer:
+	// the request ends with its context.
+	rctx, rcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer rcancel()
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(rctx, "GET", "http://t.example/", nil)
+		resp, err := s.RoundTrip(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		done <- result{resp.StatusCode, body, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request outlived its context by seconds")
+	}
+	if bytes.Equal(input, valid) && (r.err != nil || r.status != 200 || string(r.body) != "ok") {
+		t.Fatalf("the well-formed reply: status %d, body %q, %v", r.status, r.body, r.err)
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	wait(t, runDone, "the session's Run")
+	ws.Close()
+	wait(t, drained, "the agent's reader")
+}
+
+// wait fails t if ch is not closed within 5 seconds.
+func wait(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+}
