@@ -22,9 +22,12 @@ throughput, small requests per second with latency, Server-Sent Events
 delivery delay with one and with many streams, and memory per held stream.
 The upstream is a Go server inside this process; sluice runs as an edge and
 an agent, two child processes of this binary, once with protocol v1 and once
-with v2; nginx, if found, runs as a
-child process on a temporary configuration. Every figure is checked (byte
-counts, event counts) and a failure ends with exit status 1.
+with v2; nginx, if found, runs as a child process on a temporary
+configuration. "relays" is two bare TCP relays in a chain (child processes
+of this binary, "sluice bench-relay LISTEN TARGET"): what any tunnel with an
+edge process and an agent process costs at least on this machine, since
+every byte crosses three connections instead of one. Every figure is
+checked (byte counts, event counts) and a failure ends with exit status 1.
 
   sluice bench                 the full run, a few minutes
   sluice bench --quick         a smoke run of a few seconds per target
@@ -45,9 +48,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sseInterval := fs.Duration("sse-interval", def.SSEInterval, "time between two events of every stream")
 	memStreams := fs.Int("mem-streams", def.MemStreams, "idle SSE streams held for the memory measurement")
 	settle := fs.Duration("settle", def.MemSettle, "how long the idle streams are held before memory is read")
-	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, nginx, sluice-v1, sluice-v2 (sluice: both)")
+	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, relays, nginx, sluice-v1, sluice-v2 (sluice: both)")
 	nginx := fs.String("nginx", "auto", `nginx binary: "auto" looks in PATH and /usr/sbin, "off" skips nginx`)
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: this one)")
+	sluiceBin := fs.String("sluice", "", "sluice binary run as edge, agent and relays (default: this one)")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
@@ -95,14 +98,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, t := range strings.Split(*targets, ",") {
 		switch t = strings.TrimSpace(t); t {
 		case "":
-		case "direct", "nginx", "sluice-v1", "sluice-v2":
+		case "direct", "relays", "nginx", "sluice-v1", "sluice-v2":
 			cfg.Targets = append(cfg.Targets, t)
 		case "sluice":
 			cfg.Targets = append(cfg.Targets, "sluice-v1", "sluice-v2")
 		case "v1", "v2":
 			cfg.Targets = append(cfg.Targets, "sluice-"+t)
 		default:
-			return usagef("bench: --targets: unknown target %q (want direct, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
+			return usagef("bench: --targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
 		}
 	}
 	has := func(name string) bool {
@@ -113,7 +116,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return false
 	}
-	if has("sluice-v1") || has("sluice-v2") {
+	if has("sluice-v1") || has("sluice-v2") || has("relays") {
 		cfg.SluiceBin = *sluiceBin
 		if cfg.SluiceBin == "" {
 			if cfg.SluiceBin, err = os.Executable(); err != nil {
@@ -204,4 +207,23 @@ func parseByteSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size such as 1GiB, 64MiB or 1000000", s)
 	}
 	return int64(v * float64(mult)), nil
+}
+
+const benchRelayHelp = `Usage: sluice bench-relay LISTEN TARGET
+
+Forwards every TCP connection accepted on LISTEN to TARGET, bytes as they
+are, until interrupted. "sluice bench" runs two in a chain as its "relays"
+target: the least any two-process tunnel costs on the machine.
+`
+
+func runBenchRelay(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("bench-relay", benchRelayHelp, stderr)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("bench-relay: want LISTEN and TARGET, got %d arguments", len(pos))
+	}
+	return benchmark.Relay(ctx, pos[0], pos[1])
 }

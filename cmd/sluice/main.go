@@ -96,6 +96,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runTunnels(ctx, rest, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, rest, stdout, stderr)
+	case "bench-relay":
+		err = runBenchRelay(ctx, rest, stderr)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":

@@ -5,9 +5,12 @@
 // stream. It is what "sluice bench" runs.
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
-// by every target. The targets are "direct" (the upstream itself), "nginx"
-// (a child nginx configured as a streaming reverse proxy), "sluice-v1" and "sluice-v2" (an
-// edge and an agent, each a child process of the given sluice binary). Every
+// by every target. The targets are "direct" (the upstream itself),
+// "relays" (two bare TCP relays in a chain, child processes of the sluice
+// binary: the floor of any two-process tunnel on the machine), "nginx" (a
+// child nginx configured as a streaming reverse proxy), "sluice-v1" and
+// "sluice-v2" (an edge and an agent, each a child process of the given
+// sluice binary). Every
 // measurement checks what it measured (byte counts, event counts and
 // sequence numbers) and fails with an error when something does not add up.
 package benchmark
@@ -47,11 +50,12 @@ type Config struct {
 	// MemSettle is how long the idle streams are held before the target's
 	// memory is read again.
 	MemSettle time.Duration
-	// Targets are the targets to measure, in order: "direct", "nginx",
-	// "sluice-v1", "sluice-v2".
+	// Targets are the targets to measure, in order: "direct", "relays",
+	// "nginx", "sluice-v1", "sluice-v2".
 	Targets []string
-	// SluiceBin is the sluice binary run as the edge and the agent.
-	// Required when Targets holds a sluice target.
+	// SluiceBin is the sluice binary run as the edge and the agent, and
+	// as the relays ("sluice bench-relay"). Required when Targets holds a
+	// sluice target or relays.
 	SluiceBin string
 	// NginxBin is the nginx binary. Empty skips the nginx target with a
 	// note saying so.
@@ -71,7 +75,7 @@ func DefaultConfig() Config {
 		SSEInterval: 20 * time.Millisecond,
 		MemStreams:  1000,
 		MemSettle:   2 * time.Second,
-		Targets:     []string{"direct", "nginx", "sluice-v1", "sluice-v2"},
+		Targets:     []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2"},
 	}
 }
 
@@ -106,15 +110,15 @@ func (c *Config) validate() error {
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
 		if !validTarget(t) {
-			return fmt.Errorf("benchmark: unknown target %q (want direct, nginx, sluice-v1 or sluice-v2)", t)
+			return fmt.Errorf("benchmark: unknown target %q (want direct, relays, nginx, sluice-v1 or sluice-v2)", t)
 		}
 		if seen[t] {
 			return fmt.Errorf("benchmark: target %q given twice", t)
 		}
 		seen[t] = true
 	}
-	if (seen["sluice-v1"] || seen["sluice-v2"]) && c.SluiceBin == "" {
-		return errors.New("benchmark: the sluice target needs the sluice binary")
+	if (seen["sluice-v1"] || seen["sluice-v2"] || seen["relays"]) && c.SluiceBin == "" {
+		return errors.New("benchmark: the sluice and relays targets need the sluice binary")
 	}
 	return nil
 }
@@ -122,7 +126,7 @@ func (c *Config) validate() error {
 // validTarget reports whether name is a target the benchmark knows.
 func validTarget(name string) bool {
 	switch name {
-	case "direct", "nginx", "sluice-v1", "sluice-v2":
+	case "direct", "relays", "nginx", "sluice-v1", "sluice-v2":
 		return true
 	}
 	return false
@@ -334,6 +338,8 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 	switch name {
 	case "direct":
 		t = directTarget(b.up)
+	case "relays":
+		t, err = startRelays(ctx, b.cfg, b.up.port)
 	case "nginx":
 		t, err = startNginx(ctx, b.cfg, b.up.port)
 		if err == nil && b.rep.Env.NginxVersion == "" {

@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// TestSmoke runs the whole benchmark with tiny sizes against direct and
-// sluice (not nginx, which CI does not have): the sluice binary is built
-// from ../../cmd/sluice and run as edge and agent child processes, as
-// "sluice bench" runs them.
+// TestSmoke runs the whole benchmark with tiny sizes against direct, the
+// relays and sluice (not nginx, which CI does not have): the sluice binary
+// is built from ../../cmd/sluice and run as relay, edge and agent child
+// processes, as "sluice bench" runs them.
 func TestSmoke(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "sluice")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/sluice")
@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 		SSEInterval: 20 * time.Millisecond,
 		MemStreams:  50,
 		MemSettle:   100 * time.Millisecond,
-		Targets:     []string{"direct", "sluice-v2"},
+		Targets:     []string{"direct", "relays", "sluice-v2"},
 		SluiceBin:   bin,
 	}
 	var progress bytes.Buffer
@@ -42,7 +42,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
 	}
-	if len(rep.Targets) != 2 || rep.Targets[0].Name != "direct" || rep.Targets[1].Name != "sluice-v2" {
+	if len(rep.Targets) != 3 || rep.Targets[0].Name != "direct" || rep.Targets[1].Name != "relays" || rep.Targets[2].Name != "sluice-v2" {
 		t.Fatalf("targets: %+v", rep.Targets)
 	}
 	for _, r := range rep.Targets {
@@ -72,8 +72,10 @@ func TestSmoke(t *testing.T) {
 	if m := rep.Targets[0].Memory; m != nil {
 		t.Errorf("direct memory: %+v, want none", m)
 	}
-	if m := rep.Targets[1].Memory; m == nil || m.Processes != 2 || m.Streams != cfg.MemStreams || m.BeforeKB <= 0 || !(m.PerStreamKB > 0) {
-		t.Errorf("sluice memory: %+v", m)
+	for _, r := range rep.Targets[1:] {
+		if m := r.Memory; m == nil || m.Processes != 2 || m.Streams != cfg.MemStreams || m.BeforeKB <= 0 || !(m.PerStreamKB > 0) {
+			t.Errorf("%s memory: %+v", r.Name, m)
+		}
 	}
 
 	var table strings.Builder

@@ -135,7 +135,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	b.WriteString("\n(×: the figure over direct's. Higher is better for MB/s and req/s, lower for ms and KB.)\n")
 	if direct != nil {
 		b.WriteString("memory: direct is n/a: the upstream runs inside the benchmark process. " +
-			"sluice counts the edge and the agent processes, nginx the master and its workers (VmRSS).\n")
+			"sluice counts the edge and the agent processes, relays both relays, nginx the master and its workers (VmRSS).\n")
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Skipped)) {
 		fmt.Fprintf(&b, "%s: skipped: %s\n", name, r.Skipped[name])
