@@ -64,7 +64,7 @@ Commands:
   demo         run an edge, an agent and a demo app in one process
   tokens       create, list and revoke the tokens of an edge with a store
   tunnels      create, list, update and delete the tunnels of an edge with a store
-  bench        measure sluice against direct and nginx on loopback
+  bench        measure sluice against direct, bare relays and nginx on loopback
   version      print the version
   help         print this help
 
