@@ -199,10 +199,12 @@ func TestReplaceSameToken(t *testing.T) {
 		// Jam the old agent: an 8 MiB body becomes a ~11 MiB frame that
 		// the old agent never reads, so the edge's write to it blocks.
 		const size = 8 << 20
-		e.goDo(e.newRequest(t, "POST", "rep3.localhost", "/jam", bytes.NewReader(make([]byte, size))))
+		jam := e.goDo(e.newRequest(t, "POST", "rep3.localhost", "/jam", bytes.NewReader(make([]byte, size))))
 		if unreadBytes(old.ws.UnderlyingConn()) >= 0 {
 			// Wait until the frame fills the old agent's socket and stops.
-			deadline := time.Now().Add(10 * time.Second)
+			// Reading and encoding 8 MiB under the race detector, beside
+			// the other packages' tests on two cores, has taken over 10 s.
+			deadline := time.Now().Add(60 * time.Second)
 			last := 0
 			for {
 				n := unreadBytes(old.ws.UnderlyingConn())
@@ -210,11 +212,16 @@ func TestReplaceSameToken(t *testing.T) {
 					t.Logf("old agent's socket holds %d unread bytes; the edge's write is blocked", n)
 					break
 				}
+				select {
+				case r := <-jam:
+					t.Fatalf("the jam request ended before it filled the old agent's socket: %v", r)
+				default:
+				}
 				if time.Now().After(deadline) {
 					t.Fatalf("the jam request did not fill the old agent's socket (%d bytes unread)", n)
 				}
 				last = n
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 			}
 		}
 		t0 := time.Now()
