@@ -130,9 +130,6 @@ func New(cfg Config) (*Agent, error) {
 // it as the agent's version. The sluice command sets it to its version.
 var UserAgent = "sluice-agent"
 
-// features are the protocol v1 extensions the agent announces.
-var features = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, wire.FeatureUpgrade}
-
 // Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
 // refuses the registration (a *RegisterError). After a lost connection it
 // reconnects with exponential backoff and full jitter, capped at
@@ -150,7 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		var pe *tunnel.PeerError
-		if errors.As(err, &pe) && finalPeerError[pe.Code] {
+		if errors.As(err, &pe) && wire.Final(pe.Code) {
 			// Another agent took the tunnel over with our credential
 			// (reconnecting would only take it back, over and over), or
 			// the operator deleted or disabled the tunnel or revoked the
@@ -175,10 +172,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 }
-
-// finalPeerError are the edge's error codes after which the agent stops
-// instead of reconnecting.
-var finalPeerError = map[string]bool{"tunnel_replaced": true, "tunnel_deleted": true, "tunnel_disabled": true, "token_revoked": true}
 
 // backoff is full jitter: a random wait up to min(cap, 250 ms × 2^n).
 func (a *Agent) backoff(failures int) time.Duration {
@@ -214,9 +207,9 @@ func (a *Agent) session(ctx context.Context) error {
 	defer ws.Close()
 	v2 := ws.Subprotocol() == tunnel.Subprotocol
 	if a.cfg.Protocol == "v2" && !v2 {
-		return &RegisterError{Code: "no_v2", Message: "the edge at " + a.cfg.Edge + " does not offer protocol v2 (use --protocol auto or v1)"}
+		return &RegisterError{Code: wire.CodeNoV2, Message: "the edge at " + a.cfg.Edge + " does not offer protocol v2 (use --protocol auto or v1)"}
 	}
-	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: a.cfg.Name, AgentToken: a.cfg.Token, Features: features}
+	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: a.cfg.Name, AgentToken: a.cfg.Token, Features: wire.Features}
 	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}

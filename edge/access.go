@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/store"
+	"github.com/sluicehq/sluice/wire"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -99,7 +100,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 		return true // a tunnel of an edge --token agent: no rules
 	}
 	if !rules.enabled {
-		errpage.Write(w, r, http.StatusServiceUnavailable, "tunnel_disabled", "Tunnel disabled",
+		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTunnelDisabled, "Tunnel disabled",
 			"the tunnel "+r.Host+" is disabled by its operator.")
 		return false
 	}

@@ -18,9 +18,6 @@ import (
 // replacedGrace is how long a replaced session's requests may run on.
 const replacedGrace = 30 * time.Second
 
-// supportedFeatures are the protocol v1 extensions this edge speaks.
-var supportedFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureTrailers, wire.FeatureUpgrade}
-
 var upgrader = websocket.Upgrader{
 	// 64 KiB buffers: measured here, gorilla/websocket moves 2.5 GB/s of
 	// 32 KiB messages with them.
@@ -51,13 +48,13 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.metrics.agentConns.WithLabelValues("bad_register").Inc()
 		log.Warn("agent rejected", "err", err)
-		s.refuse(ws, "bad_register", err.Error())
+		s.refuse(ws, wire.CodeBadRegister, err.Error())
 		return
 	}
 	name := strings.ToLower(reg.TunnelID)
 	if !ValidName(name) {
 		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
-		s.refuse(ws, "invalid_tunnel_id", fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
+		s.refuse(ws, wire.CodeInvalidTunnelID, fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
 		return
 	}
 	if code, msg := s.authAgent(r.Context(), reg.AgentToken, name, r.UserAgent()); code != "" {
@@ -68,7 +65,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	var features []string
 	for _, f := range reg.Features {
-		if wire.HasFeature(supportedFeatures, f) {
+		if wire.HasFeature(wire.Features, f) {
 			features = append(features, f)
 		}
 	}
@@ -85,7 +82,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	old, ok := s.registry.claim(name, reg.AgentToken, session, s.newProxy(name, session))
 	if !ok {
 		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
-		s.refuse(ws, "tunnel_taken", fmt.Sprintf("tunnel %q is already online with another token", name))
+		s.refuse(ws, wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q is already online with another token", name))
 		return
 	}
 	if old != nil {
@@ -98,7 +95,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			defer s.agents.Done()
 			ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
 			defer cancel()
-			old.Retire(ctx, "tunnel_replaced", fmt.Sprintf("another agent registered tunnel %q with the same token", name))
+			old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q with the same token", name))
 		}()
 	} else {
 		s.metrics.tunnelsOnline.Inc()
@@ -167,23 +164,23 @@ func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (
 	if s.validToken(token) {
 		if s.cfg.Store != nil {
 			if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil {
-				return "tunnel_taken", fmt.Sprintf("tunnel %q belongs to another agent token", t.Name)
+				return wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", t.Name)
 			}
 		}
 		return "", ""
 	}
 	if s.cfg.Store == nil || token == "" {
-		return "unauthorized", "wrong agent token"
+		return wire.CodeUnauthorized, "wrong agent token"
 	}
 	tok, err := s.cfg.Store.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, store.ErrRevoked):
-		return "token_revoked", "this agent token was revoked"
+		return wire.CodeTokenRevoked, "this agent token was revoked"
 	case err != nil || tok.Kind != store.KindAgent:
-		return "unauthorized", "wrong agent token"
+		return wire.CodeUnauthorized, "wrong agent token"
 	}
 	if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil && t.AgentTokenID != tok.ID {
-		return "tunnel_taken", fmt.Sprintf("tunnel %q belongs to another agent token", name)
+		return wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name)
 	}
 	if err := s.cfg.Store.SeenAgent(ctx, store.Agent{TokenID: tok.ID, Version: userAgent, LastSeen: time.Now(), Edge: s.cfg.EdgeName}); err != nil {
 		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)

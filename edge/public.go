@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // proxy is one tunnel's public handler.
@@ -74,14 +75,14 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		errpage.Write(w, r, http.StatusServiceUnavailable, "too_many_streams", "Tunnel busy",
 			"the tunnel "+host+" is carrying its maximum of concurrent requests ("+strconv.Itoa(p.s.cfg.Session.MaxStreams)+"); try again.")
 	case errors.Is(err, tunnel.ErrUpgradeUnsupported):
-		errpage.Write(w, r, http.StatusNotImplemented, "upgrade_unsupported", "Upgrade not supported by this agent",
+		errpage.Write(w, r, http.StatusNotImplemented, wire.CodeUpgradeUnsupported, "Upgrade not supported by this agent",
 			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
 	case errors.Is(err, tunnel.ErrBodyTooLarge):
 		errpage.Write(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
 			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.MaxBody, 10)+" bytes.")
 	default:
 		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "err", err)
-		errpage.Write(w, r, http.StatusBadGateway, "tunnel_error", "Tunnel error",
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeTunnelError, "Tunnel error",
 			"the request to "+host+" could not be carried through the tunnel: "+err.Error())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // Server is an edge. New does no I/O; Serve runs it on a listener. All
@@ -89,7 +90,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ValidName(name) {
-		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
+		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
 		return
 	}
@@ -99,7 +100,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := s.registry.lookup(name, s.cfg.OfflineMemory)
 	switch {
 	case e == nil:
-		errpage.Write(w, r, http.StatusNotFound, "tunnel_not_found", "No such tunnel",
+		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"no agent has registered the tunnel "+host+" at this edge.")
 	case e.session == nil:
 		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "agent offline",

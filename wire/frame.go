@@ -51,6 +51,45 @@ const (
 	FeatureUpgrade = "upgrade"
 )
 
+// Features lists every extension this implementation speaks, in the order
+// an agent announces them; an edge confirms the ones it shares.
+var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade}
+
+// Error codes: the code of an error frame (v1 and v2, before and after
+// registration), and of the edge's error pages and API errors where the
+// same condition reaches a visitor or an operator.
+const (
+	// Refusals of a register frame; the agent does not retry them.
+	CodeBadRegister     = "bad_register"      // the first frame was not a valid register
+	CodeInvalidTunnelID = "invalid_tunnel_id" // tunnel_id is not a DNS label
+	CodeUnauthorized    = "unauthorized"      // wrong or missing token
+	CodeTunnelTaken     = "tunnel_taken"      // the name belongs to another token
+	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
+
+	// The edge retires a registered session; the agent stops instead of
+	// reconnecting.
+	CodeTunnelReplaced = "tunnel_replaced" // another agent took the name with the same token, or an admin re-owned it
+	CodeTunnelDeleted  = "tunnel_deleted"  // an admin deleted the tunnel
+	CodeTunnelDisabled = "tunnel_disabled" // an admin disabled the tunnel
+	CodeTokenRevoked   = "token_revoked"   // an admin revoked the agent's token
+
+	// Seen by visitors (error pages).
+	CodeTunnelNotFound     = "tunnel_not_found"
+	CodeTunnelError        = "tunnel_error"
+	CodeUpgradeUnsupported = "upgrade_unsupported"
+)
+
+// Final reports whether an error frame with code ends the agent for good:
+// the edge refused or retired it, and reconnecting would be refused again
+// (or take the name back from its rightful holder).
+func Final(code string) bool {
+	switch code {
+	case CodeTunnelReplaced, CodeTunnelDeleted, CodeTunnelDisabled, CodeTokenRevoked:
+		return true
+	}
+	return false
+}
+
 // Frame is one protocol v1 message. Only the fields of its Type are
 // meaningful; the codec writes those and reads whatever is present.
 type Frame struct {

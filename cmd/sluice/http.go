@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent"
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/wire"
 )
 
 const httpHelp = `Usage: sluice http PORT|URL [flags]
@@ -127,11 +128,11 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var re *agent.RegisterError
 	if errors.As(err, &re) {
 		switch re.Code {
-		case "tunnel_replaced":
+		case wire.CodeTunnelReplaced:
 			return fmt.Errorf("tunnel taken over, stopping: %s", re.Message)
-		case "no_v2":
+		case wire.CodeNoV2:
 			return errors.New(re.Message)
-		case "tunnel_deleted", "tunnel_disabled", "token_revoked":
+		case wire.CodeTunnelDeleted, wire.CodeTunnelDisabled, wire.CodeTokenRevoked:
 			return fmt.Errorf("the edge ended the tunnel, stopping: %s", re.Message)
 		}
 		return fmt.Errorf("the edge refused the tunnel: %s", re.Message)
