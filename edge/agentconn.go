@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/store"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -18,71 +17,57 @@ import (
 // replacedGrace is how long a replaced session's requests may run on.
 const replacedGrace = 30 * time.Second
 
-var upgrader = websocket.Upgrader{
-	// 64 KiB buffers: measured here, gorilla/websocket moves 2.5 GB/s of
-	// 32 KiB messages with them.
-	ReadBufferSize:  64 << 10,
-	WriteBufferSize: 64 << 10,
-	// Agents are not browsers and authenticate with a token, so the
-	// Origin check that protects cookies does not apply.
-	CheckOrigin: func(*http.Request) bool { return true },
-}
-
-// serveAgent runs the WebSocket of one agent: register, then the session
-// until it ends.
+// serveAgent runs the WebSocket of one agent: the handshake (tunnel.Accept,
+// with this edge's checks in authorize), then the session until it ends.
 func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
-	up := upgrader
-	if !s.cfg.DisableV2 {
-		up.Subprotocols = []string{tunnel.Subprotocol}
-	}
-	ws, err := up.Upgrade(w, r, nil)
-	if err != nil {
-		return // Upgrade answered the client already
-	}
-	v2 := ws.Subprotocol() == tunnel.Subprotocol
 	s.agents.Add(1)
 	defer s.agents.Done()
 	log := s.cfg.Logger.With("remote", r.RemoteAddr)
-
-	reg, err := s.readRegister(ws)
-	if err != nil {
-		s.metrics.agentConns.WithLabelValues("bad_register").Inc()
-		log.Warn("agent rejected", "err", err)
-		s.refuse(ws, wire.CodeBadRegister, err.Error())
-		return
-	}
-	name := strings.ToLower(reg.TunnelID)
-	if !ValidName(name) {
-		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
-		s.refuse(ws, wire.CodeInvalidTunnelID, fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID))
-		return
-	}
-	if code, msg := s.authAgent(r.Context(), reg.AgentToken, name, r.UserAgent()); code != "" {
-		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
-		log.Warn("agent rejected", "tunnel", name, "code", code)
-		s.refuse(ws, code, msg)
-		return
-	}
-	var features []string
-	for _, f := range reg.Features {
-		if wire.HasFeature(wire.Features, f) {
-			features = append(features, f)
-		}
-	}
 	cfg := s.cfg.Session
-	cfg.Features = features
-	cfg.Logger = log.With("tunnel", name)
+	cfg.HandshakeTimeout = s.cfg.RegisterTimeout
+	cfg.Logger = log
 	cfg.OnFrameError = func(kind string) { s.metrics.frameErrors.WithLabelValues(kind).Inc() }
-	var session tunnel.Session
-	if v2 {
-		session = tunnel.NewMuxSession(ws, cfg)
-	} else {
-		session = tunnel.NewEdgeSession(ws, cfg)
-	}
-	old, ok := s.registry.claim(name, reg.AgentToken, session, s.newProxy(name, session))
-	if !ok {
-		s.metrics.agentConns.WithLabelValues("name_taken").Inc()
-		s.refuse(ws, wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q is already online with another token", name))
+	var name string
+	var attached, old tunnel.Session
+	session, err := tunnel.Accept(w, r, tunnel.AcceptConfig{
+		Config:    cfg,
+		DisableV2: s.cfg.DisableV2,
+		Authorize: func(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
+			g, err := s.authorize(ctx, reg)
+			if err != nil {
+				return nil, err
+			}
+			name = g.TunnelID
+			g.Attach = func(session tunnel.Session) error {
+				o, ok := s.registry.claim(name, reg.Token, session, s.newProxy(name, session))
+				if !ok {
+					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
+					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is already online with another token", name)}
+				}
+				attached, old = session, o
+				if old == nil {
+					s.metrics.tunnelsOnline.Inc()
+				}
+				return nil
+			}
+			return g, nil
+		},
+	})
+	if err != nil {
+		var re *tunnel.RegisterError
+		switch {
+		case errors.As(err, &re):
+			if re.Code == wire.CodeBadRegister {
+				s.metrics.agentConns.WithLabelValues("bad_register").Inc()
+				log.Warn("agent rejected", "err", err)
+			}
+		case attached != nil:
+			// registered could not be sent after the session was
+			// routable: take it back.
+			if s.registry.release(name, attached) {
+				s.metrics.tunnelsOnline.Dec()
+			}
+		}
 		return
 	}
 	if old != nil {
@@ -97,24 +82,9 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			defer cancel()
 			old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q with the same token", name))
 		}()
-	} else {
-		s.metrics.tunnelsOnline.Inc()
-	}
-	// The tunnel is routable from here, but requests wait in RoundTrip
-	// until registered has gone out: it is the agent's first frame.
-	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: name, PublicURL: s.PublicURL(name)}
-	if reg.Features != nil {
-		answer.Features = append([]string{}, features...)
-	}
-	if err := session.Open(&answer, s.cfg.RegisterTimeout); err != nil {
-		if s.registry.release(name, session) {
-			s.metrics.tunnelsOnline.Dec()
-		}
-		session.Close()
-		return
 	}
 	s.metrics.agentConns.WithLabelValues("ok").Inc()
-	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "features", features, "replaced", old != nil)
+	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "replaced", old != nil)
 
 	err = session.Run(s.ctx)
 	if s.registry.release(name, session) {
@@ -123,26 +93,22 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	log.Info("agent disconnected", "tunnel", name, "err", err)
 }
 
-// readRegister reads the agent's first frame, which must be register.
-func (s *Server) readRegister(ws *websocket.Conn) (*wire.Frame, error) {
-	ws.SetReadDeadline(time.Now().Add(s.cfg.RegisterTimeout))
-	ws.SetReadLimit(64 << 10)
-	typ, msg, err := ws.ReadMessage()
-	if err != nil {
-		return nil, fmt.Errorf("no register frame: %w", err)
+// authorize decides on an agent's registration: a valid name and a valid
+// credential for it. (Whether the name is free is decided when the session
+// is attached to it.)
+func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
+	log := s.cfg.Logger.With("remote", reg.Request.RemoteAddr)
+	name := strings.ToLower(reg.TunnelID)
+	if !ValidName(name) {
+		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
+		return nil, &tunnel.RegisterError{Code: wire.CodeInvalidTunnelID, Message: fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID)}
 	}
-	ws.SetReadDeadline(time.Time{})
-	if typ != websocket.TextMessage {
-		return nil, errors.New("first message must be a JSON register frame")
+	if code, msg := s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent()); code != "" {
+		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
+		log.Warn("agent rejected", "tunnel", name, "code", code)
+		return nil, &tunnel.RegisterError{Code: code, Message: msg}
 	}
-	var f wire.Frame
-	if err := wire.Decode(msg, &f); err != nil {
-		return nil, err
-	}
-	if f.Type != wire.TypeRegister {
-		return nil, fmt.Errorf("first frame must be register, got %q", f.Type)
-	}
-	return &f, nil
+	return &tunnel.Grant{TunnelID: name, PublicURL: s.PublicURL(name), Logger: log.With("tunnel", name)}, nil
 }
 
 func (s *Server) validToken(token string) bool {
@@ -186,13 +152,4 @@ func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (
 		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)
 	}
 	return "", ""
-}
-
-// refuse sends an error frame and closes the connection.
-func (s *Server) refuse(ws *websocket.Conn, code, msg string) {
-	f := wire.Frame{Type: wire.TypeError, Code: code, Message: msg}
-	ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &f, wire.EncodeOptions{}))
-	ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, code))
-	ws.Close()
 }

@@ -48,7 +48,7 @@ func (a *rawAgent) sendLarge(t *testing.T, id string, size int) {
 
 func TestBadAgentInput(t *testing.T) {
 	t.Parallel()
-	e := startEdge(t, func(c *edge.Config) { c.Session.MaxFrameSize = 1 << 20 })
+	e := startEdge(t, func(c *edge.Config) { c.Session.V1.MaxFrameSize = 1 << 20 })
 	a := e.register(t, "alpha", "T")
 	b := e.register(t, "bravo", "T")
 

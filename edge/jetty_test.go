@@ -22,7 +22,7 @@ const jettyMaxBody = 4 << 10
 
 func TestJettyAgent(t *testing.T) {
 	t.Parallel()
-	e := startEdge(t, func(c *edge.Config) { c.Session.MaxBody = jettyMaxBody })
+	e := startEdge(t, func(c *edge.Config) { c.Session.V1.MaxBody = jettyMaxBody })
 
 	// Register exactly as a Jetty agent does and check the answer carries
 	// nothing a Jetty agent does not expect.

@@ -79,7 +79,7 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
 	case errors.Is(err, tunnel.ErrBodyTooLarge):
 		errpage.Write(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
-			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.MaxBody, 10)+" bytes.")
+			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.V1.MaxBody, 10)+" bytes.")
 	default:
 		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "err", err)
 		errpage.Write(w, r, http.StatusBadGateway, wire.CodeTunnelError, "Tunnel error",

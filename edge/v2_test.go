@@ -1,9 +1,7 @@
 package edge_test
 
 import (
-	"context"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -67,33 +65,6 @@ func TestV2GarbageDropsOnlyThatAgent(t *testing.T) {
 	if err != nil || string(body) != "still here" {
 		t.Fatalf("bravo's stream: %q %v", body, err)
 	}
-}
-
-// A text message from a v2 agent is logged, counted and ignored: the
-// session goes on serving.
-func TestV2StrayTextMessageIgnored(t *testing.T) {
-	t.Parallel()
-	e := startEdge(t, nil)
-	ws := e.dialV2(t, "chatty")
-	if err := ws.WriteMessage(websocket.TextMessage, []byte("hello, is this v1?")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- tunnel.ServeMux(ctx, ws, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "served over v2")
-		}), tunnel.Config{})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	res := e.get(t, "chatty.localhost", "/")
-	if res.err != nil || res.resp.StatusCode != 200 || string(res.body) != "served over v2" {
-		t.Fatalf("GET through the v2 session: %v", res)
-	}
-	e.waitMetric(t, frameErrors("unexpected_text"), 1, 5*time.Second)
 }
 
 // A v2 agent that reads nothing after registering (so it answers no ping,

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
 	"go.uber.org/goleak"
 )
@@ -62,62 +61,61 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 
 // tunnelSession starts an edge session and an agent serving upstream over a
 // real WebSocket, and returns the session, to be used as a RoundTripper.
+// features are what the agent announces (nil: none, as a plain Jetty
+// agent); Subprotocol among them selects protocol v2.
 func tunnelSession(t testing.TB, features []string, upstream http.Handler) Session {
 	t.Helper()
-	v2 := wire.HasFeature(features, Subprotocol)
-	var subprotocols []string
-	if v2 {
-		subprotocols = []string{Subprotocol}
-	}
+	cfg := Config{V1: V1Config{Window: benchWindow}}
+	url, sessions := acceptor(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	sessions := make(chan Session, 1)
-	var wg sync.WaitGroup
-	wsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := (&websocket.Upgrader{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10, Subprotocols: subprotocols}).Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		var s Session
-		if v2 {
-			s = NewMuxSession(ws, Config{})
-		} else {
-			s = NewEdgeSession(ws, Config{Features: features, Window: benchWindow})
-		}
-		if err := s.Open(&wire.Frame{Type: wire.TypeRegistered, TunnelID: "t"}, 5*time.Second); err != nil {
-			return
-		}
-		sessions <- s
-		s.Run(ctx)
-	}))
-	dialer := websocket.Dialer{ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10, Subprotocols: subprotocols}
-	ws, _, err := dialer.Dial("ws"+strings.TrimPrefix(wsSrv.URL, "http"), nil)
+	dc := DialConfig{Config: cfg, URL: url, TunnelID: "t", Protocol: ProtocolV1, Features: []string{}}
+	if wire.HasFeature(features, Subprotocol) {
+		dc.Protocol = ProtocolV2
+	} else if features != nil {
+		dc.Features = features
+	}
+	as, err := Dial(ctx, dc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v2 {
-		// The registered answer comes first, as a text message.
-		if _, _, err := ws.ReadMessage(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if v2 {
-			ServeMux(ctx, ws, upstream, Config{})
-			return
-		}
-		ServeAgent(ctx, ws, upstream, Config{Features: features, Window: benchWindow})
+		as.Serve(ctx, upstream)
 	}()
 	sess := <-sessions
 	t.Cleanup(func() {
 		cancel()
 		sess.Close()
 		wg.Wait()
-		wsSrv.CloseClientConnections()
-		wsSrv.Close()
 	})
 	return sess
+}
+
+// acceptor serves Accept on a loopback server, granting every registration,
+// and runs each session until the test ends. It returns the agents' URL
+// and the sessions as they open.
+func acceptor(t testing.TB, cfg Config) (string, <-chan Session) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sessions := make(chan Session, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := Accept(w, r, AcceptConfig{Config: cfg, Authorize: func(_ context.Context, reg *Registration) (*Grant, error) {
+			return &Grant{TunnelID: reg.TunnelID, PublicURL: "http://" + reg.TunnelID + ".example"}, nil
+		}})
+		if err != nil {
+			return
+		}
+		sessions <- s
+		s.Run(ctx)
+	}))
+	t.Cleanup(func() {
+		cancel()
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), sessions
 }
 
 func forModes(t *testing.T, f func(t *testing.T, features []string)) {
@@ -459,7 +457,7 @@ func testSlowReaderDoesNotStallOthers(t *testing.T, features []string) {
 }
 
 // benchWindow is the flow-control window of tunnelFront's sessions.
-var benchWindow = DefaultWindow
+var benchWindow = DefaultWindowV1
 
 // A small response of known length is held back to go out as one frame,
 // but never for long: its headers still arrive before a slow body.

@@ -191,7 +191,7 @@ const (
 
 // roundTripUpgrade carries an upgrade request over v2 and returns a 101
 // whose Body is the upgraded connection.
-func (s *MuxSession) roundTripUpgrade(req *http.Request) (*http.Response, error) {
+func (s *v2Edge) roundTripUpgrade(req *http.Request) (*http.Response, error) {
 	out := req.Clone(req.Context())
 	if req.Body != nil {
 		req.Body.Close() // an upgrade request has no body of its own

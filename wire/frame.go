@@ -65,6 +65,7 @@ const (
 	CodeUnauthorized    = "unauthorized"      // wrong or missing token
 	CodeTunnelTaken     = "tunnel_taken"      // the name belongs to another token
 	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
+	CodeInternal        = "internal_error"    // the edge failed to decide (a store error); details are in its log
 
 	// The edge retires a registered session; the agent stops instead of
 	// reconnecting.
@@ -79,9 +80,10 @@ const (
 	CodeUpgradeUnsupported = "upgrade_unsupported"
 )
 
-// Final reports whether an error frame with code ends the agent for good:
-// the edge refused or retired it, and reconnecting would be refused again
-// (or take the name back from its rightful holder).
+// Final reports whether an error frame with code, received after
+// registration, ends the agent for good: the edge retired it, and
+// reconnecting would be refused (or take the name back from its rightful
+// holder). Refusals of register are always final.
 func Final(code string) bool {
 	switch code {
 	case CodeTunnelReplaced, CodeTunnelDeleted, CodeTunnelDisabled, CodeTokenRevoked:

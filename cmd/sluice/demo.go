@@ -101,10 +101,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The agent.
 	connected := make(chan string, 1)
 	acfg := agent.Config{
-		Edge:     "http://" + edgeLn.Addr().String(),
-		Token:    cfg.Tokens[0],
-		Name:     "demo",
-		Upstream: &url.URL{Scheme: "http", Host: appLn.Addr().String()},
+		UserAgent: userAgent(),
+		Edge:      "http://" + edgeLn.Addr().String(),
+		Token:     cfg.Tokens[0],
+		Name:      "demo",
+		Upstream:  &url.URL{Scheme: "http", Host: appLn.Addr().String()},
 		OnConnect: func(public, _ string) {
 			select {
 			case connected <- public:

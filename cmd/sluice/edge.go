@@ -111,9 +111,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cfg.IdleTimeout = *idle
 	cfg.PushKeepalive = *pushKeepalive
-	cfg.Session.MaxBody = *maxBody
+	cfg.Session.V1.MaxBody = *maxBody
 	cfg.Session.MaxStreams = *maxStreams
-	cfg.Session.MaxFrameSize = *maxFrame
+	cfg.Session.V1.MaxFrameSize = *maxFrame
 	cfg.Session.PingInterval = *ping
 	cfg.Session.PongTimeout = *pong
 	cfg.Logger = newLogger(stderr, *verbose)

@@ -100,6 +100,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}()
 	}
 	cfg := agent.Config{
+		UserAgent:             userAgent(),
 		Edge:                  *edgeURL,
 		Token:                 *token,
 		Name:                  *name,

@@ -4,10 +4,8 @@ package main
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/sluicehq/sluice/agent"
 	"io"
 	"os"
 	"os/signal"
@@ -15,7 +13,6 @@ import (
 )
 
 func main() {
-	agent.UserAgent = "sluice/" + currentVersion()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	// Ctrl-C or SIGTERM is how servers (edge, http, demo) stop: a clean
@@ -24,6 +21,10 @@ func main() {
 	stop()
 	os.Exit(exitCode(err, interrupted))
 }
+
+// userAgent is what the agents send to the edge, which records it as their
+// version.
+func userAgent() string { return "sluice/" + currentVersion() }
 
 // usageError is a mistake in the command line; it exits with 2.
 type usageError struct{ msg string }

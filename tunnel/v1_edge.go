@@ -16,48 +16,51 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
-// EdgeSession is the edge's end of one agent's WebSocket: an
-// http.RoundTripper that carries each request through the tunnel as one
-// stream and returns a response whose Body streams.
-//
-// Run must be running for RoundTrip to get answers. RoundTrip, Streams,
-// Done and Close are safe for concurrent use.
-type EdgeSession struct {
+// v1Edge is the edge's end of a protocol v1 session: an http.RoundTripper
+// that carries each request through the tunnel as one stream of JSON
+// frames and returns a response whose Body streams.
+type v1Edge struct {
+	lifecycle
 	conn *frameConn
-	cfg  Config
+	cfg  v1Settings
 
 	mu      sync.Mutex // guards streams and nextID
 	streams map[string]*edgeStream
 	nextID  uint64
 
-	ready     chan struct{} // closed by Open: requests may be sent
-	openOnce  sync.Once
-	done      chan struct{} // closed when the session is over
-	closeOnce sync.Once
-	runDone   chan struct{} // closed when Run has returned
-	started   atomic.Bool
-	wg        sync.WaitGroup // request-body pumps
+	wg sync.WaitGroup // request-body pumps
 }
 
-// NewEdgeSession wraps an agent's WebSocket, after the register/registered
-// exchange. It does no I/O.
-func NewEdgeSession(ws *websocket.Conn, cfg Config) *EdgeSession {
-	cfg = cfg.withDefaults()
-	cfg.Window = v1Window(cfg)
-	return &EdgeSession{
+// newV1Edge wraps an agent's WebSocket after registered was sent.
+func newV1Edge(ws *websocket.Conn, cfg v1Settings) *v1Edge {
+	s := &v1Edge{
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,
 		streams: make(map[string]*edgeStream),
-		ready:   make(chan struct{}),
-		done:    make(chan struct{}),
-		runDone: make(chan struct{}),
 	}
+	s.lifecycle = newLifecycle(func() { ws.Close() })
+	return s
 }
+
+// Protocol returns "v1".
+func (s *v1Edge) Protocol() string { return ProtocolV1 }
+
+// Stream states: a stream's request head is written once (sent); it ends
+// once, by the edge (ended: the client left, a reset) or by the agent
+// (finished: its response ended). The agent gets an http_cancel only for a
+// stream that was sent, then ended by the edge: never before its request,
+// never twice.
+const (
+	streamNew int32 = iota
+	streamSent
+	streamEnded
+	streamFinished
+)
 
 // edgeStream is one request in flight.
 type edgeStream struct {
 	id      string
-	s       *EdgeSession
+	s       *v1Edge
 	start   chan *http.Response // cap 1: the response head
 	body    *pipe
 	credit  *credit // request body bytes the agent lets us send
@@ -70,66 +73,25 @@ type edgeStream struct {
 	// the body ends with io.EOF; the body's reader copies them into
 	// Response.Trailer when it reads that EOF.
 	trailers http.Header
-	ended    atomic.Bool
+	state    atomic.Int32 // streamNew, streamSent, streamEnded
 	unread   atomic.Int64 // response bytes read but not yet credited back
 	unwatch  func() bool  // stops watching the request's context
 	upgrade  bool         // an upgrade request: a 101 opens a two-way stream
 }
 
-// Open sends the agent its first frame (registered) and lets requests
-// through: RoundTrip waits for Open, so that no request frame can reach the
-// agent before its registration is confirmed. The frame is written within
-// timeout.
-func (s *EdgeSession) Open(registered *wire.Frame, timeout time.Duration) error {
-	err := s.conn.writeFrameWithin(registered, timeout)
-	if err == nil {
-		s.openOnce.Do(func() { close(s.ready) })
-	}
-	return err
-}
-
-// Done is closed when the session is over.
-func (s *EdgeSession) Done() <-chan struct{} { return s.done }
-
-// Streams returns the number of requests in flight.
-func (s *EdgeSession) Streams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.streams)
-}
-
-// Close ends the session: the WebSocket is closed, every stream in flight
-// fails with ErrSessionClosed, and Close returns once Run and the session's
-// goroutines have finished. It is idempotent.
-func (s *EdgeSession) Close() error {
-	s.shutdown()
-	if s.started.Load() {
-		<-s.runDone
-	}
-	return nil
-}
-
-// Retire ends the session politely: it sends the agent an error frame with
-// code and message (the agent then knows not to reconnect), waits until the
-// requests in flight have finished or ctx ends, then closes the session.
-// New requests should no longer be routed to it.
-func (s *EdgeSession) Retire(ctx context.Context, code, message string) {
-	s.conn.writeFrameWithin(&wire.Frame{Type: wire.TypeError, Code: code, Message: message}, 5*time.Second)
-	waitIdle(ctx, s)
-	s.Close()
-}
-
-func (s *EdgeSession) shutdown() {
-	s.closeOnce.Do(func() {
-		close(s.done)
-		s.conn.ws.Close()
+// Retire sends the agent an error frame with code and message (the agent
+// then knows not to reconnect), waits until the requests in flight have
+// finished or ctx ends, then closes the session.
+func (s *v1Edge) Retire(ctx context.Context, code, message string) {
+	s.retire(ctx, func() {
+		s.conn.writeFrameWithin(&wire.Frame{Type: wire.TypeError, Code: code, Message: message}, 5*time.Second)
 	})
 }
 
 // Run reads frames until the connection fails or Close is called, then
 // fails the streams in flight. It returns why the session ended.
-func (s *EdgeSession) Run(ctx context.Context) error {
-	s.started.Store(true)
+func (s *v1Edge) Run(ctx context.Context) error {
+	s.running()
 	defer close(s.runDone)
 	ctx, cancel := context.WithCancel(ctx)
 	var kwg sync.WaitGroup
@@ -155,7 +117,7 @@ func (s *EdgeSession) Run(ctx context.Context) error {
 	return err
 }
 
-func (s *EdgeSession) readLoop() error {
+func (s *v1Edge) readLoop() error {
 	var f wire.Frame
 	for {
 		if err := s.conn.readFrame(&f); err != nil {
@@ -171,21 +133,21 @@ func (s *EdgeSession) readLoop() error {
 }
 
 // issued reports whether id is one this session gave out.
-func (s *EdgeSession) issued(id string) bool {
+func (s *v1Edge) issued(id string) bool {
 	n, err := strconv.ParseUint(id, 10, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return err == nil && n >= 1 && n <= s.nextID && strconv.FormatUint(n, 10) == id
 }
 
-func (s *EdgeSession) lookup(id string) *edgeStream {
+func (s *v1Edge) lookup(id string) *edgeStream {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.streams[id]
 }
 
 // handle applies one frame from the agent.
-func (s *EdgeSession) handle(f *wire.Frame) {
+func (s *v1Edge) handle(f *wire.Frame) {
 	switch f.Type {
 	case wire.TypeHTTPResponse, wire.TypeHTTPResponseStart, wire.TypeHTTPResponseChunk,
 		wire.TypeHTTPResponseEnd, wire.TypeWindowUpdate:
@@ -317,9 +279,10 @@ func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-// finish ends the response body (io.EOF or an error) and forgets the stream.
+// finish ends the response body (io.EOF or an error), as the agent ended
+// it, and forgets the stream.
 func (st *edgeStream) finish(err error) {
-	st.ended.Store(true)
+	st.state.Store(streamFinished)
 	st.body.closeWrite(err)
 	st.forget()
 }
@@ -328,15 +291,12 @@ func (st *edgeStream) finish(err error) {
 // the body ends with err.
 func (st *edgeStream) reset(err error) {
 	st.s.cfg.Logger.Debug("stream reset", "request_id", st.id, "err", err)
-	if !st.ended.Load() {
-		st.cancelAgent()
-	}
 	st.errMu.Lock()
 	if st.err == nil {
 		st.err = err
 	}
 	st.errMu.Unlock()
-	st.ended.Store(true)
+	st.end()
 	st.body.closeWrite(err)
 	st.forget()
 }
@@ -348,9 +308,41 @@ func (st *edgeStream) forget() {
 		delete(st.s.streams, st.id)
 		unwatch := st.unwatch
 		st.s.mu.Unlock()
+		st.s.release()
 		close(st.done)
 		unwatch()
 	})
+}
+
+// end marks the stream ended by the edge, and tells the agent to stop the
+// request if its head went out; a reset before that leaves the cancel to
+// sent. The state's swap makes it once.
+func (st *edgeStream) end() {
+	for {
+		old := st.state.Load()
+		if old >= streamEnded {
+			return
+		}
+		if st.state.CompareAndSwap(old, streamEnded) {
+			if old == streamSent {
+				st.cancelAgent()
+			}
+			return
+		}
+	}
+}
+
+// over reports whether the stream ended, either way.
+func (st *edgeStream) over() bool { return st.state.Load() >= streamEnded }
+
+// sent marks the request head written; it reports false, after telling
+// the agent to stop, if the edge ended the stream meanwhile.
+func (st *edgeStream) sent() bool {
+	if st.state.CompareAndSwap(streamNew, streamSent) || st.state.Load() == streamFinished {
+		return true
+	}
+	st.cancelAgent()
+	return false
 }
 
 // cancelAgent tells the agent to stop the request, if it understands.
@@ -385,9 +377,7 @@ func (b *edgeBody) Read(p []byte) (int, error) {
 
 func (b *edgeBody) Close() error {
 	st := b.st
-	if !st.ended.Swap(true) {
-		st.cancelAgent()
-	}
+	st.end()
 	st.body.Close()
 	st.forget()
 	return nil
@@ -397,7 +387,7 @@ func (b *edgeBody) Close() error {
 // streams as the agent sends it; an upstream failure mid-body ends it with
 // an *UpstreamError. Cancelling req's context cancels the request at the
 // agent.
-func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
+func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	upgrade := isUpgrade(req.Header)
 	if upgrade && !s.cfg.has(wire.FeatureUpgrade) {
 		if req.Body != nil {
@@ -405,12 +395,11 @@ func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, ErrUpgradeUnsupported
 	}
-	select {
-	case <-s.ready:
-	case <-s.done:
-	case <-req.Context().Done():
+	err := s.waitOpen(req.Context())
+	var st *edgeStream
+	if err == nil {
+		st, err = s.open(req.Context())
 	}
-	st, err := s.open(req.Context())
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
@@ -450,29 +439,27 @@ func (s *EdgeSession) RoundTrip(req *http.Request) (*http.Response, error) {
 // http.Transport, ctx governs the whole exchange: when it ends (the public
 // client left), the stream is reset, which ends a body read in progress and
 // cancels the request at the agent.
-func (s *EdgeSession) open(ctx context.Context) (*edgeStream, error) {
+func (s *v1Edge) open(ctx context.Context) (*edgeStream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // the client left already: nothing goes out
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	select {
-	case <-s.done:
-		return nil, ErrSessionClosed
-	default:
-	}
-	if len(s.streams) >= s.cfg.MaxStreams {
-		return nil, ErrTooManyStreams
+	if err := s.acquire(s.cfg.MaxStreams); err != nil {
+		return nil, err
 	}
 	s.nextID++
 	st := &edgeStream{
 		id:     strconv.FormatUint(s.nextID, 10),
 		s:      s,
 		start:  make(chan *http.Response, 1),
-		credit: newCredit(s.cfg.Window),
+		credit: newCredit(s.cfg.V1.Window),
 		done:   make(chan struct{}),
 	}
 	limit := plainBuffer
 	onRead := func(int) {}
 	if s.cfg.has(wire.FeatureWindow) {
-		limit = s.cfg.Window
+		limit = s.cfg.V1.Window
 		onRead = st.creditAgent
 	}
 	st.body = newPipe(limit, onRead)
@@ -483,7 +470,7 @@ func (s *EdgeSession) open(ctx context.Context) (*edgeStream, error) {
 
 // creditAgent gives response-body credit back once half a window was read.
 func (st *edgeStream) creditAgent(n int) {
-	if v := st.unread.Add(int64(n)); v >= int64(st.s.cfg.Window/2) && !st.ended.Load() {
+	if v := st.unread.Add(int64(n)); v >= int64(st.s.cfg.V1.Window/2) && !st.over() {
 		st.unread.Add(-v)
 		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: v})
 	}
@@ -491,7 +478,7 @@ func (st *edgeStream) creditAgent(n int) {
 
 // send writes the request head, and the body: whole for a plain Jetty
 // agent, streamed by a pump goroutine otherwise.
-func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
+func (s *v1Edge) send(st *edgeStream, req *http.Request) error {
 	h := req.Header.Clone()
 	if h == nil {
 		h = http.Header{}
@@ -516,22 +503,22 @@ func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
 		// a start and an end for a request without a body.
 		f.Type = wire.TypeHTTPRequest
 		if hasBody {
-			body, err := io.ReadAll(io.LimitReader(req.Body, s.cfg.MaxBody+1))
+			body, err := io.ReadAll(io.LimitReader(req.Body, s.cfg.V1.MaxBody+1))
 			req.Body.Close()
 			if err != nil {
 				return fmt.Errorf("tunnel: read request body: %w", err)
 			}
-			if int64(len(body)) > s.cfg.MaxBody {
+			if int64(len(body)) > s.cfg.V1.MaxBody {
 				return ErrBodyTooLarge
 			}
 			f.Body = body
 			h.Set("Content-Length", strconv.Itoa(len(body)))
 			h.Del("Transfer-Encoding")
 		}
-		return s.conn.writeFrame(&f)
+		return s.writeHead(st, &f)
 	}
 	f.Type = wire.TypeHTTPRequestStart
-	if err := s.conn.writeFrame(&f); err != nil {
+	if err := s.writeHead(st, &f); err != nil {
 		return err
 	}
 	if !hasBody {
@@ -545,6 +532,21 @@ func (s *EdgeSession) send(st *edgeStream, req *http.Request) error {
 		defer s.wg.Done()
 		st.pump(req.Body)
 	}()
+	return nil
+}
+
+// writeHead writes the request's first frame, unless the stream ended
+// already (the client left).
+func (s *v1Edge) writeHead(st *edgeStream, f *wire.Frame) error {
+	if st.state.Load() == streamEnded {
+		return ErrStreamReset
+	}
+	if err := s.conn.writeFrame(f); err != nil {
+		return err
+	}
+	if !st.sent() {
+		return ErrStreamReset
+	}
 	return nil
 }
 
@@ -607,7 +609,7 @@ func (c *upgradedConn) Write(p []byte) (int, error) {
 				return written, ErrStreamReset
 			}
 		}
-		if st.ended.Load() {
+		if st.over() {
 			return written, ErrStreamReset
 		}
 		if err := s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestChunk, RequestID: st.id, Data: p[:n]}); err != nil {
@@ -635,4 +637,4 @@ func isUpgrade(h http.Header) bool {
 	return false
 }
 
-var _ http.RoundTripper = (*EdgeSession)(nil)
+var _ Session = (*v1Edge)(nil)

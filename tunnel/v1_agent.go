@@ -26,13 +26,11 @@ import (
 // an error instead of a clean end.
 var agentServer = &http.Server{}
 
-// ServeAgent serves the requests that arrive on an agent's WebSocket (after
-// the register/registered exchange) with handler, each on its own
+// serveV1 serves the requests that arrive on an agent's v1 WebSocket
+// (after the register/registered exchange) with handler, each on its own
 // goroutine, until the connection fails or ctx ends. It then cancels the
 // requests in flight and returns once their handlers have returned.
-func ServeAgent(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg Config) error {
-	cfg = cfg.withDefaults()
-	cfg.Window = v1Window(cfg)
+func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg v1Settings) error {
 	parent := ctx
 	a := &agentSession{
 		conn:    newFrameConn(ws, cfg),
@@ -72,7 +70,7 @@ func ServeAgent(ctx context.Context, ws *websocket.Conn, handler http.Handler, c
 
 type agentSession struct {
 	conn    *frameConn
-	cfg     Config
+	cfg     v1Settings
 	handler http.Handler
 	ctx     context.Context
 	mu      sync.Mutex
@@ -184,7 +182,7 @@ func (a *agentSession) start(f *wire.Frame) {
 		a:      a,
 		ctx:    ctx,
 		cancel: cancel,
-		credit: newCredit(a.cfg.Window),
+		credit: newCredit(a.cfg.V1.Window),
 		done:   make(chan struct{}),
 	}
 	h := f.Headers
@@ -221,7 +219,7 @@ func (a *agentSession) start(f *wire.Frame) {
 		limit := plainBuffer
 		onRead := func(int) {}
 		if a.cfg.has(wire.FeatureWindow) {
-			limit = a.cfg.Window
+			limit = a.cfg.V1.Window
 			onRead = st.creditEdge
 		}
 		st.body = newPipe(limit, onRead)
@@ -255,7 +253,7 @@ func (a *agentSession) start(f *wire.Frame) {
 
 // creditEdge gives request-body credit back once half a window was read.
 func (st *agentStream) creditEdge(n int) {
-	if v := st.unread.Add(int64(n)); v >= int64(st.a.cfg.Window/2) {
+	if v := st.unread.Add(int64(n)); v >= int64(st.a.cfg.V1.Window/2) {
 		st.unread.Add(-v)
 		st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: v})
 	}

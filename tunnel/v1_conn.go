@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -13,106 +12,35 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
-// Defaults for the zero values of Config.
+// v1 framing constants.
 const (
-	DefaultWindow       = 512 << 10
-	DefaultMaxStreams   = 1024
-	DefaultMaxBody      = 32 << 20
-	DefaultMaxFrameSize = 32 << 20
-	DefaultPingInterval = 10 * time.Second
-	DefaultPongTimeout  = 30 * time.Second
 	// chunkSize is the largest body chunk put in one frame.
 	chunkSize = 32 << 10
 	// plainBuffer bounds a stream's buffer when the peer has no window.
 	plainBuffer = 1 << 20
 )
 
-// Config configures either end of a v1 session. The zero value means the
-// defaults.
-type Config struct {
-	// Features are the extensions both ends agreed on (the agent announced
-	// them and the edge confirmed them in registered).
-	Features []string
-	// Window is each stream's flow-control window in bytes (v1 with the
-	// window feature, and v2). Zero means DefaultWindow (512 KiB) for v1
-	// and DefaultWindowV2 (4 MiB) for v2.
-	Window int
-	// MaxStreams bounds the concurrent streams of the session (edge).
-	// Zero means DefaultMaxStreams (1024).
-	MaxStreams int
-	// MaxBody bounds a request body sent whole to a plain Jetty agent
-	// (edge). Zero means DefaultMaxBody (32 MiB).
-	MaxBody int64
-	// MaxFrameSize bounds a received frame; a larger one is skipped,
-	// logged and counted, and the session goes on. Zero means
-	// DefaultMaxFrameSize (32 MiB).
-	MaxFrameSize int
-	// PingInterval is how often a WebSocket ping is sent. Zero means
-	// DefaultPingInterval (10 s).
-	PingInterval time.Duration
-	// PongTimeout drops a peer from which nothing (no frame, no pong) came
-	// for this long. Zero means DefaultPongTimeout (30 s).
-	PongTimeout time.Duration
-	// Logger receives frame errors and stream resets. Nil discards.
-	Logger *slog.Logger
-	// OnFrameError, if set, is called for each bad frame with its kind:
-	// "invalid", "oversized", "unknown_type", "unknown_request_id",
-	// "chunk_before_start", "duplicate_start", "binary", "flow_control",
-	// "unexpected_text" (a text message from a v2 agent), and
-	// "late" (a frame for a stream that already ended, such as a duplicate
-	// end or data in flight when the client left; logged at debug level).
-	OnFrameError func(kind string)
+// v1Settings is a v1 session's configuration, with the features both ends
+// agreed on in the register/registered exchange.
+type v1Settings struct {
+	Config
+	features []string
 }
 
-// WithDefaults returns c with its zero values replaced by the defaults.
-func (c Config) WithDefaults() Config { return c.withDefaults() }
-
-// withDefaults fills in the defaults, except Window, whose default depends
-// on the protocol (see v1Window and v2Window).
-func (c Config) withDefaults() Config {
-	if c.MaxStreams <= 0 {
-		c.MaxStreams = DefaultMaxStreams
-	}
-	if c.MaxBody <= 0 {
-		c.MaxBody = DefaultMaxBody
-	}
-	if c.MaxFrameSize <= 0 {
-		c.MaxFrameSize = DefaultMaxFrameSize
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.PongTimeout <= 0 {
-		c.PongTimeout = DefaultPongTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return c
-}
-
-// v1Window is the window of a v1 stream.
-func v1Window(cfg Config) int {
-	if cfg.Window > 0 {
-		return cfg.Window
-	}
-	return DefaultWindow
-}
-
-func (c Config) has(feature string) bool { return wire.HasFeature(c.Features, feature) }
+func (c v1Settings) has(feature string) bool { return wire.HasFeature(c.features, feature) }
 
 // frameConn reads and writes v1 frames on a WebSocket. writeFrame is safe
 // for concurrent use; readFrame is for the read loop only.
 type frameConn struct {
 	ws   *websocket.Conn
-	cfg  Config
+	cfg  v1Settings
 	wmu  sync.Mutex
 	wbuf []byte
 	rbuf []byte
 	opt  wire.EncodeOptions
 }
 
-func newFrameConn(ws *websocket.Conn, cfg Config) *frameConn {
+func newFrameConn(ws *websocket.Conn, cfg v1Settings) *frameConn {
 	c := &frameConn{ws: ws, cfg: cfg, opt: wire.EncodeOptions{MultiValueHeaders: cfg.has(wire.FeatureMultiValueHeaders)}}
 	ws.SetReadLimit(0) // frameConn applies its own limit, skipping instead of failing
 	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
@@ -165,16 +93,16 @@ func (c *frameConn) readFrame(f *wire.Frame) error {
 			continue
 		}
 		c.rbuf = c.rbuf[:0]
-		n, err := readUpTo(r, &c.rbuf, c.cfg.MaxFrameSize)
+		n, err := readUpTo(r, &c.rbuf, c.cfg.V1.MaxFrameSize)
 		if err != nil {
 			return err
 		}
-		if n > c.cfg.MaxFrameSize {
+		if n > c.cfg.V1.MaxFrameSize {
 			skipped, err := io.Copy(io.Discard, r)
 			if err != nil {
 				return err
 			}
-			c.frameError("oversized", fmt.Errorf("frame of %d bytes over the %d-byte limit, skipped", int64(n)+skipped, c.cfg.MaxFrameSize))
+			c.frameError("oversized", fmt.Errorf("frame of %d bytes over the %d-byte limit, skipped", int64(n)+skipped, c.cfg.V1.MaxFrameSize))
 			continue
 		}
 		if err := wire.Decode(c.rbuf, f); err != nil {
@@ -211,12 +139,7 @@ func readUpTo(r io.Reader, buf *[]byte, max int) (int, error) {
 	}
 }
 
-func (c *frameConn) frameError(kind string, err error) {
-	c.cfg.Logger.Warn("bad frame from peer", "kind", kind, "err", err)
-	if c.cfg.OnFrameError != nil {
-		c.cfg.OnFrameError(kind)
-	}
-}
+func (c *frameConn) frameError(kind string, err error) { c.cfg.frameError(kind, err) }
 
 // keepalive pings the peer until ctx ends.
 func (c *frameConn) keepalive(ctx context.Context) {

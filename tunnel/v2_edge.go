@@ -1,0 +1,204 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+	"golang.org/x/net/http2"
+)
+
+// Protocol v2: after the JSON register/registered exchange, the WebSocket's
+// binary messages carry one HTTP/2 connection (RFC 9113 framing, through
+// golang.org/x/net/http2): the edge is its client, the agent its server.
+// Each request is an HTTP/2 stream with its own flow-control window, so
+// chunked bodies, trailers, cancellation (RST_STREAM) and back-pressure come
+// from proven code, and a slow reader fills only its own stream's window.
+// Upgrades (WebSocket), which HTTP/2 has no 101 for, are carried as a
+// full-duplex stream (see upgradeH2). docs/protocol.md says why HTTP/2
+// rather than yamux or smux: it was measured.
+
+// v2 settings.
+const (
+	// h2MaxStreams is the agent's SETTINGS_MAX_CONCURRENT_STREAMS. The
+	// edge enforces its own limit (Config.MaxStreams) and answers 503
+	// past it; the agent's must not be lower (x/net's default of 250
+	// fails the 251st request at once).
+	h2MaxStreams = 1 << 20
+	// h2ConnWindow is the connection-level window each way: large, so
+	// that only the per-stream windows (Config.Window) limit a stream.
+	h2ConnWindow = 1 << 30
+	// h2FrameSize is the largest DATA frame either side reads.
+	h2FrameSize = 1 << 20
+)
+
+// v2Edge is the edge's end of a protocol v2 connection: an HTTP/2 client
+// connection over the WebSocket.
+type v2Edge struct {
+	lifecycle
+	conn *WSConn
+	cfg  Config
+	mu   sync.Mutex // guards cc
+	cc   *http2.ClientConn
+}
+
+// newV2Edge wraps an agent's WebSocket that negotiated the sluice.v2
+// subprotocol, before registered is sent. It does no I/O: start does,
+// after registered.
+func newV2Edge(ws *websocket.Conn, cfg Config) *v2Edge {
+	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg}
+	s.lifecycle = newLifecycle(func() {
+		s.mu.Lock()
+		cc := s.cc
+		s.mu.Unlock()
+		if cc != nil {
+			cc.Close()
+		}
+		s.conn.Close()
+	})
+	// The agent has no control messages to send in v2: one is logged,
+	// counted and ignored, and the connection goes on.
+	s.conn.OnText(func(msg []byte) {
+		cfg.frameError("unexpected_text", fmt.Errorf("text message of %d bytes from a v2 agent ignored", len(msg)))
+	})
+	return s
+}
+
+// writeText sends a control frame (registered, error) as a text message.
+func (s *v2Edge) writeText(f *wire.Frame, timeout time.Duration) error {
+	return s.conn.WriteText(wire.AppendFrame(nil, f, wire.EncodeOptions{}), timeout)
+}
+
+// start begins the HTTP/2 connection (its preface and settings go out),
+// after registered.
+func (s *v2Edge) start() error {
+	t1 := &http.Transport{
+		DisableCompression: true, // bodies pass through as the client asked
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerStream:     s.cfg.V2.Window,
+			MaxReceiveBufferPerConnection: h2ConnWindow,
+			MaxReadFrameSize:              h2FrameSize,
+		},
+	}
+	t2, err := http2.ConfigureTransports(t1)
+	if err != nil {
+		return fmt.Errorf("tunnel: v2: %w", err)
+	}
+	t2.DisableCompression = true
+	t2.AllowHTTP = true
+	t2.MaxReadFrameSize = h2FrameSize
+	cc, err := t2.NewClientConn(s.conn)
+	if err != nil {
+		return fmt.Errorf("tunnel: v2: %w", err)
+	}
+	s.mu.Lock()
+	s.cc = cc
+	s.mu.Unlock()
+	return nil
+}
+
+// Protocol returns "v2".
+func (s *v2Edge) Protocol() string { return ProtocolV2 }
+
+// Run serves until the connection fails, ctx ends or Close is called.
+func (s *v2Edge) Run(ctx context.Context) error {
+	s.running()
+	defer close(s.runDone)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.conn.Keepalive(s.cfg.PingInterval)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.done:
+		err = ErrSessionClosed
+	case <-s.conn.Dead():
+		err = fmt.Errorf("tunnel: v2 connection lost: %w", s.conn.Err())
+	}
+	s.shutdown()
+	wg.Wait()
+	return err
+}
+
+// Retire sends the agent an error frame as a text message, waits for the
+// requests in flight to finish or ctx to end, then closes.
+func (s *v2Edge) Retire(ctx context.Context, code, message string) {
+	s.retire(ctx, func() {
+		s.writeText(&wire.Frame{Type: wire.TypeError, Code: code, Message: message}, 5*time.Second)
+	})
+}
+
+// RoundTrip carries req on a stream of its own (or an idle one reused).
+func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
+	closeBody := func() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+	}
+	if err := s.waitOpen(req.Context()); err != nil {
+		closeBody()
+		return nil, err
+	}
+	if err := s.acquire(s.cfg.MaxStreams); err != nil {
+		closeBody()
+		return nil, err
+	}
+	var resp *http.Response
+	var err error
+	if isUpgrade(req.Header) {
+		resp, err = s.roundTripUpgrade(req)
+	} else {
+		resp, err = s.cc.RoundTrip(req)
+	}
+	if err != nil {
+		s.release()
+		select {
+		case <-s.done:
+			return nil, ErrSessionClosed
+		default:
+		}
+		return nil, err
+	}
+	resp.Body = countedBody(resp.Body, s.release)
+	return resp, nil
+}
+
+// countedBody calls done once when body is closed, keeping the Write of an
+// upgraded connection's body.
+func countedBody(body io.ReadCloser, done func()) io.ReadCloser {
+	b := &onClose{ReadCloser: body, done: done}
+	if rwc, ok := body.(io.ReadWriteCloser); ok {
+		return &onCloseRW{onClose: b, w: rwc}
+	}
+	return b
+}
+
+type onClose struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *onClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+type onCloseRW struct {
+	*onClose
+	w io.Writer
+}
+
+func (b *onCloseRW) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+var _ Session = (*v2Edge)(nil)
