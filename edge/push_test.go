@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/store"
 )
@@ -150,7 +151,7 @@ func TestPushChannel(t *testing.T) {
 		t.Fatalf("create tunnel: %d", code)
 	}
 	typ, data := nextEvent(t, lines, time.Second)
-	if typ != edge.EventConfigChanged || !strings.Contains(data, `"tunnel":"pushed"`) {
+	if typ != api.EventConfigChanged || !strings.Contains(data, `"tunnel":"pushed"`) {
 		t.Fatalf("event %q %q, want config_changed for pushed", typ, data)
 	}
 	t.Logf("config_changed arrived %v after the create", time.Since(created))
@@ -175,7 +176,7 @@ func TestPushChannel(t *testing.T) {
 	if code := admin("DELETE", "/api/tunnels/pushed", ""); code != 200 {
 		t.Fatalf("delete: %d", code)
 	}
-	if typ, data := nextEvent(t, lines, time.Second); typ != edge.EventTunnelDeleted || !strings.Contains(data, "pushed") {
+	if typ, data := nextEvent(t, lines, time.Second); typ != api.EventTunnelDeleted || !strings.Contains(data, "pushed") {
 		t.Fatalf("event %q %q, want tunnel_deleted", typ, data)
 	}
 
@@ -183,7 +184,7 @@ func TestPushChannel(t *testing.T) {
 	if code := admin("POST", "/api/agents/notify", ""); code != 200 {
 		t.Fatalf("notify: %d", code)
 	}
-	if typ, data := nextEvent(t, lines, time.Second); typ != edge.EventConfigChanged || !strings.Contains(data, `"reason":"notify"`) {
+	if typ, data := nextEvent(t, lines, time.Second); typ != api.EventConfigChanged || !strings.Contains(data, `"reason":"notify"`) {
 		t.Fatalf("event %q %q, want config_changed from notify", typ, data)
 	}
 
@@ -205,7 +206,7 @@ func TestPushChannel(t *testing.T) {
 	if code := admin("DELETE", "/api/tokens/"+tokID, ""); code != 200 {
 		t.Fatalf("revoke: %d", code)
 	}
-	if typ, _ := nextEvent(t, lines2, time.Second); typ != edge.EventTokenRevoked {
+	if typ, _ := nextEvent(t, lines2, time.Second); typ != api.EventTokenRevoked {
 		t.Fatalf("event %q, want token_revoked", typ)
 	}
 	req, _ = http.NewRequest("GET", "http://"+e.addr+"/api/agent/push", nil)
