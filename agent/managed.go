@@ -2,17 +2,16 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
 )
@@ -46,7 +45,7 @@ var ErrTokenRevoked = errors.New("agent: the edge revoked this agent's token")
 // Managed is a remotely managed agent. NewManaged does no I/O; Run blocks.
 type Managed struct {
 	cfg     ManagedConfig
-	edge    *url.URL
+	client  *api.Client // the config and push requests
 	mu      sync.Mutex
 	running map[string]*managedTunnel
 	wg      sync.WaitGroup
@@ -61,9 +60,8 @@ type managedTunnel struct {
 
 // NewManaged checks cfg and returns a managed agent.
 func NewManaged(cfg ManagedConfig) (*Managed, error) {
-	u, err := url.Parse(cfg.Edge)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("agent: edge %q is not an http:// or https:// URL", cfg.Edge)
+	if _, err := api.ParseURL(cfg.Edge); err != nil {
+		return nil, fmt.Errorf("agent: edge %w", err)
 	}
 	if cfg.Token == "" {
 		return nil, errors.New("agent: no token")
@@ -77,21 +75,11 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 	if cfg.Status == nil {
 		cfg.Status = func(string) {}
 	}
-	return &Managed{cfg: cfg, edge: u, running: make(map[string]*managedTunnel)}, nil
-}
-
-// configTunnel is a tunnel of GET /api/agent/config.
-type configTunnel struct {
-	Name       string `json:"name"`
-	Upstream   string `json:"upstream"`
-	HostHeader string `json:"host_header"`
-	Enabled    bool   `json:"enabled"`
-	PublicURL  string `json:"public_url"`
-}
-
-type agentConfig struct {
-	Tunnels []configTunnel `json:"tunnels"`
-	PushURL string         `json:"push_url"`
+	client, err := api.NewClient(cfg.Edge, cfg.Token, cfg.HTTPClient)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Managed{cfg: cfg, client: client, running: make(map[string]*managedTunnel)}, nil
 }
 
 // Run serves the configured tunnels until ctx ends (nil) or the token is
@@ -109,14 +97,15 @@ func (m *Managed) Run(ctx context.Context) error {
 		return err
 	}
 	m.reconcile(ctx, cfg)
-	push := cfg.PushURL
-	if push == "" {
-		push = strings.TrimSuffix(m.cfg.Edge, "/") + "/api/agent/push"
+	push := m.client.PushURL(cfg)
+	preq, err := m.client.NewPushRequest(ctx, push)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	var fatal error
 	client := sse.NewClient(push, sse.ClientConfig{
 		HTTPClient:  m.cfg.HTTPClient,
-		Header:      http.Header{"Authorization": {"Bearer " + m.cfg.Token}},
+		Header:      preq.Header,
 		IdleTimeout: time.Minute, // the edge sends keepalives every 15 s by default
 		Retry:       time.Second, // back soon after an edge restart; failures back off
 		OnConnect: func(*http.Response) {
@@ -174,14 +163,14 @@ func (m *Managed) listen(ctx context.Context, client *sse.Client) error {
 			return err
 		}
 		switch ev.Type {
-		case "config_changed", "tunnel_deleted":
+		case api.EventConfigChanged, api.EventTunnelDeleted:
 			m.cfg.Logger.Info("push event", "type", ev.Type, "data", ev.Data)
 			if cfg, err := m.fetch(ctx); err == nil {
 				m.reconcile(ctx, cfg)
 			} else if isAuthError(err) {
 				return err
 			}
-		case "token_revoked":
+		case api.EventTokenRevoked:
 			m.cfg.Status("token revoked by the edge: stopping")
 			return ErrTokenRevoked
 		}
@@ -199,52 +188,31 @@ func isAuthError(err error) bool {
 	return errors.As(err, &ae)
 }
 
-// fetch gets the agent's config.
-func (m *Managed) fetch(ctx context.Context) (*agentConfig, error) {
+// fetch gets the agent's config. A refused token is an *authError.
+func (m *Managed) fetch(ctx context.Context) (api.AgentConfig, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(m.cfg.Edge, "/")+"/api/agent/config", nil)
-	if err != nil {
-		return nil, err
+	cfg, err := m.client.AgentConfig(ctx)
+	var ae *api.Error
+	switch {
+	case err == nil:
+		return cfg, nil
+	case !errors.As(err, &ae) || (ae.Status != http.StatusUnauthorized && ae.Status != http.StatusForbidden):
+		return cfg, fmt.Errorf("agent: config: %w", err)
+	case ae.Code == api.CodeTokenRevoked:
+		return cfg, &authError{msg: ErrTokenRevoked.Error()}
+	default:
+		return cfg, &authError{msg: fmt.Sprintf("agent: the edge refused the token: %s (%d %s)", ae.Message, ae.Status, http.StatusText(ae.Status))}
 	}
-	req.Header.Set("Authorization", "Bearer "+m.cfg.Token)
-	req.Header.Set("Accept", "application/json")
-	resp, err := m.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("agent: config: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("agent: config: %w", err)
-	}
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		json.Unmarshal(body, &e)
-		if e.Error.Code == "token_revoked" {
-			return nil, &authError{msg: ErrTokenRevoked.Error()}
-		}
-		return nil, &authError{msg: fmt.Sprintf("agent: the edge refused the token: %s (%s)", e.Error.Message, resp.Status)}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent: config: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var cfg agentConfig
-	if err := json.Unmarshal(body, &cfg); err != nil {
-		return nil, fmt.Errorf("agent: config: %w", err)
-	}
-	return &cfg, nil
 }
 
 // reconcile starts the tunnels that are new, points changed ones at their
 // new upstream (without reconnecting: streams in flight go on), and stops
 // the ones that are gone or disabled. Unchanged tunnels are not touched.
-func (m *Managed) reconcile(ctx context.Context, cfg *agentConfig) {
+func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	want := map[string]configTunnel{}
+	want := map[string]api.AgentTunnel{}
 	for _, t := range cfg.Tunnels {
 		if t.Enabled {
 			want[t.Name] = t

@@ -9,17 +9,19 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/store"
+	"github.com/sluicehq/sluice/wire"
 	"golang.org/x/crypto/bcrypt"
 )
 
 // The admin API, on the apex under /api/, with the store. Every answer is
-// JSON; every error is {"error":{"code","status","message"}}. Admin
-// requests carry "Authorization: Bearer A" with the edge's --admin-token or
-// an admin token of the store.
+// JSON, of a type of package api (converted from the store's types, which
+// are never API bodies); every error is api.ErrorResponse. Admin requests
+// carry "Authorization: Bearer A" with the edge's --admin-token or an admin
+// token of the store.
 
 func (s *Server) routeAPI() {
 	s.apex.HandleFunc("POST /api/tokens", s.admin(s.createToken))
@@ -35,13 +37,13 @@ func (s *Server) routeAPI() {
 	s.apex.HandleFunc("GET /api/agent/config", s.serveAgentConfig)
 	s.apex.HandleFunc("GET /api/agent/push", s.serveAgentPush)
 	s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
+		apiError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
 }
 
 // apiError writes the API's one error shape.
 func apiError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]any{"code": code, "status": status, "message": msg}})
+	writeJSON(w, status, api.ErrorResponse{Error: &api.Error{Code: code, Status: status, Message: msg}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -67,7 +69,7 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)
 		if tok == "" {
-			apiError(w, http.StatusUnauthorized, "unauthorized", "an admin token is required: Authorization: Bearer TOKEN")
+			apiError(w, http.StatusUnauthorized, api.CodeUnauthorized, "an admin token is required: Authorization: Bearer TOKEN")
 			return
 		}
 		ok := 0
@@ -78,10 +80,10 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 			t, err := s.cfg.Store.Authenticate(r.Context(), tok)
 			switch {
 			case errors.Is(err, store.ErrRevoked):
-				apiError(w, http.StatusUnauthorized, "token_revoked", "this admin token was revoked")
+				apiError(w, http.StatusUnauthorized, api.CodeTokenRevoked, "this admin token was revoked")
 				return
 			case err != nil || t.Kind != store.KindAdmin:
-				apiError(w, http.StatusUnauthorized, "unauthorized", "wrong admin token")
+				apiError(w, http.StatusUnauthorized, api.CodeUnauthorized, "wrong admin token")
 				return
 			}
 		}
@@ -95,7 +97,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		apiError(w, http.StatusBadRequest, "bad_json", "the request body is not the JSON expected: "+err.Error())
+		apiError(w, http.StatusBadRequest, api.CodeBadJSON, "the request body is not the JSON expected: "+err.Error())
 		return false
 	}
 	return true
@@ -105,46 +107,56 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func storeError(w http.ResponseWriter, err error, what string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		apiError(w, http.StatusNotFound, "not_found", what+" not found")
+		apiError(w, http.StatusNotFound, api.CodeNotFound, what+" not found")
 	case errors.Is(err, store.ErrExists):
-		apiError(w, http.StatusConflict, "exists", what+" already exists")
+		apiError(w, http.StatusConflict, api.CodeExists, what+" already exists")
 	default:
-		apiError(w, http.StatusInternalServerError, "store_error", err.Error())
+		apiError(w, http.StatusInternalServerError, api.CodeStoreError, err.Error())
 	}
 }
 
-type tokenRequest struct {
-	Kind string `json:"kind"` // "agent" (default) or "admin"
-	Name string `json:"name"`
+// apiToken is t as the API shows it.
+func apiToken(t store.Token) api.Token {
+	return api.Token{ID: t.ID, Kind: t.Kind, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
 }
 
-type tokenResponse struct {
-	Token  store.Token `json:"token"`
-	Secret string      `json:"secret"` // shown this once
+// apiTunnel is t as the API shows it: without its basic-auth hash.
+func apiTunnel(t store.Tunnel) api.Tunnel {
+	return api.Tunnel{Name: t.Name, AgentTokenID: t.AgentTokenID, Upstream: t.Upstream, HostHeader: t.HostHeader,
+		BasicAuthUser: t.BasicAuthUser, AllowCIDRs: t.AllowCIDRs, Enabled: t.Enabled, Version: t.Version,
+		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+}
+
+// apiAgent is a as the API shows it.
+func apiAgent(a store.Agent) api.Agent {
+	return api.Agent{TokenID: a.TokenID, Version: a.Version, LastSeen: a.LastSeen, Edge: a.Edge}
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
-	var req tokenRequest
+	var req api.CreateTokenRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if req.Kind == "" {
-		req.Kind = store.KindAgent
-	}
-	if req.Kind != store.KindAgent && req.Kind != store.KindAdmin {
-		apiError(w, http.StatusBadRequest, "bad_kind", `kind must be "agent" or "admin"`)
+	var kind string
+	switch req.Kind {
+	case "", api.KindAgent:
+		kind = store.KindAgent
+	case api.KindAdmin:
+		kind = store.KindAdmin
+	default:
+		apiError(w, http.StatusBadRequest, api.CodeBadKind, `kind must be "agent" or "admin"`)
 		return
 	}
 	if len(req.Name) > 200 {
-		apiError(w, http.StatusBadRequest, "bad_name", "a token's name is at most 200 bytes")
+		apiError(w, http.StatusBadRequest, api.CodeBadName, "a token's name is at most 200 bytes")
 		return
 	}
-	t, secret, err := s.cfg.Store.CreateToken(r.Context(), req.Kind, req.Name)
+	t, secret, err := s.cfg.Store.CreateToken(r.Context(), kind, req.Name)
 	if err != nil {
 		storeError(w, err, "token")
 		return
 	}
-	writeJSON(w, http.StatusCreated, tokenResponse{Token: t, Secret: secret})
+	writeJSON(w, http.StatusCreated, api.CreateTokenResponse{Token: apiToken(t), Secret: secret})
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +165,11 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tokens")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": list})
+	out := api.ListTokensResponse{Tokens: make([]api.Token, 0, len(list))}
+	for _, t := range list {
+		out.Tokens = append(out.Tokens, apiToken(t))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
@@ -162,39 +178,30 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "token "+r.PathValue("id"))
 		return
 	}
-	s.push.send(t.ID, EventTokenRevoked, map[string]string{"token_id": t.ID})
+	s.push.send(t.ID, api.EventTokenRevoked, api.TokenRevoked{TokenID: t.ID})
 	// The token's tunnels go offline: their agents are told why, and stop.
 	s.retire(func(_, token string) bool {
 		got, err := s.cfg.Store.Authenticate(r.Context(), token)
 		return errors.Is(err, store.ErrRevoked) && got.ID == t.ID
-	}, "token_revoked", "the agent token of this tunnel was revoked")
-	writeJSON(w, http.StatusOK, map[string]any{"token": t})
+	}, wire.CodeTokenRevoked, "the agent token of this tunnel was revoked")
+	writeJSON(w, http.StatusOK, api.TokenResponse{Token: apiToken(t)})
 }
 
-// tunnelRequest creates or changes a tunnel; nil fields are left as they
-// are by PATCH.
-type tunnelRequest struct {
-	Name              *string   `json:"name"`
-	Upstream          *string   `json:"upstream"`
-	AgentToken        *string   `json:"agent_token"`    // the agent token's secret
-	AgentTokenID      *string   `json:"agent_token_id"` // or its id
-	HostHeader        *string   `json:"host_header"`
-	BasicAuthUser     *string   `json:"basic_auth_user"`
-	BasicAuthPassword *string   `json:"basic_auth_password"`
-	AllowCIDRs        *[]string `json:"allow_cidrs"`
-	Enabled           *bool     `json:"enabled"`
-
+// tunnelChange is a request to create or change a tunnel, and what
+// prepare made of it.
+type tunnelChange struct {
+	api.TunnelRequest
 	basicAuthHash *string // from BasicAuthPassword, by prepare
 }
 
 // prepare does the work of req that must not happen inside the store's
 // transaction: it resolves an agent token's secret to its id and hashes a
 // basic-auth password.
-func (s *Server) prepare(ctx context.Context, req *tunnelRequest) (code, msg string) {
+func (s *Server) prepare(ctx context.Context, req *tunnelChange) (code, msg string) {
 	if req.AgentToken != nil {
 		tok, err := s.cfg.Store.Authenticate(ctx, *req.AgentToken)
 		if err != nil || tok.Kind != store.KindAgent {
-			return "bad_agent_token", "agent_token is not a valid agent token of this edge"
+			return api.CodeBadAgentToken, "agent_token is not a valid agent token of this edge"
 		}
 		req.AgentTokenID = &tok.ID
 	}
@@ -203,7 +210,7 @@ func (s *Server) prepare(ctx context.Context, req *tunnelRequest) (code, msg str
 		if *req.BasicAuthPassword != "" {
 			b, err := bcrypt.GenerateFromPassword([]byte(*req.BasicAuthPassword), bcrypt.DefaultCost)
 			if err != nil {
-				return "bad_basic_auth", err.Error()
+				return api.CodeBadBasicAuth, err.Error()
 			}
 			h = string(b)
 		}
@@ -214,14 +221,13 @@ func (s *Server) prepare(ctx context.Context, req *tunnelRequest) (code, msg str
 
 // apply checks req (after prepare) and applies it to t, or says what is
 // wrong (a 400). It does no I/O.
-func (s *Server) apply(req *tunnelRequest, t *store.Tunnel) (code, msg string) {
+func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 	if req.AgentTokenID != nil {
 		t.AgentTokenID = *req.AgentTokenID
 	}
 	if req.Upstream != nil {
-		u, err := url.Parse(*req.Upstream)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return "bad_upstream", fmt.Sprintf("upstream %q is not an http:// or https:// URL", *req.Upstream)
+		if _, err := api.ParseURL(*req.Upstream); err != nil {
+			return api.CodeBadUpstream, "upstream " + err.Error()
 		}
 		t.Upstream = *req.Upstream
 	}
@@ -231,7 +237,7 @@ func (s *Server) apply(req *tunnelRequest, t *store.Tunnel) (code, msg string) {
 	if req.BasicAuthUser != nil {
 		t.BasicAuthUser = *req.BasicAuthUser
 		if strings.Contains(t.BasicAuthUser, ":") {
-			return "bad_basic_auth", "basic_auth_user cannot contain ':'"
+			return api.CodeBadBasicAuth, "basic_auth_user cannot contain ':'"
 		}
 	}
 	if req.basicAuthHash != nil {
@@ -240,7 +246,7 @@ func (s *Server) apply(req *tunnelRequest, t *store.Tunnel) (code, msg string) {
 	if req.AllowCIDRs != nil {
 		for _, c := range *req.AllowCIDRs {
 			if _, _, err := net.ParseCIDR(c); err != nil {
-				return "bad_cidr", fmt.Sprintf("allow_cidrs: %q is not a CIDR such as 10.0.0.0/8", c)
+				return api.CodeBadCIDR, fmt.Sprintf("allow_cidrs: %q is not a CIDR such as 10.0.0.0/8", c)
 			}
 		}
 		t.AllowCIDRs = *req.AllowCIDRs
@@ -249,17 +255,17 @@ func (s *Server) apply(req *tunnelRequest, t *store.Tunnel) (code, msg string) {
 		t.Enabled = *req.Enabled
 	}
 	if (t.BasicAuthUser == "") != (t.BasicAuthHash == "") {
-		return "bad_basic_auth", "basic auth needs both basic_auth_user and basic_auth_password"
+		return api.CodeBadBasicAuth, "basic auth needs both basic_auth_user and basic_auth_password"
 	}
 	if t.AgentTokenID == "" {
-		return "bad_agent_token", "a tunnel needs its agent's token: agent_token (the secret) or agent_token_id"
+		return api.CodeBadAgentToken, "a tunnel needs its agent's token: agent_token (the secret) or agent_token_id"
 	}
 	return "", ""
 }
 
 func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
-	var req tunnelRequest
-	if !decode(w, r, &req) {
+	var req tunnelChange
+	if !decode(w, r, &req.TunnelRequest) {
 		return
 	}
 	if req.Name == nil || !ValidName(*req.Name) {
@@ -267,7 +273,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		if req.Name != nil {
 			name = *req.Name
 		}
-		apiError(w, http.StatusBadRequest, "bad_name", fmt.Sprintf("name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", name))
+		apiError(w, http.StatusBadRequest, api.CodeBadName, fmt.Sprintf("name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", name))
 		return
 	}
 	t := store.Tunnel{Name: *req.Name, Enabled: true}
@@ -280,7 +286,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.Upstream == "" {
-		apiError(w, http.StatusBadRequest, "bad_upstream", "a tunnel needs an upstream URL, such as http://127.0.0.1:3000")
+		apiError(w, http.StatusBadRequest, api.CodeBadUpstream, "a tunnel needs an upstream URL, such as http://127.0.0.1:3000")
 		return
 	}
 	t, err := s.cfg.Store.CreateTunnel(r.Context(), t)
@@ -289,8 +295,8 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
-	s.push.send(t.AgentTokenID, EventConfigChanged, map[string]any{"tunnel": t.Name, "change": "created", "version": t.Version})
-	writeJSON(w, http.StatusCreated, map[string]any{"tunnel": t})
+	s.push.send(t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeCreated, Version: t.Version})
+	writeJSON(w, http.StatusCreated, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
 func (s *Server) listTunnels(w http.ResponseWriter, r *http.Request) {
@@ -299,7 +305,11 @@ func (s *Server) listTunnels(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnels")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tunnels": list})
+	out := api.ListTunnelsResponse{Tunnels: make([]api.Tunnel, 0, len(list))}
+	for _, t := range list {
+		out.Tunnels = append(out.Tunnels, apiTunnel(t))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) getTunnel(w http.ResponseWriter, r *http.Request) {
@@ -308,17 +318,17 @@ func (s *Server) getTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+r.PathValue("name"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
 func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
-	var req tunnelRequest
-	if !decode(w, r, &req) {
+	var req tunnelChange
+	if !decode(w, r, &req.TunnelRequest) {
 		return
 	}
 	name := r.PathValue("name")
 	if req.Name != nil && *req.Name != name {
-		apiError(w, http.StatusBadRequest, "bad_name", "a tunnel cannot be renamed; create another")
+		apiError(w, http.StatusBadRequest, api.CodeBadName, "a tunnel cannot be renamed; create another")
 		return
 	}
 	code, msg := s.prepare(r.Context(), &req)
@@ -344,17 +354,17 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	s.access.forget(t.Name)
 	if before != t.AgentTokenID || !t.Enabled {
-		code, why := "tunnel_disabled", "the tunnel was disabled by its operator"
+		code, why := wire.CodeTunnelDisabled, "the tunnel was disabled by its operator"
 		if before != t.AgentTokenID {
-			code, why = "tunnel_replaced", "the tunnel was given to another agent token"
+			code, why = wire.CodeTunnelReplaced, "the tunnel was given to another agent token"
 		}
 		s.retire(func(name, _ string) bool { return name == t.Name }, code, why)
 	}
 	if before != t.AgentTokenID {
-		s.push.send(before, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
+		s.push.send(before, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
 	}
-	s.push.send(t.AgentTokenID, EventConfigChanged, map[string]any{"tunnel": t.Name, "change": "updated", "version": t.Version})
-	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+	s.push.send(t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeUpdated, Version: t.Version})
+	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
 func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
@@ -364,9 +374,9 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
-	s.push.send(t.AgentTokenID, EventTunnelDeleted, map[string]any{"tunnel": t.Name})
-	s.retire(func(name, _ string) bool { return name == t.Name }, "tunnel_deleted", "the tunnel was deleted by its operator")
-	writeJSON(w, http.StatusOK, map[string]any{"tunnel": t})
+	s.push.send(t.AgentTokenID, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
+	s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDeleted, "the tunnel was deleted by its operator")
+	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -375,7 +385,11 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "agents")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"agents": list})
+	out := api.ListAgentsResponse{Agents: make([]api.Agent, 0, len(list))}
+	for _, a := range list {
+		out.Agents = append(out.Agents, apiAgent(a))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // retire ends the sessions that match, in the background: each agent gets

@@ -8,22 +8,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/store"
 )
 
 // The push channel: GET /api/agent/push (bearer agent token) is an SSE
 // stream that starts with a ": connected" comment, sends ": keepalive"
-// comments while idle, and carries config_changed, tunnel_deleted and
-// token_revoked events for the token's agent. GET /api/agent/config gives
-// the agent its tunnels and the push URL.
-
-// Push event types.
-const (
-	EventConfigChanged = "config_changed"
-	EventTunnelDeleted = "tunnel_deleted"
-	EventTokenRevoked  = "token_revoked"
-)
+// comments while idle, and carries the events of package api
+// (config_changed, tunnel_deleted, token_revoked) for the token's agent.
+// GET /api/agent/config gives the agent its tunnels and the push URL.
 
 // pushRegistry holds one push connection per agent token. A new connection
 // for a token replaces the old one, which is closed without being waited
@@ -112,8 +106,8 @@ func (p *pushRegistry) broadcast(typ string, data any) int {
 // when it was sent (sent_at, Unix nanoseconds).
 func (s *Server) serveNotify(w http.ResponseWriter, r *http.Request) {
 	sent := time.Now()
-	n := s.push.broadcast(EventConfigChanged, map[string]any{"reason": "notify", "sent_at": sent.UnixNano()})
-	writeJSON(w, http.StatusOK, map[string]any{"notified": n, "took_ms": float64(time.Since(sent).Microseconds()) / 1000})
+	n := s.push.broadcast(api.EventConfigChanged, api.ConfigChanged{Reason: api.ReasonNotify, SentAt: sent.UnixNano()})
+	writeJSON(w, http.StatusOK, api.NotifyResponse{Notified: n, TookMS: float64(time.Since(sent).Microseconds()) / 1000})
 }
 
 // agentToken authenticates an agent's bearer token against the store, or
@@ -122,11 +116,11 @@ func (s *Server) agentToken(w http.ResponseWriter, r *http.Request) (store.Token
 	tok, err := s.cfg.Store.Authenticate(r.Context(), bearer(r))
 	switch {
 	case bearer(r) == "":
-		apiError(w, http.StatusUnauthorized, "unauthorized", "an agent token is required: Authorization: Bearer TOKEN")
+		apiError(w, http.StatusUnauthorized, api.CodeUnauthorized, "an agent token is required: Authorization: Bearer TOKEN")
 	case errors.Is(err, store.ErrRevoked):
-		apiError(w, http.StatusUnauthorized, "token_revoked", "this agent token was revoked")
+		apiError(w, http.StatusUnauthorized, api.CodeTokenRevoked, "this agent token was revoked")
 	case err != nil || tok.Kind != store.KindAgent:
-		apiError(w, http.StatusUnauthorized, "unauthorized", "wrong agent token")
+		apiError(w, http.StatusUnauthorized, api.CodeUnauthorized, "wrong agent token")
 	default:
 		return tok, true
 	}
@@ -142,23 +136,6 @@ func apexURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-// agentConfig is a managed agent's configuration.
-type agentConfig struct {
-	AgentTokenID string         `json:"agent_token_id"`
-	Tunnels      []agentTunnel  `json:"tunnels"`
-	PushURL      string         `json:"push_url"`
-	Edge         map[string]any `json:"edge"`
-}
-
-type agentTunnel struct {
-	Name       string `json:"name"`
-	Upstream   string `json:"upstream"`
-	HostHeader string `json:"host_header,omitempty"`
-	Enabled    bool   `json:"enabled"`
-	Version    int64  `json:"version"`
-	PublicURL  string `json:"public_url"`
-}
-
 func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	tok, ok := s.agentToken(w, r)
 	if !ok {
@@ -169,10 +146,10 @@ func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnels")
 		return
 	}
-	cfg := agentConfig{AgentTokenID: tok.ID, Tunnels: []agentTunnel{}, PushURL: apexURL(r) + "/api/agent/push",
-		Edge: map[string]any{"domain": s.cfg.Domain}}
+	cfg := api.AgentConfig{AgentTokenID: tok.ID, Tunnels: make([]api.AgentTunnel, 0, len(list)), PushURL: apexURL(r) + "/api/agent/push",
+		Edge: api.AgentEdge{Domain: s.cfg.Domain}}
 	for _, t := range list {
-		cfg.Tunnels = append(cfg.Tunnels, agentTunnel{Name: t.Name, Upstream: t.Upstream, HostHeader: t.HostHeader,
+		cfg.Tunnels = append(cfg.Tunnels, api.AgentTunnel{Name: t.Name, Upstream: t.Upstream, HostHeader: t.HostHeader,
 			Enabled: t.Enabled, Version: t.Version, PublicURL: s.PublicURL(t.Name)})
 	}
 	writeJSON(w, http.StatusOK, cfg)

@@ -40,43 +40,45 @@ const (
 	KindAgent = "agent"
 )
 
-// Token is a credential, without its secret.
+// Token is a credential, without its secret. The store's types are
+// persistence types: the edge's API shows them as the types of package
+// api, which it converts them to.
 type Token struct {
-	ID        string     `json:"id"`
-	Kind      string     `json:"kind"`
-	Name      string     `json:"name"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	ID        string
+	Kind      string
+	Name      string
+	CreatedAt time.Time
+	RevokedAt *time.Time
 }
 
 // Tunnel is a tunnel's stored configuration.
 type Tunnel struct {
-	Name         string `json:"name"`
-	AgentTokenID string `json:"agent_token_id"`
+	Name         string
+	AgentTokenID string
 	// Upstream is where a remotely managed agent sends this tunnel's
 	// requests, such as http://127.0.0.1:3000.
-	Upstream string `json:"upstream"`
+	Upstream string
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
-	HostHeader string `json:"host_header,omitempty"`
+	HostHeader string
 	// BasicAuthUser and BasicAuthHash protect the tunnel's visitors with
 	// basic auth when set (the hash is the edge's, never a password).
-	BasicAuthUser string `json:"basic_auth_user,omitempty"`
-	BasicAuthHash string `json:"-"`
+	BasicAuthUser string
+	BasicAuthHash string
 	// AllowCIDRs, when not empty, are the only visitor addresses let in.
-	AllowCIDRs []string  `json:"allow_cidrs,omitempty"`
-	Enabled    bool      `json:"enabled"`
-	Version    int64     `json:"version"` // incremented by each update
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	AllowCIDRs []string
+	Enabled    bool
+	Version    int64 // incremented by each update
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Agent is what the edge last saw of an agent token's connection.
 type Agent struct {
-	TokenID  string    `json:"token_id"`
-	Version  string    `json:"version"`
-	LastSeen time.Time `json:"last_seen"`
-	Edge     string    `json:"edge"`
+	TokenID  string
+	Version  string
+	LastSeen time.Time
+	Edge     string
 }
 
 // Store is a control-plane store. Its methods are safe for concurrent use.

@@ -1,21 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/sluicehq/sluice/store"
+	"github.com/sluicehq/sluice/api"
 )
+
+// "sluice tokens" and "sluice tunnels": clients of an edge's admin API
+// (package api). Each verb has a flag set of its own, so a flag a verb does
+// not take is a usage error; the flags every verb takes (--edge,
+// --admin-token) are declared once, by adminFlags.
 
 const tokensHelp = `Usage: sluice tokens create|list|revoke [flags]
 
@@ -45,141 +47,185 @@ managed agent (sluice agent) serves its tunnels, each to its upstream.
 --edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN.
 `
 
-// apiClient calls an edge's admin API.
-type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
+// adminGroup is a command made of verbs, each with its own flag set.
+type adminGroup struct {
+	name  string // "tokens"
+	help  string // the command's help, before the flags of its verbs
+	verbs []adminVerb
 }
 
-func apiFlags(fs *flag.FlagSet) (edge, token *string) {
-	edge = fs.String("edge", os.Getenv("SLUICE_EDGE"), "the edge's URL, such as https://tunnel.example.com ($SLUICE_EDGE)")
-	token = fs.String("admin-token", os.Getenv("SLUICE_ADMIN_TOKEN"), "an admin token of the edge ($SLUICE_ADMIN_TOKEN)")
-	return edge, token
+// adminVerb is a verb of an adminGroup.
+type adminVerb struct {
+	name  string // "create"
+	args  string // its arguments, for its usage line: "NAME [flags]"
+	about string // what it does
+	// flags declares the verb's own flags on fs and returns the function
+	// that runs it with the arguments that are not flags.
+	flags func(fs *flag.FlagSet) func(ctx context.Context, c *api.Client, pos []string, stdout, stderr io.Writer) error
 }
 
-func newAPIClient(cmd, edge, token string) (*apiClient, error) {
-	u, err := url.Parse(edge)
-	if edge == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+// adminFlags are the flags every verb takes.
+type adminFlags struct {
+	fs          *flag.FlagSet
+	edge, token string
+	hc          *http.Client // made by client
+}
+
+func addAdminFlags(fs *flag.FlagSet) *adminFlags {
+	a := &adminFlags{fs: fs}
+	fs.StringVar(&a.edge, "edge", "", "the edge's URL, such as https://tunnel.example.com (default $SLUICE_EDGE)")
+	fs.StringVar(&a.token, "admin-token", "", "an admin token of the edge (default $SLUICE_ADMIN_TOKEN)")
+	return a
+}
+
+// client returns the API client the flags (or their variables) name, or
+// a usage error.
+func (a *adminFlags) client(cmd string) (*api.Client, error) {
+	set := map[string]bool{}
+	a.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["edge"] {
+		a.edge = os.Getenv("SLUICE_EDGE")
+	}
+	if !set["admin-token"] {
+		a.token = os.Getenv("SLUICE_ADMIN_TOKEN")
+	}
+	if _, err := api.ParseURL(a.edge); err != nil {
 		return nil, usagef("%s: --edge must be the edge's http:// or https:// URL", cmd)
 	}
-	if token == "" {
+	if a.token == "" {
 		return nil, usagef("%s: --admin-token is required", cmd)
 	}
-	c := httpClient()
-	c.Timeout = 30 * time.Second
-	return &apiClient{base: strings.TrimSuffix(edge, "/"), token: token, http: c}, nil
+	a.hc = httpClient()
+	a.hc.Timeout = 30 * time.Second
+	return api.NewClient(a.edge, a.token, a.hc)
 }
 
-// apiError is the API's error answer.
-type apiError struct {
-	Status  int    `json:"status"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+// verbFlags returns v's flag set, with the shared flags, the function that
+// runs v and the shared flags' values.
+func (g *adminGroup) verbFlags(v adminVerb, stderr io.Writer) (*flag.FlagSet, func(context.Context, *api.Client, []string, io.Writer, io.Writer) error, *adminFlags) {
+	help := fmt.Sprintf("Usage: sluice %s %s %s\n\n%s\n", g.name, v.name, v.args, v.about)
+	fs := newFlagSet(g.name+" "+v.name, help, stderr)
+	run := v.flags(fs)
+	return fs, run, addAdminFlags(fs)
 }
 
-func (e *apiError) Error() string {
-	return fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
+// usage prints the command's help and the flags of each verb; verbs with
+// the same flags are listed together.
+func (g *adminGroup) usage(w io.Writer) {
+	fmt.Fprint(w, g.help)
+	var order []string
+	names := map[string][]string{} // flag listing -> verbs
+	for _, v := range g.verbs {
+		fs := flag.NewFlagSet(v.name, flag.ContinueOnError)
+		v.flags(fs)
+		var b strings.Builder
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		if b.Len() == 0 {
+			continue
+		}
+		if names[b.String()] == nil {
+			order = append(order, b.String())
+		}
+		names[b.String()] = append(names[b.String()], v.name)
+	}
+	for _, listing := range order {
+		fmt.Fprintf(w, "\nFlags of %s:\n%s", joinAnd(names[listing]), listing)
+	}
+	fs := flag.NewFlagSet(g.name, flag.ContinueOnError)
+	addAdminFlags(fs)
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "\nFlags of every verb:")
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nRun \"sluice %s VERB --help\" for a verb's usage.\n", g.name)
 }
 
-// do sends a request with body (JSON, if not nil) and decodes the answer
-// into out.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+// joinAnd joins "a", "b" and "c" as "a, b and c".
+func joinAnd(s []string) string {
+	if len(s) == 1 {
+		return s[0]
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error *apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != nil {
-			return e.Error
-		}
-		return fmt.Errorf("%s %s: HTTP %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
-		}
-	}
-	return nil
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
-// The API's JSON bodies are the store's types.
-type (
-	apiToken  = store.Token
-	apiTunnel = store.Tunnel
-)
+// verbList is "create, list or revoke".
+func (g *adminGroup) verbList() string {
+	var names []string
+	for _, v := range g.verbs {
+		names = append(names, v.name)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
 
-func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, tokensHelp)
+// run runs the verb args[0] with the rest of args.
+func (g *adminGroup) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+		g.usage(stderr)
 		if len(args) == 0 {
-			return usagef("tokens: want create, list or revoke")
+			return usagef("%s: want %s", g.name, g.verbList())
 		}
 		return errHelp
 	}
-	sub := args[0]
-	fs := newFlagSet("tokens "+sub, tokensHelp, stderr)
-	edge, token := apiFlags(fs)
-	name := fs.String("name", "", "create: a name to recognize the token by")
-	kind := fs.String("kind", "agent", `create: "agent" (for sluice http/agent) or "admin" (for this API)`)
+	i := -1
+	for j, v := range g.verbs {
+		if v.name == args[0] {
+			i = j
+		}
+	}
+	if i < 0 {
+		return usagef("%s: unknown subcommand %q (want %s)", g.name, args[0], g.verbList())
+	}
+	fs, run, shared := g.verbFlags(g.verbs[i], stderr)
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	c, err := newAPIClient("tokens", *edge, *token)
+	c, err := shared.client(g.name)
 	if err != nil {
 		return err
 	}
-	switch sub {
-	case "create":
+	defer shared.hc.CloseIdleConnections()
+	return run(ctx, c, pos, stdout, stderr)
+}
+
+var tokensCmd = &adminGroup{name: "tokens", help: tokensHelp, verbs: []adminVerb{
+	{name: "create", args: "[flags]", about: "Creates a token; its secret is printed alone on the last line, once.", flags: tokensCreate},
+	{name: "list", args: "[flags]", about: "Lists the tokens, revoked ones too.", flags: tokensList},
+	{name: "revoke", args: "ID [flags]", about: "Revokes the token ID: its tunnels go offline and its managed agent stops.", flags: tokensRevoke},
+}}
+
+func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return tokensCmd.run(ctx, args, stdout, stderr)
+}
+
+type adminRun = func(ctx context.Context, c *api.Client, pos []string, stdout, stderr io.Writer) error
+
+func tokensCreate(fs *flag.FlagSet) adminRun {
+	name := fs.String("name", "", "a name to recognize the token by")
+	kind := fs.String("kind", api.KindAgent, `"agent" (for sluice http/agent) or "admin" (for this API)`)
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, stderr io.Writer) error {
 		if len(pos) != 0 {
 			return usagef("tokens create: unexpected argument %q", pos[0])
 		}
-		var out struct {
-			Token  apiToken `json:"token"`
-			Secret string   `json:"secret"`
-		}
-		if err := c.do(ctx, "POST", "/api/tokens", map[string]string{"kind": *kind, "name": *name}, &out); err != nil {
+		out, err := c.CreateToken(ctx, api.CreateTokenRequest{Kind: *kind, Name: *name})
+		if err != nil {
 			return fmt.Errorf("tokens create: %w", err)
 		}
 		fmt.Fprintf(stderr, "created %s token %s%s; its secret, shown only now:\n", out.Token.Kind, out.Token.ID, quotedName(out.Token.Name))
 		fmt.Fprintln(stdout, out.Secret)
 		return nil
-	case "list":
-		var out struct {
-			Tokens []apiToken `json:"tokens"`
-		}
-		if err := c.do(ctx, "GET", "/api/tokens", nil, &out); err != nil {
+	}
+}
+
+func tokensList(*flag.FlagSet) adminRun {
+	return func(ctx context.Context, c *api.Client, _ []string, stdout, _ io.Writer) error {
+		list, err := c.ListTokens(ctx)
+		if err != nil {
 			return fmt.Errorf("tokens list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tKIND\tNAME\tCREATED\tREVOKED")
-		for _, t := range out.Tokens {
+		for _, t := range list {
 			revoked := "-"
 			if t.RevokedAt != nil {
 				revoked = t.RevokedAt.Format(time.RFC3339)
@@ -187,17 +233,20 @@ func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Kind, t.Name, t.CreatedAt.Format(time.RFC3339), revoked)
 		}
 		return tw.Flush()
-	case "revoke":
+	}
+}
+
+func tokensRevoke(*flag.FlagSet) adminRun {
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
 		if len(pos) != 1 {
 			return usagef("tokens revoke: want one token ID")
 		}
-		if err := c.do(ctx, "DELETE", "/api/tokens/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+		if _, err := c.RevokeToken(ctx, pos[0]); err != nil {
 			return fmt.Errorf("tokens revoke: %w", err)
 		}
 		fmt.Fprintf(stdout, "revoked %s\n", pos[0])
 		return nil
 	}
-	return usagef("tokens: unknown subcommand %q (want create, list or revoke)", sub)
 }
 
 func quotedName(name string) string {
@@ -207,148 +256,163 @@ func quotedName(name string) string {
 	return fmt.Sprintf(" (%q)", name)
 }
 
+var tunnelsCmd = &adminGroup{name: "tunnels", help: tunnelsHelp, verbs: []adminVerb{
+	{name: "create", args: "NAME --upstream URL --agent-token T [flags]", about: "Creates the tunnel NAME (a DNS label), served by the managed agent of the agent token T.", flags: tunnelsCreate},
+	{name: "list", args: "[flags]", about: "Lists the tunnels.", flags: tunnelsList},
+	{name: "get", args: "NAME [flags]", about: "Shows the tunnel NAME.", flags: tunnelsGet},
+	{name: "update", args: "NAME [flags]", about: "Changes what the flags given set, and nothing else, of the tunnel NAME.", flags: tunnelsUpdate},
+	{name: "delete", args: "NAME [flags]", about: "Deletes the tunnel NAME: its agent stops serving it.", flags: tunnelsDelete},
+}}
+
 func runTunnels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, tunnelsHelp)
-		if len(args) == 0 {
-			return usagef("tunnels: want create, list, get, update or delete")
-		}
-		return errHelp
-	}
-	sub := args[0]
-	fs := newFlagSet("tunnels "+sub, tunnelsHelp, stderr)
-	edge, token := apiFlags(fs)
-	upstream := fs.String("upstream", "", "create/update: where the agent sends the tunnel's requests, such as http://127.0.0.1:3000")
-	agentToken := fs.String("agent-token", "", "create/update: the secret of the agent token the tunnel belongs to")
-	hostHeader := fs.String("host-header", "", `create/update: Host the upstream sees: "preserve", "rewrite" or a literal host`)
-	authUser := fs.String("basic-auth", "", "create/update: USER:PASSWORD visitors must give (basic auth); \"\" with update clears it")
-	allow := fs.String("allow", "", "create/update: comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24")
-	disabled := fs.Bool("disabled", false, "create/update: the tunnel refuses visitors until enabled")
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	c, err := newAPIClient("tunnels", *edge, *token)
-	if err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	body := func(name string) (map[string]any, error) {
-		b := map[string]any{}
+	return tunnelsCmd.run(ctx, args, stdout, stderr)
+}
+
+// tunnelFlags declares the flags of tunnels create and update and returns
+// the function that makes the request of those given.
+func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) {
+	upstream := fs.String("upstream", "", "where the agent sends the tunnel's requests, such as http://127.0.0.1:3000")
+	agentToken := fs.String("agent-token", "", "the secret of the agent token the tunnel belongs to")
+	hostHeader := fs.String("host-header", "", `Host the upstream sees: "preserve", "rewrite" or a literal host`)
+	authUser := fs.String("basic-auth", "", `USER:PASSWORD visitors must give (basic auth); "" with update clears it`)
+	allow := fs.String("allow", "", `comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24; "" with update clears them`)
+	disabled := fs.Bool("disabled", false, "the tunnel refuses visitors until enabled (update --disabled=false enables it)")
+	return func(name string) (api.TunnelRequest, error) {
+		var req api.TunnelRequest
 		if name != "" {
-			b["name"] = name
+			req.Name = &name
 		}
-		if set["upstream"] {
-			b["upstream"] = *upstream
-		}
-		if set["agent-token"] {
-			b["agent_token"] = *agentToken
-		}
-		if set["host-header"] {
-			b["host_header"] = *hostHeader
-		}
-		if set["basic-auth"] {
-			user, pass, ok := strings.Cut(*authUser, ":")
-			if *authUser != "" && !ok {
-				return nil, usagef("tunnels: --basic-auth wants USER:PASSWORD")
-			}
-			b["basic_auth_user"], b["basic_auth_password"] = user, pass
-		}
-		if set["allow"] {
-			cidrs := []string{}
-			for _, c := range strings.Split(*allow, ",") {
-				if c = strings.TrimSpace(c); c != "" {
-					cidrs = append(cidrs, c)
+		var err error
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "upstream":
+				req.Upstream = upstream
+			case "agent-token":
+				req.AgentToken = agentToken
+			case "host-header":
+				req.HostHeader = hostHeader
+			case "basic-auth":
+				user, pass, ok := strings.Cut(*authUser, ":")
+				if *authUser != "" && !ok {
+					err = usagef("tunnels: --basic-auth wants USER:PASSWORD")
 				}
+				req.BasicAuthUser, req.BasicAuthPassword = &user, &pass
+			case "allow":
+				cidrs := []string{}
+				for _, c := range strings.Split(*allow, ",") {
+					if c = strings.TrimSpace(c); c != "" {
+						cidrs = append(cidrs, c)
+					}
+				}
+				req.AllowCIDRs = &cidrs
+			case "disabled":
+				enabled := !*disabled
+				req.Enabled = &enabled
 			}
-			b["allow_cidrs"] = cidrs
-		}
-		if set["disabled"] {
-			b["enabled"] = !*disabled
-		}
-		return b, nil
+		})
+		return req, err
 	}
-	one := func(verb string) (string, error) {
-		if len(pos) != 1 {
-			return "", usagef("tunnels %s: want one tunnel NAME", verb)
-		}
-		return pos[0], nil
+}
+
+// oneName is the NAME of a verb that wants one.
+func oneName(verb string, pos []string) (string, error) {
+	if len(pos) != 1 {
+		return "", usagef("tunnels %s: want one tunnel NAME", verb)
 	}
-	var out struct {
-		Tunnel  apiTunnel   `json:"tunnel"`
-		Tunnels []apiTunnel `json:"tunnels"`
-	}
-	switch sub {
-	case "create":
-		name, err := one("create")
+	return pos[0], nil
+}
+
+func tunnelsCreate(fs *flag.FlagSet) adminRun {
+	request := tunnelFlags(fs)
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
+		name, err := oneName("create", pos)
 		if err != nil {
 			return err
 		}
-		if !set["upstream"] || !set["agent-token"] {
+		req, err := request(name)
+		if err != nil {
+			return err
+		}
+		if req.Upstream == nil || req.AgentToken == nil {
 			return usagef("tunnels create: --upstream and --agent-token are required")
 		}
-		b, err := body(name)
+		t, err := c.CreateTunnel(ctx, req)
 		if err != nil {
-			return err
-		}
-		if err := c.do(ctx, "POST", "/api/tunnels", b, &out); err != nil {
 			return fmt.Errorf("tunnels create %s: %w", name, err)
 		}
-		printTunnel(stdout, out.Tunnel)
+		printTunnel(stdout, t)
 		return nil
-	case "update":
-		name, err := one("update")
+	}
+}
+
+func tunnelsUpdate(fs *flag.FlagSet) adminRun {
+	request := tunnelFlags(fs)
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
+		name, err := oneName("update", pos)
 		if err != nil {
 			return err
 		}
-		b, err := body("")
+		req, err := request("")
 		if err != nil {
 			return err
 		}
-		if len(b) == 0 {
+		if req == (api.TunnelRequest{}) {
 			return usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow or --disabled)")
 		}
-		if err := c.do(ctx, "PATCH", "/api/tunnels/"+url.PathEscape(name), b, &out); err != nil {
+		t, err := c.UpdateTunnel(ctx, name, req)
+		if err != nil {
 			return fmt.Errorf("tunnels update %s: %w", name, err)
 		}
-		printTunnel(stdout, out.Tunnel)
+		printTunnel(stdout, t)
 		return nil
-	case "get":
-		name, err := one("get")
+	}
+}
+
+func tunnelsGet(*flag.FlagSet) adminRun {
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
+		name, err := oneName("get", pos)
 		if err != nil {
 			return err
 		}
-		if err := c.do(ctx, "GET", "/api/tunnels/"+url.PathEscape(name), nil, &out); err != nil {
+		t, err := c.Tunnel(ctx, name)
+		if err != nil {
 			return fmt.Errorf("tunnels get %s: %w", name, err)
 		}
-		printTunnel(stdout, out.Tunnel)
+		printTunnel(stdout, t)
 		return nil
-	case "delete":
-		name, err := one("delete")
+	}
+}
+
+func tunnelsDelete(*flag.FlagSet) adminRun {
+	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
+		name, err := oneName("delete", pos)
 		if err != nil {
 			return err
 		}
-		if err := c.do(ctx, "DELETE", "/api/tunnels/"+url.PathEscape(name), nil, nil); err != nil {
+		if _, err := c.DeleteTunnel(ctx, name); err != nil {
 			return fmt.Errorf("tunnels delete %s: %w", name, err)
 		}
 		fmt.Fprintf(stdout, "deleted %s\n", name)
 		return nil
-	case "list":
-		if err := c.do(ctx, "GET", "/api/tunnels", nil, &out); err != nil {
+	}
+}
+
+func tunnelsList(*flag.FlagSet) adminRun {
+	return func(ctx context.Context, c *api.Client, _ []string, stdout, _ io.Writer) error {
+		list, err := c.ListTunnels(ctx)
+		if err != nil {
 			return fmt.Errorf("tunnels list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tUPSTREAM\tAGENT TOKEN\tENABLED\tVERSION")
-		for _, t := range out.Tunnels {
+		for _, t := range list {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version)
 		}
 		return tw.Flush()
 	}
-	return usagef("tunnels: unknown subcommand %q (want create, list, get, update or delete)", sub)
 }
 
-func printTunnel(w io.Writer, t apiTunnel) {
+func printTunnel(w io.Writer, t api.Tunnel) {
 	fmt.Fprintf(w, "%s -> %s (agent token %s, enabled %v, version %d)\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version)
 	if t.BasicAuthUser != "" {
 		fmt.Fprintf(w, "  basic auth: user %q\n", t.BasicAuthUser)

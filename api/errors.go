@@ -1,0 +1,64 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sluicehq/sluice/wire"
+)
+
+// Error codes of the API's error envelope. Codes that name the same
+// condition as an agent's error frame are wire's.
+const (
+	CodeUnauthorized  = wire.CodeUnauthorized // 401: a missing or wrong token
+	CodeTokenRevoked  = wire.CodeTokenRevoked // 401: a revoked token
+	CodeNotFound      = "not_found"           // 404: no such route, token or tunnel
+	CodeExists        = "exists"              // 409: the name is taken
+	CodeBadJSON       = "bad_json"            // 400: the body is not the JSON expected
+	CodeBadKind       = "bad_kind"            // 400: a token kind other than agent or admin
+	CodeBadName       = "bad_name"            // 400: a name that is not a DNS label, or too long
+	CodeBadUpstream   = "bad_upstream"        // 400: not an http:// or https:// URL
+	CodeBadAgentToken = "bad_agent_token"     // 400: no agent token, or not one of this edge
+	CodeBadBasicAuth  = "bad_basic_auth"      // 400: basic auth half given, or a user with ':'
+	CodeBadCIDR       = "bad_cidr"            // 400: an allow_cidrs entry that is not a CIDR
+	CodeStoreError    = "store_error"         // 500: the store failed
+	CodeNoStore       = "no_store"            // 404: the edge has no store, hence no API
+)
+
+// Error is the API's one error answer, {"error": {"code", "status",
+// "message"}}, and the error the Client returns for any answer that is not
+// a success. An answer that is not the envelope (a proxy's 502 page, say)
+// gives an Error with Code "" and a Message that quotes it.
+type Error struct {
+	Code    string `json:"code"`
+	Status  int    `json:"status"` // the HTTP status
+	Message string `json:"message"`
+}
+
+// Error is the message followed by the status and code, as the sluice
+// command prints it: "wrong admin token (HTTP 401, unauthorized)".
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return e.Message
+	}
+	return fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
+}
+
+// ErrorResponse is the envelope of an Error.
+type ErrorResponse struct {
+	Error *Error `json:"error"`
+}
+
+// ErrNoToken is returned by NewClient without a token.
+var ErrNoToken = errors.New("api: no token")
+
+// URLError is the error of ParseURL. Its text has no package prefix and
+// starts with the value, so that a caller can name the field before it:
+// `upstream "ftp://x" is not an http:// or https:// URL`.
+type URLError struct {
+	URL string // the value given
+}
+
+func (e *URLError) Error() string {
+	return fmt.Sprintf("%q is not an http:// or https:// URL", e.URL)
+}

@@ -1,0 +1,172 @@
+package api
+
+import "time"
+
+// Token kinds.
+const (
+	KindAgent = "agent" // for sluice http and sluice agent
+	KindAdmin = "admin" // for this API
+)
+
+// Token is a credential as the API shows it, without its secret.
+type Token struct {
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"` // KindAgent or KindAdmin
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Tunnel is a stored tunnel as the API shows it. A visitor password is
+// never shown, not even hashed.
+type Tunnel struct {
+	Name         string `json:"name"`
+	AgentTokenID string `json:"agent_token_id"`
+	// Upstream is where the managed agent sends the tunnel's requests,
+	// such as http://127.0.0.1:3000.
+	Upstream string `json:"upstream"`
+	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
+	// a literal host.
+	HostHeader    string    `json:"host_header,omitempty"`
+	BasicAuthUser string    `json:"basic_auth_user,omitempty"`
+	AllowCIDRs    []string  `json:"allow_cidrs,omitempty"`
+	Enabled       bool      `json:"enabled"`
+	Version       int64     `json:"version"` // incremented by each update
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// Agent is what the edge last saw of an agent token's connection.
+type Agent struct {
+	TokenID  string    `json:"token_id"`
+	Version  string    `json:"version"` // from its User-Agent, sluice/VERSION
+	LastSeen time.Time `json:"last_seen"`
+	Edge     string    `json:"edge"`
+}
+
+// CreateTokenRequest is the body of POST /api/tokens. An empty Kind means
+// KindAgent.
+type CreateTokenRequest struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+// CreateTokenResponse answers POST /api/tokens (201).
+type CreateTokenResponse struct {
+	Token  Token  `json:"token"`
+	Secret string `json:"secret"` // shown this once
+}
+
+// TokenResponse answers DELETE /api/tokens/{id}.
+type TokenResponse struct {
+	Token Token `json:"token"`
+}
+
+// ListTokensResponse answers GET /api/tokens.
+type ListTokensResponse struct {
+	Tokens []Token `json:"tokens"`
+}
+
+// TunnelRequest is the body of POST /api/tunnels and PATCH
+// /api/tunnels/{name}. A nil field is left as it is by PATCH (and takes
+// its default with POST); Name is required by POST and cannot change.
+type TunnelRequest struct {
+	Name     *string `json:"name,omitempty"`
+	Upstream *string `json:"upstream,omitempty"`
+	// AgentToken (the secret) or AgentTokenID names the agent token the
+	// tunnel belongs to.
+	AgentToken   *string `json:"agent_token,omitempty"`
+	AgentTokenID *string `json:"agent_token_id,omitempty"`
+	HostHeader   *string `json:"host_header,omitempty"`
+	// BasicAuthUser and BasicAuthPassword protect the tunnel's visitors
+	// with basic auth; both "" clear it.
+	BasicAuthUser     *string `json:"basic_auth_user,omitempty"`
+	BasicAuthPassword *string `json:"basic_auth_password,omitempty"`
+	// AllowCIDRs, when not empty, are the only visitor addresses let in;
+	// an empty list clears it.
+	AllowCIDRs *[]string `json:"allow_cidrs,omitempty"`
+	Enabled    *bool     `json:"enabled,omitempty"`
+}
+
+// TunnelResponse answers POST (201), GET, PATCH and DELETE of a tunnel.
+type TunnelResponse struct {
+	Tunnel Tunnel `json:"tunnel"`
+}
+
+// ListTunnelsResponse answers GET /api/tunnels.
+type ListTunnelsResponse struct {
+	Tunnels []Tunnel `json:"tunnels"`
+}
+
+// ListAgentsResponse answers GET /api/agents.
+type ListAgentsResponse struct {
+	Agents []Agent `json:"agents"`
+}
+
+// NotifyResponse answers POST /api/agents/notify.
+type NotifyResponse struct {
+	Notified int     `json:"notified"` // connected agents that got config_changed
+	TookMS   float64 `json:"took_ms"`  // how long sending took, in milliseconds
+}
+
+// AgentConfig answers GET /api/agent/config: a managed agent's tunnels and
+// where its push channel is.
+type AgentConfig struct {
+	AgentTokenID string        `json:"agent_token_id"`
+	Tunnels      []AgentTunnel `json:"tunnels"`
+	PushURL      string        `json:"push_url"`
+	Edge         AgentEdge     `json:"edge"`
+}
+
+// AgentTunnel is a tunnel of an AgentConfig.
+type AgentTunnel struct {
+	Name       string `json:"name"`
+	Upstream   string `json:"upstream"`
+	HostHeader string `json:"host_header,omitempty"`
+	Enabled    bool   `json:"enabled"`
+	Version    int64  `json:"version"`
+	PublicURL  string `json:"public_url"`
+}
+
+// AgentEdge describes the edge to a managed agent.
+type AgentEdge struct {
+	Domain string `json:"domain"`
+}
+
+// Push event types, the event names of GET /api/agent/push.
+const (
+	EventConfigChanged = "config_changed" // data: ConfigChanged
+	EventTunnelDeleted = "tunnel_deleted" // data: TunnelDeleted
+	EventTokenRevoked  = "token_revoked"  // data: TokenRevoked
+)
+
+// Changes of a ConfigChanged event.
+const (
+	ChangeCreated = "created"
+	ChangeUpdated = "updated"
+)
+
+// ReasonNotify is the Reason of the config_changed event that POST
+// /api/agents/notify sends to every connected agent.
+const ReasonNotify = "notify"
+
+// ConfigChanged is the data of a config_changed event: either a tunnel's
+// change (Tunnel, Change, Version) or a notification (Reason, SentAt).
+type ConfigChanged struct {
+	Tunnel  string `json:"tunnel,omitempty"`
+	Change  string `json:"change,omitempty"` // ChangeCreated or ChangeUpdated
+	Version int64  `json:"version,omitempty"`
+	Reason  string `json:"reason,omitempty"`  // ReasonNotify
+	SentAt  int64  `json:"sent_at,omitempty"` // Unix nanoseconds
+}
+
+// TunnelDeleted is the data of a tunnel_deleted event: the tunnel was
+// deleted or given to another agent token.
+type TunnelDeleted struct {
+	Tunnel string `json:"tunnel"`
+}
+
+// TokenRevoked is the data of a token_revoked event.
+type TokenRevoked struct {
+	TokenID string `json:"token_id"`
+}
