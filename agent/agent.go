@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -87,9 +88,9 @@ func (a *Agent) SetUpstream(u *url.URL, hostHeader string) {
 
 // New checks cfg and returns an agent.
 func New(cfg Config) (*Agent, error) {
-	u, err := url.Parse(cfg.Edge)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("agent: edge %q is not an http:// or https:// URL", cfg.Edge)
+	u, err := api.ParseURL(cfg.Edge)
+	if err != nil {
+		return nil, fmt.Errorf("agent: edge %w", err)
 	}
 	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
 		return nil, errors.New("agent: no upstream")

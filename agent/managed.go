@@ -37,6 +37,9 @@ type ManagedConfig struct {
 	// Status, if set, gets one line per change: tunnels started, changed
 	// and stopped, the push channel's state.
 	Status func(line string)
+	// UserAgent is sent with the tunnels' WebSocket handshakes (see
+	// Config.UserAgent).
+	UserAgent string
 }
 
 // ErrTokenRevoked ends a managed agent whose token the edge revoked.
@@ -242,6 +245,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 		a, err := New(Config{
 			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Upstream: up, HostHeader: t.HostHeader,
 			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
+			UserAgent: m.cfg.UserAgent,
 			OnConnect: func(public, protocol string) {
 				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, up, protocol))
 			},

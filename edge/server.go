@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -56,7 +57,7 @@ func New(cfg Config) (*Server, error) {
 		s.routeAPI()
 	} else {
 		s.apex.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-			apiError(w, http.StatusNotFound, "no_store", "this edge has no store: start it with --data DIR (or --store postgres://...) for the API")
+			apiError(w, http.StatusNotFound, api.CodeNoStore, "this edge has no store: start it with --data DIR (or --store postgres://...) for the API")
 		})
 	}
 	s.apex.HandleFunc("/", s.landing)

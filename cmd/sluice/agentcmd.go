@@ -47,6 +47,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Edge:       *edgeURL,
 		Token:      *token,
 		Protocol:   *protocol,
+		UserAgent:  userAgent(),
 		HTTPClient: httpClient(),
 		Logger:     newLogger(stderr, *verbose),
 		Status: func(line string) {

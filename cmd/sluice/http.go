@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/agent"
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -152,8 +153,8 @@ func parseUpstream(s string) (*url.URL, error) {
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := api.ParseURL(s)
+	if err != nil {
 		return nil, usagef("http: %q is not a port or an http:// URL", s)
 	}
 	return u, nil
