@@ -275,15 +275,13 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		r: w.body,
 		onHead: func(status int, h http.Header) error {
 			dst := w.ResponseWriter.Header()
+			proto := cmp.Or(h.Get("Upgrade"), w.proto)
+			RemoveHopByHop(h)
 			for k, vv := range h {
-				switch k {
-				case "Connection", "Upgrade", "Keep-Alive", "Transfer-Encoding", "Proxy-Connection":
-				default:
-					dst[k] = vv
-				}
+				dst[k] = vv
 			}
 			if status == http.StatusSwitchingProtocols {
-				dst.Set(upgradedHeader, cmp.Or(h.Get("Upgrade"), w.proto))
+				dst.Set(upgradedHeader, proto)
 				status = http.StatusOK
 			}
 			w.ResponseWriter.WriteHeader(status)

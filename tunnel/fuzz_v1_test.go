@@ -1,0 +1,165 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// v1Reply is what a well-behaved v1 agent sends for request 1: a 200 with
+// the body "ok", one frame per line.
+const v1Reply = `{"type":"http_response","request_id":"1","status":200,"headers":{"Content-Type":"text/plain"},"body_b64":"b2s="}`
+
+// FuzzV1Session: whatever frames a v1 agent sends after registering (one
+// message per line of the input; a line starting with NUL goes as a binary
+// message), the edge's session neither panics nor hangs: the request ends
+// with a response or an error, and Close and Run return. The well-formed
+// reply gives 200 "ok", with any features announced.
+func FuzzV1Session(f *testing.F) {
+	streamed := `{"type":"http_response_start","request_id":"1","status":200,"headers":{"Content-Type":["text/plain"]}}` + "\n" +
+		`{"type":"http_response_chunk","request_id":"1","data_b64":"b2s="}` + "\n" +
+		`{"type":"http_response_end","request_id":"1"}`
+	for _, seed := range []string{
+		v1Reply,
+		streamed,
+		`{"type":"window_update","request_id":"1","bytes":9223372036854775807}` + "\n" + v1Reply,
+		`{"type":"http_response_chunk","request_id":"1","data_b64":"b2s="}` + "\n" + v1Reply,
+		`{"type":"http_response_start","request_id":"1","status":200}` + "\n" + `{"type":"http_response_start","request_id":"1","status":500}`,
+		`{"type":"http_response_end","request_id":"1","error":"boom"}`,
+		`{"type":"http_response","request_id":"999","status":200}` + "\n" + v1Reply,
+		`{"type":"http_response","request_id":"1","status":99999,"headers":{"":""}}`,
+		`{"type":"surprise"}` + "\n" + `not json` + "\n" + "\x00binary" + "\n" + v1Reply,
+		`{"type":"register","tunnel_id":"again"}` + "\n" + v1Reply,
+		`{"type":"http_response_start","request_id":"1","status":101,"headers":{"Upgrade":"websocket"}}`,
+		`{"type":"http_response","request_id":"1","status":200,"body_b64":"!!"}`,
+		`{"type":"http_response","request_id":1,"status":"200"}`,
+		`{"type":"http_response_chunk","request_id":"1","data_b64":"` + strings.Repeat("QUFB", 1000) + `"}`,
+	} {
+		f.Add([]byte(seed), uint8(0))
+		f.Add([]byte(seed), uint8(7))
+	}
+	f.Fuzz(func(t *testing.T, input []byte, features uint8) { v1Input(t, input, features) })
+}
+
+// v1Input is one run of FuzzV1Session. The bits of features choose what
+// the agent announces.
+func v1Input(t *testing.T, input []byte, features uint8) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var announce []string
+	for i, f := range wire.Features {
+		if features&(1<<i) != 0 {
+			announce = append(announce, f)
+		}
+	}
+	sessions := make(chan Session, 1)
+	runDone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := Accept(w, r, grantAll(Config{PongTimeout: 5 * time.Second, V1: V1Config{MaxFrameSize: 64 << 10}}))
+		if err != nil {
+			close(runDone)
+			close(sessions)
+			return
+		}
+		sessions <- s
+		s.Run(ctx)
+		close(runDone)
+	}))
+	defer srv.Close()
+	ws, _, err := (&websocket.Dialer{}).Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	registerRaw(t, ws, announce...)
+	s := <-sessions
+	if s == nil {
+		t.Fatal("the session did not open")
+	}
+
+	// The agent waits for the request's head (its id is "1"), then sends
+	// the input; it reads on until the connection ends.
+	drained := make(chan struct{})
+	gotRequest := make(chan struct{})
+	go func() {
+		defer close(drained)
+		first := true
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if first && bytes.Contains(msg, []byte(`"http_request`)) {
+				first = false
+				close(gotRequest)
+			}
+		}
+	}()
+	go func() {
+		select {
+		case <-gotRequest:
+		case <-time.After(time.Minute):
+			return
+		}
+		for line := range bytes.SplitSeq(input, []byte("\n")) {
+			typ := websocket.TextMessage
+			if len(line) > 0 && line[0] == 0 {
+				typ, line = websocket.BinaryMessage, line[1:]
+			}
+			if ws.WriteMessage(typ, line) != nil {
+				return
+			}
+		}
+	}()
+
+	valid := bytes.Equal(input, []byte(v1Reply))
+	timeout := 50 * time.Millisecond
+	if valid {
+		timeout = time.Minute // a busy machine is slow, not broken
+	}
+	rctx, rcancel := context.WithTimeout(ctx, timeout)
+	defer rcancel()
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(rctx, "GET", "http://t.example/", nil)
+		resp, err := s.RoundTrip(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		done <- result{resp.StatusCode, body, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(timeout + time.Minute):
+		t.Fatal("the request outlived its context by a minute")
+	}
+	if valid && (r.err != nil || r.status != 200 || string(r.body) != "ok") {
+		t.Fatalf("the well-formed reply: status %d, body %q, %v", r.status, r.body, r.err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	wait(t, closed, "Close")
+	wait(t, runDone, "the session's Run")
+	ws.Close()
+	wait(t, drained, "the agent's reader")
+}
