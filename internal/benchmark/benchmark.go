@@ -2,12 +2,12 @@
 // against nginx as a reverse proxy, on loopback, in one run: bulk download
 // and upload throughput, small-request rate and latency, Server-Sent Events
 // delivery delay with one and with many streams, and memory per held
-// stream. It is what "sluice bench" runs.
+// stream. It is what the bench command (bench/cmd/bench) runs.
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
 // by every target. The targets are "direct" (the upstream itself),
-// "relays" (two bare TCP relays in a chain, child processes of the sluice
-// binary: the floor of any two-process tunnel on the machine), "nginx" (a
+// "relays" (two bare TCP relays in a chain, child processes running Relay:
+// the floor of any two-process tunnel on the machine), "nginx" (a
 // child nginx configured as a streaming reverse proxy), "sluice-v1" and
 // "sluice-v2" (an edge and an agent, each a child process of the given
 // sluice binary). Every
@@ -53,10 +53,13 @@ type Config struct {
 	// Targets are the targets to measure, in order: "direct", "relays",
 	// "nginx", "sluice-v1", "sluice-v2".
 	Targets []string
-	// SluiceBin is the sluice binary run as the edge and the agent, and
-	// as the relays ("sluice bench-relay"). Required when Targets holds a
-	// sluice target or relays.
+	// SluiceBin is the sluice binary run as the edge and the agent.
+	// Required when Targets holds a sluice target.
 	SluiceBin string
+	// RelayCmd is the command that runs one relay (Relay) as a child
+	// process, the listen and target addresses appended: the bench
+	// command's is {itself, "relay"}. Required when Targets holds relays.
+	RelayCmd []string
 	// NginxBin is the nginx binary. Empty skips the nginx target with a
 	// note saying so.
 	NginxBin string
@@ -117,8 +120,11 @@ func (c *Config) validate() error {
 		}
 		seen[t] = true
 	}
-	if (seen["sluice-v1"] || seen["sluice-v2"] || seen["relays"]) && c.SluiceBin == "" {
-		return errors.New("benchmark: the sluice and relays targets need the sluice binary")
+	if (seen["sluice-v1"] || seen["sluice-v2"]) && c.SluiceBin == "" {
+		return errors.New("benchmark: the sluice targets need the sluice binary")
+	}
+	if seen["relays"] && len(c.RelayCmd) == 0 {
+		return errors.New("benchmark: the relays target needs the relay command")
 	}
 	return nil
 }
@@ -132,7 +138,7 @@ func validTarget(name string) bool {
 	return false
 }
 
-// Report is the outcome of a run. Its JSON form is "sluice bench --json".
+// Report is the outcome of a run. Its JSON form is "bench --json".
 type Report struct {
 	Env     Env            `json:"env"`
 	Config  ConfigSummary  `json:"config"`
