@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/stats"
 )
 
 // TestHeadOfLine: on one tunnel, a public client reads a 1 GiB download at
@@ -43,15 +44,6 @@ func (l *latencies) take() []time.Duration {
 	d := l.d
 	l.d = nil
 	return d
-}
-
-// p99 sorts d and returns its 99th percentile (nearest rank).
-func p99(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	slices.Sort(d)
-	return d[(len(d)*99+99)/100-1]
 }
 
 func testHeadOfLine(t *testing.T, proto string) {
@@ -174,10 +166,11 @@ func testHeadOfLine(t *testing.T, proto string) {
 		if len(events) == 0 {
 			t.Fatalf("%s: no event in %v", what, phase)
 		}
-		getP99, sseP99 = p99(gets), p99(events)
+		g, ev := stats.Summarize(gets), stats.Summarize(events)
+		getP99, sseP99 = g.P99, ev.P99
 		t.Logf("%s %s: small requests p99 %v (max %v, %d requests); events p99 delay %v (max %v, %d events)",
-			proto, what, getP99.Round(time.Microsecond), gets[len(gets)-1].Round(time.Microsecond), len(gets),
-			sseP99.Round(time.Microsecond), events[len(events)-1].Round(time.Microsecond), len(events))
+			proto, what, g.P99.Round(time.Microsecond), g.Max.Round(time.Microsecond), g.N,
+			ev.P99.Round(time.Microsecond), ev.Max.Round(time.Microsecond), ev.N)
 		if want := int(phase / sseEvery / 2); len(events) < want {
 			t.Errorf("%s: %d events in %v, want at least %d (one every %v was sent)", what, len(events), phase, want, sseEvery)
 		}

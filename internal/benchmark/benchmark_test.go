@@ -132,19 +132,6 @@ func TestPatternReader(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	s := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	if p := percentile(s, 0.5); p != 5 {
-		t.Errorf("p50 = %d", p)
-	}
-	if p := percentile(s, 0.99); p != 10 {
-		t.Errorf("p99 = %d", p)
-	}
-	if p := percentile([]int64{7}, 0.99); p != 7 {
-		t.Errorf("p99 of one = %d", p)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	c := QuickConfig()
 	c.Targets = []string{"direct", "caddy"}

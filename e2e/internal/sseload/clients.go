@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/stats"
 	"github.com/sluicehq/sluice/sse"
 )
 
@@ -113,13 +114,9 @@ func runClients(args []string) error {
 		s.FirstError = c.firstErr.Error()
 	}
 	c.mu.Unlock()
-	if len(d) > 0 {
-		slices.Sort(d)
-		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-		s.DeliveryP50ms = ms(d[(len(d)-1)/2])
-		s.DeliveryP99ms = ms(d[(len(d)*99+99)/100-1])
-		s.DeliveryMaxms = ms(d[len(d)-1])
-	}
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	sum := stats.Summarize(d)
+	s.DeliveryP50ms, s.DeliveryP99ms, s.DeliveryMaxms = ms(sum.P50), ms(sum.P99), ms(sum.Max)
 	out, _ := json.Marshal(s)
 	fmt.Printf("%s\n", out)
 

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/stats"
 	"github.com/sluicehq/sluice/sse"
 )
 
@@ -135,13 +136,9 @@ func runPush(args []string) error {
 		s.FirstError = c.firstErr.Error()
 	}
 	c.mu.Unlock()
-	if len(d) > 0 {
-		slices.Sort(d)
-		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-		s.P50ms = ms(d[(len(d)-1)/2])
-		s.P99ms = ms(d[(len(d)*99+99)/100-1]) // the ceil(0.99 n)-th
-		s.Maxms = ms(d[len(d)-1])
-	}
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	sum := stats.Summarize(d)
+	s.P50ms, s.P99ms, s.Maxms = ms(sum.P50), ms(sum.P99), ms(sum.Max)
 	out, _ := json.Marshal(s)
 	fmt.Printf("%s\n", out)
 
