@@ -254,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		},
 		Skipped: map[string]string{},
 	}
-	if err := raiseFileLimit(&cfg); err != nil {
+	if err := raiseFileLimit(2*max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients) + 256); err != nil {
 		return nil, err
 	}
 	up, err := startUpstream()
@@ -294,12 +294,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit and checks
-// that the many-stream runs fit: every stream holds a client and an
-// upstream connection in this process. The Go runtime raised the soft
-// limit already at start, but gives child processes the original one back
-// unless the program calls Setrlimit itself: calling it always makes the
-// children (nginx, sluice) inherit the raised limit.
-func raiseFileLimit(cfg *Config) error {
+// that the run fits: need is about the file descriptors the busiest process
+// holds (in the comparative run, this one: every stream holds a client and
+// an upstream connection here). The Go runtime raised the soft limit
+// already at start, but gives child processes the original one back unless
+// the program calls Setrlimit itself: calling it always makes the children
+// (nginx, sluice, load processes) inherit the raised limit.
+func raiseFileLimit(need int) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("benchmark: getrlimit: %w", err)
@@ -308,10 +309,9 @@ func raiseFileLimit(cfg *Config) error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("benchmark: setrlimit: %w", err)
 	}
-	need := uint64(2*max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients) + 256)
-	if lim.Cur < need {
-		return fmt.Errorf("benchmark: %d streams need about %d file descriptors; RLIMIT_NOFILE is %d (raise it with ulimit -n, or use fewer streams)",
-			max(cfg.SSEStreams, cfg.MemStreams), need, lim.Cur)
+	if lim.Cur < uint64(need) {
+		return fmt.Errorf("benchmark: the run needs about %d file descriptors in one process; RLIMIT_NOFILE is %d (raise it with ulimit -n, or use fewer streams)",
+			need, lim.Cur)
 	}
 	return nil
 }
@@ -351,10 +351,11 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		if err == nil && b.rep.Env.NginxVersion == "" {
 			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
 		}
-	case "sluice-v1":
-		t, err = startSluice(ctx, b.cfg, b.up.port, "v1")
-	case "sluice-v2":
-		t, err = startSluice(ctx, b.cfg, b.up.port, "v2")
+	case "sluice-v1", "sluice-v2":
+		// The edge's default stream limit per tunnel (1024) would turn the
+		// many-stream runs into 503s: size it for the run.
+		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
+		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, "/small")
 	}
 	if err != nil {
 		res.Error = err.Error()

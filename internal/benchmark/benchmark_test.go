@@ -166,3 +166,20 @@ func TestNginxSkippedWhenAbsent(t *testing.T) {
 		t.Fatalf("table:\n%s", table.String())
 	}
 }
+
+func TestScaleConfig(t *testing.T) {
+	ok := ScaleConfig{SluiceBin: "sluice", LoadCmd: []string{"sseload"}}
+	if err := ok.defaults(); err != nil || ok.Streams != 10000 || len(ok.Protocols) != 2 || ok.Timeout <= 0 || ok.Concurrency <= 0 {
+		t.Fatalf("defaults: %+v, %v", ok, err)
+	}
+	for name, c := range map[string]ScaleConfig{
+		"no sluice":        {LoadCmd: []string{"sseload"}},
+		"no load command":  {SluiceBin: "sluice"},
+		"unknown protocol": {SluiceBin: "sluice", LoadCmd: []string{"sseload"}, Protocols: []string{"v3"}},
+		"negative streams": {SluiceBin: "sluice", LoadCmd: []string{"sseload"}, Streams: -1},
+	} {
+		if err := c.defaults(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

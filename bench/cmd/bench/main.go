@@ -6,6 +6,7 @@
 //	go run ./bench/cmd/bench [flags]          the comparative run
 //	go run ./bench/cmd/bench scale [flags]    10,000 SSE streams per protocol
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
+//	bench sseload MODE [flags]                a load process of the scale run
 //
 // Run "go run ./bench/cmd/bench --help" for the flags of each.
 package main
@@ -68,10 +69,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch verb {
 	case "":
 		err = runCompare(ctx, rest, stdout, stderr)
+	case "scale":
+		err = runScale(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
+	case "sseload":
+		err = runSSELoad(rest)
 	default:
-		err = usagef("unknown command %q (want no command or relay; see --help)", verb)
+		err = usagef("unknown command %q (want no command, scale or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, errHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

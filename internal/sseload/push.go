@@ -1,4 +1,4 @@
-package main
+package sseload
 
 import (
 	"bufio"
@@ -22,9 +22,9 @@ import (
 	"github.com/sluicehq/sluice/sse"
 )
 
-// pushSummary is what "push" prints once every stream has received a
-// config_changed event (or the timeout passed).
-type pushSummary struct {
+// PushSummary is the JSON line "push" prints once every stream has
+// received a config_changed event (or the timeout passed).
+type PushSummary struct {
 	Clients   int `json:"clients"`   // tokens in the file
 	Connected int `json:"connected"` // received ": connected"
 	// Received counts the streams that received a config_changed event.
@@ -120,7 +120,7 @@ func runPush(args []string) error {
 		}
 	}
 
-	s := pushSummary{
+	s := PushSummary{
 		Clients:        len(secrets),
 		Connected:      int(connected),
 		Received:       int(c.received.Load()),

@@ -1,4 +1,4 @@
-package main
+package sseload
 
 import (
 	"bufio"
@@ -21,9 +21,9 @@ import (
 	"github.com/sluicehq/sluice/sse"
 )
 
-// summary is what "clients" prints once every stream is connected and has
-// received a fresh event (or the timeout passed).
-type summary struct {
+// Summary is the JSON line "clients" prints once every stream is connected
+// and has received a fresh event (or the timeout passed).
+type Summary struct {
 	Streams   int `json:"streams"`   // asked for
 	Connected int `json:"connected"` // got 200 and headers
 	Failed    int `json:"failed"`    // never connected before the timeout
@@ -90,7 +90,7 @@ func runClients(args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	s := summary{
+	s := Summary{
 		Streams:        *n,
 		Connected:      int(connected),
 		Failed:         int(c.failed.Load()),
