@@ -9,6 +9,7 @@
 #   bash bench/run.sh --quick     a smoke run
 #   bash bench/run.sh --json      one JSON object with every number
 #   bash bench/run.sh scale       10,000 SSE streams per protocol
+#   bash bench/run.sh hol         head-of-line blocking beside a stalled download
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ find_nginx() {
   done
 }
 
-# A first argument that is not a flag names another run (scale), which
+# A first argument that is not a flag names another run (scale, hol), which
 # needs no nginx.
 verb=
 case "${1:-}" in

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
@@ -26,15 +25,15 @@ func TestScaleStreams(t *testing.T) {
 	const n = 300
 	bin := buildSSELoad(t)
 	forProtocols(t, func(t *testing.T, proto string) {
-		var progress strings.Builder // written by Scale's goroutine only
+		progress := newOutBuf()
 		rep, err := benchmark.Scale(context.Background(), benchmark.ScaleConfig{
 			Streams:   n,
 			Protocols: []string{proto},
 			SluiceBin: sluiceBin,
 			LoadCmd:   []string{bin},
-			Progress:  &progress,
+			Progress:  progress,
 		})
-		t.Logf("scale run:\n%s", progress.String())
+		t.Logf("scale run:\n%s", progress)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +33,7 @@ checked (byte counts, event counts) and a failure ends with exit status 1.
   go run ./bench/cmd/bench --quick     a smoke run of a few seconds per target
   go run ./bench/cmd/bench --json      one JSON object with every number
   go run ./bench/cmd/bench scale       10,000 SSE streams per protocol (scale --help)
+  go run ./bench/cmd/bench hol         head-of-line blocking beside a stalled download (hol --help)
   bash bench/run.sh                    installs nginx if missing, builds and runs this
 
 Progress goes to stderr, the table (or JSON) to stdout.
@@ -141,24 +141,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if rep == nil {
 		return runErr
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		if !*quiet {
-			fmt.Fprintln(stderr)
-		}
-		if err := rep.WriteTable(stdout); err != nil {
-			return err
-		}
-	}
-	if runErr != nil && ctx.Err() != nil {
-		return nil // interrupted: exit 130 with what was measured
-	}
-	return runErr
+	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
 }
 
 // findNginx returns the nginx in PATH or /usr/sbin, or "".

@@ -1,10 +1,11 @@
 // Command bench measures sluice on loopback: against the upstream it
-// fronts, two bare TCP relays and nginx (the default run), and with many
-// concurrent streams (scale). It is not part of the sluice binary, so that
+// fronts, two bare TCP relays and nginx (the default run), with many
+// concurrent streams (scale), and beside a stalled stream (hol). It is not part of the sluice binary, so that
 // sluice does not link the harness; bash bench/run.sh builds and runs it.
 //
 //	go run ./bench/cmd/bench [flags]          the comparative run
 //	go run ./bench/cmd/bench scale [flags]    10,000 SSE streams per protocol
+//	go run ./bench/cmd/bench hol [flags]      head-of-line blocking beside a stalled download
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -71,12 +72,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runCompare(ctx, rest, stdout, stderr)
 	case "scale":
 		err = runScale(ctx, rest, stdout, stderr)
+	case "hol":
+		err = runHOL(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = usagef("unknown command %q (want no command, scale or relay; see --help)", verb)
+		err = usagef("unknown command %q (want no command, scale, hol or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, errHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

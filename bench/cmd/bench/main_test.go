@@ -25,6 +25,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"extra"}, 2, `unknown command "extra"`},
 		{[]string{"--quick", "--no-such-flag"}, 2, "no-such-flag"},
 		{[]string{"relay", "127.0.0.1:0"}, 2, "want LISTEN and TARGET"},
+		{[]string{"scale", "--protocols", "v3"}, 2, `unknown protocol "v3"`},
+		{[]string{"hol", "--protocols", ""}, 2, "none given"},
+		{[]string{"scale", "--streams", "0"}, 2, "must be positive"},
+		{[]string{"sseload", "nope"}, 1, `unknown mode "nope"`},
 		{[]string{"--help"}, 0, "Usage: go run ./bench/cmd/bench"},
 		{[]string{"relay", "--help"}, 0, "Usage: bench relay LISTEN TARGET"},
 	} {

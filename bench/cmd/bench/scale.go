@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
-	"strings"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
 	"github.com/sluicehq/sluice/internal/sseload"
@@ -49,18 +46,9 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *streams <= 0 || *concurrency <= 0 || *timeout < 0 {
 		return usagef("scale: --streams and --concurrency must be positive, --timeout not negative")
 	}
-	cfg := benchmark.ScaleConfig{Streams: *streams, Concurrency: *concurrency, Timeout: *timeout, Protocols: []string{}}
-	for _, p := range strings.Split(*protocols, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case "":
-		case "v1", "v2":
-			cfg.Protocols = append(cfg.Protocols, p)
-		default:
-			return usagef("scale: --protocols: unknown protocol %q (want v1, v2)", p)
-		}
-	}
-	if len(cfg.Protocols) == 0 {
-		return usagef("scale: --protocols: none given")
+	cfg := benchmark.ScaleConfig{Streams: *streams, Concurrency: *concurrency, Timeout: *timeout}
+	if cfg.Protocols, err = parseProtocols("scale", *protocols); err != nil {
+		return err
 	}
 	if cfg.LoadCmd, err = self("sseload"); err != nil {
 		return err
@@ -79,24 +67,7 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rep == nil {
 		return runErr
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		if !*quiet {
-			fmt.Fprintln(stderr)
-		}
-		if err := rep.WriteTable(stdout); err != nil {
-			return err
-		}
-	}
-	if runErr != nil && ctx.Err() != nil {
-		return nil // interrupted: exit 130 with what was measured
-	}
-	return runErr
+	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
 }
 
 // runSSELoad is a load process of the scale run: "bench sseload MODE".
