@@ -1,8 +1,11 @@
 // Package benchmark measures sluice against the upstream it fronts and
-// against nginx as a reverse proxy, on loopback, in one run: bulk download
-// and upload throughput, small-request rate and latency, Server-Sent Events
-// delivery delay with one and with many streams, and memory per held
-// stream. It is what the bench command (bench/cmd/bench) runs.
+// against nginx as a reverse proxy, on loopback, in one run (Run): bulk
+// download and upload throughput, small-request rate and latency,
+// Server-Sent Events delivery delay with one and with many streams, and
+// memory per held stream. Scale holds 10,000 streams through one tunnel,
+// and HeadOfLine measures a client's latency beside a stalled stream. It is
+// what the bench command (bench/cmd/bench) runs; the e2e tests run Scale
+// and HeadOfLine small, for correctness.
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
 // by every target. The targets are "direct" (the upstream itself),
