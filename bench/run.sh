@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs "sluice bench" with nginx: installs nginx from apt if it is missing
-# (Debian or Ubuntu, as root or through sudo), builds sluice, runs the
-# benchmark against direct, nginx and sluice, and prints the results.
-# Arguments go to "sluice bench":
+# Runs the bench command (bench/cmd/bench) with nginx: installs nginx from
+# apt if it is missing (Debian or Ubuntu, as root or through sudo), builds
+# sluice and the bench command, runs the benchmark against direct, the
+# relays, nginx and sluice, and prints the results. Arguments go to the
+# bench command:
 #
 #   bash bench/run.sh             the full run (a few minutes)
 #   bash bench/run.sh --quick     a smoke run
 #   bash bench/run.sh --json      one JSON object with every number
+#   bash bench/run.sh scale       10,000 SSE streams per protocol
+#   bash bench/run.sh hol         head-of-line blocking beside a stalled download
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +21,15 @@ find_nginx() {
   done
 }
 
-if [ -z "$(find_nginx)" ]; then
+# A first argument that is not a flag names another run (scale, hol), which
+# needs no nginx.
+verb=
+case "${1:-}" in
+  "" | -*) ;;
+  *) verb=$1; shift ;;
+esac
+
+if [ -z "$verb" ] && [ -z "$(find_nginx)" ]; then
   echo "== installing nginx (apt-get)" >&2
   # The package would start a system nginx on port 80 (invoke-rc.d), which
   # the benchmark does not need: a policy-rc.d answering 101 ("forbidden")
@@ -36,14 +47,20 @@ if [ -z "$(find_nginx)" ]; then
   trap - EXIT
 fi
 nginx_bin=$(find_nginx)
-if [ -z "$nginx_bin" ]; then
+if [ -z "$verb" ] && [ -z "$nginx_bin" ]; then
   echo "run.sh: nginx is still missing after the install" >&2
   exit 1
 fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "== building sluice" >&2
+echo "== building sluice and the bench command" >&2
 go build -o "$tmp/sluice" ./cmd/sluice
-echo "== sluice bench ($("$nginx_bin" -v 2>&1))" >&2
-"$tmp/sluice" bench --nginx "$nginx_bin" "$@"
+go build -o "$tmp/bench" ./bench/cmd/bench
+if [ -n "$verb" ]; then
+  echo "== bench $verb" >&2
+  "$tmp/bench" "$verb" --sluice "$tmp/sluice" "$@"
+else
+  echo "== bench ($("$nginx_bin" -v 2>&1))" >&2
+  "$tmp/bench" --sluice "$tmp/sluice" --nginx "$nginx_bin" "$@"
+fi

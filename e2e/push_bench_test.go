@@ -9,12 +9,15 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/sseload"
 	"github.com/sluicehq/sluice/store"
 )
 
@@ -26,8 +29,8 @@ import (
 //
 //	go test -run xxx -bench BenchmarkPushFanout -benchtime 1x ./e2e
 //
-// The push streams are held by "sseload push" (see TestTenThousandStreams
-// for why load lives in processes of its own); this process creates the
+// The push streams are held by "sseload push" (see internal/sseload for
+// why load lives in processes of its own); this process creates the
 // tokens, starts the edge and the load, and reads /proc. Allocations are
 // not reported: those of this process are not what is measured.
 func BenchmarkPushFanout(b *testing.B) {
@@ -111,22 +114,6 @@ type pushResult struct {
 	connectSeconds      float64 // until every stream was connected
 }
 
-// pushLoadSummary is the JSON line "sseload push" prints.
-type pushLoadSummary struct {
-	Clients        int     `json:"clients"`
-	Connected      int     `json:"connected"`
-	Received       int     `json:"received"`
-	Failed         int     `json:"failed"`
-	Dropped        int     `json:"dropped"`
-	Retries        int     `json:"retries"`
-	ConnectSeconds float64 `json:"connect_seconds"`
-	WaitSeconds    float64 `json:"wait_seconds"`
-	P50ms          float64 `json:"p50_ms"`
-	P99ms          float64 `json:"p99_ms"`
-	Maxms          float64 `json:"max_ms"`
-	FirstError     string  `json:"first_error"`
-}
-
 // pushFanout starts an edge on dataDir, connects one push stream per token
 // in tokensFile (n of them) with "sseload push", notifies every agent and
 // checks that all received the event. It stops the edge and the load
@@ -136,7 +123,7 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 	began := time.Now()
 	e := startLoad(tb, sluiceBin, "edge", "edge", "--listen", "127.0.0.1:0", "--domain", "localhost",
 		"--data", dataDir, "--admin-token", "A")
-	if !e.waitOutput(e.stderr, "; tunnels at", 15*time.Second) {
+	if !e.waitOutput(e.stderr, "; tunnels at", time.Minute) {
 		tb.Fatalf("the edge did not start (exited: %v, %v)\nstderr: %s", e.exited(), e.err, e.stderr)
 	}
 	_, rest, _ := strings.Cut(e.stderr.String(), "sluice edge listening on ")
@@ -176,7 +163,7 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 		tb.Fatalf("sseload push printed no summary (exited: %v, %v)\nstderr: %s", cl.exited(), cl.err, cl.stderr)
 	}
 	_, line, _ := strings.Cut(cl.stdout.String(), "\n")
-	var s pushLoadSummary
+	var s sseload.PushSummary
 	if err := json.Unmarshal([]byte(line), &s); err != nil {
 		tb.Fatalf("sseload push summary: %v: %q", err, line)
 	}
@@ -217,12 +204,86 @@ func pushFanout(tb testing.TB, bin, dataDir, tokensFile string, n int) pushResul
 		if cl.err != nil {
 			tb.Errorf("sseload push: %v\nstderr: %s", cl.err, cl.stderr)
 		}
-	case <-time.After(30 * time.Second):
-		tb.Errorf("sseload push did not exit 30s after its stdin closed")
+	case <-time.After(time.Minute):
+		tb.Errorf("sseload push did not exit a minute after its stdin closed")
 	}
 	e.kill()
 	tb.Logf("whole run %v", time.Since(began).Round(time.Millisecond))
 	return r
+}
+
+// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit, for the
+// child processes to inherit, or skips the test if even that is too low
+// for n sockets in one process.
+func raiseFileLimit(t testing.TB, n int) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if need := uint64(n) + 1000; lim.Max < need {
+		t.Skipf("the hard file limit is %d; %d streams need %d per process", lim.Max, n, need)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatalf("setrlimit: %v", err)
+		}
+	}
+}
+
+// buildSSELoad builds internal/sseload into a temporary directory.
+func buildSSELoad(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sseload")
+	build := exec.Command("go", "build", "-o", bin, "./internal/sseload")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building sseload: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// loadProc is a running sseload process. Closing stdin makes it exit.
+type loadProc struct {
+	*proc
+	stdin io.WriteCloser
+}
+
+// startLoad starts bin like startProc starts sluice; the process is killed
+// in cleanup if it did not exit by then.
+func startLoad(t testing.TB, bin, label string, args ...string) *loadProc {
+	t.Helper()
+	p := &proc{label: label, stdout: newOutBuf(), stderr: newOutBuf(), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	stdin, err := p.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s %v: %v", bin, args, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s (%s) exited: %v\n--- stdout:\n%s--- stderr:\n%s", p.label, strings.Join(args, " "), p.err, p.stdout, p.stderr)
+		}
+	})
+	return &loadProc{proc: p, stdin: stdin}
+}
+
+// openFiles counts a process's open file descriptors.
+func openFiles(pid int) int {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }
 
 // goMetrics reads the edge's Go runtime gauges from /metrics; nil if it

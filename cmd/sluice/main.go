@@ -65,7 +65,6 @@ Commands:
   demo         run an edge, an agent and a demo app in one process
   tokens       create, list and revoke the tokens of an edge with a store
   tunnels      create, list, update and delete the tunnels of an edge with a store
-  bench        measure sluice against direct, bare relays and nginx on loopback
   version      print the version
   help         print this help
 
@@ -95,10 +94,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runTokens(ctx, rest, stdout, stderr)
 	case "tunnels":
 		err = runTunnels(ctx, rest, stdout, stderr)
-	case "bench":
-		err = runBench(ctx, rest, stdout, stderr)
-	case "bench-relay":
-		err = runBenchRelay(ctx, rest, stderr)
+	case "bench", "bench-relay":
+		// The benchmark harness is a command of its own, not linked here.
+		err = usagef("%s is not part of sluice any more: run bash bench/run.sh or go run ./bench/cmd/bench", cmd)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":

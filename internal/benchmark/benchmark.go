@@ -1,13 +1,16 @@
 // Package benchmark measures sluice against the upstream it fronts and
-// against nginx as a reverse proxy, on loopback, in one run: bulk download
-// and upload throughput, small-request rate and latency, Server-Sent Events
-// delivery delay with one and with many streams, and memory per held
-// stream. It is what "sluice bench" runs.
+// against nginx as a reverse proxy, on loopback, in one run (Run): bulk
+// download and upload throughput, small-request rate and latency,
+// Server-Sent Events delivery delay with one and with many streams, and
+// memory per held stream. Scale holds 10,000 streams through one tunnel,
+// and HeadOfLine measures a client's latency beside a stalled stream. It is
+// what the bench command (bench/cmd/bench) runs; the e2e tests run Scale
+// and HeadOfLine small, for correctness.
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
 // by every target. The targets are "direct" (the upstream itself),
-// "relays" (two bare TCP relays in a chain, child processes of the sluice
-// binary: the floor of any two-process tunnel on the machine), "nginx" (a
+// "relays" (two bare TCP relays in a chain, child processes running Relay:
+// the floor of any two-process tunnel on the machine), "nginx" (a
 // child nginx configured as a streaming reverse proxy), "sluice-v1" and
 // "sluice-v2" (an edge and an agent, each a child process of the given
 // sluice binary). Every
@@ -53,10 +56,13 @@ type Config struct {
 	// Targets are the targets to measure, in order: "direct", "relays",
 	// "nginx", "sluice-v1", "sluice-v2".
 	Targets []string
-	// SluiceBin is the sluice binary run as the edge and the agent, and
-	// as the relays ("sluice bench-relay"). Required when Targets holds a
-	// sluice target or relays.
+	// SluiceBin is the sluice binary run as the edge and the agent.
+	// Required when Targets holds a sluice target.
 	SluiceBin string
+	// RelayCmd is the command that runs one relay (Relay) as a child
+	// process, the listen and target addresses appended: the bench
+	// command's is {itself, "relay"}. Required when Targets holds relays.
+	RelayCmd []string
 	// NginxBin is the nginx binary. Empty skips the nginx target with a
 	// note saying so.
 	NginxBin string
@@ -117,8 +123,11 @@ func (c *Config) validate() error {
 		}
 		seen[t] = true
 	}
-	if (seen["sluice-v1"] || seen["sluice-v2"] || seen["relays"]) && c.SluiceBin == "" {
-		return errors.New("benchmark: the sluice and relays targets need the sluice binary")
+	if (seen["sluice-v1"] || seen["sluice-v2"]) && c.SluiceBin == "" {
+		return errors.New("benchmark: the sluice targets need the sluice binary")
+	}
+	if seen["relays"] && len(c.RelayCmd) == 0 {
+		return errors.New("benchmark: the relays target needs the relay command")
 	}
 	return nil
 }
@@ -132,7 +141,7 @@ func validTarget(name string) bool {
 	return false
 }
 
-// Report is the outcome of a run. Its JSON form is "sluice bench --json".
+// Report is the outcome of a run. Its JSON form is "bench --json".
 type Report struct {
 	Env     Env            `json:"env"`
 	Config  ConfigSummary  `json:"config"`
@@ -248,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		},
 		Skipped: map[string]string{},
 	}
-	if err := raiseFileLimit(&cfg); err != nil {
+	if err := raiseFileLimit(2*max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients) + 256); err != nil {
 		return nil, err
 	}
 	up, err := startUpstream()
@@ -288,12 +297,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit and checks
-// that the many-stream runs fit: every stream holds a client and an
-// upstream connection in this process. The Go runtime raised the soft
-// limit already at start, but gives child processes the original one back
-// unless the program calls Setrlimit itself: calling it always makes the
-// children (nginx, sluice) inherit the raised limit.
-func raiseFileLimit(cfg *Config) error {
+// that the run fits: need is about the file descriptors the busiest process
+// holds (in the comparative run, this one: every stream holds a client and
+// an upstream connection here). The Go runtime raised the soft limit
+// already at start, but gives child processes the original one back unless
+// the program calls Setrlimit itself: calling it always makes the children
+// (nginx, sluice, load processes) inherit the raised limit.
+func raiseFileLimit(need int) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("benchmark: getrlimit: %w", err)
@@ -302,10 +312,9 @@ func raiseFileLimit(cfg *Config) error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("benchmark: setrlimit: %w", err)
 	}
-	need := uint64(2*max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients) + 256)
-	if lim.Cur < need {
-		return fmt.Errorf("benchmark: %d streams need about %d file descriptors; RLIMIT_NOFILE is %d (raise it with ulimit -n, or use fewer streams)",
-			max(cfg.SSEStreams, cfg.MemStreams), need, lim.Cur)
+	if lim.Cur < uint64(need) {
+		return fmt.Errorf("benchmark: the run needs about %d file descriptors in one process; RLIMIT_NOFILE is %d (raise it with ulimit -n, or use fewer streams)",
+			need, lim.Cur)
 	}
 	return nil
 }
@@ -345,10 +354,11 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		if err == nil && b.rep.Env.NginxVersion == "" {
 			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
 		}
-	case "sluice-v1":
-		t, err = startSluice(ctx, b.cfg, b.up.port, "v1")
-	case "sluice-v2":
-		t, err = startSluice(ctx, b.cfg, b.up.port, "v2")
+	case "sluice-v1", "sluice-v2":
+		// The edge's default stream limit per tunnel (1024) would turn the
+		// many-stream runs into 503s: size it for the run.
+		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
+		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, "/small")
 	}
 	if err != nil {
 		res.Error = err.Error()

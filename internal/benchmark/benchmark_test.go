@@ -14,14 +14,12 @@ import (
 
 // TestSmoke runs the whole benchmark with tiny sizes against direct, the
 // relays and sluice (not nginx, which CI does not have): the sluice binary
-// is built from ../../cmd/sluice and run as relay, edge and agent child
-// processes, as "sluice bench" runs them.
+// is built from ../../cmd/sluice and run as edge and agent child
+// processes, the bench command from ../../bench/cmd/bench as the relays,
+// as the bench command runs them.
 func TestSmoke(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "sluice")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/sluice")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building sluice: %v\n%s", err, out)
-	}
+	bin := buildCmd(t, "sluice", "../../cmd/sluice")
+	benchBin := buildCmd(t, "bench", "../../bench/cmd/bench")
 	cfg := Config{
 		Size:        3<<20 + 12345, // not a multiple of any buffer
 		Clients:     4,
@@ -33,6 +31,7 @@ func TestSmoke(t *testing.T) {
 		MemSettle:   100 * time.Millisecond,
 		Targets:     []string{"direct", "relays", "sluice-v2"},
 		SluiceBin:   bin,
+		RelayCmd:    []string{benchBin, "relay"},
 	}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
@@ -95,6 +94,17 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// buildCmd builds the main package at pkg into a temporary directory.
+func buildCmd(t *testing.T, name, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
 // A target that is not there fails the run with its error, and the other
 // targets are still measured.
 func TestFailingTargetIsReported(t *testing.T) {
@@ -122,19 +132,6 @@ func TestPatternReader(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	s := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	if p := percentile(s, 0.5); p != 5 {
-		t.Errorf("p50 = %d", p)
-	}
-	if p := percentile(s, 0.99); p != 10 {
-		t.Errorf("p99 = %d", p)
-	}
-	if p := percentile([]int64{7}, 0.99); p != 7 {
-		t.Errorf("p99 of one = %d", p)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	c := QuickConfig()
 	c.Targets = []string{"direct", "caddy"}
@@ -144,6 +141,10 @@ func TestConfigValidate(t *testing.T) {
 	c.Targets = []string{"sluice-v2"}
 	if err := c.validate(); err == nil {
 		t.Error("sluice without a binary accepted")
+	}
+	c.Targets = []string{"relays"}
+	if err := c.validate(); err == nil {
+		t.Error("relays without a relay command accepted")
 	}
 }
 
@@ -163,5 +164,22 @@ func TestNginxSkippedWhenAbsent(t *testing.T) {
 	rep.WriteTable(&table)
 	if !strings.Contains(table.String(), "nginx: skipped") {
 		t.Fatalf("table:\n%s", table.String())
+	}
+}
+
+func TestScaleConfig(t *testing.T) {
+	ok := ScaleConfig{SluiceBin: "sluice", LoadCmd: []string{"sseload"}}
+	if err := ok.defaults(); err != nil || ok.Streams != 10000 || len(ok.Protocols) != 2 || ok.Timeout <= 0 || ok.Concurrency <= 0 {
+		t.Fatalf("defaults: %+v, %v", ok, err)
+	}
+	for name, c := range map[string]ScaleConfig{
+		"no sluice":        {LoadCmd: []string{"sseload"}},
+		"no load command":  {SluiceBin: "sluice"},
+		"unknown protocol": {SluiceBin: "sluice", LoadCmd: []string{"sseload"}, Protocols: []string{"v3"}},
+		"negative streams": {SluiceBin: "sluice", LoadCmd: []string{"sseload"}, Streams: -1},
+	} {
+		if err := c.defaults(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

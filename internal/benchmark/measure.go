@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/stats"
 	"github.com/sluicehq/sluice/sse"
 )
 
@@ -236,15 +236,15 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 	if len(all) == 0 {
 		return nil, errors.New("no request completed")
 	}
-	slices.Sort(all)
+	sum := stats.Summarize(all)
 	secs := time.Unix(0, lastDone.Load()).Sub(measureFrom).Seconds()
 	return &SmallResult{
 		Clients:   n,
-		Requests:  int64(len(all)),
+		Requests:  int64(sum.N),
 		Seconds:   secs,
-		ReqPerSec: float64(len(all)) / secs,
-		P50Ms:     durMs(percentile(all, 0.50)),
-		P99Ms:     durMs(percentile(all, 0.99)),
+		ReqPerSec: float64(sum.N) / secs,
+		P50Ms:     durMs(sum.P50),
+		P99Ms:     durMs(sum.P99),
 	}, nil
 }
 
@@ -412,7 +412,7 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 	if events == 0 {
 		return nil, errors.New("no event was sent")
 	}
-	slices.Sort(all)
+	sum := stats.Summarize(all)
 	if err := waitCount(&b.up.sseOpen, 0, 10*time.Second); err != nil {
 		b.note("after the SSE run with %d streams through %s, the clients had closed their streams but %v", n, c.base, err)
 	}
@@ -421,9 +421,9 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 		Events:  events,
 		Rounds:  rounds,
 		Seconds: published.Seconds(),
-		P50Ms:   nsMs(percentile(all, 0.50)),
-		P99Ms:   nsMs(percentile(all, 0.99)),
-		MaxMs:   nsMs(all[len(all)-1]),
+		P50Ms:   nsMs(sum.P50),
+		P99Ms:   nsMs(sum.P99),
+		MaxMs:   nsMs(sum.Max),
 		DrainMs: max(0, nsMs(lastAt-lastSend.UnixNano())),
 	}, nil
 }
@@ -545,12 +545,6 @@ func (b *bench) measureMemory(ctx context.Context, c *client, t target) (*Memory
 func statusError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 	return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-}
-
-// percentile returns the nearest-rank p-quantile of sorted s.
-func percentile[T int64 | time.Duration](s []T, p float64) T {
-	i := int(math.Ceil(float64(len(s))*p)) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
 
 func durMs(d time.Duration) float64 { return float64(d) / 1e6 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -71,8 +72,7 @@ func relayCopy(dst, src net.Conn) {
 	}
 }
 
-// startRelays starts two relays of bin ("sluice bench-relay") in a chain
-// to the upstream: the client connects to the first, which connects to the
+// startRelays starts two relays (cfg.RelayCmd) in a chain to the upstream: the client connects to the first, which connects to the
 // second, which connects to the upstream.
 func startRelays(ctx context.Context, cfg Config, upPort int) (target, error) {
 	p1, err := freePort()
@@ -89,7 +89,8 @@ func startRelays(ctx context.Context, cfg Config, upPort int) (target, error) {
 		name         string
 		listen, dest int
 	}{{"relay 2", p2, upPort}, {"relay 1", p1, p2}} {
-		c, err := startChild(hop.name, cfg.SluiceBin, "bench-relay", addr(hop.listen), addr(hop.dest))
+		args := append(slices.Clone(cfg.RelayCmd[1:]), addr(hop.listen), addr(hop.dest))
+		c, err := startChild(hop.name, cfg.RelayCmd[0], args...)
 		if err != nil {
 			t.stop()
 			return nil, err

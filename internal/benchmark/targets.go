@@ -134,10 +134,10 @@ func (t *procTarget) stop() error {
 	return errors.Join(errs...)
 }
 
-// startSluice starts "sluice edge" and "sluice http UPPORT --protocol
-// PROTOCOL" as child processes of bin and waits until requests go through
-// the tunnel.
-func startSluice(ctx context.Context, cfg Config, upPort int, protocol string) (target, error) {
+// startSluice starts "sluice edge" (with at most maxStreams streams per
+// tunnel) and "sluice http UPPORT --protocol PROTOCOL" as child processes
+// of bin, and waits until GET readyPath goes through the tunnel.
+func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams int, readyPath string) (*procTarget, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -146,11 +146,8 @@ func startSluice(ctx context.Context, cfg Config, upPort int, protocol string) (
 	tok := make([]byte, 16)
 	rand.Read(tok)
 	token := hex.EncodeToString(tok)
-	// The edge's default stream limit per tunnel (1024) would turn the
-	// many-stream runs into 503s: size it for the run.
-	maxStreams := max(cfg.SSEStreams, cfg.MemStreams, cfg.Clients, 1024) + 64
 	t := &procTarget{base: "http://" + addr, hostHdr: "bench.localhost:" + strconv.Itoa(port)}
-	edge, err := startChild("sluice edge", cfg.SluiceBin,
+	edge, err := startChild("sluice edge", bin,
 		"edge", "--listen", addr, "--domain", "localhost", "--token", token, "--max-streams", strconv.Itoa(maxStreams))
 	if err != nil {
 		return nil, err
@@ -162,14 +159,14 @@ func startSluice(ctx context.Context, cfg Config, upPort int, protocol string) (
 		t.stop()
 		return nil, fmt.Errorf("the edge did not start: %w\n%s", err, t.output())
 	}
-	agent, err := startChild("sluice http", cfg.SluiceBin,
+	agent, err := startChild("sluice http", bin,
 		"http", strconv.Itoa(upPort), "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol)
 	if err != nil {
 		t.stop()
 		return nil, err
 	}
 	t.children = append(t.children, agent)
-	if err := waitReady(ctx, t, "/small", t.hostHdr); err != nil {
+	if err := waitReady(ctx, t, readyPath, t.hostHdr); err != nil {
 		t.stop()
 		return nil, fmt.Errorf("the tunnel did not come up: %w\n%s", err, t.output())
 	}
@@ -271,10 +268,14 @@ func startNginx(ctx context.Context, cfg Config, upPort int) (target, error) {
 	return t, nil
 }
 
-// waitReady polls GET path until it answers 200, for up to 15 s.
+// readyTimeout bounds the wait for a target to come up: a ceiling for a
+// target that never will, generous for a busy machine.
+const readyTimeout = time.Minute
+
+// waitReady polls GET path until it answers 200, for up to readyTimeout.
 func waitReady(ctx context.Context, t target, path, host string) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(readyTimeout)
 	var last string
 	for {
 		if err := t.alive(); err != nil {
@@ -302,7 +303,7 @@ func waitReady(ctx context.Context, t target, path, host string) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("GET %s still failing after 15 s: %s", path, last)
+			return fmt.Errorf("GET %s still failing after %v: %s", path, readyTimeout, last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -322,15 +323,33 @@ func freePort() (int, error) {
 type child struct {
 	name    string
 	cmd     *exec.Cmd
-	out     *tailBuffer
+	out     *tailBuffer    // standard output and error, or only error with stdout set
+	stdout  *tailBuffer    // standard output, if kept apart
+	stdin   io.WriteCloser // if asked for; stop closes it first
 	exited  chan struct{}
 	waitErr error
 }
 
 func startChild(name, bin string, args ...string) (*child, error) {
+	return startChildWith(name, false, bin, args...)
+}
+
+// startChildWith starts a child; with pipes, its standard output is kept
+// apart from its standard error and its standard input is a pipe that
+// stays open until stop.
+func startChildWith(name string, pipes bool, bin string, args ...string) (*child, error) {
 	c := &child{name: name, out: &tailBuffer{max: 32 << 10}, exited: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
+	if pipes {
+		c.stdout = &tailBuffer{max: 32 << 10}
+		c.cmd.Stdout = c.stdout
+		w, err := c.cmd.StdinPipe()
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		c.stdin = w
+	}
 	// Children die with the benchmark if it is killed.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
@@ -352,8 +371,12 @@ func (c *child) alive() error {
 	}
 }
 
-// stop asks the child to end with SIGTERM and kills it after 10 s.
+// stop asks the child to end (closing its standard input if it is a
+// pipe, then with SIGTERM) and kills it after 10 s.
 func (c *child) stop() error {
+	if c.stdin != nil {
+		c.stdin.Close()
+	}
 	select {
 	case <-c.exited:
 		return nil

@@ -34,6 +34,7 @@ type upstream struct {
 
 	sseOpen  atomic.Int64 // /sse streams open now
 	idleOpen atomic.Int64 // /sse?idle=1 streams open now
+	written  atomic.Int64 // bytes of /download written so far, all requests
 	done     chan struct{}
 }
 
@@ -81,7 +82,9 @@ func (u *upstream) download(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	for n > 0 {
 		m := min(n, int64(len(u.data)))
-		if _, err := w.Write(u.data[:m]); err != nil {
+		k, err := w.Write(u.data[:m])
+		u.written.Add(int64(k))
+		if err != nil {
 			return
 		}
 		n -= m

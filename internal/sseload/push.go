@@ -1,4 +1,4 @@
-package main
+package sseload
 
 import (
 	"bufio"
@@ -18,12 +18,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/stats"
 	"github.com/sluicehq/sluice/sse"
 )
 
-// pushSummary is what "push" prints once every stream has received a
-// config_changed event (or the timeout passed).
-type pushSummary struct {
+// PushSummary is the JSON line "push" prints once every stream has
+// received a config_changed event (or the timeout passed).
+type PushSummary struct {
 	Clients   int `json:"clients"`   // tokens in the file
 	Connected int `json:"connected"` // received ": connected"
 	// Received counts the streams that received a config_changed event.
@@ -119,7 +120,7 @@ func runPush(args []string) error {
 		}
 	}
 
-	s := pushSummary{
+	s := PushSummary{
 		Clients:        len(secrets),
 		Connected:      int(connected),
 		Received:       int(c.received.Load()),
@@ -135,13 +136,9 @@ func runPush(args []string) error {
 		s.FirstError = c.firstErr.Error()
 	}
 	c.mu.Unlock()
-	if len(d) > 0 {
-		slices.Sort(d)
-		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-		s.P50ms = ms(d[(len(d)-1)/2])
-		s.P99ms = ms(d[(len(d)*99+99)/100-1]) // the ceil(0.99 n)-th
-		s.Maxms = ms(d[len(d)-1])
-	}
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	sum := stats.Summarize(d)
+	s.P50ms, s.P99ms, s.Maxms = ms(sum.P50), ms(sum.P99), ms(sum.Max)
 	out, _ := json.Marshal(s)
 	fmt.Printf("%s\n", out)
 

@@ -2,44 +2,47 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
 )
 
-const benchHelp = `Usage: sluice bench [flags]
+const compareHelp = `Usage: go run ./bench/cmd/bench [flags]
 
 Measures sluice on loopback against the upstream it fronts ("direct") and
 against nginx as a streaming reverse proxy, in one run: download and upload
 throughput, small requests per second with latency, Server-Sent Events
 delivery delay with one and with many streams, and memory per held stream.
 The upstream is a Go server inside this process; sluice runs as an edge and
-an agent, two child processes of this binary, once with protocol v1 and once
-with v2; nginx, if found, runs as a child process on a temporary
+an agent, two child processes of the sluice binary, once with protocol v1
+and once with v2; nginx, if found, runs as a child process on a temporary
 configuration. "relays" is two bare TCP relays in a chain (child processes
-of this binary, "sluice bench-relay LISTEN TARGET"): what any tunnel with an
+of this binary, "bench relay LISTEN TARGET"): what any tunnel with an
 edge process and an agent process costs at least on this machine, since
 every byte crosses three connections instead of one. Every figure is
 checked (byte counts, event counts) and a failure ends with exit status 1.
 
-  sluice bench                 the full run, a few minutes
-  sluice bench --quick         a smoke run of a few seconds per target
-  sluice bench --json          one JSON object with every number
-  bash bench/run.sh            installs nginx if missing, builds and runs this
+  go run ./bench/cmd/bench             the full run, a few minutes
+  go run ./bench/cmd/bench --quick     a smoke run of a few seconds per target
+  go run ./bench/cmd/bench --json      one JSON object with every number
+  go run ./bench/cmd/bench scale       10,000 SSE streams per protocol (scale --help)
+  go run ./bench/cmd/bench hol         head-of-line blocking beside a stalled download (hol --help)
+  bash bench/run.sh                    installs nginx if missing, builds and runs this
 
 Progress goes to stderr, the table (or JSON) to stdout.
 `
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// runCompare is the default run: every target measured in turn.
+func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := benchmark.DefaultConfig()
-	fs := newFlagSet("bench", benchHelp, stderr)
+	fs := newFlagSet("bench", compareHelp, stderr)
 	size := fs.String("size", "1GiB", "bytes of the download and of the upload (suffixes KiB, MiB, GiB, KB, MB, GB)")
 	clients := fs.Int("clients", def.Clients, "concurrent keep-alive clients of the small-request run")
 	duration := fs.Duration("duration", def.Duration, "length of the small-request run")
@@ -50,16 +53,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	settle := fs.Duration("settle", def.MemSettle, "how long the idle streams are held before memory is read")
 	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, relays, nginx, sluice-v1, sluice-v2 (sluice: both)")
 	nginx := fs.String("nginx", "auto", `nginx binary: "auto" looks in PATH and /usr/sbin, "off" skips nginx`)
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge, agent and relays (default: this one)")
+	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("bench: unexpected argument %q", pos[0])
+		return usagef("unexpected argument %q", pos[0])
 	}
 
 	cfg := def
@@ -72,7 +75,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "size":
 			n, err := parseByteSize(*size)
 			if err != nil {
-				flagErr = usagef("bench: --size: %v", err)
+				flagErr = usagef("--size: %v", err)
 			}
 			cfg.Size = n
 		case "clients":
@@ -105,30 +108,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "v1", "v2":
 			cfg.Targets = append(cfg.Targets, "sluice-"+t)
 		default:
-			return usagef("bench: --targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
+			return usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
 		}
 	}
-	has := func(name string) bool {
-		for _, t := range cfg.Targets {
-			if t == name {
-				return true
-			}
+	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
+	if has("sluice-v1") || has("sluice-v2") {
+		bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
+		if err != nil {
+			return err
 		}
-		return false
+		defer cleanup()
+		cfg.SluiceBin = bin
 	}
-	if has("sluice-v1") || has("sluice-v2") || has("relays") {
-		cfg.SluiceBin = *sluiceBin
-		if cfg.SluiceBin == "" {
-			if cfg.SluiceBin, err = os.Executable(); err != nil {
-				return fmt.Errorf("bench: finding this binary: %w", err)
-			}
+	if has("relays") {
+		if cfg.RelayCmd, err = self("relay"); err != nil {
+			return err
 		}
 	}
 	switch *nginx {
 	case "off", "":
-		if has("nginx") {
-			cfg.Targets = removeTarget(cfg.Targets, "nginx")
-		}
+		cfg.Targets = slices.DeleteFunc(cfg.Targets, func(t string) bool { return t == "nginx" })
 	case "auto":
 		cfg.NginxBin = findNginx()
 	default:
@@ -142,34 +141,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rep == nil {
 		return runErr
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		if !*quiet {
-			fmt.Fprintln(stderr)
-		}
-		if err := rep.WriteTable(stdout); err != nil {
-			return err
-		}
-	}
-	if runErr != nil && ctx.Err() != nil {
-		return nil // interrupted: exit 130 with what was measured
-	}
-	return runErr
-}
-
-func removeTarget(list []string, name string) []string {
-	var out []string
-	for _, t := range list {
-		if t != name {
-			out = append(out, t)
-		}
-	}
-	return out
+	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
 }
 
 // findNginx returns the nginx in PATH or /usr/sbin, or "".
@@ -207,23 +179,4 @@ func parseByteSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size such as 1GiB, 64MiB or 1000000", s)
 	}
 	return int64(v * float64(mult)), nil
-}
-
-const benchRelayHelp = `Usage: sluice bench-relay LISTEN TARGET
-
-Forwards every TCP connection accepted on LISTEN to TARGET, bytes as they
-are, until interrupted. "sluice bench" runs two in a chain as its "relays"
-target: the least any two-process tunnel costs on the machine.
-`
-
-func runBenchRelay(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("bench-relay", benchRelayHelp, stderr)
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return usagef("bench-relay: want LISTEN and TARGET, got %d arguments", len(pos))
-	}
-	return benchmark.Relay(ctx, pos[0], pos[1])
 }

@@ -1,4 +1,4 @@
-package main
+package sseload
 
 import (
 	"bufio"
@@ -17,12 +17,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/stats"
 	"github.com/sluicehq/sluice/sse"
 )
 
-// summary is what "clients" prints once every stream is connected and has
-// received a fresh event (or the timeout passed).
-type summary struct {
+// Summary is the JSON line "clients" prints once every stream is connected
+// and has received a fresh event (or the timeout passed).
+type Summary struct {
 	Streams   int `json:"streams"`   // asked for
 	Connected int `json:"connected"` // got 200 and headers
 	Failed    int `json:"failed"`    // never connected before the timeout
@@ -89,7 +90,7 @@ func runClients(args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	s := summary{
+	s := Summary{
 		Streams:        *n,
 		Connected:      int(connected),
 		Failed:         int(c.failed.Load()),
@@ -113,13 +114,9 @@ func runClients(args []string) error {
 		s.FirstError = c.firstErr.Error()
 	}
 	c.mu.Unlock()
-	if len(d) > 0 {
-		slices.Sort(d)
-		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-		s.DeliveryP50ms = ms(d[(len(d)-1)/2])
-		s.DeliveryP99ms = ms(d[(len(d)*99+99)/100-1])
-		s.DeliveryMaxms = ms(d[len(d)-1])
-	}
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	sum := stats.Summarize(d)
+	s.DeliveryP50ms, s.DeliveryP99ms, s.DeliveryMaxms = ms(sum.P50), ms(sum.P99), ms(sum.Max)
 	out, _ := json.Marshal(s)
 	fmt.Printf("%s\n", out)
 

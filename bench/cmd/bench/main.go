@@ -1,0 +1,141 @@
+// Command bench measures sluice on loopback: against the upstream it
+// fronts, two bare TCP relays and nginx (the default run), with many
+// concurrent streams (scale), and beside a stalled stream (hol). It is not part of the sluice binary, so that
+// sluice does not link the harness; bash bench/run.sh builds and runs it.
+//
+//	go run ./bench/cmd/bench [flags]          the comparative run
+//	go run ./bench/cmd/bench scale [flags]    10,000 SSE streams per protocol
+//	go run ./bench/cmd/bench hol [flags]      head-of-line blocking beside a stalled download
+//	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
+//	bench sseload MODE [flags]                a load process of the scale run
+//
+// Run "go run ./bench/cmd/bench --help" for the flags of each.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
+	stop()
+	os.Exit(exitCode(err, interrupted))
+}
+
+// usageError is a mistake in the command line; it exits with 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// errHelp ends a command that printed its help on request.
+var errHelp = errors.New("help requested")
+
+func exitCode(err error, interrupted bool) int {
+	var ue *usageError
+	switch {
+	case err == nil && interrupted:
+		return 130
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// Run runs the bench command line with args (without the program name).
+// Errors have already been reported on stderr when Run returns them.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var err error
+	verb, rest := "", args
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		verb, rest = args[0], args[1:]
+	}
+	switch verb {
+	case "":
+		err = runCompare(ctx, rest, stdout, stderr)
+	case "scale":
+		err = runScale(ctx, rest, stdout, stderr)
+	case "hol":
+		err = runHOL(ctx, rest, stdout, stderr)
+	case "relay":
+		err = runRelay(ctx, rest, stderr)
+	case "sseload":
+		err = runSSELoad(rest)
+	default:
+		err = usagef("unknown command %q (want no command, scale, hol or relay; see --help)", verb)
+	}
+	if err != nil && !errors.Is(err, errHelp) {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+	}
+	return err
+}
+
+// newFlagSet returns a flag set whose errors are returned, not fatal, and
+// whose help text is the command's own.
+func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), help)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args and returns the positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, usagef("%v", err)
+	}
+	return fs.Args(), nil
+}
+
+// self returns the command that runs this binary with verb.
+func self(verb string) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this binary: %w", err)
+	}
+	return []string{exe, verb}, nil
+}
+
+// sluiceBinary returns bin if set, or else builds cmd/sluice of this
+// module into a temporary directory, which cleanup removes.
+func sluiceBinary(ctx context.Context, bin string, stderr io.Writer) (path string, cleanup func(), err error) {
+	if bin != "" {
+		return bin, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	path = filepath.Join(dir, "sluice")
+	build := exec.CommandContext(ctx, "go", "build", "-o", path, "github.com/sluicehq/sluice/cmd/sluice")
+	build.Stdout, build.Stderr = stderr, stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("building sluice (or pass --sluice): %w", err)
+	}
+	return path, func() { os.RemoveAll(dir) }, nil
+}

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/sluicehq/sluice/internal/benchmark"
+)
+
+const relayHelp = `Usage: bench relay LISTEN TARGET
+
+Forwards every TCP connection accepted on LISTEN to TARGET, bytes as they
+are, until interrupted. The default run starts two in a chain as its
+"relays" target: the least any two-process tunnel costs on the machine.
+`
+
+func runRelay(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("relay", relayHelp, stderr)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("relay: want LISTEN and TARGET, got %d arguments", len(pos))
+	}
+	return benchmark.Relay(ctx, pos[0], pos[1])
+}
