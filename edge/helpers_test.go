@@ -44,6 +44,15 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
+// patience is the least time a test waits for something that must happen:
+// the timeouts the tests give are what they expect on a quiet machine, and
+// a busy one (two cores shared with other test packages) can take many
+// times as long. Only a hang should fail a test.
+const patience = time.Minute
+
+// waitFor returns how long to wait for an event expected within timeout.
+func waitFor(timeout time.Duration) time.Duration { return max(timeout, patience) }
+
 type testEdge struct {
 	srv    *edge.Server
 	addr   string // 127.0.0.1:PORT
@@ -83,7 +92,7 @@ func startEdge(t *testing.T, mut func(*edge.Config)) *testEdge {
 		logs: logs,
 		client: &http.Client{
 			Transport:     tr,
-			Timeout:       20 * time.Second,
+			Timeout:       2 * time.Minute, // a hang, not a slow machine
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
@@ -189,6 +198,7 @@ func (a *rawAgent) readFrame(timeout time.Duration) (frame, error) {
 }
 
 func (a *rawAgent) read(t *testing.T, timeout time.Duration) frame {
+	timeout = waitFor(timeout)
 	t.Helper()
 	f, err := a.readFrame(timeout)
 	if err != nil {
@@ -292,6 +302,7 @@ func (a *rawAgent) end(t *testing.T, id string) {
 // expectClosed waits for the edge to close the connection: reads (and
 // drops) frames until a read fails with something other than a timeout.
 func (a *rawAgent) expectClosed(t *testing.T, timeout time.Duration) {
+	timeout = waitFor(timeout)
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -366,6 +377,7 @@ func (e *testEdge) get(t *testing.T, host, path string) result {
 }
 
 func await(t *testing.T, c <-chan result, timeout time.Duration) result {
+	timeout = waitFor(timeout)
 	t.Helper()
 	select {
 	case r := <-c:
@@ -407,6 +419,7 @@ func frameErrors(kind string) string { return `sluice_frame_errors_total{kind="`
 
 // waitMetric polls /metrics until series has value want.
 func (e *testEdge) waitMetric(t *testing.T, series string, want float64, timeout time.Duration) {
+	timeout = waitFor(timeout)
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -423,6 +436,7 @@ func (e *testEdge) waitMetric(t *testing.T, series string, want float64, timeout
 
 // waitOffline polls the tunnel until it answers 502 agent_offline.
 func (e *testEdge) waitOffline(t *testing.T, host string, timeout time.Duration) result {
+	timeout = waitFor(timeout)
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -458,6 +472,7 @@ type headResult struct {
 
 // awaitHead waits for a goHead response head.
 func awaitHead(t *testing.T, hc <-chan headResult, timeout time.Duration) *http.Response {
+	timeout = waitFor(timeout)
 	t.Helper()
 	select {
 	case h := <-hc:

@@ -166,8 +166,11 @@ func TestReplaceSameToken(t *testing.T) {
 		// old never reads from here on.
 		t0 := time.Now()
 		fresh := e.register(t, "rep1", "T")
-		if d := time.Since(t0); d > time.Second {
-			t.Errorf("replacing registration took %v, want under 1 s", d)
+		// The new registration must not wait for the old session, which
+		// the edge keeps for its grace period (30 s): half of that is a
+		// slow machine, not a wait.
+		if d := time.Since(t0); d > 15*time.Second {
+			t.Errorf("replacing registration took %v: it waited for the old session", d)
 		}
 		serveOne(t, fresh, "rep1.localhost", "fresh")
 		expectReplaced(t, old)
@@ -226,8 +229,11 @@ func TestReplaceSameToken(t *testing.T) {
 		}
 		t0 := time.Now()
 		fresh := e.register(t, "rep3", "T")
-		if d := time.Since(t0); d > time.Second {
-			t.Errorf("replacing registration took %v, want under 1 s", d)
+		// The new registration must not wait for the old session, which
+		// the edge keeps for its grace period (30 s): half of that is a
+		// slow machine, not a wait.
+		if d := time.Since(t0); d > 15*time.Second {
+			t.Errorf("replacing registration took %v: it waited for the old session", d)
 		}
 		serveOne(t, fresh, "rep3.localhost", "fresh")
 		// The jammed request stays with the old session for the grace
