@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"math/rand/v2"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -46,9 +46,10 @@ type ClientConfig struct {
 	// DefaultRetry (3 s).
 	Retry time.Duration
 
-	// MaxBackoff caps the delay between reconnects after repeated failures.
-	// Zero means DefaultMaxBackoff (30 s). A server's retry longer than
-	// this is still honoured.
+	// MaxBackoff caps the random part of the delay between reconnects,
+	// which grows with repeated failures (see Client). Zero means
+	// DefaultMaxBackoff (30 s). The reconnection time itself is always
+	// waited, even when it is longer.
 	MaxBackoff time.Duration
 
 	// ResponseHeaderTimeout bounds the wait for the response headers. Zero
@@ -83,12 +84,19 @@ type ClientConfig struct {
 // reconnect, honours the server's retry, stops for good on 204 No Content,
 // and fails without reconnecting on another non-200 status or a Content-Type
 // that is not text/event-stream. It reconnects after the end of a stream and
-// after network errors, with exponential backoff and jitter on repeated
-// failures, and never has two connections open at once.
+// after network errors, and never has two connections open at once.
+//
+// Before each reconnect it waits the reconnection time (the server's retry,
+// or ClientConfig.Retry) plus a random delay from a [Backoff] whose Initial
+// is the reconnection time (at least 100 ms) and whose Max is
+// ClientConfig.MaxBackoff: up to the reconnection time again after a healthy
+// connection (one that dispatched an event or stayed open 5 s), doubling
+// with each failure in a row up to MaxBackoff. The jitter spreads the
+// clients of a restarted server over time.
 //
 // LastEventID and Retry are safe to call concurrently with Events.
 type Client struct {
-	url string
+	req *http.Request // the request each connection sends, without context
 	cfg ClientConfig
 
 	mu       sync.Mutex
@@ -97,8 +105,30 @@ type Client struct {
 	retrySet bool
 }
 
-// NewClient returns a client for url. It does no I/O.
-func NewClient(url string, cfg ClientConfig) *Client {
+// NewClient returns a client that sends GET requests to rawURL. It does no
+// I/O. An error wraps ErrInvalidURL when rawURL is not an absolute http or
+// https URL with a host.
+func NewClient(rawURL string, cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("sse: new client: %w: %w", ErrInvalidURL, err)
+	}
+	req := &http.Request{
+		Method:     http.MethodGet,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header),
+		Host:       u.Host,
+	}
+	return newClient(req, cfg)
+}
+
+func newClient(req *http.Request, cfg ClientConfig) (*Client, error) {
+	if err := checkURL(req.URL); err != nil {
+		return nil, fmt.Errorf("sse: new client: %w", err)
+	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
@@ -111,7 +141,20 @@ func NewClient(url string, cfg ClientConfig) *Client {
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
-	return &Client{url: url, cfg: cfg, lastID: cfg.LastEventID}
+	return &Client{req: req, cfg: cfg, lastID: cfg.LastEventID}, nil
+}
+
+// checkURL accepts absolute http and https URLs with a host.
+func checkURL(u *url.URL) error {
+	switch {
+	case u == nil:
+		return fmt.Errorf("%w: no URL", ErrInvalidURL)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%w: %q has scheme %q", ErrInvalidURL, u.Redacted(), u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("%w: %q has no host", ErrInvalidURL, u.Redacted())
+	}
+	return nil
 }
 
 // LastEventID returns the last event ID received so far.
@@ -140,7 +183,7 @@ func (c *Client) Retry() (time.Duration, bool) {
 // across reconnects.
 func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		failures := 0
+		attempt := 0
 		for ctx.Err() == nil {
 			healthy, stopped, err := c.connect(ctx, yield)
 			if stopped || ctx.Err() != nil {
@@ -157,11 +200,10 @@ func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 				return
 			}
 			if healthy {
-				failures = 0
-			} else {
-				failures++
+				attempt = 0
 			}
-			delay := c.backoff(failures)
+			attempt++
+			delay := c.backoff().Delay(attempt)
 			if c.cfg.OnRetry != nil {
 				c.cfg.OnRetry(err, delay)
 			}
@@ -182,28 +224,14 @@ func isFatal(err error) bool {
 	return errors.Is(err, ErrNoContent) || errors.As(err, &se) || errors.As(err, &ce)
 }
 
-// backoff returns the delay before the next connection: the reconnection
-// time after a healthy connection and after a first failure, doubling with
-// each further failure up to
-// MaxBackoff, plus up to half again of random jitter so that many clients
-// of one server do not reconnect in step.
-func (c *Client) backoff(failures int) time.Duration {
-	base, set := c.Retry()
+// backoff returns the policy for the next wait (see Client): it depends on
+// the reconnection time, which the stream may change.
+func (c *Client) backoff() Backoff {
+	retry, set := c.Retry()
 	if !set {
-		base = c.cfg.Retry
+		retry = c.cfg.Retry
 	}
-	d := base
-	if failures > 0 {
-		d = max(base, minBackoffBase)
-		for i := 1; i < failures && d < c.cfg.MaxBackoff; i++ {
-			d *= 2
-		}
-		d = max(min(d, c.cfg.MaxBackoff), base)
-	}
-	if d > 0 {
-		d += rand.N(d/2 + 1)
-	}
-	return d
+	return Backoff{Initial: max(retry, minBackoffBase), Max: c.cfg.MaxBackoff, Min: retry, ResetAfter: healthyAfter}
 }
 
 // timeoutError is a timeout of the client's own; it satisfies net.Error.
@@ -219,10 +247,7 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
-	if err != nil {
-		return false, false, &StatusError{Status: "invalid request", Body: err.Error()}
-	}
+	req := c.req.Clone(ctx)
 	for k, v := range c.cfg.Header {
 		req.Header[k] = append([]string(nil), v...)
 	}
@@ -294,7 +319,7 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 			c.mu.Unlock()
 		}
 		if err != nil {
-			healthy = events > 0 || time.Since(start) >= healthyAfter
+			healthy = events > 0 || c.backoff().Healthy(time.Since(start))
 			if err == io.EOF {
 				return healthy, false, nil
 			}

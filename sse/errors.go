@@ -43,6 +43,10 @@ var (
 	// Content: the standard's way of telling a client to stop reconnecting.
 	ErrNoContent = errors.New("sse: server answered 204 No Content, not reconnecting")
 
+	// ErrInvalidURL is returned by NewClient and NewRequestClient for a URL
+	// that is not an absolute http:// or https:// URL with a host.
+	ErrInvalidURL = errors.New("sse: not an http or https URL with a host")
+
 	// ErrNotFlushable is returned by NewStream when the ResponseWriter cannot
 	// flush, so events would sit in a buffer.
 	ErrNotFlushable = errors.New("sse: response writer does not support flushing")

@@ -220,7 +220,7 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := NewClient(srv.URL, ClientConfig{Retry: 50 * time.Millisecond})
+	c := mustClient(t, srv.URL, ClientConfig{Retry: 50 * time.Millisecond})
 	events := make(chan Event)
 	go func() {
 		defer close(events)
@@ -297,7 +297,7 @@ func TestHubHandlerSlowClient(t *testing.T) {
 	defer stalled.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := NewClient(srv.URL, ClientConfig{NoReconnect: true})
+	c := mustClient(t, srv.URL, ClientConfig{NoReconnect: true})
 	got := make(chan int) // the reading client's count after each event
 	connected := make(chan struct{})
 	c.cfg.OnConnect = func(*http.Response) { close(connected) }
