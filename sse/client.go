@@ -94,10 +94,16 @@ type ClientConfig struct {
 // with each failure in a row up to MaxBackoff. The jitter spreads the
 // clients of a restarted server over time.
 //
+// A client made with NewRequestClient sends a request of the caller's, such
+// as a POST with a JSON body, on every connection; see there for how its body
+// is sent again.
+//
 // LastEventID and Retry are safe to call concurrently with Events.
 type Client struct {
 	req *http.Request // the request each connection sends, without context
 	cfg ClientConfig
+
+	bodySent bool // req.Body was used; reconnects need req.GetBody
 
 	mu       sync.Mutex
 	lastID   string
@@ -123,6 +129,41 @@ func NewClient(rawURL string, cfg ClientConfig) (*Client, error) {
 		Host:       u.Host,
 	}
 	return newClient(req, cfg)
+}
+
+// NewRequestClient returns a client that sends req on every connection:
+// its method, URL, headers and body, for streams that answer a POST, such as
+// the APIs of language models. Header entries of cfg are added to req's,
+// and Accept: text/event-stream and Cache-Control: no-cache unless req has
+// its own; reconnects add Last-Event-ID. req's context is not used: the
+// context given to Events governs every connection. It does no I/O; an
+// error wraps ErrInvalidURL when req's URL is not http or https with a
+// host.
+//
+// The first connection sends req.Body; every reconnect sends a new body
+// from req.GetBody, which http.NewRequest sets for bodies from
+// bytes.Buffer, bytes.Reader and strings.Reader. Without GetBody a request
+// with a body cannot be sent again: where the client would reconnect, the
+// iteration ends with an error wrapping ErrBodyNotReplayable instead.
+//
+// A stream that ends when its answer is complete, as a model's does, is
+// best read with NoReconnect: reconnecting would ask the question again.
+func NewRequestClient(req *http.Request, cfg ClientConfig) (*Client, error) {
+	if req == nil || req.URL == nil {
+		return nil, fmt.Errorf("sse: new client: %w: no request URL", ErrInvalidURL)
+	}
+	r := req.Clone(context.Background())
+	if r.Host == "" {
+		r.Host = r.URL.Host
+	}
+	c, err := newClient(r, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c.lastID == "" {
+		c.lastID = req.Header.Get("Last-Event-ID")
+	}
+	return c, nil
 }
 
 func newClient(req *http.Request, cfg ClientConfig) (*Client, error) {
@@ -174,7 +215,8 @@ func (c *Client) Retry() (time.Duration, bool) {
 
 // Events connects and yields events until ctx ends (a clean end: the
 // iteration stops with no error), until a fatal error, which is yielded last
-// (*StatusError, *ContentTypeError, ErrNoContent), or, with NoReconnect,
+// (*StatusError, *ContentTypeError, ErrNoContent, ErrBodyNotReplayable), or,
+// with NoReconnect,
 // until the first connection ends. Breaking out of the loop closes the
 // connection. Events must not be iterated twice at the same time.
 //
@@ -199,6 +241,15 @@ func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 				}
 				return
 			}
+			if !c.canResend() {
+				if err != nil {
+					err = fmt.Errorf("%w; the connection ended with: %w", ErrBodyNotReplayable, err)
+				} else {
+					err = ErrBodyNotReplayable
+				}
+				yield(Event{}, err)
+				return
+			}
 			if healthy {
 				attempt = 0
 			}
@@ -221,7 +272,7 @@ func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 func isFatal(err error) bool {
 	var se *StatusError
 	var ce *ContentTypeError
-	return errors.Is(err, ErrNoContent) || errors.As(err, &se) || errors.As(err, &ce)
+	return errors.Is(err, ErrNoContent) || errors.Is(err, ErrBodyNotReplayable) || errors.As(err, &se) || errors.As(err, &ce)
 }
 
 // backoff returns the policy for the next wait (see Client): it depends on
@@ -247,16 +298,10 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	req := c.req.Clone(ctx)
-	for k, v := range c.cfg.Header {
-		req.Header[k] = append([]string(nil), v...)
+	req, err := c.request(ctx)
+	if err != nil {
+		return false, false, err
 	}
-	if h := req.Header.Get("Host"); h != "" {
-		req.Host = h // net/http sends req.Host, not a Host header
-		req.Header.Del("Host")
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Cache-Control", "no-cache")
 	if id := c.LastEventID(); id != "" {
 		req.Header.Set("Last-Event-ID", id)
 	} else {
@@ -340,6 +385,44 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 			return true, true, nil
 		}
 	}
+}
+
+// hasBody reports whether the client's request has a body.
+func (c *Client) hasBody() bool { return c.req.Body != nil && c.req.Body != http.NoBody }
+
+// canResend reports whether the request can be sent again.
+func (c *Client) canResend() bool { return !c.hasBody() || c.req.GetBody != nil || !c.bodySent }
+
+// request returns the request for the next connection, with a fresh body.
+func (c *Client) request(ctx context.Context) (*http.Request, error) {
+	req := c.req.Clone(ctx)
+	if c.hasBody() {
+		if c.bodySent {
+			if c.req.GetBody == nil {
+				return nil, ErrBodyNotReplayable
+			}
+			body, err := c.req.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("sse: request body: %w", err)
+			}
+			req.Body = body
+		}
+		c.bodySent = true
+	}
+	for k, v := range c.cfg.Header {
+		req.Header[k] = append(req.Header[k], v...)
+	}
+	if h := req.Header.Get("Host"); h != "" {
+		req.Host = h // net/http sends req.Host, not a Host header
+		req.Header.Del("Host")
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	if req.Header.Get("Cache-Control") == "" {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
+	return req, nil
 }
 
 // checkResponse applies the standard's rules to the response status and

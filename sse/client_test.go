@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -407,5 +408,97 @@ func TestNewClientInvalidURL(t *testing.T) {
 		if _, err := NewClient(u, ClientConfig{}); err != nil {
 			t.Errorf("NewClient(%q) = %v", u, err)
 		}
+	}
+}
+
+// A POST stream, as language-model APIs serve: method, headers and body are
+// sent on every connection, the body again through GetBody, and
+// Last-Event-ID is added on reconnect.
+func TestRequestClientPost(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		method, body, ctype, auth, lastID, accept string
+	}
+	var mu sync.Mutex
+	var reqs []seen
+	srv := newServer(t, make(chan struct{}), func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		n := len(reqs)
+		reqs = append(reqs, seen{r.Method, string(body), r.Header.Get("Content-Type"), r.Header.Get("Authorization"), r.Header.Get("Last-Event-ID"), r.Header.Get("Accept")})
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: %d\ndata: {\"token\":\"t%d\"}\n\n", n+1, n)
+	})
+	const prompt = `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat", strings.NewReader(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer key")
+	c, err := NewRequestClient(req, ClientConfig{Retry: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := collect(t, c, t.Context(), 3)
+	if err != nil || len(evs) != 3 || evs[2].Data != `{"token":"t2"}` {
+		t.Fatalf("%v %v", evs, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, r := range reqs[:3] {
+		want := seen{"POST", prompt, "application/json", "Bearer key", "", "text/event-stream"}
+		if i > 0 {
+			want.lastID = fmt.Sprint(i)
+		}
+		if r != want {
+			t.Errorf("request %d = %+v, want %+v", i, r, want)
+		}
+	}
+}
+
+// A body without GetBody is sent once: where the client would reconnect,
+// it stops with ErrBodyNotReplayable; with NoReconnect it just ends.
+func TestRequestClientBodyWithoutGetBody(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	srv := newServer(t, make(chan struct{}), func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "data: %s\n\n", body)
+	})
+	for _, noReconnect := range []bool{false, true} {
+		requests.Store(0)
+		req, err := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader("once")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewRequestClient(req, ClientConfig{Retry: time.Millisecond, NoReconnect: noReconnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := collect(t, c, t.Context(), 0)
+		if len(evs) != 1 || evs[0].Data != "once" {
+			t.Fatalf("NoReconnect %v: events %v", noReconnect, evs)
+		}
+		if noReconnect && err != nil || !noReconnect && !errors.Is(err, ErrBodyNotReplayable) {
+			t.Fatalf("NoReconnect %v: err = %v", noReconnect, err)
+		}
+		if n := requests.Load(); n != 1 {
+			t.Fatalf("NoReconnect %v: %d requests, want 1", noReconnect, n)
+		}
+	}
+}
+
+func TestNewRequestClientInvalid(t *testing.T) {
+	t.Parallel()
+	if _, err := NewRequestClient(nil, ClientConfig{}); !errors.Is(err, ErrInvalidURL) {
+		t.Errorf("nil request: %v", err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "/relative", nil)
+	if _, err := NewRequestClient(req, ClientConfig{}); !errors.Is(err, ErrInvalidURL) {
+		t.Errorf("relative URL: %v", err)
 	}
 }

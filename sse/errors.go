@@ -47,6 +47,10 @@ var (
 	// that is not an absolute http:// or https:// URL with a host.
 	ErrInvalidURL = errors.New("sse: not an http or https URL with a host")
 
+	// ErrBodyNotReplayable ends a request client's iteration where it would
+	// reconnect: the request has a body and no GetBody to send it again.
+	ErrBodyNotReplayable = errors.New("sse: cannot reconnect: the request body cannot be sent again (no GetBody)")
+
 	// ErrNotFlushable is returned by NewStream when the ResponseWriter cannot
 	// flush, so events would sit in a buffer.
 	ErrNotFlushable = errors.New("sse: response writer does not support flushing")
