@@ -220,9 +220,10 @@ func (c *Client) Retry() (time.Duration, bool) {
 // until the first connection ends. Breaking out of the loop closes the
 // connection. Events must not be iterated twice at the same time.
 //
-// An event's ID is the last event ID at dispatch, and its Retry the
-// reconnection time set by the stream so far (0 if none), both carried
-// across reconnects.
+// An event's ID is the last event ID at dispatch, carried across
+// reconnects, as a browser's MessageEvent.lastEventId. The reconnection time
+// is the stream's state, not an event's: see Retry. To pass the events on to
+// another reader, use a Relay.
 func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		attempt := 0
@@ -365,21 +366,18 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 		}
 		if err != nil {
 			healthy = events > 0 || c.backoff().Healthy(time.Since(start))
+			// A timeout of ours may surface as any read error, even EOF.
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return healthy, false, cause
+			}
 			if err == io.EOF {
 				return healthy, false, nil
-			}
-			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-				err = cause
 			}
 			return healthy, false, err
 		}
 		events++
 		c.mu.Lock()
 		c.lastID = ev.ID
-		ev.Retry = 0
-		if c.retrySet {
-			ev.Retry = c.retry
-		}
 		c.mu.Unlock()
 		if !yield(ev, nil) {
 			return true, true, nil

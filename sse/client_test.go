@@ -175,10 +175,10 @@ func TestClientReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Event{
-		{ID: "a", Type: "message", Data: "one", Retry: 300 * time.Millisecond},
-		{ID: "b", Type: "message", Data: "two", Retry: 300 * time.Millisecond},
-		{ID: "b", Type: "message", Data: "three", Retry: 300 * time.Millisecond},
-		{ID: "c", Type: "message", Data: "four", Retry: 300 * time.Millisecond},
+		{ID: "a", Type: "message", Data: "one"},
+		{ID: "b", Type: "message", Data: "two"},
+		{ID: "b", Type: "message", Data: "three"},
+		{ID: "c", Type: "message", Data: "four"},
 	}
 	for i := range want {
 		if evs[i] != want[i] {

@@ -15,8 +15,8 @@ var (
 	ErrInvalidID = errors.New("sse: id contains CR, LF or NULL")
 
 	// ErrInvalidType is returned when encoding an event type that contains
-	// CR, LF or NULL.
-	ErrInvalidType = errors.New("sse: event type contains CR, LF or NULL")
+	// CR or LF.
+	ErrInvalidType = errors.New("sse: event type contains CR or LF")
 
 	// ErrStreamClosed is returned by Stream.Send after the stream was closed.
 	ErrStreamClosed = errors.New("sse: stream closed")

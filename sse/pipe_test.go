@@ -46,7 +46,7 @@ func (p *pipeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p.wg.Go(func() {
 		p.handle(n, req, pw)
 		stop()
-		pw.Close()
+		pw.CloseWithError(req.Context().Err()) // nil: EOF
 	})
 	return &http.Response{
 		Status:     "200 OK",
