@@ -36,6 +36,10 @@ var (
 	// of operations on a closed hub.
 	ErrHubClosed = errors.New("sse: hub closed")
 
+	// ErrTooManyTopics is returned by Publish and Subscribe for a new topic
+	// when the hub holds HubConfig.MaxTopics topics already.
+	ErrTooManyTopics = errors.New("sse: too many topics")
+
 	// ErrUnsubscribed is the error of a Subscription after Close.
 	ErrUnsubscribed = errors.New("sse: unsubscribed")
 
