@@ -286,13 +286,6 @@ func (c *Client) backoff() Backoff {
 	return Backoff{Initial: max(retry, minBackoffBase), Max: c.cfg.MaxBackoff, Min: retry, ResetAfter: healthyAfter}
 }
 
-// timeoutError is a timeout of the client's own; it satisfies net.Error.
-type timeoutError struct{ what string }
-
-func (e *timeoutError) Error() string   { return "sse: " + e.what }
-func (e *timeoutError) Timeout() bool   { return true }
-func (e *timeoutError) Temporary() bool { return true }
-
 // connect runs one connection. healthy says whether it deserves a backoff
 // reset; stopped that the consumer broke out of the loop.
 func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (healthy, stopped bool, err error) {

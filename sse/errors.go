@@ -60,6 +60,19 @@ var (
 	ErrNotFlushable = errors.New("sse: response writer does not support flushing")
 )
 
+// ErrCloseTimeout is returned by Stream.Close when the stream's writer was
+// still blocked in a write to the client after CloseTimeout and could not be
+// interrupted (its ResponseWriter has no write deadlines). It is a net.Error
+// whose Timeout method reports true.
+var ErrCloseTimeout error = &timeoutError{"stream close: the client took no data within the close timeout"}
+
+// timeoutError is a timeout of the package's own; it satisfies net.Error.
+type timeoutError struct{ what string }
+
+func (e *timeoutError) Error() string   { return "sse: " + e.what }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
 // StatusError is returned by the client when the server answers with a status
 // other than 200 (and other than 204, see ErrNoContent). The client does not
 // reconnect after it.
