@@ -85,7 +85,7 @@ func TestClientFatalResponses(t *testing.T) {
 					io.WriteString(w, "broken")
 				}
 			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			_, err := collect(t, mustClient(t, srv.URL, ClientConfig{Retry: time.Millisecond}), ctx, 0)
 			if !c.check(err) {
@@ -168,7 +168,7 @@ func TestClientReconnect(t *testing.T) {
 		Header:      http.Header{"X-Custom": {"kept"}, "Authorization": {"Bearer t"}},
 		LastEventID: "start",
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	evs, err := collect(t, c, ctx, 4)
 	if err != nil {

@@ -1,11 +1,15 @@
 package sse
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +33,7 @@ func publishN(t *testing.T, h *Hub, topic string, from, to int) []string {
 
 func nextData(t *testing.T, s *Subscription, n int) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out []string
 	for range n {
@@ -232,9 +236,12 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 	})
 	defer h.Close() // runs before the server's cleanup: ends the streams
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := mustClient(t, srv.URL, ClientConfig{Retry: 50 * time.Millisecond})
+	// The handler subscribes before it sends the headers: a client that
+	// has them receives every event published from then on.
+	connected := make(chan struct{}, 2)
+	c := mustClient(t, srv.URL, ClientConfig{Retry: 50 * time.Millisecond, OnConnect: func(*http.Response) { connected <- struct{}{} }})
 	events := make(chan Event)
 	go func() {
 		defer close(events)
@@ -261,20 +268,15 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 			t.Fatalf("no event, want %q", want)
 		}
 	}
-	waitRequests := func(n int) {
+	waitConnected := func() {
 		t.Helper()
-		for ctx.Err() == nil {
-			mu.Lock()
-			got := len(lastIDs)
-			mu.Unlock()
-			if got >= n {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+		select {
+		case <-connected:
+		case <-ctx.Done():
+			t.Fatal("client not connected")
 		}
-		t.Fatalf("no request %d", n)
 	}
-	waitRequests(1)
+	waitConnected()
 	publishN(t, h, "feed", 1, 3)
 	recv("e1")
 	recv("e2")
@@ -282,7 +284,7 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 
 	srv.CloseClientConnections()
 	publishN(t, h, "feed", 4, 6) // while the client is away (or leaving)
-	waitRequests(2)
+	waitConnected()
 	recv("e4")
 	recv("e5")
 	recv("e6")
@@ -300,21 +302,52 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 	}
 }
 
+// smallBuffers gives every accepted connection a small send buffer, so
+// that a client that stops reading fills it soon.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
 // A client that does not read is disconnected; the others get everything.
 func TestHubHandlerSlowClient(t *testing.T) {
 	t.Parallel()
-	h := NewHub(HubConfig{Stream: StreamConfig{BufferSize: 1 << 20}})
-	srv := newServer(t, make(chan struct{}), h.Handler(func(*http.Request) string { return "t" }).ServeHTTP)
+	// 4 MiB: far more than the stream's buffer and both sockets' hold.
+	const events, size = 64, 64 << 10
+	h := NewHub(HubConfig{Stream: StreamConfig{BufferSize: 256 << 10}})
+	srv := httptest.NewUnstartedServer(h.Handler(func(*http.Request) string { return "t" }))
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
 	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
 
 	stalled := stalledClient(t, srv.URL)
 	defer stalled.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c := mustClient(t, srv.URL, ClientConfig{NoReconnect: true})
-	got := make(chan int) // the reading client's count after each event
+	stalled.(*net.TCPConn).SetReadBuffer(16 << 10)
+	// Its headers come once the handler has subscribed it.
+	stalled.SetReadDeadline(deadline)
+	br := bufio.NewReader(stalled)
+	if _, err := textproto.NewReader(br).ReadLine(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := textproto.NewReader(br).ReadMIMEHeader(); err != nil {
+		t.Fatal(err)
+	}
+
 	connected := make(chan struct{})
-	c.cfg.OnConnect = func(*http.Response) { close(connected) }
+	c := mustClient(t, srv.URL, ClientConfig{NoReconnect: true, OnConnect: func(*http.Response) { close(connected) }})
+	got := make(chan int) // the reading client's count after each event
 	go func() {
 		defer close(got)
 		n := 0
@@ -325,17 +358,20 @@ func TestHubHandlerSlowClient(t *testing.T) {
 			}
 			n++
 			got <- n
-			if n == 400 {
+			if n == events {
 				return
 			}
 		}
 	}()
-	<-connected
-	time.Sleep(50 * time.Millisecond) // let the stalled request subscribe too
-	big := strings.Repeat("y", 64<<10)
+	select {
+	case <-connected:
+	case <-ctx.Done():
+		t.Fatal("reading client not connected")
+	}
+	big := strings.Repeat("y", size)
 	// The publisher goes at the pace of the reading client; the stalled
-	// one falls behind by the whole 25 MiB.
-	for i := range 400 {
+	// one falls behind by the whole 4 MiB.
+	for i := range events {
 		if _, err := h.Publish("t", Event{Data: fmt.Sprint(i, big)}); err != nil {
 			t.Fatal(err)
 		}
@@ -344,9 +380,8 @@ func TestHubHandlerSlowClient(t *testing.T) {
 		}
 	}
 	// The stalled client's connection was closed by the hub: reading
-	// what the socket holds ends in EOF, short of 400 events.
-	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
-	p := NewParser(stalled, ParserConfig{})
+	// what the socket holds ends in EOF, short of all events.
+	p := NewParser(br, ParserConfig{})
 	n := 0
 	for {
 		if _, err := p.Next(); err != nil {
@@ -357,7 +392,7 @@ func TestHubHandlerSlowClient(t *testing.T) {
 		}
 		n++
 	}
-	if n >= 400 {
+	if n >= events {
 		t.Fatalf("stalled client got all %d events", n)
 	}
 }

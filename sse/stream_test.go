@@ -52,7 +52,7 @@ func TestStreamHeadersBeforeFirstEvent(t *testing.T) {
 		}
 		<-release
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
 	start := time.Now()
