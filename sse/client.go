@@ -216,8 +216,7 @@ func (c *Client) Retry() (time.Duration, bool) {
 // Events connects and yields events until ctx ends (a clean end: the
 // iteration stops with no error), until a fatal error, which is yielded last
 // (*StatusError, *ContentTypeError, ErrNoContent, ErrBodyNotReplayable), or,
-// with NoReconnect,
-// until the first connection ends. Breaking out of the loop closes the
+// with NoReconnect, until the first connection ends. Breaking out of the loop closes the
 // connection. Events must not be iterated twice at the same time.
 //
 // An event's ID is the last event ID at dispatch, carried across
