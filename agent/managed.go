@@ -106,7 +106,7 @@ func (m *Managed) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	var fatal error
-	client := sse.NewClient(push, sse.ClientConfig{
+	client, err := sse.NewClient(push, sse.ClientConfig{
 		HTTPClient:  m.cfg.HTTPClient,
 		Header:      preq.Header,
 		IdleTimeout: time.Minute, // the edge sends keepalives every 15 s by default
@@ -124,6 +124,9 @@ func (m *Managed) Run(ctx context.Context) error {
 			m.cfg.Status(fmt.Sprintf("push channel lost (%v); reconnecting in %v", err, delay.Round(time.Millisecond)))
 		},
 	})
+	if err != nil {
+		return fmt.Errorf("agent: push channel: %w", err)
+	}
 	// The standard makes a non-200 answer fatal to an event stream; for
 	// the push channel only a refused token is: anything else (an edge
 	// restarting behind a proxy that answers 502) is retried here, with

@@ -4,8 +4,8 @@ package sse_test
 //
 //	go test -run XXX -bench . -benchmem ./sse/
 //
-// The inputs come from internal/ssebench, which bench/ssecompare uses too to
-// run the same parse benchmark on other SSE libraries.
+// The inputs come from sse/internal/ssebench, which sse/bench/ssecompare uses
+// too to run the same parse benchmark on other SSE libraries.
 
 import (
 	"bytes"
@@ -23,8 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/ssebench"
 	"github.com/sluicehq/sluice/sse"
+	"github.com/sluicehq/sluice/sse/internal/ssebench"
 )
 
 func BenchmarkParse(b *testing.B) {

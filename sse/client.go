@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"math/rand/v2"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -46,9 +46,10 @@ type ClientConfig struct {
 	// DefaultRetry (3 s).
 	Retry time.Duration
 
-	// MaxBackoff caps the delay between reconnects after repeated failures.
-	// Zero means DefaultMaxBackoff (30 s). A server's retry longer than
-	// this is still honoured.
+	// MaxBackoff caps the random part of the delay between reconnects,
+	// which grows with repeated failures (see Client). Zero means
+	// DefaultMaxBackoff (30 s). The reconnection time itself is always
+	// waited, even when it is longer.
 	MaxBackoff time.Duration
 
 	// ResponseHeaderTimeout bounds the wait for the response headers. Zero
@@ -83,13 +84,26 @@ type ClientConfig struct {
 // reconnect, honours the server's retry, stops for good on 204 No Content,
 // and fails without reconnecting on another non-200 status or a Content-Type
 // that is not text/event-stream. It reconnects after the end of a stream and
-// after network errors, with exponential backoff and jitter on repeated
-// failures, and never has two connections open at once.
+// after network errors, and never has two connections open at once.
+//
+// Before each reconnect it waits the reconnection time (the server's retry,
+// or ClientConfig.Retry) plus a random delay from a [Backoff] whose Initial
+// is the reconnection time (at least 100 ms) and whose Max is
+// ClientConfig.MaxBackoff: up to the reconnection time again after a healthy
+// connection (one that dispatched an event or stayed open 5 s), doubling
+// with each failure in a row up to MaxBackoff. The jitter spreads the
+// clients of a restarted server over time.
+//
+// A client made with NewRequestClient sends a request of the caller's, such
+// as a POST with a JSON body, on every connection; see there for how its body
+// is sent again.
 //
 // LastEventID and Retry are safe to call concurrently with Events.
 type Client struct {
-	url string
+	req *http.Request // the request each connection sends, without context
 	cfg ClientConfig
+
+	bodySent bool // req.Body was used; reconnects need req.GetBody
 
 	mu       sync.Mutex
 	lastID   string
@@ -97,8 +111,65 @@ type Client struct {
 	retrySet bool
 }
 
-// NewClient returns a client for url. It does no I/O.
-func NewClient(url string, cfg ClientConfig) *Client {
+// NewClient returns a client that sends GET requests to rawURL. It does no
+// I/O. An error wraps ErrInvalidURL when rawURL is not an absolute http or
+// https URL with a host.
+func NewClient(rawURL string, cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("sse: new client: %w: %w", ErrInvalidURL, err)
+	}
+	req := &http.Request{
+		Method:     http.MethodGet,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header),
+		Host:       u.Host,
+	}
+	return newClient(req, cfg)
+}
+
+// NewRequestClient returns a client that sends req on every connection:
+// its method, URL, headers and body, for streams that answer a POST, such as
+// the APIs of language models. Header entries of cfg are added to req's,
+// and Accept: text/event-stream and Cache-Control: no-cache unless req has
+// its own; reconnects add Last-Event-ID. req's context is not used: the
+// context given to Events governs every connection. It does no I/O; an
+// error wraps ErrInvalidURL when req's URL is not http or https with a
+// host.
+//
+// The first connection sends req.Body; every reconnect sends a new body
+// from req.GetBody, which http.NewRequest sets for bodies from
+// bytes.Buffer, bytes.Reader and strings.Reader. Without GetBody a request
+// with a body cannot be sent again: where the client would reconnect, the
+// iteration ends with an error wrapping ErrBodyNotReplayable instead.
+//
+// A stream that ends when its answer is complete, as a model's does, is
+// best read with NoReconnect: reconnecting would ask the question again.
+func NewRequestClient(req *http.Request, cfg ClientConfig) (*Client, error) {
+	if req == nil || req.URL == nil {
+		return nil, fmt.Errorf("sse: new client: %w: no request URL", ErrInvalidURL)
+	}
+	r := req.Clone(context.Background())
+	if r.Host == "" {
+		r.Host = r.URL.Host
+	}
+	c, err := newClient(r, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c.lastID == "" {
+		c.lastID = req.Header.Get("Last-Event-ID")
+	}
+	return c, nil
+}
+
+func newClient(req *http.Request, cfg ClientConfig) (*Client, error) {
+	if err := checkURL(req.URL); err != nil {
+		return nil, fmt.Errorf("sse: new client: %w", err)
+	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
@@ -111,7 +182,20 @@ func NewClient(url string, cfg ClientConfig) *Client {
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
-	return &Client{url: url, cfg: cfg, lastID: cfg.LastEventID}
+	return &Client{req: req, cfg: cfg, lastID: cfg.LastEventID}, nil
+}
+
+// checkURL accepts absolute http and https URLs with a host.
+func checkURL(u *url.URL) error {
+	switch {
+	case u == nil:
+		return fmt.Errorf("%w: no URL", ErrInvalidURL)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%w: %q has scheme %q", ErrInvalidURL, u.Redacted(), u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("%w: %q has no host", ErrInvalidURL, u.Redacted())
+	}
+	return nil
 }
 
 // LastEventID returns the last event ID received so far.
@@ -131,16 +215,17 @@ func (c *Client) Retry() (time.Duration, bool) {
 
 // Events connects and yields events until ctx ends (a clean end: the
 // iteration stops with no error), until a fatal error, which is yielded last
-// (*StatusError, *ContentTypeError, ErrNoContent), or, with NoReconnect,
-// until the first connection ends. Breaking out of the loop closes the
+// (*StatusError, *ContentTypeError, ErrNoContent, ErrBodyNotReplayable), or,
+// with NoReconnect, until the first connection ends. Breaking out of the loop closes the
 // connection. Events must not be iterated twice at the same time.
 //
-// An event's ID is the last event ID at dispatch, and its Retry the
-// reconnection time set by the stream so far (0 if none), both carried
-// across reconnects.
+// An event's ID is the last event ID at dispatch, carried across
+// reconnects, as a browser's MessageEvent.lastEventId. The reconnection time
+// is the stream's state, not an event's: see Retry. To pass the events on to
+// another reader, use a Relay.
 func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		failures := 0
+		attempt := 0
 		for ctx.Err() == nil {
 			healthy, stopped, err := c.connect(ctx, yield)
 			if stopped || ctx.Err() != nil {
@@ -156,12 +241,20 @@ func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 				}
 				return
 			}
-			if healthy {
-				failures = 0
-			} else {
-				failures++
+			if !c.canResend() {
+				if err != nil {
+					err = fmt.Errorf("%w; the connection ended with: %w", ErrBodyNotReplayable, err)
+				} else {
+					err = ErrBodyNotReplayable
+				}
+				yield(Event{}, err)
+				return
 			}
-			delay := c.backoff(failures)
+			if healthy {
+				attempt = 0
+			}
+			attempt++
+			delay := c.backoff().Delay(attempt)
 			if c.cfg.OnRetry != nil {
 				c.cfg.OnRetry(err, delay)
 			}
@@ -179,39 +272,18 @@ func (c *Client) Events(ctx context.Context) iter.Seq2[Event, error] {
 func isFatal(err error) bool {
 	var se *StatusError
 	var ce *ContentTypeError
-	return errors.Is(err, ErrNoContent) || errors.As(err, &se) || errors.As(err, &ce)
+	return errors.Is(err, ErrNoContent) || errors.Is(err, ErrBodyNotReplayable) || errors.As(err, &se) || errors.As(err, &ce)
 }
 
-// backoff returns the delay before the next connection: the reconnection
-// time after a healthy connection and after a first failure, doubling with
-// each further failure up to
-// MaxBackoff, plus up to half again of random jitter so that many clients
-// of one server do not reconnect in step.
-func (c *Client) backoff(failures int) time.Duration {
-	base, set := c.Retry()
+// backoff returns the policy for the next wait (see Client): it depends on
+// the reconnection time, which the stream may change.
+func (c *Client) backoff() Backoff {
+	retry, set := c.Retry()
 	if !set {
-		base = c.cfg.Retry
+		retry = c.cfg.Retry
 	}
-	d := base
-	if failures > 0 {
-		d = max(base, minBackoffBase)
-		for i := 1; i < failures && d < c.cfg.MaxBackoff; i++ {
-			d *= 2
-		}
-		d = max(min(d, c.cfg.MaxBackoff), base)
-	}
-	if d > 0 {
-		d += rand.N(d/2 + 1)
-	}
-	return d
+	return Backoff{Initial: max(retry, minBackoffBase), Max: c.cfg.MaxBackoff, Min: retry, ResetAfter: healthyAfter}
 }
-
-// timeoutError is a timeout of the client's own; it satisfies net.Error.
-type timeoutError struct{ what string }
-
-func (e *timeoutError) Error() string   { return "sse: " + e.what }
-func (e *timeoutError) Timeout() bool   { return true }
-func (e *timeoutError) Temporary() bool { return true }
 
 // connect runs one connection. healthy says whether it deserves a backoff
 // reset; stopped that the consumer broke out of the loop.
@@ -219,19 +291,10 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+	req, err := c.request(ctx)
 	if err != nil {
-		return false, false, &StatusError{Status: "invalid request", Body: err.Error()}
+		return false, false, err
 	}
-	for k, v := range c.cfg.Header {
-		req.Header[k] = append([]string(nil), v...)
-	}
-	if h := req.Header.Get("Host"); h != "" {
-		req.Host = h // net/http sends req.Host, not a Host header
-		req.Header.Del("Host")
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Cache-Control", "no-cache")
 	if id := c.LastEventID(); id != "" {
 		req.Header.Set("Last-Event-ID", id)
 	} else {
@@ -294,27 +357,62 @@ func (c *Client) connect(ctx context.Context, yield func(Event, error) bool) (he
 			c.mu.Unlock()
 		}
 		if err != nil {
-			healthy = events > 0 || time.Since(start) >= healthyAfter
+			healthy = events > 0 || c.backoff().Healthy(time.Since(start))
+			// A timeout of ours may surface as any read error, even EOF.
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return healthy, false, cause
+			}
 			if err == io.EOF {
 				return healthy, false, nil
-			}
-			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-				err = cause
 			}
 			return healthy, false, err
 		}
 		events++
 		c.mu.Lock()
 		c.lastID = ev.ID
-		ev.Retry = 0
-		if c.retrySet {
-			ev.Retry = c.retry
-		}
 		c.mu.Unlock()
 		if !yield(ev, nil) {
 			return true, true, nil
 		}
 	}
+}
+
+// hasBody reports whether the client's request has a body.
+func (c *Client) hasBody() bool { return c.req.Body != nil && c.req.Body != http.NoBody }
+
+// canResend reports whether the request can be sent again.
+func (c *Client) canResend() bool { return !c.hasBody() || c.req.GetBody != nil || !c.bodySent }
+
+// request returns the request for the next connection, with a fresh body.
+func (c *Client) request(ctx context.Context) (*http.Request, error) {
+	req := c.req.Clone(ctx)
+	if c.hasBody() {
+		if c.bodySent {
+			if c.req.GetBody == nil {
+				return nil, ErrBodyNotReplayable
+			}
+			body, err := c.req.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("sse: request body: %w", err)
+			}
+			req.Body = body
+		}
+		c.bodySent = true
+	}
+	for k, v := range c.cfg.Header {
+		req.Header[k] = append(req.Header[k], v...)
+	}
+	if h := req.Header.Get("Host"); h != "" {
+		req.Host = h // net/http sends req.Host, not a Host header
+		req.Header.Del("Host")
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	if req.Header.Get("Cache-Control") == "" {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
+	return req, nil
 }
 
 // checkResponse applies the standard's rules to the response status and

@@ -12,14 +12,12 @@ import (
 // Every line break in Data or Comment (LF, CR or CRLF) starts a new line of
 // the same field, so a parser reads back Data with LF line breaks.
 //
-// An ID or Type containing CR, LF or NULL cannot be written faithfully and
-// returns ErrInvalidID or ErrInvalidType with dst unchanged.
+// An ID containing CR, LF or NULL, or a Type containing CR or LF, cannot be
+// written faithfully and returns ErrInvalidID or ErrInvalidType with dst
+// unchanged.
 func AppendEvent(dst []byte, e Event) ([]byte, error) {
-	if strings.ContainsAny(e.ID, "\r\n\x00") {
-		return dst, ErrInvalidID
-	}
-	if strings.ContainsAny(e.Type, "\r\n\x00") {
-		return dst, ErrInvalidType
+	if err := checkEvent(e); err != nil {
+		return dst, err
 	}
 	if e.Comment != "" {
 		dst = appendLines(dst, ": ", e.Comment)
@@ -39,6 +37,17 @@ func AppendEvent(dst []byte, e Event) ([]byte, error) {
 	}
 	dst = appendLines(dst, "data: ", e.Data)
 	return append(dst, '\n'), nil
+}
+
+// checkEvent reports whether e's ID and Type can be written faithfully.
+func checkEvent(e Event) error {
+	if strings.ContainsAny(e.ID, "\r\n\x00") {
+		return ErrInvalidID
+	}
+	if strings.ContainsAny(e.Type, "\r\n") {
+		return ErrInvalidType
+	}
+	return nil
 }
 
 // AppendComment appends text as comment lines, one per line of text. A

@@ -15,8 +15,8 @@ var (
 	ErrInvalidID = errors.New("sse: id contains CR, LF or NULL")
 
 	// ErrInvalidType is returned when encoding an event type that contains
-	// CR, LF or NULL.
-	ErrInvalidType = errors.New("sse: event type contains CR, LF or NULL")
+	// CR or LF.
+	ErrInvalidType = errors.New("sse: event type contains CR or LF")
 
 	// ErrStreamClosed is returned by Stream.Send after the stream was closed.
 	ErrStreamClosed = errors.New("sse: stream closed")
@@ -36,6 +36,10 @@ var (
 	// of operations on a closed hub.
 	ErrHubClosed = errors.New("sse: hub closed")
 
+	// ErrTooManyTopics is returned by Publish and Subscribe for a new topic
+	// when the hub holds HubConfig.MaxTopics topics already.
+	ErrTooManyTopics = errors.New("sse: too many topics")
+
 	// ErrUnsubscribed is the error of a Subscription after Close.
 	ErrUnsubscribed = errors.New("sse: unsubscribed")
 
@@ -43,10 +47,31 @@ var (
 	// Content: the standard's way of telling a client to stop reconnecting.
 	ErrNoContent = errors.New("sse: server answered 204 No Content, not reconnecting")
 
+	// ErrInvalidURL is returned by NewClient and NewRequestClient for a URL
+	// that is not an absolute http:// or https:// URL with a host.
+	ErrInvalidURL = errors.New("sse: not an http or https URL with a host")
+
+	// ErrBodyNotReplayable ends a request client's iteration where it would
+	// reconnect: the request has a body and no GetBody to send it again.
+	ErrBodyNotReplayable = errors.New("sse: cannot reconnect: the request body cannot be sent again (no GetBody)")
+
 	// ErrNotFlushable is returned by NewStream when the ResponseWriter cannot
 	// flush, so events would sit in a buffer.
 	ErrNotFlushable = errors.New("sse: response writer does not support flushing")
 )
+
+// ErrCloseTimeout is returned by Stream.Close when the stream's writer was
+// still blocked in a write to the client after CloseTimeout and could not be
+// interrupted (its ResponseWriter has no write deadlines). It is a net.Error
+// whose Timeout method reports true.
+var ErrCloseTimeout error = &timeoutError{"stream close: the client took no data within the close timeout"}
+
+// timeoutError is a timeout of the package's own; it satisfies net.Error.
+type timeoutError struct{ what string }
+
+func (e *timeoutError) Error() string   { return "sse: " + e.what }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
 
 // StatusError is returned by the client when the server answers with a status
 // other than 200 (and other than 204, see ErrNoContent). The client does not

@@ -10,7 +10,10 @@ type Event struct {
 	// ID is the event's id field. When encoding, an empty ID writes no id
 	// line. A parsed event carries the stream's last event ID at the moment
 	// it was dispatched, which is "" if no id was ever set, and may come from
-	// an earlier block (the standard keeps the last event ID across events).
+	// an earlier block (the standard keeps the last event ID across events,
+	// as a browser's MessageEvent.lastEventId does). Encoding a parsed event
+	// with AppendEvent therefore repeats an id its reader already has; a
+	// [Relay] writes it only when it changes.
 	ID string
 
 	// Type is the event type (the "event" field). When encoding, an empty
@@ -24,9 +27,10 @@ type Event struct {
 	Data string
 
 	// Retry is the reconnection time. When encoding, a positive Retry writes
-	// a retry line in whole milliseconds. A parsed event carries the
-	// reconnection time set by the stream so far, or 0 if none was set; use
-	// [Parser.Retry] to tell "set to 0" from "never set".
+	// a retry line in whole milliseconds. A parsed event has Retry 0: the
+	// reconnection time is the stream's state, which a retry line may set in
+	// any block, even one that dispatches nothing; see [Parser.Retry] and
+	// [Client.Retry], and [Relay] to pass it on.
 	Retry time.Duration
 
 	// Comment, when encoding, is written as comment lines (": text") before

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,6 +14,19 @@ const (
 	DefaultHistorySize      = 1000
 	DefaultHistoryBytes     = 4 << 20
 	DefaultSubscriberBuffer = 256
+	DefaultMaxTopics        = 1000
+
+	// GapEventType is the type of the event Handler sends first to a
+	// client whose Last-Event-ID is not in the topic's history: events may
+	// have been missed, and the whole retained history follows. Its data is
+	// the Last-Event-ID the hub did not find; it has no id. A browser's
+	// EventSource dispatches it only to addEventListener("gap", ...), never
+	// to onmessage, so clients that do not listen for it are unaffected.
+	GapEventType = "gap"
+
+	// sweepMin is the smallest topic count that triggers a sweep of
+	// reclaimable topics; see Hub.topic.
+	sweepMin = 64
 )
 
 // HubConfig configures a Hub. The zero value means the defaults.
@@ -30,6 +44,12 @@ type HubConfig struct {
 	// before it is dropped with ErrSlowSubscriber. Zero means
 	// DefaultSubscriberBuffer (256).
 	SubscriberBuffer int
+	// MaxTopics bounds the number of topics. Beyond it, Publish and
+	// Subscribe to a new topic return ErrTooManyTopics and Handler answers
+	// 503 Service Unavailable, after reclaiming what it can. Zero means
+	// DefaultMaxTopics (1000); negative means no bound. Each topic may hold
+	// HistoryBytes of history, so the two together bound the hub's memory.
+	MaxTopics int
 	// Stream configures the streams of Handler. Their SlowClient policy is
 	// always Disconnect: a client whose buffer is full is dropped rather
 	// than slowing the publisher.
@@ -50,28 +70,40 @@ type HubConfig struct {
 // retained history, and Subscription.Gap reports true. An empty
 // Last-Event-ID replays nothing.
 //
-// Events published without an ID get the topic's sequence number as their
-// ID, so that every event can be replayed from.
+// Events published without an ID get the hub's next sequence number as
+// their ID: unique across topics and increasing within each, so that every
+// event can be replayed from and a topic created again never reuses an ID.
+//
+// Topics come and go by themselves: a topic exists from the first Publish or
+// Subscribe, and is reclaimed once it has no subscriber and no history (none
+// is kept, or it expired under HistoryTTL). Their number is bounded by
+// MaxTopics.
 //
 // The hub's state has one owner per topic: a mutex that Publish, Subscribe
 // and Close take, so a subscriber sees every event once, in order, with no
-// gap between replay and live events. All methods are safe for concurrent
-// use. The hub starts no goroutines.
+// gap between replay and live events. The topic table has a mutex of its
+// own, taken before a topic's. All methods are safe for concurrent use. The
+// hub starts no goroutines.
 type Hub struct {
 	cfg HubConfig
+	seq atomic.Uint64 // the last ID given to an event without one
 
-	mu     sync.Mutex // guards topics and closed
-	topics map[string]*topic
-	closed bool
+	mu      sync.Mutex // guards topics, sweepAt and closed
+	topics  map[string]*topic
+	sweepAt int // the topic count at which the next sweep runs
+	closed  bool
 }
 
 type topic struct {
+	h    *Hub
+	name string
+
 	mu      sync.Mutex
-	seq     uint64
 	history []*entry // oldest first
 	bytes   int
 	subs    []*Subscription // a slice: fan-out iterates it fast
 	closed  bool
+	dead    bool // reclaimed: no longer in h.topics; look the name up again
 }
 
 // add and remove keep t.subs and each Subscription's idx in step. The
@@ -114,44 +146,124 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.SubscriberBuffer <= 0 {
 		cfg.SubscriberBuffer = DefaultSubscriberBuffer
 	}
+	if cfg.MaxTopics == 0 {
+		cfg.MaxTopics = DefaultMaxTopics
+	}
 	cfg.Stream.SlowClient = Disconnect
-	return &Hub{cfg: cfg, topics: make(map[string]*topic)}
+	return &Hub{cfg: cfg, topics: make(map[string]*topic), sweepAt: sweepMin}
 }
 
+// lockTopic returns the named topic, created if need be, with its mutex
+// held. A topic reclaimed in between is looked up again.
+func (h *Hub) lockTopic(name string) (*topic, error) {
+	for {
+		t, err := h.topic(name)
+		if err != nil {
+			return nil, err
+		}
+		t.mu.Lock()
+		if !t.dead {
+			return t, nil
+		}
+		t.mu.Unlock()
+	}
+}
+
+// topic returns the named topic, created if need be. Creating one sweeps
+// the reclaimable topics when their number has doubled since the last
+// sweep (so a sweep costs O(1) per topic created), and when MaxTopics is
+// reached.
 func (h *Hub) topic(name string) (*topic, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrHubClosed
 	}
-	t := h.topics[name]
-	if t == nil {
-		t = &topic{}
-		h.topics[name] = t
+	if t := h.topics[name]; t != nil {
+		return t, nil
 	}
+	full := h.cfg.MaxTopics > 0 && len(h.topics) >= h.cfg.MaxTopics
+	if full || len(h.topics) >= h.sweepAt {
+		h.sweepLocked(time.Now())
+		h.sweepAt = max(2*len(h.topics), sweepMin)
+		full = h.cfg.MaxTopics > 0 && len(h.topics) >= h.cfg.MaxTopics
+	}
+	if full {
+		return nil, ErrTooManyTopics
+	}
+	t := &topic{h: h, name: name}
+	h.topics[name] = t
 	return t, nil
+}
+
+// sweepLocked reclaims every topic that has neither subscribers nor
+// history. The caller holds h.mu.
+func (h *Hub) sweepLocked(now time.Time) {
+	for name, t := range h.topics {
+		t.mu.Lock()
+		if h.reclaimableLocked(t, now) {
+			t.dead = true
+			delete(h.topics, name)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// reclaimableLocked reports whether t has neither subscribers nor history,
+// dropping expired history first. The caller holds t.mu.
+func (h *Hub) reclaimableLocked(t *topic, now time.Time) bool {
+	if len(t.subs) > 0 || t.closed {
+		return false
+	}
+	if h.cfg.HistoryTTL > 0 {
+		h.trim(t, now)
+	}
+	return len(t.history) == 0
+}
+
+// reclaim deletes t if it has neither subscribers nor history.
+func (h *Hub) reclaim(t *topic) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.topics[t.name] != t {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h.reclaimableLocked(t, time.Now()) {
+		t.dead = true
+		delete(h.topics, t.name)
+	}
 }
 
 // Publish sends e to every subscriber of the topic and adds it to the
 // topic's history. An empty e.ID is replaced by the topic's next sequence
 // number. It returns the event as published (with its ID).
 func (h *Hub) Publish(topicName string, e Event) (Event, error) {
-	t, err := h.topic(topicName)
+	t, err := h.lockTopic(topicName)
 	if err != nil {
 		return Event{}, err
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return Event{}, ErrHubClosed
+	e, empty, err := h.publishLocked(t, e)
+	t.mu.Unlock()
+	if empty {
+		h.reclaim(t)
 	}
-	t.seq++
+	return e, err
+}
+
+// publishLocked is Publish with t.mu held. empty says that t has neither
+// subscribers nor history left, so it may be reclaimed.
+func (h *Hub) publishLocked(t *topic, e Event) (_ Event, empty bool, _ error) {
+	if t.closed {
+		return Event{}, false, ErrHubClosed
+	}
 	if e.ID == "" {
-		e.ID = strconv.FormatUint(t.seq, 10)
+		e.ID = strconv.FormatUint(h.seq.Add(1), 10)
 	}
 	raw, err := AppendEvent(nil, e)
 	if err != nil {
-		return Event{}, err
+		return Event{}, len(t.subs) == 0 && len(t.history) == 0, err
 	}
 	ent := &entry{ev: e, raw: raw}
 	if h.cfg.HistorySize > 0 {
@@ -167,7 +279,7 @@ func (h *Hub) Publish(topicName string, e Event) (Event, error) {
 			t.remove(sub)
 		}
 	}
-	return e, nil
+	return e, len(t.subs) == 0 && len(t.history) == 0, nil
 }
 
 // trim drops history entries past the configured bounds.
@@ -269,11 +381,10 @@ func (s *Subscription) end(err error, discard bool) {
 // Subscribe subscribes to a topic. lastEventID, if not empty, asks for the
 // events published after it (see Hub for what happens when it is unknown).
 func (h *Hub) Subscribe(topicName, lastEventID string) (*Subscription, error) {
-	t, err := h.topic(topicName)
+	t, err := h.lockTopic(topicName)
 	if err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrHubClosed
@@ -331,13 +442,18 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 }
 
 // Close ends the subscription; Next then returns ErrUnsubscribed. It is
-// idempotent.
+// idempotent. The last subscriber of a topic without history takes the
+// topic with it.
 func (s *Subscription) Close() {
 	s.t.mu.Lock()
 	removed := s.t.remove(s)
+	last := removed && len(s.t.subs) == 0
 	s.t.mu.Unlock()
 	if removed && s.stream == nil {
 		s.end(ErrUnsubscribed, true)
+	}
+	if last {
+		s.t.h.reclaim(s.t)
 	}
 }
 
@@ -373,26 +489,33 @@ func (h *Hub) Close() {
 
 // Handler returns an http.Handler that streams a topic to each request: the
 // topic is topicOf(r). A client's Last-Event-ID header is honoured as
-// Subscribe describes. A client that falls behind by more than the stream
-// buffer is disconnected; it reconnects and catches up from the history.
+// Subscribe describes; when it is not in the history, the client first gets
+// an event of type GapEventType whose data is that Last-Event-ID, then the
+// whole retained history. A client that falls behind by more than the
+// stream buffer is disconnected; it reconnects and catches up from the
+// history. When the hub is closed or holds MaxTopics topics already, the
+// answer is 503 Service Unavailable.
 func (h *Hub) Handler(topicOf func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := h.topic(topicOf(r))
+		// Subscribe before the headers go out: a client that has seen
+		// them receives every event published from then on.
+		st := newStream(w, r, h.cfg.Stream)
+		t, err := h.lockTopic(topicOf(r))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		// Subscribe before the headers go out: a client that has seen
-		// them receives every event published from then on.
-		st := newStream(w, r, h.cfg.Stream)
 		sub := &Subscription{t: t, stream: st, idx: -1}
-		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
 			http.Error(w, ErrHubClosed.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		replay, _ := h.replayFrom(t, st.LastEventID())
+		replay, gap := h.replayFrom(t, st.LastEventID())
+		if gap {
+			notice, _ := AppendEvent(nil, Event{Type: GapEventType, Data: st.LastEventID()})
+			st.tryEnqueue(notice)
+		}
 		for _, ent := range replay {
 			st.tryEnqueue(ent.raw)
 		}

@@ -1,29 +1,39 @@
 package sse
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-func publishN(t *testing.T, h *Hub, topic string, from, to int) {
+// publishN publishes events "e<from>" to "e<to>" and returns their IDs.
+func publishN(t *testing.T, h *Hub, topic string, from, to int) []string {
 	t.Helper()
+	var ids []string
 	for i := from; i <= to; i++ {
-		if _, err := h.Publish(topic, Event{Data: fmt.Sprint("e", i)}); err != nil {
+		e, err := h.Publish(topic, Event{Data: fmt.Sprint("e", i)})
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, e.ID)
 	}
+	return ids
 }
 
 func nextData(t *testing.T, s *Subscription, n int) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out []string
 	for range n {
@@ -43,23 +53,27 @@ func TestHubReplay(t *testing.T) {
 	publishN(t, h, "other", 1, 2)
 
 	cases := []struct {
-		name   string
-		lastID string
-		want   string
-		gap    bool
+		name string
+		last int // the event whose ID is sent, 0 for none, -1 for an unknown one
+		want string
+		gap  bool
 	}{
-		{"no id replays nothing", "", "", false},
-		{"known id replays the rest", "6", "e7 e8", false},
-		{"newest id replays nothing", "8", "", false},
-		{"oldest kept id", "4", "e5 e6 e7 e8", false},
-		{"expired id replays all kept", "2", "e4 e5 e6 e7 e8", true},
-		{"unknown id replays all kept", "nope", "e4 e5 e6 e7 e8", true},
+		{"no id replays nothing", 0, "", false},
+		{"known id replays the rest", 6, "e7 e8", false},
+		{"newest id replays nothing", 8, "", false},
+		{"oldest kept id", 4, "e5 e6 e7 e8", false},
+		{"expired id replays all kept", 2, "e4 e5 e6 e7 e8", true},
+		{"unknown id replays all kept", -1, "e4 e5 e6 e7 e8", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			topic := "topic " + c.name
-			publishN(t, h, topic, 1, 8) // history keeps e4..e8 (ids 4..8)
-			s, err := h.Subscribe(topic, c.lastID)
+			ids := publishN(t, h, topic, 1, 8) // history keeps e4..e8
+			lastID := map[int]string{0: "", -1: "nope"}[c.last]
+			if c.last > 0 {
+				lastID = ids[c.last-1]
+			}
+			s, err := h.Subscribe(topic, lastID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,15 +112,19 @@ func TestHubHistoryBounds(t *testing.T) {
 		}
 	})
 	t.Run("ttl", func(t *testing.T) {
-		h := NewHub(HubConfig{HistoryTTL: 50 * time.Millisecond})
-		defer h.Close()
-		publishN(t, h, "t", 1, 3)
-		time.Sleep(120 * time.Millisecond)
-		s, _ := h.Subscribe("t", "1")
-		defer s.Close()
-		if !s.Gap() || len(s.replay) != 0 {
-			t.Fatalf("expired history: gap=%v replay=%d", s.Gap(), len(s.replay))
-		}
+		synctest.Test(t, func(t *testing.T) {
+			h := NewHub(HubConfig{HistoryTTL: 50 * time.Millisecond})
+			defer h.Close()
+			publishN(t, h, "t", 1, 2)
+			time.Sleep(30 * time.Millisecond)
+			publishN(t, h, "t", 3, 3)
+			time.Sleep(30 * time.Millisecond) // events 1 and 2 are 60 ms old, 3 is 30
+			s, _ := h.Subscribe("t", "1")
+			defer s.Close()
+			if !s.Gap() || len(s.replay) != 1 || s.replay[0].ev.ID != "3" {
+				t.Fatalf("expired history: gap=%v replay=%d", s.Gap(), len(s.replay))
+			}
+		})
 	})
 	t.Run("none", func(t *testing.T) {
 		h := NewHub(HubConfig{HistorySize: -1})
@@ -218,9 +236,12 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 	})
 	defer h.Close() // runs before the server's cleanup: ends the streams
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := NewClient(srv.URL, ClientConfig{Retry: 50 * time.Millisecond})
+	// The handler subscribes before it sends the headers: a client that
+	// has them receives every event published from then on.
+	connected := make(chan struct{}, 2)
+	c := mustClient(t, srv.URL, ClientConfig{Retry: 50 * time.Millisecond, OnConnect: func(*http.Response) { connected <- struct{}{} }})
 	events := make(chan Event)
 	go func() {
 		defer close(events)
@@ -247,20 +268,15 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 			t.Fatalf("no event, want %q", want)
 		}
 	}
-	waitRequests := func(n int) {
+	waitConnected := func() {
 		t.Helper()
-		for ctx.Err() == nil {
-			mu.Lock()
-			got := len(lastIDs)
-			mu.Unlock()
-			if got >= n {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
+		select {
+		case <-connected:
+		case <-ctx.Done():
+			t.Fatal("client not connected")
 		}
-		t.Fatalf("no request %d", n)
 	}
-	waitRequests(1)
+	waitConnected()
 	publishN(t, h, "feed", 1, 3)
 	recv("e1")
 	recv("e2")
@@ -268,7 +284,7 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 
 	srv.CloseClientConnections()
 	publishN(t, h, "feed", 4, 6) // while the client is away (or leaving)
-	waitRequests(2)
+	waitConnected()
 	recv("e4")
 	recv("e5")
 	recv("e6")
@@ -286,21 +302,52 @@ func TestHubHandlerReplayAfterReconnect(t *testing.T) {
 	}
 }
 
+// smallBuffers gives every accepted connection a small send buffer, so
+// that a client that stops reading fills it soon.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
 // A client that does not read is disconnected; the others get everything.
 func TestHubHandlerSlowClient(t *testing.T) {
 	t.Parallel()
-	h := NewHub(HubConfig{Stream: StreamConfig{BufferSize: 1 << 20}})
-	srv := newServer(t, make(chan struct{}), h.Handler(func(*http.Request) string { return "t" }).ServeHTTP)
+	// 4 MiB: far more than the stream's buffer and both sockets' hold.
+	const events, size = 64, 64 << 10
+	h := NewHub(HubConfig{Stream: StreamConfig{BufferSize: 256 << 10}})
+	srv := httptest.NewUnstartedServer(h.Handler(func(*http.Request) string { return "t" }))
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
 	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
 
 	stalled := stalledClient(t, srv.URL)
 	defer stalled.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c := NewClient(srv.URL, ClientConfig{NoReconnect: true})
-	got := make(chan int) // the reading client's count after each event
+	stalled.(*net.TCPConn).SetReadBuffer(16 << 10)
+	// Its headers come once the handler has subscribed it.
+	stalled.SetReadDeadline(deadline)
+	br := bufio.NewReader(stalled)
+	if _, err := textproto.NewReader(br).ReadLine(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := textproto.NewReader(br).ReadMIMEHeader(); err != nil {
+		t.Fatal(err)
+	}
+
 	connected := make(chan struct{})
-	c.cfg.OnConnect = func(*http.Response) { close(connected) }
+	c := mustClient(t, srv.URL, ClientConfig{NoReconnect: true, OnConnect: func(*http.Response) { close(connected) }})
+	got := make(chan int) // the reading client's count after each event
 	go func() {
 		defer close(got)
 		n := 0
@@ -311,17 +358,20 @@ func TestHubHandlerSlowClient(t *testing.T) {
 			}
 			n++
 			got <- n
-			if n == 400 {
+			if n == events {
 				return
 			}
 		}
 	}()
-	<-connected
-	time.Sleep(50 * time.Millisecond) // let the stalled request subscribe too
-	big := strings.Repeat("y", 64<<10)
+	select {
+	case <-connected:
+	case <-ctx.Done():
+		t.Fatal("reading client not connected")
+	}
+	big := strings.Repeat("y", size)
 	// The publisher goes at the pace of the reading client; the stalled
-	// one falls behind by the whole 25 MiB.
-	for i := range 400 {
+	// one falls behind by the whole 4 MiB.
+	for i := range events {
 		if _, err := h.Publish("t", Event{Data: fmt.Sprint(i, big)}); err != nil {
 			t.Fatal(err)
 		}
@@ -330,9 +380,8 @@ func TestHubHandlerSlowClient(t *testing.T) {
 		}
 	}
 	// The stalled client's connection was closed by the hub: reading
-	// what the socket holds ends in EOF, short of 400 events.
-	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
-	p := NewParser(stalled, ParserConfig{})
+	// what the socket holds ends in EOF, short of all events.
+	p := NewParser(br, ParserConfig{})
 	n := 0
 	for {
 		if _, err := p.Next(); err != nil {
@@ -343,7 +392,164 @@ func TestHubHandlerSlowClient(t *testing.T) {
 		}
 		n++
 	}
-	if n >= 400 {
+	if n >= events {
 		t.Fatalf("stalled client got all %d events", n)
+	}
+}
+
+// topicCount returns how many topics the hub holds.
+func topicCount(h *Hub) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.topics)
+}
+
+func TestHubReclaimsEmptyTopics(t *testing.T) {
+	t.Parallel()
+	t.Run("last subscriber leaves, no history", func(t *testing.T) {
+		h := NewHub(HubConfig{HistorySize: -1})
+		defer h.Close()
+		a, _ := h.Subscribe("t", "")
+		b, _ := h.Subscribe("t", "")
+		a.Close()
+		if n := topicCount(h); n != 1 {
+			t.Fatalf("%d topics with one subscriber left", n)
+		}
+		b.Close()
+		if n := topicCount(h); n != 0 {
+			t.Fatalf("%d topics after the last subscriber left", n)
+		}
+	})
+	t.Run("publish to nobody, no history", func(t *testing.T) {
+		h := NewHub(HubConfig{HistorySize: -1})
+		defer h.Close()
+		// IDs go on across the topic's lives: a client's Last-Event-ID
+		// never matches an event of an earlier life.
+		for want := 1; want <= 3; want++ {
+			e, err := h.Publish("t", Event{Data: "x"})
+			if err != nil || e.ID != fmt.Sprint(want) {
+				t.Fatalf("Publish = %+v, %v; want ID %d", e, err, want)
+			}
+			if n := topicCount(h); n != 0 {
+				t.Fatalf("%d topics after publishing to nobody", n)
+			}
+		}
+	})
+	t.Run("history keeps a topic until it expires", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := NewHub(HubConfig{HistoryTTL: time.Minute, MaxTopics: 2})
+			defer h.Close()
+			publishN(t, h, "a", 1, 1)
+			publishN(t, h, "b", 1, 1)
+			if _, err := h.Subscribe("c", ""); !errors.Is(err, ErrTooManyTopics) {
+				t.Fatalf("Subscribe to a third topic = %v, want ErrTooManyTopics", err)
+			}
+			if _, err := h.Publish("c", Event{Data: "x"}); !errors.Is(err, ErrTooManyTopics) {
+				t.Fatalf("Publish to a third topic = %v, want ErrTooManyTopics", err)
+			}
+			publishN(t, h, "a", 2, 2) // known topics still work
+			time.Sleep(time.Minute + time.Second)
+			s, err := h.Subscribe("c", "")
+			if err != nil {
+				t.Fatalf("Subscribe after the history expired: %v", err)
+			}
+			s.Close()
+			if n := topicCount(h); n != 0 {
+				t.Fatalf("%d topics left, want 0", n)
+			}
+		})
+	})
+	t.Run("many topics come and go", func(t *testing.T) {
+		h := NewHub(HubConfig{HistorySize: -1, MaxTopics: 10})
+		defer h.Close()
+		for i := range 1000 {
+			s, err := h.Subscribe(fmt.Sprint("topic", i), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+		if n := topicCount(h); n != 0 {
+			t.Fatalf("%d topics left", n)
+		}
+	})
+}
+
+// Subscribers come and go on one topic, so that it is reclaimed and
+// created again all the time: a subscriber still gets every event published
+// after it subscribed (none goes to a reclaimed topic).
+func TestHubReclaimRace(t *testing.T) {
+	t.Parallel()
+	h := NewHub(HubConfig{HistorySize: -1, SubscriberBuffer: 1 << 16})
+	defer h.Close()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				s, err := h.Subscribe("t", "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				want := fmt.Sprint(g, "-", i)
+				if _, err := h.Publish("t", Event{Data: want}); err != nil {
+					t.Error(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				for {
+					ev, err := s.Next(ctx)
+					if err != nil {
+						t.Errorf("subscriber %s: %v", want, err)
+						break
+					}
+					if ev.Data == want {
+						break
+					}
+				}
+				cancel()
+				s.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if n := topicCount(h); n != 0 {
+		t.Fatalf("%d topics left", n)
+	}
+}
+
+// Handler: a client whose Last-Event-ID the hub no longer has is told so
+// before the history; a new topic beyond MaxTopics is refused with 503.
+func TestHubHandlerGapAndTopicBound(t *testing.T) {
+	t.Parallel()
+	h := NewHub(HubConfig{HistorySize: 2, MaxTopics: 1})
+	srv := newServer(t, make(chan struct{}), h.Handler(func(r *http.Request) string { return r.URL.Path }).ServeHTTP)
+	defer h.Close()
+	publishN(t, h, "/feed", 1, 5) // history keeps ids 4 and 5
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := mustClient(t, srv.URL+"/feed", ClientConfig{LastEventID: "1"})
+	evs, err := collect(t, c, ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Event{
+		{ID: "1", Type: GapEventType, Data: "1"},
+		{ID: "4", Type: "message", Data: "e4"},
+		{ID: "5", Type: "message", Data: "e5"},
+	}
+	for i := range want {
+		if evs[i] != want[i] {
+			t.Errorf("event %d = %+v, want %+v", i, evs[i], want[i])
+		}
+	}
+	resp, err := http.Get(srv.URL + "/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), ErrTooManyTopics.Error()) {
+		t.Fatalf("a second topic: %s %q, want 503 and ErrTooManyTopics", resp.Status, body)
 	}
 }

@@ -317,9 +317,6 @@ func (p *Parser) dispatch() (Event, bool) {
 		}
 		ev.Type = p.lastType
 	}
-	if p.retrySet {
-		ev.Retry = p.retry
-	}
 	p.eventType = p.eventType[:0]
 	if len(data) < smallEvent {
 		// A small event after a big one: give the big buffers back, so

@@ -62,7 +62,7 @@ var parseCases = []parseCase{
 	{name: "id from block without data carries on", in: "id: 7\n\ndata: x\n\n", want: []Event{{ID: "7", Type: "message", Data: "x"}}, lastID: "7"},
 	{name: "id of unterminated block not dispatched", in: "id: 1\ndata: a\n\nid: 2\n", want: []Event{{ID: "1", Type: "message", Data: "a"}}, lastID: "1"},
 	{name: "id with spaces kept", in: "id:  a b\ndata: x\n\n", want: []Event{{ID: " a b", Type: "message", Data: "x"}}, lastID: " a b"},
-	{name: "retry", in: "retry: 1500\ndata: x\n\n", want: []Event{{Type: "message", Data: "x", Retry: 1500 * time.Millisecond}}, retry: 1500 * time.Millisecond, retrySet: true},
+	{name: "retry", in: "retry: 1500\ndata: x\n\n", want: []Event{msg("x")}, retry: 1500 * time.Millisecond, retrySet: true},
 	{name: "retry zero", in: "retry: 0\n", retry: 0, retrySet: true},
 	{name: "retry applied without dispatch", in: "retry: 42\n", retry: 42 * time.Millisecond, retrySet: true},
 	{name: "retry with letter ignored", in: "retry: 15a\n\n"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +53,10 @@ type StreamConfig struct {
 	CloseTimeout time.Duration
 }
 
+// closeGrace is how long Close waits, after CloseTimeout, for a write
+// interrupted by its deadline to return.
+const closeGrace = time.Second
+
 // Stream is one server-side event stream on an http.ResponseWriter.
 //
 // NewStream writes and flushes the response headers at once. Events are
@@ -84,6 +89,11 @@ type Stream struct {
 	done     chan struct{} // closed when the writer goroutine has exited
 	lastID   string
 	once     sync.Once
+
+	// Set by Close: whether the writer's writes can be interrupted by a
+	// deadline, and whether Close gave up on a writer that could not be.
+	interruptible bool
+	abandoned     atomic.Bool
 }
 
 // NewStream turns w into an event stream for r: it sets Content-Type:
@@ -284,8 +294,9 @@ func (s *Stream) failLocked(err error) {
 	}
 	s.err = err
 	close(s.failed)
-	if err == ErrSlowClient {
-		// Unblock a write stuck on the client; the connection is then
+	if err == ErrSlowClient || s.inflight > 0 {
+		// Unblock a write stuck on the client (only another goroutine
+		// than the writer can see one in flight); the connection is then
 		// closed by the server when the handler returns.
 		_ = s.rc.SetWriteDeadline(time.Now())
 	}
@@ -295,14 +306,47 @@ func (s *Stream) failLocked(err error) {
 // CloseTimeout), the writer goroutine exits, and Close returns once it has.
 // It returns nil if the stream ended cleanly, or the error that ended it.
 // It is idempotent.
+//
+// Close never waits much past CloseTimeout, even for a write that started
+// before it on a client that stopped reading: it sets a write deadline
+// through http.ResponseController, which interrupts the write (Close then
+// waits up to a second more for it to return). A ResponseWriter without
+// write deadlines (a wrapper with no Unwrap method) cannot be interrupted:
+// Close then returns ErrCloseTimeout after CloseTimeout, and the writer
+// goroutine stays blocked in that one Write until it returns, and touches
+// the ResponseWriter no more after it. The handler must not return while
+// a Write is blocked, so such a writer is best avoided.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closing = true
 		s.mu.Unlock()
+		select {
+		case <-s.done:
+		default:
+			// Bound the queued writes, and a write already blocked.
+			s.interruptible = s.rc.SetWriteDeadline(time.Now().Add(s.cfg.CloseTimeout)) == nil
+		}
 		close(s.closeReq)
 	})
-	<-s.done
+	wait := s.cfg.CloseTimeout
+	if s.interruptible {
+		wait += closeGrace
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		s.mu.Lock()
+		select {
+		case <-s.done:
+		default:
+			s.abandoned.Store(true)
+			s.failLocked(ErrCloseTimeout)
+		}
+		s.mu.Unlock()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err == ErrStreamClosed {
@@ -336,8 +380,7 @@ func (s *Stream) writeLoop() {
 		case <-s.failed:
 			return
 		case <-s.closeReq:
-			closing = true
-			_ = s.rc.SetWriteDeadline(time.Now().Add(s.cfg.CloseTimeout))
+			closing = true // Close has set the write deadline
 		}
 		if !s.flushPending() {
 			return
@@ -374,6 +417,9 @@ func (s *Stream) flushPending() bool {
 		s.mu.Unlock()
 
 		_, err := s.w.Write(buf)
+		if s.abandoned.Load() {
+			return false // Close gave up on this write: hands off w
+		}
 		if err == nil {
 			err = s.rc.Flush()
 		}

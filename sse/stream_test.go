@@ -2,14 +2,19 @@ package sse
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -47,7 +52,7 @@ func TestStreamHeadersBeforeFirstEvent(t *testing.T) {
 		}
 		<-release
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
 	start := time.Now()
@@ -73,50 +78,73 @@ func TestStreamHeadersBeforeFirstEvent(t *testing.T) {
 	}
 }
 
+// bufWriter is an in-memory ResponseWriter that can flush, for streams in
+// a synctest bubble.
+type bufWriter struct {
+	header http.Header
+	mu     sync.Mutex
+	buf    bytes.Buffer
+}
+
+func (w *bufWriter) Header() http.Header { return w.header }
+func (w *bufWriter) WriteHeader(int)     {}
+func (w *bufWriter) Flush()              {}
+
+func (w *bufWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(b)
+}
+
+func (w *bufWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// Keepalive comments go out at every interval without events, and an event
+// puts the next one off by a whole interval.
 func TestStreamKeepAlive(t *testing.T) {
 	t.Parallel()
-	const interval = 100 * time.Millisecond
-	release := make(chan struct{})
-	srv := newServer(t, release, func(w http.ResponseWriter, r *http.Request) {
-		s, err := NewStream(w, r, StreamConfig{KeepAlive: interval})
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 15 * time.Second
+		w := &bufWriter{header: http.Header{}}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+		s, err := NewStream(w, r, StreamConfig{}) // KeepAlive: DefaultKeepAlive
 		if err != nil {
-			return
+			t.Fatal(err)
 		}
-		defer s.Close()
-		select {
-		case <-release:
-		case <-s.Done():
+		count := func() int { return strings.Count(w.String(), ": keepalive\n\n") }
+		time.Sleep(interval - time.Millisecond)
+		synctest.Wait()
+		if n := count(); n != 0 {
+			t.Fatalf("%d keepalives before the interval", n)
+		}
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		if n := count(); n != 1 {
+			t.Fatalf("%d keepalives after one interval, want 1", n)
+		}
+		time.Sleep(interval / 2)
+		if err := s.Send(ctx, Event{Data: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(interval - 2*time.Millisecond) // 1.5 intervals after the first keepalive
+		synctest.Wait()
+		if n := count(); n != 1 {
+			t.Fatalf("%d keepalives; an event should put the next one off", n)
+		}
+		time.Sleep(2*time.Millisecond + 8*interval + interval/2) // nine more
+		synctest.Wait()
+		if n := count(); n != 10 {
+			t.Fatalf("%d keepalives, want 10", n)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
 		}
 	})
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	start := time.Now()
-	var times []time.Duration
-	p := NewParser(resp.Body, ParserConfig{OnComment: func(c string) {
-		if c == "keepalive" {
-			times = append(times, time.Since(start))
-		}
-	}})
-	go func() {
-		time.Sleep(10 * interval)
-		resp.Body.Close()
-	}()
-	for {
-		if _, err := p.Next(); err != nil {
-			break
-		}
-	}
-	// About nine keepalives in ten intervals; allow for a slow machine
-	// but not for a missing or a much faster timer.
-	if len(times) < 5 || len(times) > 11 {
-		t.Fatalf("%d keepalives in %v, want about 9: %v", len(times), 10*interval, times)
-	}
-	if times[0] < interval*8/10 {
-		t.Fatalf("first keepalive after %v, before the interval %v", times[0], interval)
-	}
 }
 
 func TestStreamEndsWhenClientGoesAway(t *testing.T) {
@@ -127,10 +155,7 @@ func TestStreamEndsWhenClientGoesAway(t *testing.T) {
 		if err != nil {
 			return
 		}
-		select {
-		case <-s.Done():
-		case <-time.After(10 * time.Second):
-		}
+		<-s.Done() // the client leaves, or the server closes at cleanup
 		ended <- s.Err()
 		s.Close()
 	})
@@ -144,7 +169,7 @@ func TestStreamEndsWhenClientGoesAway(t *testing.T) {
 		if !errors.Is(err, ErrClientGone) {
 			t.Fatalf("Err = %v, want ErrClientGone", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("stream did not end after the client left")
 	}
 }
@@ -196,7 +221,7 @@ func TestStreamSlowClientPolicies(t *testing.T) {
 				if !errors.Is(err, want) {
 					t.Fatalf("Send = %v, want %v", err, want)
 				}
-			case <-time.After(20 * time.Second):
+			case <-time.After(2 * time.Minute):
 				t.Fatal("Send neither blocked nor failed")
 			}
 		})
@@ -320,5 +345,122 @@ func TestStreamSendEncoded(t *testing.T) {
 		if err != nil || ev.ID != "7" || ev.Type != "config_changed" || ev.Data != "{\"a\":1}\nsecond line" {
 			t.Fatalf("event %+v, %v", ev, err)
 		}
+	}
+}
+
+// blockingWriter is a ResponseWriter whose Write blocks until release is
+// closed, as on a client that stopped reading. With deadlines, it also
+// supports SetWriteDeadline, which interrupts a blocked Write as a
+// connection's deadline does.
+type blockingWriter struct {
+	header    http.Header
+	release   chan struct{}
+	deadlines bool
+
+	mu       sync.Mutex
+	writes   int
+	flushes  int
+	deadline *time.Timer
+	expired  chan struct{}
+}
+
+func newBlockingWriter(deadlines bool) *blockingWriter {
+	return &blockingWriter{header: http.Header{}, release: make(chan struct{}), deadlines: deadlines, expired: make(chan struct{})}
+}
+
+func (w *blockingWriter) Header() http.Header { return w.header }
+func (w *blockingWriter) WriteHeader(int)     {}
+
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	w.writes++
+	expired := w.expired
+	w.mu.Unlock()
+	select {
+	case <-w.release:
+		return len(b), nil
+	case <-expired:
+		return 0, os.ErrDeadlineExceeded
+	}
+}
+
+func (w *blockingWriter) Flush() {
+	w.mu.Lock()
+	w.flushes++
+	w.mu.Unlock()
+}
+
+func (w *blockingWriter) counts() (writes, flushes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writes, w.flushes
+}
+
+// deadlineWriter adds SetWriteDeadline, found by http.ResponseController.
+type deadlineWriter struct{ *blockingWriter }
+
+func (w deadlineWriter) SetWriteDeadline(t time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.deadline != nil {
+		w.deadline.Stop()
+	}
+	if t.IsZero() {
+		return nil
+	}
+	expired := w.expired
+	w.deadline = time.AfterFunc(time.Until(t), func() { close(expired) })
+	return nil
+}
+
+// Close returns within its timeout even when the writer is blocked in a
+// Write that started before Close, on a client that stopped reading.
+func TestStreamCloseBehindBlockedWrite(t *testing.T) {
+	t.Parallel()
+	for _, deadlines := range []bool{false, true} {
+		t.Run(fmt.Sprint("deadlines=", deadlines), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				bw := newBlockingWriter(deadlines)
+				var w http.ResponseWriter = bw
+				if deadlines {
+					w = deadlineWriter{bw}
+				}
+				r := httptest.NewRequest("GET", "/", nil)
+				s, err := NewStream(w, r, StreamConfig{CloseTimeout: 2 * time.Second, KeepAlive: -1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Send(t.Context(), Event{Data: "stuck"}); err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait() // the writer is blocked in Write
+				if writes, _ := bw.counts(); writes != 1 {
+					t.Fatalf("%d writes, want 1 blocked", writes)
+				}
+				start := time.Now()
+				err = s.Close()
+				took := time.Since(start)
+				if deadlines {
+					// The deadline interrupted the write at the timeout.
+					if !errors.Is(err, os.ErrDeadlineExceeded) || took != 2*time.Second {
+						t.Fatalf("Close = %v after %v, want the write's deadline error after 2s", err, took)
+					}
+				} else {
+					var ne net.Error
+					if !errors.Is(err, ErrCloseTimeout) || !errors.As(err, &ne) || !ne.Timeout() || took != 2*time.Second {
+						t.Fatalf("Close = %v after %v, want ErrCloseTimeout after 2s", err, took)
+					}
+				}
+				if err := s.Close(); err == nil {
+					t.Fatal("second Close = nil, want the same error")
+				}
+				_, flushes := bw.counts()
+				close(bw.release) // the client reads again: the Write returns
+				synctest.Wait()
+				if writes, f := bw.counts(); writes != 1 || f != flushes {
+					t.Fatalf("after Close: %d writes, %d flushes (was %d); want the writer gone", writes, f, flushes)
+				}
+			})
+		})
 	}
 }

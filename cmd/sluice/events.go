@@ -99,7 +99,10 @@ func streamEvents(ctx context.Context, rawURL string, o eventsOptions, stdout, s
 			status("%v; reconnecting in %v", err, delay.Round(time.Millisecond))
 		}
 	}
-	client := sse.NewClient(rawURL, cfg)
+	client, err := sse.NewClient(rawURL, cfg)
+	if err != nil {
+		return err
+	}
 
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)

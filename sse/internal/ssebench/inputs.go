@@ -1,6 +1,7 @@
 // Package ssebench builds the event streams that sluice's SSE benchmarks
 // parse and encode: sse/bench_test.go and the comparison against other
-// libraries in bench/ssecompare use the same inputs through it.
+// libraries in sse/bench/ssecompare use the same inputs through it. It lives
+// in the sse module so that the module's benchmarks need nothing else.
 package ssebench
 
 import (

@@ -1,6 +1,7 @@
 // Package ssecompare benchmarks parsing an SSE stream with sluice's sse.Parser
 // against github.com/tmaxmax/go-sse and github.com/r3labs/sse/v2. It is its
-// own module so that those libraries never become dependencies of sluice.
+// own module so that those libraries never become dependencies of sluice or
+// of the sse module.
 //
 // Run it with
 //
@@ -17,8 +18,8 @@ import (
 	"testing"
 
 	r3sse "github.com/r3labs/sse/v2"
-	"github.com/sluicehq/sluice/internal/ssebench"
 	"github.com/sluicehq/sluice/sse"
+	"github.com/sluicehq/sluice/sse/internal/ssebench"
 	gosse "github.com/tmaxmax/go-sse"
 	"gopkg.in/cenkalti/backoff.v1"
 )
