@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -70,6 +70,7 @@ type Agent struct {
 	cfg     Config
 	handler http.Handler
 	wsURL   string
+	backoff sse.Backoff // between sessions
 	target  atomic.Pointer[upstreamTarget]
 }
 
@@ -116,7 +117,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/agent"
-	a := &Agent{cfg: cfg, wsURL: u.String()}
+	a := &Agent{cfg: cfg, wsURL: u.String(), backoff: sse.Backoff{Max: cfg.MaxBackoff, Min: 50 * time.Millisecond}}
 	a.SetUpstream(cfg.Upstream, cfg.HostHeader)
 	a.handler = newProxy(&a.cfg, a.target.Load)
 	if cfg.Console != nil {
@@ -149,11 +150,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			// token: the edge wants this agent gone.
 			return &RegisterError{Code: pe.Code, Message: pe.Message}
 		}
-		if time.Since(start) > 30*time.Second {
+		if a.backoff.Healthy(time.Since(start)) {
 			failures = 0 // a healthy session: start the backoff over
 		}
 		failures++
-		delay := a.backoff(failures)
+		delay := a.backoff.Delay(failures)
 		a.cfg.Logger.Warn("tunnel lost", "err", err, "retry_in", delay)
 		if a.cfg.OnRetry != nil {
 			a.cfg.OnRetry(err, delay)
@@ -166,16 +167,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// backoff is full jitter: a random wait up to min(cap, 250 ms × 2^n).
-func (a *Agent) backoff(failures int) time.Duration {
-	ceiling := 250 * time.Millisecond
-	for i := 1; i < failures && ceiling < a.cfg.MaxBackoff; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, a.cfg.MaxBackoff)
-	return time.Duration(rand.Int64N(int64(ceiling))) + 50*time.Millisecond
 }
 
 // session connects, registers and serves until the connection ends.

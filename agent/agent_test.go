@@ -41,12 +41,15 @@ func TestNewValidates(t *testing.T) {
 
 func TestBackoffFullJitter(t *testing.T) {
 	t.Parallel()
-	a := &Agent{cfg: Config{MaxBackoff: 30 * time.Second}}
+	a, err := New(Config{Edge: "http://edge.example", Name: "a", Upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 200 {
-		if d := a.backoff(1); d < 50*time.Millisecond || d > 300*time.Millisecond {
+		if d := a.backoff.Delay(1); d < 50*time.Millisecond || d > 300*time.Millisecond {
 			t.Fatalf("first retry after %v", d)
 		}
-		if d := a.backoff(50); d > 30*time.Second+50*time.Millisecond {
+		if d := a.backoff.Delay(50); d > 30*time.Second+50*time.Millisecond {
 			t.Fatalf("capped retry after %v", d)
 		}
 	}

@@ -131,8 +131,10 @@ func (m *Managed) Run(ctx context.Context) error {
 	// the push channel only a refused token is: anything else (an edge
 	// restarting behind a proxy that answers 502) is retried here, with
 	// the same backoff as the client's.
+	backoff := sse.Backoff{Initial: 2 * time.Second}
 	failures := 0
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := m.listen(ctx, client)
 		if err == nil || ctx.Err() != nil {
 			break
@@ -144,9 +146,12 @@ func (m *Managed) Run(ctx context.Context) error {
 		if errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden) {
 			return fmt.Errorf("agent: the edge refused the token on the push channel: %w", err)
 		}
+		if backoff.Healthy(time.Since(start)) {
+			failures = 0
+		}
 		failures++
-		delay := time.Duration(min(failures, 5)) * 2 * time.Second
-		m.cfg.Status(fmt.Sprintf("push channel failed (%v); retrying in %v", err, delay))
+		delay := backoff.Delay(failures)
+		m.cfg.Status(fmt.Sprintf("push channel failed (%v); retrying in %v", err, delay.Round(time.Millisecond)))
 		select {
 		case <-ctx.Done():
 		case <-time.After(delay):

@@ -3,8 +3,8 @@ package sseload
 import (
 	"context"
 	"errors"
+	"github.com/sluicehq/sluice/sse"
 	"io"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -35,8 +35,11 @@ func (p *pool) noteErr(err error) {
 	}
 }
 
+// retryBackoff spaces a stream's connection attempts: 50 ms to 2 s.
+var retryBackoff = sse.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}
+
 // connect opens one stream with open, retrying with exponential backoff
-// (50 ms to 2 s, with jitter) until ctx ends or the error is permanent. It
+// (retryBackoff) until ctx ends or the error is permanent. It
 // marks settled done either way and reports the stream's body, or false.
 func (p *pool) connect(ctx context.Context, settled *sync.WaitGroup, open func(context.Context) (net.Conn, io.Reader, error)) (io.Reader, bool) {
 	defer settled.Done()
@@ -67,10 +70,8 @@ func (p *pool) connect(ctx context.Context, settled *sync.WaitGroup, open func(c
 			return nil, false
 		}
 		p.retries.Add(1)
-		d := min(50*time.Millisecond<<min(attempt, 6), 2*time.Second)
-		d = d/2 + rand.N(d/2+1)
 		select {
-		case <-time.After(d):
+		case <-time.After(retryBackoff.Delay(attempt + 1)):
 		case <-ctx.Done():
 		}
 	}
