@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"net/http"
 	"os"
@@ -90,10 +91,10 @@ func (a *adminFlags) client(cmd string) (*api.Client, error) {
 		a.token = os.Getenv("SLUICE_ADMIN_TOKEN")
 	}
 	if _, err := api.ParseURL(a.edge); err != nil {
-		return nil, usagef("%s: --edge must be the edge's http:// or https:// URL", cmd)
+		return nil, cli.Usagef("%s: --edge must be the edge's http:// or https:// URL", cmd)
 	}
 	if a.token == "" {
-		return nil, usagef("%s: --admin-token is required", cmd)
+		return nil, cli.Usagef("%s: --admin-token is required", cmd)
 	}
 	a.hc = httpClient()
 	a.hc.Timeout = 30 * time.Second
@@ -104,7 +105,7 @@ func (a *adminFlags) client(cmd string) (*api.Client, error) {
 // runs v and the shared flags' values.
 func (g *adminGroup) verbFlags(v adminVerb, stderr io.Writer) (*flag.FlagSet, func(context.Context, *api.Client, []string, io.Writer, io.Writer) error, *adminFlags) {
 	help := fmt.Sprintf("Usage: sluice %s %s %s\n\n%s\n", g.name, v.name, v.args, v.about)
-	fs := newFlagSet(g.name+" "+v.name, help, stderr)
+	fs := cli.NewFlagSet(g.name+" "+v.name, help, stderr)
 	run := v.flags(fs)
 	return fs, run, addAdminFlags(fs)
 }
@@ -162,9 +163,9 @@ func (g *adminGroup) run(ctx context.Context, args []string, stdout, stderr io.W
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
 		g.usage(stderr)
 		if len(args) == 0 {
-			return usagef("%s: want %s", g.name, g.verbList())
+			return cli.Usagef("%s: want %s", g.name, g.verbList())
 		}
-		return errHelp
+		return cli.ErrHelp
 	}
 	i := -1
 	for j, v := range g.verbs {
@@ -173,10 +174,10 @@ func (g *adminGroup) run(ctx context.Context, args []string, stdout, stderr io.W
 		}
 	}
 	if i < 0 {
-		return usagef("%s: unknown subcommand %q (want %s)", g.name, args[0], g.verbList())
+		return cli.Usagef("%s: unknown subcommand %q (want %s)", g.name, args[0], g.verbList())
 	}
 	fs, run, shared := g.verbFlags(g.verbs[i], stderr)
-	pos, err := parseInterleaved(fs, args[1:])
+	pos, err := cli.ParseInterleaved(fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,7 @@ func tokensCreate(fs *flag.FlagSet) adminRun {
 	kind := fs.String("kind", api.KindAgent, `"agent" (for sluice http/agent) or "admin" (for this API)`)
 	return func(ctx context.Context, c *api.Client, pos []string, stdout, stderr io.Writer) error {
 		if len(pos) != 0 {
-			return usagef("tokens create: unexpected argument %q", pos[0])
+			return cli.Usagef("tokens create: unexpected argument %q", pos[0])
 		}
 		out, err := c.CreateToken(ctx, api.CreateTokenRequest{Kind: *kind, Name: *name})
 		if err != nil {
@@ -239,7 +240,7 @@ func tokensList(*flag.FlagSet) adminRun {
 func tokensRevoke(*flag.FlagSet) adminRun {
 	return func(ctx context.Context, c *api.Client, pos []string, stdout, _ io.Writer) error {
 		if len(pos) != 1 {
-			return usagef("tokens revoke: want one token ID")
+			return cli.Usagef("tokens revoke: want one token ID")
 		}
 		if _, err := c.RevokeToken(ctx, pos[0]); err != nil {
 			return fmt.Errorf("tokens revoke: %w", err)
@@ -294,7 +295,7 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 			case "basic-auth":
 				user, pass, ok := strings.Cut(*authUser, ":")
 				if *authUser != "" && !ok {
-					err = usagef("tunnels: --basic-auth wants USER:PASSWORD")
+					err = cli.Usagef("tunnels: --basic-auth wants USER:PASSWORD")
 				}
 				req.BasicAuthUser, req.BasicAuthPassword = &user, &pass
 			case "allow":
@@ -317,7 +318,7 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 // oneName is the NAME of a verb that wants one.
 func oneName(verb string, pos []string) (string, error) {
 	if len(pos) != 1 {
-		return "", usagef("tunnels %s: want one tunnel NAME", verb)
+		return "", cli.Usagef("tunnels %s: want one tunnel NAME", verb)
 	}
 	return pos[0], nil
 }
@@ -334,7 +335,7 @@ func tunnelsCreate(fs *flag.FlagSet) adminRun {
 			return err
 		}
 		if req.Upstream == nil || req.AgentToken == nil {
-			return usagef("tunnels create: --upstream and --agent-token are required")
+			return cli.Usagef("tunnels create: --upstream and --agent-token are required")
 		}
 		t, err := c.CreateTunnel(ctx, req)
 		if err != nil {
@@ -357,7 +358,7 @@ func tunnelsUpdate(fs *flag.FlagSet) adminRun {
 			return err
 		}
 		if req == (api.TunnelRequest{}) {
-			return usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow or --disabled)")
+			return cli.Usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow or --disabled)")
 		}
 		t, err := c.UpdateTunnel(ctx, name, req)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/sluicehq/sluice/internal/cli"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), args, &out, &errOut)
-	return exitCode(err, false), out.String(), errOut.String()
+	return cli.ExitCode(err, false), out.String(), errOut.String()
 }
 
 // A flag that a verb does not take is a usage error with that verb's
@@ -207,7 +208,7 @@ func TestAdminEnvironment(t *testing.T) {
 	if code, _, stderr := runCmd(t, "tokens", "list"); code != 2 || !strings.Contains(stderr, "--admin-token is required") {
 		t.Fatalf("no token: exit %d, %q", code, stderr)
 	}
-	var ue *usageError
+	var ue *cli.UsageError
 	if err := Run(context.Background(), []string{"tokens", "list", "--edge", "ftp://x"}, &bytes.Buffer{}, &bytes.Buffer{}); !errors.As(err, &ue) {
 		t.Fatalf("ftp edge: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"time"
 
@@ -23,25 +24,25 @@ revoked) without a restart. Tunnels are managed with "sluice tunnels".
 `
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("agent", agentHelp, stderr)
+	fs := cli.NewFlagSet("agent", agentHelp, stderr)
 	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com")
 	token := fs.String("token", "", "an agent token of the edge's store")
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("agent: unexpected argument %q (tunnels come from the edge: see sluice tunnels)", pos[0])
+		return cli.Usagef("agent: unexpected argument %q (tunnels come from the edge: see sluice tunnels)", pos[0])
 	}
 	if *edgeURL == "" || *token == "" {
 		fs.Usage()
-		return usagef("agent: --edge and --token are required")
+		return cli.Usagef("agent: --edge and --token are required")
 	}
 	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
-		return usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
+		return cli.Usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
 	}
 	cfg := agent.ManagedConfig{
 		Edge:       *edgeURL,

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"net"
 	"net/http"
@@ -35,19 +36,19 @@ prints N events as "sluice events" would, and exits: a self-test.
 `
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", demoHelp, stderr)
+	fs := cli.NewFlagSet("demo", demoHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "the edge's address (port 0: any free port)")
 	interval := fs.Duration("interval", time.Second, "time between two events of the clock feed")
 	count := fs.Int("max-events", 0, "read `N` events of the feed through the tunnel, print them and exit (0: serve until interrupted)")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("demo: unexpected argument %q", pos[0])
+		return cli.Usagef("demo: unexpected argument %q", pos[0])
 	}
 	if *interval <= 0 {
-		return usagef("demo: --interval must be positive")
+		return cli.Usagef("demo: --interval must be positive")
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

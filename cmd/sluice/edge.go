@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"log/slog"
 	"net"
@@ -34,7 +35,7 @@ outlive restarts and are managed through the admin API (/api/):
 `
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("edge", edgeHelp, stderr)
+	fs := cli.NewFlagSet("edge", edgeHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	domain := fs.String("domain", "localhost", "apex domain: tunnel NAME is served at NAME.DOMAIN")
 	token := fs.String("token", "", "agent credential (or --tokens)")
@@ -56,12 +57,12 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("edge: unexpected argument %q", pos[0])
+		return cli.Usagef("edge: unexpected argument %q", pos[0])
 	}
 	cfg := edge.DefaultConfig()
 	cfg.Domain = *domain
@@ -77,10 +78,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.Tokens = append(cfg.Tokens, list...)
 	}
 	if *dataDir != "" && *storeURL != "" {
-		return usagef("edge: --data and --store are two stores: give one")
+		return cli.Usagef("edge: --data and --store are two stores: give one")
 	}
 	if *adminToken != "" && *dataDir == "" && *storeURL == "" {
-		return usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+		return cli.Usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
 	}
 	if target := *dataDir + *storeURL; target != "" {
 		st, err := store.Open(ctx, target)
@@ -94,10 +95,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	if len(cfg.Tokens) == 0 && cfg.Store == nil {
-		return usagef("edge: give agents a credential with --token T or --tokens FILE, or keep tokens in a store with --data DIR")
+		return cli.Usagef("edge: give agents a credential with --token T or --tokens FILE, or keep tokens in a store with --data DIR")
 	}
 	if (*certFile == "") != (*keyFile == "") {
-		return usagef("edge: --tls-cert and --tls-key go together")
+		return cli.Usagef("edge: --tls-cert and --tls-key go together")
 	}
 	if *certFile != "" {
 		cfg.PublicScheme = "https"
@@ -107,7 +108,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "v1":
 		cfg.DisableV2 = true
 	default:
-		return usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
+		return cli.Usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
 	}
 	cfg.IdleTimeout = *idle
 	cfg.PushKeepalive = *pushKeepalive

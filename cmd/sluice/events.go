@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"net/http"
 	"net/url"
@@ -45,7 +46,7 @@ type eventsOptions struct {
 }
 
 func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("events", eventsHelp, stderr)
+	fs := cli.NewFlagSet("events", eventsHelp, stderr)
 	var o eventsOptions
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per event: type, data, id, retry")
 	fs.BoolVar(&o.noReconnect, "no-reconnect", false, "exit when the first stream ends: 0 if it ended cleanly, 1 on an error")
@@ -58,17 +59,17 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&o.client.ResponseHeaderTimeout, "header-timeout", sse.DefaultResponseHeaderTimeout, "longest wait for the response headers (negative: none)")
 	fs.DurationVar(&o.client.IdleTimeout, "idle-timeout", 0, "reconnect when no byte (event or keepalive) arrives for this long (0: never)")
 	fs.IntVar(&o.client.MaxEventSize, "max-event-size", sse.DefaultMaxEventSize, "largest event accepted, in bytes")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return usagef("events: want one URL, got %d arguments", len(pos))
+		return cli.Usagef("events: want one URL, got %d arguments", len(pos))
 	}
 	u, err := url.Parse(pos[0])
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("events: %q is not an http:// or https:// URL", pos[0])
+		return cli.Usagef("events: %q is not an http:// or https:// URL", pos[0])
 	}
 	return streamEvents(ctx, u.String(), o, stdout, stderr)
 }

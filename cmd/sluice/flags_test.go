@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"reflect"
 	"testing"
@@ -22,11 +23,11 @@ func TestParseInterleaved(t *testing.T) {
 		{[]string{"URL", "--", "--json"}, []string{"URL", "--json"}, false, nil},
 	}
 	for _, c := range cases {
-		fs := newFlagSet("t", "", io.Discard)
+		fs := cli.NewFlagSet("t", "", io.Discard)
 		j := fs.Bool("json", false, "")
 		var h headerFlag
 		fs.Var(&h, "H", "")
-		pos, err := parseInterleaved(fs, c.args)
+		pos, err := cli.ParseInterleaved(fs, c.args)
 		if err != nil {
 			t.Fatalf("%q: %v", c.args, err)
 		}
@@ -38,17 +39,17 @@ func TestParseInterleaved(t *testing.T) {
 
 func TestParseInterleavedErrors(t *testing.T) {
 	t.Parallel()
-	fs := newFlagSet("t", "", io.Discard)
+	fs := cli.NewFlagSet("t", "", io.Discard)
 	var h headerFlag
 	fs.Var(&h, "H", "")
-	var ue *usageError
-	if _, err := parseInterleaved(fs, []string{"-H", "no colon"}); !errors.As(err, &ue) {
+	var ue *cli.UsageError
+	if _, err := cli.ParseInterleaved(fs, []string{"-H", "no colon"}); !errors.As(err, &ue) {
 		t.Errorf("bad header: %v", err)
 	}
-	if _, err := parseInterleaved(fs, []string{"--nope"}); !errors.As(err, &ue) {
+	if _, err := cli.ParseInterleaved(fs, []string{"--nope"}); !errors.As(err, &ue) {
 		t.Errorf("unknown flag: %v", err)
 	}
-	if _, err := parseInterleaved(fs, []string{"--help"}); !errors.Is(err, errHelp) {
+	if _, err := cli.ParseInterleaved(fs, []string{"--help"}); !errors.Is(err, cli.ErrHelp) {
 		t.Errorf("help: %v", err)
 	}
 }
@@ -62,14 +63,14 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, false, 0},
 		{nil, true, 130},
-		{errHelp, false, 0},
-		{usagef("x"), false, 2},
+		{cli.ErrHelp, false, 0},
+		{cli.Usagef("x"), false, 2},
 		{errors.New("boom"), false, 1},
 		{errors.New("boom"), true, 1},
 	}
 	for _, c := range cases {
-		if got := exitCode(c.err, c.interrupted); got != c.want {
-			t.Errorf("exitCode(%v, %v) = %d, want %d", c.err, c.interrupted, got, c.want)
+		if got := cli.ExitCode(c.err, c.interrupted); got != c.want {
+			t.Errorf("cli.ExitCode(%v, %v) = %d, want %d", c.err, c.interrupted, got, c.want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"net"
 	"net/url"
@@ -33,7 +34,7 @@ works alone on a laptop.
 `
 
 func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("http", httpHelp, stderr)
+	fs := cli.NewFlagSet("http", httpHelp, stderr)
 	edgeURL := fs.String("edge", "", "edge URL, such as https://tunnel.example.com (default: an embedded edge on 127.0.0.1)")
 	token := fs.String("token", "", "agent credential the edge accepts")
 	name := fs.String("name", "", "tunnel name, the NAME of NAME.DOMAIN (default: a random readable name)")
@@ -44,27 +45,27 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return usagef("http: want one PORT or URL, got %d arguments", len(pos))
+		return cli.Usagef("http: want one PORT or URL, got %d arguments", len(pos))
 	}
 	upstream, err := parseUpstream(pos[0])
 	if err != nil {
 		return err
 	}
 	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
-		return usagef(`http: --protocol must be "auto", "v1" or "v2"`)
+		return cli.Usagef(`http: --protocol must be "auto", "v1" or "v2"`)
 	}
 	if *name == "" {
 		*name = randomName()
 	}
 	*name = strings.ToLower(*name)
 	if !edge.ValidName(*name) {
-		return usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
+		return cli.Usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
 	}
 	logger := newLogger(stderr, *verbose)
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
@@ -146,7 +147,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func parseUpstream(s string) (*url.URL, error) {
 	if port, err := strconv.Atoi(s); err == nil {
 		if port < 1 || port > 65535 {
-			return nil, usagef("http: port %d out of range", port)
+			return nil, cli.Usagef("http: port %d out of range", port)
 		}
 		return &url.URL{Scheme: "http", Host: "127.0.0.1:" + s}, nil
 	}
@@ -155,7 +156,7 @@ func parseUpstream(s string) (*url.URL, error) {
 	}
 	u, err := api.ParseURL(s)
 	if err != nil {
-		return nil, usagef("http: %q is not a port or an http:// URL", s)
+		return nil, cli.Usagef("http: %q is not a port or an http:// URL", s)
 	}
 	return u, nil
 }

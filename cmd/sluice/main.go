@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"os"
 	"os/signal"
@@ -19,38 +20,12 @@ func main() {
 	// exit. Only "sluice events", a client, reports it as 130 like curl.
 	interrupted := ctx.Err() != nil && len(os.Args) > 1 && os.Args[1] == "events"
 	stop()
-	os.Exit(exitCode(err, interrupted))
+	os.Exit(cli.ExitCode(err, interrupted))
 }
 
 // userAgent is what the agents send to the edge, which records it as their
 // version.
 func userAgent() string { return "sluice/" + currentVersion() }
-
-// usageError is a mistake in the command line; it exits with 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{fmt.Sprintf(format, args...)}
-}
-
-// errHelp ends a command that printed its help on request.
-var errHelp = errors.New("help requested")
-
-func exitCode(err error, interrupted bool) int {
-	var ue *usageError
-	switch {
-	case err == nil && interrupted:
-		return 130
-	case err == nil, errors.Is(err, errHelp):
-		return 0
-	case errors.As(err, &ue):
-		return 2
-	default:
-		return 1
-	}
-}
 
 const usage = `sluice: a streaming-first HTTP tunnel, and a curl for Server-Sent Events.
 
@@ -76,7 +51,7 @@ Run "sluice <command> --help" for a command's flags.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return usagef("no command")
+		return cli.Usagef("no command")
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
@@ -96,16 +71,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runTunnels(ctx, rest, stdout, stderr)
 	case "bench", "bench-relay":
 		// The benchmark harness is a command of its own, not linked here.
-		err = usagef("%s is not part of sluice any more: run bash bench/run.sh or go run ./bench/cmd/bench", cmd)
+		err = cli.Usagef("%s is not part of sluice any more: run bash bench/run.sh or go run ./bench/cmd/bench", cmd)
 	case "version", "--version", "-version":
 		err = runVersion(stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprint(stderr, usage)
-		err = usagef("unknown command %q", cmd)
+		err = cli.Usagef("unknown command %q", cmd)
 	}
-	if err != nil && !errors.Is(err, errHelp) {
+	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 	}
 	return err

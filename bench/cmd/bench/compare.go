@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"os"
 	"os/exec"
@@ -42,7 +43,7 @@ Progress goes to stderr, the table (or JSON) to stdout.
 // runCompare is the default run: every target measured in turn.
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := benchmark.DefaultConfig()
-	fs := newFlagSet("bench", compareHelp, stderr)
+	fs := cli.NewFlagSet("bench", compareHelp, stderr)
 	size := fs.String("size", "1GiB", "bytes of the download and of the upload (suffixes KiB, MiB, GiB, KB, MB, GB)")
 	clients := fs.Int("clients", def.Clients, "concurrent keep-alive clients of the small-request run")
 	duration := fs.Duration("duration", def.Duration, "length of the small-request run")
@@ -57,12 +58,12 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := parse(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("unexpected argument %q", pos[0])
+		return cli.Usagef("unexpected argument %q", pos[0])
 	}
 
 	cfg := def
@@ -75,7 +76,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case "size":
 			n, err := parseByteSize(*size)
 			if err != nil {
-				flagErr = usagef("--size: %v", err)
+				flagErr = cli.Usagef("--size: %v", err)
 			}
 			cfg.Size = n
 		case "clients":
@@ -108,7 +109,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case "v1", "v2":
 			cfg.Targets = append(cfg.Targets, "sluice-"+t)
 		default:
-			return usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
+			return cli.Usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
 		}
 	}
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }

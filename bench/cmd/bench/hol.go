@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"strings"
 
@@ -28,21 +29,21 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runHOL(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("hol", holHelp, stderr)
+	fs := cli.NewFlagSet("hol", holHelp, stderr)
 	protocols := fs.String("protocols", "v1,v2", "protocols to run, comma-separated: v1, v2")
 	phase := fs.Duration("phase", 0, "length of each measured phase, unloaded and loaded (default 3s)")
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := parse(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("hol: unexpected argument %q", pos[0])
+		return cli.Usagef("hol: unexpected argument %q", pos[0])
 	}
 	if *phase < 0 {
-		return usagef("hol: --phase must not be negative")
+		return cli.Usagef("hol: --phase must not be negative")
 	}
 	cfg := benchmark.HOLConfig{Phase: *phase}
 	if cfg.Protocols, err = parseProtocols("hol", *protocols); err != nil {
@@ -73,11 +74,11 @@ func parseProtocols(verb, list string) ([]string, error) {
 		case "v1", "v2":
 			out = append(out, p)
 		default:
-			return nil, usagef("%s: --protocols: unknown protocol %q (want v1, v2)", verb, p)
+			return nil, cli.Usagef("%s: --protocols: unknown protocol %q (want v1, v2)", verb, p)
 		}
 	}
 	if len(out) == 0 {
-		return nil, usagef("%s: --protocols: none given", verb)
+		return nil, cli.Usagef("%s: --protocols: none given", verb)
 	}
 	return out, nil
 }

@@ -15,8 +15,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"os"
 	"os/exec"
@@ -30,33 +30,7 @@ func main() {
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	interrupted := ctx.Err() != nil
 	stop()
-	os.Exit(exitCode(err, interrupted))
-}
-
-// usageError is a mistake in the command line; it exits with 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{fmt.Sprintf(format, args...)}
-}
-
-// errHelp ends a command that printed its help on request.
-var errHelp = errors.New("help requested")
-
-func exitCode(err error, interrupted bool) int {
-	var ue *usageError
-	switch {
-	case err == nil && interrupted:
-		return 130
-	case err == nil, errors.Is(err, errHelp):
-		return 0
-	case errors.As(err, &ue):
-		return 2
-	default:
-		return 1
-	}
+	os.Exit(cli.ExitCode(err, interrupted))
 }
 
 // Run runs the bench command line with args (without the program name).
@@ -79,36 +53,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = usagef("unknown command %q (want no command, scale, hol or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol or relay; see --help)", verb)
 	}
-	if err != nil && !errors.Is(err, errHelp) {
+	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 	}
 	return err
-}
-
-// newFlagSet returns a flag set whose errors are returned, not fatal, and
-// whose help text is the command's own.
-func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), help)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses args and returns the positional arguments.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, errHelp
-		}
-		return nil, usagef("%v", err)
-	}
-	return fs.Args(), nil
 }
 
 // self returns the command that runs this binary with verb.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/sluicehq/sluice/internal/cli"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func TestCommandLine(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := Run(context.Background(), tc.args, &stdout, &stderr)
-			if code := exitCode(err, false); code != tc.code {
+			if code := cli.ExitCode(err, false); code != tc.code {
 				t.Errorf("exit code %d (%v), want %d", code, err, tc.code)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
@@ -59,10 +60,10 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestExitCode(t *testing.T) {
-	if c := exitCode(nil, true); c != 130 {
+	if c := cli.ExitCode(nil, true); c != 130 {
 		t.Errorf("interrupted: %d", c)
 	}
-	if c := exitCode(errors.New("x"), false); c != 1 {
+	if c := cli.ExitCode(errors.New("x"), false); c != 1 {
 		t.Errorf("error: %d", c)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
@@ -15,13 +16,13 @@ are, until interrupted. The default run starts two in a chain as its
 `
 
 func runRelay(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("relay", relayHelp, stderr)
-	pos, err := parse(fs, args)
+	fs := cli.NewFlagSet("relay", relayHelp, stderr)
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
-		return usagef("relay: want LISTEN and TARGET, got %d arguments", len(pos))
+		return cli.Usagef("relay: want LISTEN and TARGET, got %d arguments", len(pos))
 	}
 	return benchmark.Relay(ctx, pos[0], pos[1])
 }

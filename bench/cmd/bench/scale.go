@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
@@ -28,7 +29,7 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("scale", scaleHelp, stderr)
+	fs := cli.NewFlagSet("scale", scaleHelp, stderr)
 	streams := fs.Int("streams", 10000, "concurrent SSE streams held through the tunnel")
 	protocols := fs.String("protocols", "v1,v2", "protocols to run, comma-separated: v1, v2")
 	concurrency := fs.Int("concurrency", 200, "connection attempts in progress at once")
@@ -36,15 +37,15 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := parse(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
-		return usagef("scale: unexpected argument %q", pos[0])
+		return cli.Usagef("scale: unexpected argument %q", pos[0])
 	}
 	if *streams <= 0 || *concurrency <= 0 || *timeout < 0 {
-		return usagef("scale: --streams and --concurrency must be positive, --timeout not negative")
+		return cli.Usagef("scale: --streams and --concurrency must be positive, --timeout not negative")
 	}
 	cfg := benchmark.ScaleConfig{Streams: *streams, Concurrency: *concurrency, Timeout: *timeout}
 	if cfg.Protocols, err = parseProtocols("scale", *protocols); err != nil {
