@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/wire"
 	"io"
 	"log"
 	"net"
@@ -81,13 +82,13 @@ func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err erro
 	case errors.Is(err, context.Canceled):
 		w.WriteHeader(499) // the public client left
 	case errors.Is(err, syscall.ECONNREFUSED):
-		errpage.Write(w, r, http.StatusBadGateway, "upstream_refused", "Local server not reachable",
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamRefused, "Local server not reachable",
 			fmt.Sprintf("the agent could not connect to %s: connection refused. Is the local server running on that port?", up.Host))
 	case errors.As(err, &ne) && ne.Timeout():
-		errpage.Write(w, r, http.StatusGatewayTimeout, "upstream_timeout", "Local server timed out",
+		errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Local server timed out",
 			fmt.Sprintf("%s did not answer in time: %v", up.Host, err))
 	default:
-		errpage.Write(w, r, http.StatusBadGateway, "upstream_error", "Local server error",
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamError, "Local server error",
 			fmt.Sprintf("the request to %s failed: %v", up.Host, err))
 	}
 }

@@ -92,7 +92,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 	}
 	rules, err := s.rules(r.Context(), name)
 	if err != nil {
-		errpage.Write(w, r, http.StatusServiceUnavailable, "store_error", "Edge store unavailable",
+		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
 			"the edge could not read the tunnel's settings; try again.")
 		return false
 	}
@@ -115,7 +115,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 			}
 		}
 		if !allowed {
-			errpage.Write(w, r, http.StatusForbidden, "ip_not_allowed", "Address not allowed",
+			errpage.Write(w, r, http.StatusForbidden, wire.CodeIPNotAllowed, "Address not allowed",
 				"the tunnel "+r.Host+" admits visitors from listed networks only, and "+host+" is not in them.")
 			return false
 		}
@@ -124,7 +124,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 		user, pass, ok := r.BasicAuth()
 		if !ok || !rules.check(user, pass) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="`+name+`", charset="UTF-8"`)
-			errpage.Write(w, r, http.StatusUnauthorized, "visitor_auth", "Authentication required",
+			errpage.Write(w, r, http.StatusUnauthorized, wire.CodeVisitorAuth, "Authentication required",
 				"the tunnel "+r.Host+" asks its visitors for a user name and password.")
 			return false
 		}

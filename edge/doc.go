@@ -4,7 +4,7 @@
 // and a landing page.
 //
 // Each tunnel's public handler is an httputil.ReverseProxy whose Transport
-// is the agent's tunnel.EdgeSession, so the streaming rules are those of the
+// is the agent's tunnel.Session, so the streaming rules are those of the
 // standard library's proxy plus sluice's: headers flushed at once, every
 // chunk flushed, X-Accel-Buffering: no on streamed responses, cancellation
 // carried to the agent, and an upstream failure mid-body aborting the

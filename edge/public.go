@@ -68,17 +68,17 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client left; nobody reads this answer.
 		w.WriteHeader(499)
 	case errors.Is(err, tunnel.ErrSessionClosed):
-		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "agent offline",
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
 			"the agent for "+host+" disconnected; the tunnel serves again when it reconnects.")
 	case errors.Is(err, tunnel.ErrTooManyStreams):
 		w.Header().Set("Retry-After", "1")
-		errpage.Write(w, r, http.StatusServiceUnavailable, "too_many_streams", "Tunnel busy",
+		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTooManyStreams, "Tunnel busy",
 			"the tunnel "+host+" is carrying its maximum of concurrent requests ("+strconv.Itoa(p.s.cfg.Session.MaxStreams)+"); try again.")
 	case errors.Is(err, tunnel.ErrUpgradeUnsupported):
 		errpage.Write(w, r, http.StatusNotImplemented, wire.CodeUpgradeUnsupported, "Upgrade not supported by this agent",
 			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
 	case errors.Is(err, tunnel.ErrBodyTooLarge):
-		errpage.Write(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
+		errpage.Write(w, r, http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, "Request body too large",
 			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.V1.MaxBody, 10)+" bytes.")
 	default:
 		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "err", err)

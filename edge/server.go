@@ -104,7 +104,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"no agent has registered the tunnel "+host+" at this edge.")
 	case e.session == nil:
-		errpage.Write(w, r, http.StatusBadGateway, "agent_offline", "agent offline",
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
 			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
 	default:
 		e.proxy.ServeHTTP(w, r)
@@ -113,7 +113,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
-		errpage.Write(w, r, http.StatusNotFound, "not_found", "Not found", r.URL.Path+" is not a page of this edge.")
+		errpage.Write(w, r, http.StatusNotFound, wire.CodeNotFound, "Not found", r.URL.Path+" is not a page of this edge.")
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

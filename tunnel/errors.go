@@ -39,7 +39,7 @@ func (e *UpstreamError) Error() string { return "tunnel: upstream failed mid-bod
 
 // PeerError is an error frame received from the peer during a session, such
 // as the edge's "tunnel_replaced" when another agent took the tunnel over
-// with the same credential. ServeAgent returns it once the connection ends.
+// with the same credential. AgentSession.Serve returns it once the connection ends.
 type PeerError struct {
 	Code    string
 	Message string

@@ -36,11 +36,11 @@ func agentReply(extra func(fr *http2.Framer)) []byte {
 	return buf.Bytes()
 }
 
-// FuzzMuxSession: whatever bytes a v2 agent sends after registering, in
+// FuzzV2Session: whatever bytes a v2 agent sends after registering, in
 // whatever messages, the edge's session neither panics nor hangs: a
 // request through it ends with a response or an error, and Close returns.
 // The well-formed reply, however it is split into messages, gives 200 "ok".
-func FuzzMuxSession(f *testing.F) {
+func FuzzV2Session(f *testing.F) {
 	valid := agentReply(nil)
 	f.Add(valid, uint8(0))
 	f.Add(valid, uint8(1))
@@ -56,11 +56,11 @@ func FuzzMuxSession(f *testing.F) {
 	// x/net's HTTP/2 client logs each bad frame with the standard logger.
 	log.SetOutput(io.Discard)
 	f.Cleanup(func() { log.SetOutput(os.Stderr) })
-	f.Fuzz(func(t *testing.T, input []byte, split uint8) { muxInput(t, valid, input, split) })
+	f.Fuzz(func(t *testing.T, input []byte, split uint8) { v2Input(t, valid, input, split) })
 }
 
-// muxInput is one run of FuzzMuxSession.
-func muxInput(t *testing.T, valid, input []byte, split uint8) {
+// v2Input is one run of FuzzV2Session.
+func v2Input(t *testing.T, valid, input []byte, split uint8) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sessions := make(chan Session, 1)

@@ -45,7 +45,7 @@ func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a.conn.keepalive(ctx)
+		a.conn.live.ping(cfg.PingInterval, ctx.Done())
 	}()
 	stop := context.AfterFunc(ctx, func() { ws.Close() })
 	err := a.readLoop()

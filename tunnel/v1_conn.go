@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,17 +37,14 @@ type frameConn struct {
 	wbuf []byte
 	rbuf []byte
 	opt  wire.EncodeOptions
+	live liveness
 }
 
 func newFrameConn(ws *websocket.Conn, cfg v1Settings) *frameConn {
 	c := &frameConn{ws: ws, cfg: cfg, opt: wire.EncodeOptions{MultiValueHeaders: cfg.has(wire.FeatureMultiValueHeaders)}}
 	ws.SetReadLimit(0) // frameConn applies its own limit, skipping instead of failing
-	ws.SetPongHandler(func(string) error { return c.extendDeadline() })
+	c.live = newLiveness(ws, cfg.PongTimeout)
 	return c
-}
-
-func (c *frameConn) extendDeadline() error {
-	return c.ws.SetReadDeadline(time.Now().Add(c.cfg.PongTimeout))
 }
 
 // writeFrame encodes and sends one frame.
@@ -78,7 +74,7 @@ func (c *frameConn) writeFrameWithin(f *wire.Frame, d time.Duration) error {
 // counted and skipped; only connection errors are returned.
 func (c *frameConn) readFrame(f *wire.Frame) error {
 	for {
-		if err := c.extendDeadline(); err != nil {
+		if err := c.live.extend(); err != nil {
 			return err
 		}
 		typ, r, err := c.ws.NextReader()
@@ -140,22 +136,6 @@ func readUpTo(r io.Reader, buf *[]byte, max int) (int, error) {
 }
 
 func (c *frameConn) frameError(kind string, err error) { c.cfg.frameError(kind, err) }
-
-// keepalive pings the peer until ctx ends.
-func (c *frameConn) keepalive(ctx context.Context) {
-	t := time.NewTicker(c.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.PongTimeout)); err != nil {
-				return
-			}
-		}
-	}
-}
 
 // credit is a stream's send window: bytes it may still send.
 type credit struct {

@@ -98,7 +98,7 @@ func (s *v1Edge) Run(ctx context.Context) error {
 	kwg.Add(1)
 	go func() {
 		defer kwg.Done()
-		s.conn.keepalive(ctx)
+		s.conn.live.ping(s.cfg.PingInterval, ctx.Done())
 	}()
 	stop := context.AfterFunc(ctx, s.shutdown)
 	err := s.readLoop()

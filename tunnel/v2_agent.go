@@ -76,7 +76,7 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg 
 	return fmt.Errorf("tunnel: v2 connection lost: %w", conn.Err())
 }
 
-// handlerSet counts the handlers running, so that ServeMux returns only
+// handlerSet counts the handlers running, so that serveV2 returns only
 // after they did.
 type handlerSet struct {
 	mu      sync.Mutex

@@ -22,9 +22,9 @@ import (
 // OnText callback. Reads extend the read deadline by the pong timeout, and
 // pings sent by Keepalive keep an idle connection's deadline moving.
 type WSConn struct {
-	ws          *websocket.Conn
-	pongTimeout time.Duration
-	onText      func(msg []byte)
+	ws     *websocket.Conn
+	live   liveness
+	onText func(msg []byte)
 
 	rmu sync.Mutex
 	r   io.Reader // the current message, nil between messages
@@ -83,16 +83,14 @@ func NewWSConn(ws *websocket.Conn, pongTimeout time.Duration) *WSConn {
 	if pongTimeout <= 0 {
 		pongTimeout = DefaultPongTimeout
 	}
-	c := &WSConn{ws: ws, pongTimeout: pongTimeout, closed: make(chan struct{}),
+	c := &WSConn{ws: ws, closed: make(chan struct{}),
 		wake: make(chan struct{}, 1), wdone: make(chan struct{})}
 	c.wcond = sync.NewCond(&c.wmu)
 	go c.writer()
 	ws.SetReadLimit(0) // the multiplexer frames the bytes; messages are unbounded
-	ws.SetPongHandler(func(string) error { return c.extend() })
+	c.live = newLiveness(ws, pongTimeout)
 	return c
 }
-
-func (c *WSConn) extend() error { return c.ws.SetReadDeadline(time.Now().Add(c.pongTimeout)) }
 
 // Read reads the bytes of the binary messages in order.
 func (c *WSConn) Read(p []byte) (int, error) {
@@ -100,7 +98,7 @@ func (c *WSConn) Read(p []byte) (int, error) {
 	defer c.rmu.Unlock()
 	for {
 		if c.r == nil {
-			if err := c.extend(); err != nil {
+			if err := c.live.extend(); err != nil {
 				return 0, c.fail(err)
 			}
 			typ, r, err := c.ws.NextReader()
@@ -238,20 +236,7 @@ func (c *WSConn) setWriteErr(err error) {
 }
 
 // Keepalive pings the peer every interval until the connection closes.
-func (c *WSConn) Keepalive(interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.closed:
-			return
-		case <-t.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.pongTimeout)); err != nil {
-				return
-			}
-		}
-	}
-}
+func (c *WSConn) Keepalive(interval time.Duration) { c.live.ping(interval, c.closed) }
 
 // Close closes the WebSocket's connection (without a close handshake: the
 // multiplexer has its own goodbye).

@@ -74,10 +74,21 @@ const (
 	CodeTunnelDisabled = "tunnel_disabled" // an admin disabled the tunnel
 	CodeTokenRevoked   = "token_revoked"   // an admin revoked the agent's token
 
-	// Seen by visitors (error pages).
+	// Seen by visitors: the code of an error page (its JSON body's
+	// error.code), from the edge or the agent.
 	CodeTunnelNotFound     = "tunnel_not_found"
 	CodeTunnelError        = "tunnel_error"
 	CodeUpgradeUnsupported = "upgrade_unsupported"
+	CodeAgentOffline       = "agent_offline"
+	CodeTooManyStreams     = "too_many_streams"
+	CodeBodyTooLarge       = "body_too_large"
+	CodeIPNotAllowed       = "ip_not_allowed"
+	CodeVisitorAuth        = "visitor_auth"
+	CodeStoreUnavailable   = "store_error"
+	CodeNotFound           = "not_found"
+	CodeUpstreamRefused    = "upstream_refused"
+	CodeUpstreamTimeout    = "upstream_timeout"
+	CodeUpstreamError      = "upstream_error"
 )
 
 // Final reports whether an error frame with code, received after
