@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -67,11 +67,10 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return cli.Usagef("events: want one URL, got %d arguments", len(pos))
 	}
-	u, err := url.Parse(pos[0])
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return cli.Usagef("events: %q is not an http:// or https:// URL", pos[0])
+	if _, err := api.ParseURL(pos[0]); err != nil {
+		return cli.Usagef("events: %v", err)
 	}
-	return streamEvents(ctx, u.String(), o, stdout, stderr)
+	return streamEvents(ctx, pos[0], o, stdout, stderr)
 }
 
 // streamEvents runs the client and prints its events until the end.
