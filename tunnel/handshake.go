@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -241,6 +242,9 @@ type DialConfig struct {
 	UserAgent string
 	// TLSClientConfig, if set, is used for wss:// edges.
 	TLSClientConfig *tls.Config
+	// NetDialContext, if set, opens the connection to the edge instead of
+	// net.Dialer (a SOCKS dialer, or an in-memory pipe in tests).
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // AgentSession is the agent's end of a registered connection. Serve runs
@@ -273,6 +277,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*AgentSession, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Proxy:            http.ProxyFromEnvironment,
 		TLSClientConfig:  cfg.TLSClientConfig,
+		NetDialContext:   cfg.NetDialContext,
 	}
 	switch cfg.Protocol {
 	case "", "auto", ProtocolV2:
