@@ -29,10 +29,12 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	cfg.OnFrameError = func(kind string) { s.metrics.frameErrors.WithLabelValues(kind).Inc() }
 	var name string
 	var attached, old tunnel.Session
+	var features []string
 	session, err := tunnel.Accept(w, r, tunnel.AcceptConfig{
 		Config:    cfg,
 		DisableV2: s.cfg.DisableV2,
 		Authorize: func(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
+			features = reg.Features
 			g, err := s.authorize(ctx, reg)
 			if err != nil {
 				return nil, err
@@ -47,6 +49,8 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 				attached, old = session, o
 				if old == nil {
 					s.metrics.tunnelsOnline.Inc()
+				} else {
+					s.retireReplaced(old, name)
 				}
 				return nil
 			}
@@ -70,27 +74,29 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if old != nil {
-		// Replaced: new requests go to the new session at once. The old
-		// agent is told, so that it does not take the name back, and its
-		// requests in flight may finish (for a while) before its session
-		// closes. The new session never waits for any of this.
-		s.agents.Add(1)
-		go func() {
-			defer s.agents.Done()
-			ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
-			defer cancel()
-			old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q with the same token", name))
-		}()
-	}
 	s.metrics.agentConns.WithLabelValues("ok").Inc()
-	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "replaced", old != nil)
+	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "features", features, "replaced", old != nil)
 
 	err = session.Run(s.ctx)
 	if s.registry.release(name, session) {
 		s.metrics.tunnelsOnline.Dec()
 	}
 	log.Info("agent disconnected", "tunnel", name, "err", err)
+}
+
+// retireReplaced lets go of the session that a new one (with the same token)
+// replaced: new requests go to the new session at once; the old agent is
+// told, so that it does not take the name back, and its requests in flight
+// may finish (for a while) before its session closes. The new session
+// never waits for any of this.
+func (s *Server) retireReplaced(old tunnel.Session, name string) {
+	s.agents.Add(1)
+	go func() {
+		defer s.agents.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
+		defer cancel()
+		old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q with the same token", name))
+	}()
 }
 
 // authorize decides on an agent's registration: a valid name and a valid
@@ -103,10 +109,15 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (*tunn
 		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
 		return nil, &tunnel.RegisterError{Code: wire.CodeInvalidTunnelID, Message: fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID)}
 	}
-	if code, msg := s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent()); code != "" {
-		s.metrics.agentConns.WithLabelValues("bad_token").Inc()
-		log.Warn("agent rejected", "tunnel", name, "code", code)
-		return nil, &tunnel.RegisterError{Code: code, Message: msg}
+	if err := s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent()); err != nil {
+		var re *tunnel.RegisterError
+		if errors.As(err, &re) {
+			s.metrics.agentConns.WithLabelValues("bad_token").Inc()
+			log.Warn("agent rejected", "tunnel", name, "code", re.Code)
+		} else {
+			s.metrics.agentConns.WithLabelValues("store_error").Inc()
+		}
+		return nil, err
 	}
 	return &tunnel.Grant{TunnelID: name, PublicURL: s.PublicURL(name), Logger: log.With("tunnel", name)}, nil
 }
@@ -121,35 +132,54 @@ func (s *Server) validToken(token string) bool {
 
 // authAgent checks an agent's credential for tunnel name: one of the
 // edge's --token values, or an agent token of the store. A tunnel kept in
-// the store belongs to its token alone. It returns the error code and
-// message of a refusal, or "" to accept.
+// the store belongs to its token alone. It returns a *tunnel.RegisterError
+// to refuse, or another error when the store failed (the agent is then
+// told to retry later, never that its token is wrong).
 //
 // With a store token, the agent's connection is recorded in the store
 // (version from its User-Agent, this edge's name).
-func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (code, msg string) {
+func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) error {
+	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
+	// owner returns the stored tunnel's token, "" if none is stored.
+	owner := func() (string, error) {
+		t, err := s.cfg.Store.Tunnel(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return "", nil
+		case err != nil:
+			return "", fmt.Errorf("edge: look up tunnel %q: %w", name, err)
+		}
+		return t.AgentTokenID, nil
+	}
 	if s.validToken(token) {
 		if s.cfg.Store != nil {
-			if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil {
-				return wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", t.Name)
+			if id, err := owner(); err != nil {
+				return err
+			} else if id != "" {
+				return refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 			}
 		}
-		return "", ""
+		return nil
 	}
 	if s.cfg.Store == nil || token == "" {
-		return wire.CodeUnauthorized, "wrong agent token"
+		return refuse(wire.CodeUnauthorized, "wrong agent token")
 	}
 	tok, err := s.cfg.Store.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, store.ErrRevoked):
-		return wire.CodeTokenRevoked, "this agent token was revoked"
-	case err != nil || tok.Kind != store.KindAgent:
-		return wire.CodeUnauthorized, "wrong agent token"
+		return refuse(wire.CodeTokenRevoked, "this agent token was revoked")
+	case errors.Is(err, store.ErrNotFound) || err == nil && tok.Kind != store.KindAgent:
+		return refuse(wire.CodeUnauthorized, "wrong agent token")
+	case err != nil:
+		return fmt.Errorf("edge: authenticate an agent: %w", err)
 	}
-	if t, err := s.cfg.Store.Tunnel(ctx, name); err == nil && t.AgentTokenID != tok.ID {
-		return wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name)
+	if id, err := owner(); err != nil {
+		return err
+	} else if id != "" && id != tok.ID {
+		return refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 	}
 	if err := s.cfg.Store.SeenAgent(ctx, store.Agent{TokenID: tok.ID, Version: userAgent, LastSeen: time.Now(), Edge: s.cfg.EdgeName}); err != nil {
 		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)
 	}
-	return "", ""
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +186,23 @@ func TestCancelDuringOpening(t *testing.T) {
 	t.Logf("%d agents, %d requests reached them", len(logs), total)
 	if total == 0 {
 		t.Fatal("no request reached an agent: the test tested nothing")
+	}
+}
+
+// When the store fails, an agent is told to come back later
+// (internal_error, which it retries), never that its token is wrong (which
+// would stop it for good).
+func TestStoreDownRefusesAsInternal(t *testing.T) {
+	t.Parallel()
+	e, st, _, secret := storeEdge(t, time.Minute)
+	st.Close()
+	a := e.dial(t)
+	a.send(t, `{"type":"register","tunnel_id":"down","agent_token":"`+secret+`","features":["cancel"]}`)
+	f := a.read(t, 5*time.Second)
+	if f.typ() != "error" || f.str("code") != "internal_error" {
+		t.Fatalf("with the store down: %s, want an error frame internal_error", f.raw)
+	}
+	if strings.Contains(string(f.raw), "closed") || strings.Contains(string(f.raw), "sql") {
+		t.Errorf("the refusal shows the store's error to the agent: %s", f.raw)
 	}
 }

@@ -59,7 +59,7 @@ type Grant struct {
 
 // RegisterError is the edge's refusal of a registration: an error frame
 // with a code (wire.Code...) and a message for the agent's user. Agents do
-// not retry it.
+// not retry it, except wire.CodeInternal (the edge could not decide).
 type RegisterError struct {
 	Code    string
 	Message string
@@ -123,6 +123,9 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	}
 	reg.Request = r
 	grant, err := cfg.Authorize(r.Context(), reg)
+	if err == nil && grant == nil {
+		err = errors.New("tunnel: Authorize granted nothing")
+	}
 	if err != nil {
 		re := cfg.refusal(err)
 		refuse(ws, re)
@@ -263,8 +266,8 @@ type AgentSession struct {
 }
 
 // Dial connects to the edge, registers and returns the open session, or
-// an error: a *RegisterError when the edge refused (do not retry), the
-// connection's failure otherwise.
+// an error: a *RegisterError when the edge refused (retry only
+// wire.CodeInternal), the connection's failure otherwise.
 func Dial(ctx context.Context, cfg DialConfig) (*AgentSession, error) {
 	cfg.Config = cfg.Config.WithDefaults()
 	dialer := websocket.Dialer{

@@ -282,7 +282,12 @@ func bodyAllowed(status int) bool {
 // finish ends the response body (io.EOF or an error), as the agent ended
 // it, and forgets the stream.
 func (st *edgeStream) finish(err error) {
-	st.state.Store(streamFinished)
+	for {
+		old := st.state.Load()
+		if old >= streamEnded || st.state.CompareAndSwap(old, streamFinished) {
+			break
+		}
+	}
 	st.body.closeWrite(err)
 	st.forget()
 }
@@ -398,7 +403,7 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	err := s.waitOpen(req.Context())
 	var st *edgeStream
 	if err == nil {
-		st, err = s.open(req.Context())
+		st, err = s.open(req.Context(), upgrade)
 	}
 	if err != nil {
 		if req.Body != nil {
@@ -406,7 +411,6 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	st.upgrade = upgrade
 	if err := s.send(st, req); err != nil {
 		st.reset(err)
 		return nil, err
@@ -439,7 +443,7 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 // http.Transport, ctx governs the whole exchange: when it ends (the public
 // client left), the stream is reset, which ends a body read in progress and
 // cancels the request at the agent.
-func (s *v1Edge) open(ctx context.Context) (*edgeStream, error) {
+func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // the client left already: nothing goes out
 	}
@@ -450,11 +454,12 @@ func (s *v1Edge) open(ctx context.Context) (*edgeStream, error) {
 	}
 	s.nextID++
 	st := &edgeStream{
-		id:     strconv.FormatUint(s.nextID, 10),
-		s:      s,
-		start:  make(chan *http.Response, 1),
-		credit: newCredit(s.cfg.V1.Window),
-		done:   make(chan struct{}),
+		id:      strconv.FormatUint(s.nextID, 10),
+		s:       s,
+		start:   make(chan *http.Response, 1),
+		credit:  newCredit(s.cfg.V1.Window),
+		done:    make(chan struct{}),
+		upgrade: upgrade,
 	}
 	limit := plainBuffer
 	onRead := func(int) {}
@@ -538,7 +543,7 @@ func (s *v1Edge) send(st *edgeStream, req *http.Request) error {
 // writeHead writes the request's first frame, unless the stream ended
 // already (the client left).
 func (s *v1Edge) writeHead(st *edgeStream, f *wire.Frame) error {
-	if st.state.Load() == streamEnded {
+	if st.over() {
 		return ErrStreamReset
 	}
 	if err := s.conn.writeFrame(f); err != nil {
