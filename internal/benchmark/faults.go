@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,25 +90,16 @@ func (c *FaultsConfig) defaults() error {
 		}
 	}
 	for _, f := range c.Faults {
-		if !contains(FaultNames, f) {
+		if !slices.Contains(FaultNames, f) {
 			return fmt.Errorf("faults: unknown fault %q (want %s)", f, strings.Join(FaultNames, ", "))
 		}
 	}
 	for _, l := range c.Links {
-		if !contains(LinkNames, l) {
+		if !slices.Contains(LinkNames, l) {
 			return fmt.Errorf("faults: unknown link %q (want agent, client)", l)
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // FaultsReport is the outcome of a fault-injection run. Its JSON form is

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +71,74 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", table.String())
+}
+
+// The checks of the fault run tell a complete body from a cut one: a
+// chunked body that ends cleanly but short is a violation, a connection
+// closed in the middle an abort, an error status a refusal; an upload
+// whose body ends cleanly but short is counted by the upstream.
+func TestFaultOutcomes(t *testing.T) {
+	up, err := startFaultUpstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	const size = 100_000
+	mux := http.NewServeMux()
+	mux.HandleFunc("/short", func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, size/2)
+		newPattern(7).Read(b)
+		w.Write(b) // and the handler returns: a clean end of the chunked body
+	})
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, size/2)
+		newPattern(7).Read(b)
+		w.Write(b)
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	mux.HandleFunc("/wrong", func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, size)
+		newPattern(8).Read(b)
+		w.Write(b)
+	})
+	mux.HandleFunc("/refused", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "agent offline", http.StatusBadGateway)
+	})
+	mux.Handle("/data", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			up.download(w, r)
+		} else {
+			up.upload(w, r)
+		}
+	}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	hc := srv.Client()
+	ctx := context.Background()
+	for _, c := range []struct {
+		path string
+		want outcomeKind
+	}{{"/data", outcomeComplete}, {"/short", outcomeViolation}, {"/cut", outcomeAborted}, {"/wrong", outcomeViolation}, {"/refused", outcomeRefused}} {
+		base := srv.URL
+		if c.path != "/data" {
+			base = srv.URL + c.path + "?"
+		}
+		o := download(ctx, hc, base, "", size, 7, nil)
+		if o.kind != c.want {
+			t.Errorf("download %s: outcome %d (%v), want %d", c.path, o.kind, o.err, c.want)
+		}
+	}
+	if o := upload(ctx, hc, srv.URL, "", size, 9, nil); o.kind != outcomeComplete || o.checked != size {
+		t.Errorf("upload: %+v", o)
+	}
+	// A body that ends cleanly, short of what the query says.
+	resp, err := hc.Post(srv.URL+"/data?n=100&seed=9", "application/octet-stream", io.NopCloser(strings.NewReader("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity || up.shortUploads.Load() != 1 {
+		t.Errorf("short upload: %s, %d counted", resp.Status, up.shortUploads.Load())
+	}
 }

@@ -35,6 +35,7 @@ checked (byte counts, event counts) and a failure ends with exit status 1.
   go run ./bench/cmd/bench --json      one JSON object with every number
   go run ./bench/cmd/bench scale       10,000 SSE streams per protocol (scale --help)
   go run ./bench/cmd/bench hol         head-of-line blocking beside a stalled download (hol --help)
+  go run ./bench/cmd/bench faults      toxiproxy faults on the agent's and the client's link (faults --help)
   bash bench/run.sh                    installs nginx if missing, builds and runs this
 
 Progress goes to stderr, the table (or JSON) to stdout.

@@ -1,11 +1,13 @@
 // Command bench measures sluice on loopback: against the upstream it
 // fronts, two bare TCP relays and nginx (the default run), with many
-// concurrent streams (scale), and beside a stalled stream (hol). It is not part of the sluice binary, so that
+// concurrent streams (scale), beside a stalled stream (hol), and under
+// injected network faults (faults). It is not part of the sluice binary, so that
 // sluice does not link the harness; bash bench/run.sh builds and runs it.
 //
 //	go run ./bench/cmd/bench [flags]          the comparative run
 //	go run ./bench/cmd/bench scale [flags]    10,000 SSE streams per protocol
 //	go run ./bench/cmd/bench hol [flags]      head-of-line blocking beside a stalled download
+//	go run ./bench/cmd/bench faults [flags]   toxiproxy faults on the agent's and the client's link
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -48,12 +50,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runScale(ctx, rest, stdout, stderr)
 	case "hol":
 		err = runHOL(ctx, rest, stdout, stderr)
+	case "faults":
+		err = runFaults(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
