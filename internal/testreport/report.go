@@ -125,4 +125,3 @@ func reason(lines []string) string {
 
 // OK reports whether the run passed.
 func (r Result) OK() bool { return r.Failed == 0 && len(r.FailedPackages) == 0 }
-
