@@ -38,7 +38,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := cli.NewFlagSet("edge", edgeHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	domain := fs.String("domain", "localhost", "apex domain: tunnel NAME is served at NAME.DOMAIN")
-	token := fs.String("token", "", "agent credential (or --tokens)")
+	token := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential (or --tokens)")
 	tokens := fs.String("tokens", "", "file of agent credentials, one per line (# comments)")
 	certFile := fs.String("tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve HTTPS and HTTP/2")
 	keyFile := fs.String("tls-key", "", "TLS key file (PEM)")
@@ -52,7 +52,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
 	dataDir := fs.String("data", "", "keep tokens and tunnels in SQLite under this directory (created if missing); serves the admin API under /api/")
 	storeURL := fs.String("store", "", "keep tokens and tunnels in PostgreSQL instead, such as postgres://user:pass@host/db")
-	adminToken := fs.String("admin-token", "", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
+	adminToken := cli.SecretFlag(fs, "admin-token", "SLUICE_ADMIN_TOKEN", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -67,8 +67,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := edge.DefaultConfig()
 	cfg.Domain = *domain
 	cfg.PublicPort = *publicPort
-	if *token != "" {
-		cfg.Tokens = append(cfg.Tokens, *token)
+	tok, tokFrom, err := token.Value()
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	if tok != "" && (tokFrom != "$SLUICE_TOKEN" || *tokens == "") {
+		cfg.Tokens = append(cfg.Tokens, tok)
+		cli.WarnWeak(stderr, tokFrom, tok)
 	}
 	if *tokens != "" {
 		list, err := readTokens(*tokens)
@@ -76,13 +81,24 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		cfg.Tokens = append(cfg.Tokens, list...)
+		for _, t := range list {
+			cli.WarnWeak(stderr, "--tokens", t)
+		}
 	}
 	if *dataDir != "" && *storeURL != "" {
 		return cli.Usagef("edge: --data and --store are two stores: give one")
 	}
-	if *adminToken != "" && *dataDir == "" && *storeURL == "" {
-		return cli.Usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+	admin, adminFrom, err := adminToken.Value()
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
 	}
+	if admin != "" && *dataDir == "" && *storeURL == "" {
+		if adminFrom != "$SLUICE_ADMIN_TOKEN" {
+			return cli.Usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+		}
+		admin = "" // set for the admin commands, maybe: this edge has no API
+	}
+	cli.WarnWeak(stderr, adminFrom, admin)
 	if target := *dataDir + *storeURL; target != "" {
 		st, err := store.Open(ctx, target)
 		if err != nil {
@@ -90,8 +106,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer st.Close()
 		cfg.Store = st
-		if *adminToken != "" {
-			cfg.AdminTokens = []string{*adminToken}
+		if admin != "" {
+			cfg.AdminTokens = []string{admin}
 		}
 	}
 	if len(cfg.Tokens) == 0 && cfg.Store == nil {
