@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	storeURL := fs.String("store", "", "keep tokens and tunnels in PostgreSQL instead, such as postgres://user:pass@host/db")
 	adminToken := cli.SecretFlag(fs, "admin-token", "SLUICE_ADMIN_TOKEN", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
+	trustedProxies := fs.String("trusted-proxies", "", "CIDR,... of the load balancers in front of the edge: from them, the visitor's address is taken from X-Forwarded-For or Forwarded (for --allow lists); default none: those fields are not believed")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
@@ -125,6 +127,19 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.DisableV2 = true
 	default:
 		return cli.Usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
+	}
+	for c := range strings.SplitSeq(*trustedProxies, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if a, aerr := netip.ParseAddr(c); aerr == nil {
+			p, err = netip.PrefixFrom(a, a.BitLen()), nil // one address
+		}
+		if err != nil {
+			return cli.Usagef("edge: --trusted-proxies: %q is not a CIDR such as 10.0.0.0/8", c)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
 	}
 	cfg.IdleTimeout = *idle
 	cfg.PushKeepalive = *pushKeepalive
