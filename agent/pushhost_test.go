@@ -21,9 +21,14 @@ import (
 func TestManagedSendsTokenOnlyToItsEdge(t *testing.T) {
 	t.Parallel()
 	var leaked atomic.Int32
+	leak := make(chan string, 1)
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "" {
+		if auth := r.Header.Get("Authorization"); auth != "" {
 			leaked.Add(1)
+			select {
+			case leak <- auth:
+			default:
+			}
 		}
 		w.WriteHeader(http.StatusNotFound)
 	}))
@@ -58,6 +63,10 @@ func TestManagedSendsTokenOnlyToItsEdge(t *testing.T) {
 		if auth != "Bearer S3CRET-agent-token" {
 			t.Errorf("push channel on the edge with Authorization %q", auth)
 		}
+	case auth := <-leak:
+		cancel()
+		<-done
+		t.Fatalf("the agent sent %q to the other host", auth)
 	case err := <-done:
 		t.Fatalf("Run ended before the push channel opened on the edge: %v", err)
 	case <-time.After(time.Minute):
