@@ -101,6 +101,9 @@ func (m *Managed) Run(ctx context.Context) error {
 	}
 	m.reconcile(ctx, cfg)
 	push := m.client.PushURL(cfg)
+	if push != cfg.PushURL && cfg.PushURL != "" {
+		m.cfg.Logger.Debug("push_url not on the host of --edge: the token is not sent there", "push_url", cfg.PushURL, "using", push)
+	}
 	preq, err := m.client.NewPushRequest(ctx, push)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/wire"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -69,28 +70,34 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 		FlushInterval: -1,
 		ErrorLog:      log.New(io.Discard, "", 0),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			upstreamError(w, r, target().url, err)
+			upstreamError(w, r, target().url, err, cfg.Logger)
 		},
 	}
 	return rp
 }
 
-// upstreamError answers when the local server could not be reached.
-func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err error) {
+// upstreamError answers when the local server could not be reached. The
+// page names the upstream as configured and says what kind of failure it
+// was; the error itself (socket errors, resolver addresses) goes to the
+// agent's log under the page's request id, never to the visitor.
+func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err error, log *slog.Logger) {
 	var ne net.Error
+	var id string
 	switch {
 	case errors.Is(err, context.Canceled):
 		w.WriteHeader(499) // the public client left
+		return
 	case errors.Is(err, syscall.ECONNREFUSED):
-		errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamRefused, "Local server not reachable",
+		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamRefused, "Local server not reachable",
 			fmt.Sprintf("the agent could not connect to %s: connection refused. Is the local server running on that port?", up.Host))
 	case errors.As(err, &ne) && ne.Timeout():
-		errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Local server timed out",
-			fmt.Sprintf("%s did not answer in time: %v", up.Host, err))
+		id = errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Local server timed out",
+			fmt.Sprintf("%s did not answer in time.", up.Host))
 	default:
-		errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamError, "Local server error",
-			fmt.Sprintf("the request to %s failed: %v", up.Host, err))
+		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamError, "Local server error",
+			fmt.Sprintf("the request to %s failed.", up.Host))
 	}
+	log.Warn("upstream error", "upstream", up.Host, "method", r.Method, "path", r.URL.Path, "request_id", id, "err", err)
 }
 
 // console prints one line per request, like ngrok's: time, method, path,

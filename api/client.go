@@ -131,21 +131,50 @@ func (c *Client) AgentConfig(ctx context.Context) (AgentConfig, error) {
 }
 
 // PushURL is the push channel's URL: cfg.PushURL when the edge gave a
-// valid one, else the edge's /api/agent/push.
+// valid one on the client's own edge (see OnEdge), else the edge's
+// /api/agent/push.
 func (c *Client) PushURL(cfg AgentConfig) string {
-	if _, err := ParseURL(cfg.PushURL); err == nil {
+	if c.OnEdge(cfg.PushURL) {
 		return cfg.PushURL
 	}
 	return c.base + "/api/agent/push"
 }
 
+// OnEdge reports whether u is a valid URL (see ParseURL) with the scheme
+// and host (and port) of the client's edge: the only URLs the client
+// sends its token to. A push_url that names another host, whoever put it
+// in the edge's answer, gets no token.
+func (c *Client) OnEdge(u string) bool {
+	pu, err := ParseURL(u)
+	if err != nil {
+		return false
+	}
+	base, _ := ParseURL(c.base)
+	return pu.Scheme == base.Scheme && strings.EqualFold(pu.Hostname(), base.Hostname()) && port(pu) == port(base)
+}
+
+// port is u's port, or its scheme's default.
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
 // NewPushRequest returns the request that opens the push channel at
 // pushURL (see PushURL) with the client's token: an event stream to read
 // with an SSE client, which should reconnect and fetch AgentConfig again
-// after every reconnection.
+// after every reconnection. A pushURL that is not on the client's edge
+// (see OnEdge) is refused with ErrOtherHost.
 func (c *Client) NewPushRequest(ctx context.Context, pushURL string) (*http.Request, error) {
 	if _, err := ParseURL(pushURL); err != nil {
 		return nil, fmt.Errorf("api: push %w", err)
+	}
+	if !c.OnEdge(pushURL) {
+		return nil, fmt.Errorf("api: push to %s: %w", pushURL, ErrOtherHost)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pushURL, nil)
 	if err != nil {

@@ -52,6 +52,10 @@ type ErrorResponse struct {
 // ErrNoToken is returned by NewClient without a token.
 var ErrNoToken = errors.New("api: no token")
 
+// ErrOtherHost refuses to send the client's token to a URL that is not on
+// its edge.
+var ErrOtherHost = errors.New("api: not the edge's host: the token is not sent there")
+
 // URLError is the error of ParseURL. Its text has no package prefix and
 // starts with the value, so that a caller can name the field before it:
 // `upstream "ftp://x" is not an http:// or https:// URL`.

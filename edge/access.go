@@ -105,7 +105,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 		return false
 	}
 	if len(rules.nets) > 0 {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		host := s.clientIP(r)
 		ip := net.ParseIP(host)
 		allowed := false
 		for _, n := range rules.nets {

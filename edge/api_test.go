@@ -156,7 +156,9 @@ func TestAPIClient(t *testing.T) {
 	if at := cfg.Tunnels[0]; at.Name != "web" || at.Upstream != "http://127.0.0.1:4000" || !at.Enabled || at.Version != 3 || at.PublicURL == "" {
 		t.Fatalf("AgentConfig tunnel: %+v", at)
 	}
-	if got, want := ac.PushURL(cfg), "http://"+e.addr+"/api/agent/push"; got != want || cfg.PushURL != want {
+	// The config's push URL is the edge's public one (its domain); the
+	// client, which reached the edge at 127.0.0.1, keeps to that host.
+	if got, want := ac.PushURL(cfg), "http://"+e.addr+"/api/agent/push"; got != want || cfg.PushURL != "http://localhost:"+e.port+"/api/agent/push" {
 		t.Fatalf("PushURL %q (config %q), want %q", got, cfg.PushURL, want)
 	}
 	if got, want := ac.PushURL(api.AgentConfig{}), "http://"+e.addr+"/api/agent/push"; got != want {

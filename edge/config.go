@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -52,6 +53,11 @@ type Config struct {
 	// push channels. Default 15 s (shorter than the 30 s of the original
 	// design, since some proxies cut idle connections after 10-15 s).
 	PushKeepalive time.Duration
+	// TrustedProxies are the networks of the proxies in front of the edge
+	// (a load balancer): from a peer in them, the visitor's address is
+	// taken from X-Forwarded-For or Forwarded, for the tunnels' allowlists.
+	// From any other peer, those fields are not believed. Default none.
+	TrustedProxies []netip.Prefix
 	// DisableV2 makes the edge speak protocol v1 only: it does not offer
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.

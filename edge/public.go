@@ -28,22 +28,33 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Append to the client's X-Forwarded-For rather than replace
-			// it, and say which host and scheme the client used.
+			// it, and say which host and scheme the client used, in one
+			// spelling (see forwardHost). No Sluice-* field of the
+			// visitor's goes on: the tunnel's are added after this.
+			tunnel.RemoveInternal(pr.Out.Header)
 			if xff := pr.In.Header["X-Forwarded-For"]; xff != nil {
 				pr.Out.Header["X-Forwarded-For"] = append([]string(nil), xff...)
 			}
+			host := s.forwardHost(name, pr.In.Host)
 			pr.SetXForwarded()
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
-			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set("X-Forwarded-Host", host)
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", host
+			pr.Out.Host = host
 		},
 		Transport:      session,
 		BufferPool:     &s.buffers,
 		FlushInterval:  -1, // every chunk is flushed as it comes
-		ModifyResponse: markStreamed,
+		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.proxyError,
 		ErrorLog:       log.New(slogWriter{s.cfg.Logger}, "", 0),
 	}
 	return p
+}
+
+// modifyResponse readies the agent's response for the visitor.
+func (p *proxy) modifyResponse(resp *http.Response) error {
+	cleanResponse(resp, p.name+"."+p.s.cfg.Domain)
+	return markStreamed(resp)
 }
 
 // markStreamed adds X-Accel-Buffering: no to streamed responses (no
@@ -81,9 +92,11 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		errpage.Write(w, r, http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, "Request body too large",
 			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.V1.MaxBody, 10)+" bytes.")
 	default:
-		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "err", err)
-		errpage.Write(w, r, http.StatusBadGateway, wire.CodeTunnelError, "Tunnel error",
-			"the request to "+host+" could not be carried through the tunnel: "+err.Error())
+		// The detail is for the operator: the visitor gets the request id
+		// to quote.
+		id := errpage.Write(w, r, http.StatusBadGateway, wire.CodeTunnelError, "Tunnel error",
+			"the request to "+host+" could not be carried through the tunnel.")
+		p.s.cfg.Logger.Warn("tunnel error", "tunnel", p.name, "request_id", id, "err", err)
 	}
 }
 

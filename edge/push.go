@@ -127,14 +127,10 @@ func (s *Server) agentToken(w http.ResponseWriter, r *http.Request) (store.Token
 	return store.Token{}, false
 }
 
-// apexURL is the edge's own base URL as the client reached it.
-func apexURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
-}
+// pushURL is the push channel's URL, built from the edge's configured
+// domain, scheme and port: never from the request's Host, which a client
+// chooses (the agent sends its token there).
+func (s *Server) pushURL() string { return s.publicURLOf(s.cfg.Domain) + "/api/agent/push" }
 
 func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	tok, ok := s.agentToken(w, r)
@@ -146,7 +142,7 @@ func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnels")
 		return
 	}
-	cfg := api.AgentConfig{AgentTokenID: tok.ID, Tunnels: make([]api.AgentTunnel, 0, len(list)), PushURL: apexURL(r) + "/api/agent/push",
+	cfg := api.AgentConfig{AgentTokenID: tok.ID, Tunnels: make([]api.AgentTunnel, 0, len(list)), PushURL: s.pushURL(),
 		Edge: api.AgentEdge{Domain: s.cfg.Domain}}
 	for _, t := range list {
 		cfg.Tunnels = append(cfg.Tunnels, api.AgentTunnel{Name: t.Name, Upstream: t.Upstream, HostHeader: t.HostHeader,

@@ -171,7 +171,7 @@ func TestPushChannel(t *testing.T) {
 	}
 	json.NewDecoder(cresp.Body).Decode(&cfg)
 	cresp.Body.Close()
-	if len(cfg.Tunnels) != 1 || cfg.Tunnels[0].Name != "pushed" || cfg.PushURL != "http://"+e.addr+"/api/agent/push" {
+	if len(cfg.Tunnels) != 1 || cfg.Tunnels[0].Name != "pushed" || cfg.PushURL != "http://localhost:"+e.port+"/api/agent/push" {
 		t.Fatalf("config: %+v", cfg)
 	}
 

@@ -65,13 +65,16 @@ func New(cfg Config) (*Server, error) {
 }
 
 // PublicURL returns the public URL of tunnel name.
-func (s *Server) PublicURL(name string) string {
-	host := name + "." + s.cfg.Domain
+func (s *Server) PublicURL(name string) string { return s.publicURLOf(name + "." + s.cfg.Domain) }
+
+// publicURLOf is the URL of host as the edge is configured to be reached:
+// its public scheme, and its public port unless that scheme's default.
+func (s *Server) publicURLOf(host string) string {
 	port := s.cfg.PublicPort
 	if port == 0 {
 		port = int(s.port.Load())
 	}
-	if port != 0 && !(port == 80 && s.cfg.PublicScheme == "http") && !(port == 443 && s.cfg.PublicScheme == "https") {
+	if port != 0 && port != defaultPort(s.cfg.PublicScheme) {
 		host += ":" + strconv.Itoa(port)
 	}
 	return s.cfg.PublicScheme + "://" + host

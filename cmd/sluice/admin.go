@@ -30,7 +30,8 @@ through its admin API.
   sluice tokens list --edge URL --admin-token A
   sluice tokens revoke ID --edge URL --admin-token A
 
---edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN.
+--edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN;
+--admin-token-file FILE reads the token from a file instead.
 `
 
 const tunnelsHelp = `Usage: sluice tunnels create|list|get|update|delete [NAME] [flags]
@@ -45,7 +46,8 @@ managed agent (sluice agent) serves its tunnels, each to its upstream.
   sluice tunnels update NAME --upstream http://127.0.0.1:4000 --edge URL --admin-token A
   sluice tunnels delete NAME --edge URL --admin-token A
 
---edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN.
+--edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN;
+--admin-token-file FILE reads the token from a file instead.
 `
 
 // adminGroup is a command made of verbs, each with its own flag set.
@@ -67,15 +69,16 @@ type adminVerb struct {
 
 // adminFlags are the flags every verb takes.
 type adminFlags struct {
-	fs          *flag.FlagSet
-	edge, token string
-	hc          *http.Client // made by client
+	fs    *flag.FlagSet
+	edge  string
+	token *cli.Secret
+	hc    *http.Client // made by client
 }
 
 func addAdminFlags(fs *flag.FlagSet) *adminFlags {
 	a := &adminFlags{fs: fs}
 	fs.StringVar(&a.edge, "edge", "", "the edge's URL, such as https://tunnel.example.com (default $SLUICE_EDGE)")
-	fs.StringVar(&a.token, "admin-token", "", "an admin token of the edge (default $SLUICE_ADMIN_TOKEN)")
+	a.token = cli.SecretFlag(fs, "admin-token", "SLUICE_ADMIN_TOKEN", "an admin token of the edge")
 	return a
 }
 
@@ -87,18 +90,19 @@ func (a *adminFlags) client(cmd string) (*api.Client, error) {
 	if !set["edge"] {
 		a.edge = os.Getenv("SLUICE_EDGE")
 	}
-	if !set["admin-token"] {
-		a.token = os.Getenv("SLUICE_ADMIN_TOKEN")
+	token, _, err := a.token.Value()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
 	if _, err := api.ParseURL(a.edge); err != nil {
 		return nil, cli.Usagef("%s: --edge must be the edge's http:// or https:// URL", cmd)
 	}
-	if a.token == "" {
+	if token == "" {
 		return nil, cli.Usagef("%s: --admin-token is required", cmd)
 	}
 	a.hc = httpClient()
 	a.hc.Timeout = 30 * time.Second
-	return api.NewClient(a.edge, a.token, a.hc)
+	return api.NewClient(a.edge, token, a.hc)
 }
 
 // verbFlags returns v's flag set, with the shared flags, the function that

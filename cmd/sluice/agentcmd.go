@@ -26,7 +26,7 @@ revoked) without a restart. Tunnels are managed with "sluice tunnels".
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("agent", agentHelp, stderr)
 	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com")
-	token := fs.String("token", "", "an agent token of the edge's store")
+	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "an agent token of the edge's store")
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -37,16 +37,20 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) != 0 {
 		return cli.Usagef("agent: unexpected argument %q (tunnels come from the edge: see sluice tunnels)", pos[0])
 	}
-	if *edgeURL == "" || *token == "" {
+	token, _, err := tokenFlag.Value()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if *edgeURL == "" || token == "" {
 		fs.Usage()
-		return cli.Usagef("agent: --edge and --token are required")
+		return cli.Usagef("agent: --edge and --token (or --token-file, or $SLUICE_TOKEN) are required")
 	}
 	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
 		return cli.Usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
 	}
 	cfg := agent.ManagedConfig{
 		Edge:       *edgeURL,
-		Token:      *token,
+		Token:      token,
 		Protocol:   *protocol,
 		UserAgent:  userAgent(),
 		HTTPClient: httpClient(),

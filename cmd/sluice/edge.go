@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -38,7 +39,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := cli.NewFlagSet("edge", edgeHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
 	domain := fs.String("domain", "localhost", "apex domain: tunnel NAME is served at NAME.DOMAIN")
-	token := fs.String("token", "", "agent credential (or --tokens)")
+	token := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential (or --tokens)")
 	tokens := fs.String("tokens", "", "file of agent credentials, one per line (# comments)")
 	certFile := fs.String("tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve HTTPS and HTTP/2")
 	keyFile := fs.String("tls-key", "", "TLS key file (PEM)")
@@ -52,8 +53,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	grace := fs.Duration("shutdown-grace", 10*time.Second, "on shutdown, how long requests in flight may finish before they are aborted")
 	dataDir := fs.String("data", "", "keep tokens and tunnels in SQLite under this directory (created if missing); serves the admin API under /api/")
 	storeURL := fs.String("store", "", "keep tokens and tunnels in PostgreSQL instead, such as postgres://user:pass@host/db")
-	adminToken := fs.String("admin-token", "", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
+	adminToken := cli.SecretFlag(fs, "admin-token", "SLUICE_ADMIN_TOKEN", "admin credential for the API (/api/), besides the store's admin tokens; needs --data or --store")
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
+	trustedProxies := fs.String("trusted-proxies", "", "CIDR,... of the load balancers in front of the edge: from them, the visitor's address is taken from X-Forwarded-For or Forwarded (for --allow lists); default none: those fields are not believed")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
@@ -67,8 +69,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := edge.DefaultConfig()
 	cfg.Domain = *domain
 	cfg.PublicPort = *publicPort
-	if *token != "" {
-		cfg.Tokens = append(cfg.Tokens, *token)
+	tok, tokFrom, err := token.Value()
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	if tok != "" && (tokFrom != "$SLUICE_TOKEN" || *tokens == "") {
+		cfg.Tokens = append(cfg.Tokens, tok)
+		cli.WarnWeak(stderr, tokFrom, tok)
 	}
 	if *tokens != "" {
 		list, err := readTokens(*tokens)
@@ -76,13 +83,24 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		cfg.Tokens = append(cfg.Tokens, list...)
+		for _, t := range list {
+			cli.WarnWeak(stderr, "--tokens", t)
+		}
 	}
 	if *dataDir != "" && *storeURL != "" {
 		return cli.Usagef("edge: --data and --store are two stores: give one")
 	}
-	if *adminToken != "" && *dataDir == "" && *storeURL == "" {
-		return cli.Usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+	admin, adminFrom, err := adminToken.Value()
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
 	}
+	if admin != "" && *dataDir == "" && *storeURL == "" {
+		if adminFrom != "$SLUICE_ADMIN_TOKEN" {
+			return cli.Usagef("edge: --admin-token needs a store: --data DIR or --store postgres://...")
+		}
+		admin = "" // set for the admin commands, maybe: this edge has no API
+	}
+	cli.WarnWeak(stderr, adminFrom, admin)
 	if target := *dataDir + *storeURL; target != "" {
 		st, err := store.Open(ctx, target)
 		if err != nil {
@@ -90,8 +108,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer st.Close()
 		cfg.Store = st
-		if *adminToken != "" {
-			cfg.AdminTokens = []string{*adminToken}
+		if admin != "" {
+			cfg.AdminTokens = []string{admin}
 		}
 	}
 	if len(cfg.Tokens) == 0 && cfg.Store == nil {
@@ -109,6 +127,19 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.DisableV2 = true
 	default:
 		return cli.Usagef(`edge: --protocols must be "v1,v2" or "v1" (v1 cannot be turned off: plain Jetty agents speak it)`)
+	}
+	for c := range strings.SplitSeq(*trustedProxies, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if a, aerr := netip.ParseAddr(c); aerr == nil {
+			p, err = netip.PrefixFrom(a, a.BitLen()), nil // one address
+		}
+		if err != nil {
+			return cli.Usagef("edge: --trusted-proxies: %q is not a CIDR such as 10.0.0.0/8", c)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
 	}
 	cfg.IdleTimeout = *idle
 	cfg.PushKeepalive = *pushKeepalive

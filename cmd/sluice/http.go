@@ -36,7 +36,7 @@ works alone on a laptop.
 func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("http", httpHelp, stderr)
 	edgeURL := fs.String("edge", "", "edge URL, such as https://tunnel.example.com (default: an embedded edge on 127.0.0.1)")
-	token := fs.String("token", "", "agent credential the edge accepts")
+	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential the edge accepts")
 	name := fs.String("name", "", "tunnel name, the NAME of NAME.DOMAIN (default: a random readable name)")
 	hostHeader := fs.String("host-header", "preserve", `Host the local server sees: "preserve" (the public host), "rewrite" (the upstream's), or a literal host`)
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "v2" (binary, multiplexed), "v1" (JSON frames, Jetty-compatible), or "auto" (v2 when the edge offers it, else v1)`)
@@ -67,6 +67,10 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !edge.ValidName(*name) {
 		return cli.Usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
 	}
+	token, _, err := tokenFlag.Value()
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
 	logger := newLogger(stderr, *verbose)
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
@@ -80,9 +84,9 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		// The embedded edge: local only, with a one-off token.
 		tok := make([]byte, 16)
 		rand.Read(tok)
-		*token = hex.EncodeToString(tok)
+		token = hex.EncodeToString(tok)
 		cfg := edge.DefaultConfig()
-		cfg.Tokens = []string{*token}
+		cfg.Tokens = []string{token}
 		cfg.Logger = logger
 		srv, err := edge.New(cfg)
 		if err != nil {
@@ -104,7 +108,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := agent.Config{
 		UserAgent:             userAgent(),
 		Edge:                  *edgeURL,
-		Token:                 *token,
+		Token:                 token,
 		Name:                  *name,
 		Upstream:              upstream,
 		HostHeader:            *hostHeader,
