@@ -44,7 +44,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
+	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
@@ -98,16 +98,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.admit(w, r, name) {
 		return
 	}
-	e := s.registry.lookup(name, s.cfg.OfflineMemory)
+	e := s.registry.lookup(name)
 	switch {
 	case e == nil:
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"no agent has registered the tunnel "+host+" at this edge.")
+	case e.session == nil && e.ended != "":
+		s.endedPage(w, r, host, e.ended)
 	case e.session == nil:
 		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
 			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
 	default:
 		e.proxy.ServeHTTP(w, r)
+	}
+}
+
+// endedPage answers for a tunnel that an admin's decision (code, a
+// wire.Final code) took offline: the true reason, at once.
+func (s *Server) endedPage(w http.ResponseWriter, r *http.Request, host, code string) {
+	switch code {
+	case wire.CodeTunnelDeleted:
+		errpage.Write(w, r, http.StatusNotFound, code, "Tunnel deleted",
+			"the tunnel "+host+" was deleted by the operator of this edge.")
+	case wire.CodeTunnelDisabled:
+		errpage.Write(w, r, http.StatusServiceUnavailable, code, "Tunnel disabled",
+			"the tunnel "+host+" is disabled by its operator.")
+	case wire.CodeTokenRevoked:
+		errpage.Write(w, r, http.StatusServiceUnavailable, code, "Tunnel's token revoked",
+			"the operator of this edge revoked the agent token of "+host+"; it serves again only with a new token.")
+	default: // wire.CodeTunnelReplaced: given to another token, whose agent is not here yet
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
+			"the tunnel "+host+" was given to another agent, which has not connected yet.")
 	}
 }
 
