@@ -48,9 +48,9 @@ func newRegistry(memory time.Duration) *registry {
 type claimResult int
 
 const (
-	claimed claimResult = iota
-	claimTaken              // the name is online or reserved with another token
-	claimDecided            // an admin decided something since the claimant was authorized: authorize again
+	claimed      claimResult = iota
+	claimTaken               // the name is online or reserved with another token
+	claimDecided             // an admin decided something since the claimant was authorized: authorize again
 )
 
 // decision returns a mark to give to claim: a claim made after an admin's
