@@ -32,8 +32,12 @@ type Server struct {
 
 	ctx    context.Context // ends the agent sessions
 	cancel context.CancelFunc
-	agents sync.WaitGroup // agent connections and closing sessions
-	port   atomic.Int32   // the listener's port, for public URLs
+	// draining ends when a shutdown starts: push channels end then, so
+	// that they never hold a shutdown for its grace period.
+	draining context.Context
+	drain    context.CancelFunc
+	agents   sync.WaitGroup // agent connections and closing sessions
+	port     atomic.Int32   // the listener's port, for public URLs
 
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 }
@@ -46,6 +50,7 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.draining, s.drain = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
 	s.apex.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +95,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.apex.ServeHTTP(w, r)
 		return
 	}
+	sw := &statusWriter{ResponseWriter: w, m: s.metrics}
+	defer sw.done()
+	w = sw
 	if !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
@@ -138,10 +146,10 @@ func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	d := html.EscapeString(s.cfg.Domain)
+	u := html.EscapeString(s.PublicURL("NAME")) // the edge's real public scheme and port
 	io.WriteString(w, `<!doctype html><meta charset="utf-8"><title>sluice edge</title>`+
 		`<style>body{font:16px system-ui,sans-serif;margin:3rem;max-width:40rem}code{background:#eee;padding:0 .2em}</style>`+
-		`<h1>sluice edge</h1><p>Tunnels of this edge are served at <code>https://NAME.`+d+`</code>. `+
+		`<h1>sluice edge</h1><p>Tunnels of this edge are served at <code>`+u+`</code>. `+
 		`Expose a local server with <code>sluice http 3000 --edge URL --token T --name NAME</code>.</p>`+
 		`<p><a href="/healthz">/healthz</a> · <a href="/metrics">/metrics</a></p>`)
 }
@@ -171,6 +179,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	s.drain()                // push channels end now: agents reconnect elsewhere or later
 	err := hs.Shutdown(sctx) // waits for public requests, up to grace
 	s.Close()                // then the sessions go, aborting what is left
 	if err != nil {
@@ -185,6 +194,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 // Close closes every agent session and returns once the agent connections
 // have ended. Public requests through them fail. It is idempotent.
 func (s *Server) Close() error {
+	s.drain()
 	s.cancel()
 	for _, sess := range s.registry.online() {
 		sess.Close()
