@@ -46,7 +46,10 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 				switch res {
 				case claimTaken:
 					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
-					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is held by another token (online, or reserved for it while it reconnects)", name)}
+					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is already online with another token", name)}
+				case claimReserved:
+					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
+					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is taken: its agent, with another token, left less than %v ago and may reconnect", name, s.cfg.OfflineMemory)}
 				case claimDecided:
 					s.metrics.agentConns.WithLabelValues("decided").Inc()
 					return &tunnel.RegisterError{Code: wire.CodeInternal, Message: fmt.Sprintf("an operator changed tunnel %q during the registration; register again", name)}

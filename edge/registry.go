@@ -48,9 +48,10 @@ func newRegistry(memory time.Duration) *registry {
 type claimResult int
 
 const (
-	claimed      claimResult = iota
-	claimTaken               // the name is online or reserved with another token
-	claimDecided             // an admin decided something since the claimant was authorized: authorize again
+	claimed       claimResult = iota
+	claimTaken                // the name is online with another token
+	claimReserved             // the name is offline, reserved for another token
+	claimDecided              // an admin decided something since the claimant was authorized: authorize again
 )
 
 // decision returns a mark to give to claim: a claim made after an admin's
@@ -73,6 +74,9 @@ func (r *registry) claim(name, token string, owner bool, mark uint64, session tu
 	}
 	e := r.tunnels[name]
 	if e != nil && !owner && !r.freeLocked(e, token) {
+		if e.session == nil {
+			return nil, claimReserved
+		}
 		return nil, claimTaken
 	}
 	if e != nil {
