@@ -50,7 +50,8 @@ type Managed struct {
 	cfg     ManagedConfig
 	client  *api.Client // the config and push requests
 	mu      sync.Mutex
-	running map[string]*managedTunnel
+	running map[string]*managedTunnel // tunnels being served, or waiting to retry
+	refused map[string]*refusal       // tunnels the edge refused or retired, by name
 	wg      sync.WaitGroup
 }
 
@@ -60,6 +61,18 @@ type managedTunnel struct {
 	upstream string
 	host     string
 }
+
+// refusal is a tunnel the edge refused (tunnel_taken and the like) or
+// retired: it is started again at the next config or push event, with
+// backoff (retryBackoff) so that two agents that want the same name do not
+// take it from each other in a loop.
+type refusal struct {
+	failures int
+	retryAt  time.Time
+}
+
+// retryBackoff spaces the retries of a refused tunnel.
+var retryBackoff = sse.Backoff{Initial: time.Second, Max: 30 * time.Second}
 
 // NewManaged checks cfg and returns a managed agent.
 func NewManaged(cfg ManagedConfig) (*Managed, error) {
@@ -82,7 +95,7 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Managed{cfg: cfg, client: client, running: make(map[string]*managedTunnel)}, nil
+	return &Managed{cfg: cfg, client: client, running: make(map[string]*managedTunnel), refused: make(map[string]*refusal)}, nil
 }
 
 // Run serves the configured tunnels until ctx ends (nil) or the token is
@@ -222,7 +235,8 @@ func (m *Managed) fetch(ctx context.Context) (api.AgentConfig, error) {
 
 // reconcile starts the tunnels that are new, points changed ones at their
 // new upstream (without reconnecting: streams in flight go on), and stops
-// the ones that are gone or disabled. Unchanged tunnels are not touched.
+// the ones that are gone or disabled. Unchanged tunnels are not touched. A
+// tunnel the edge refused is started again, after its backoff delay.
 func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,6 +251,11 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			r.cancel()
 			delete(m.running, name)
 			m.cfg.Status("stopped " + name)
+		}
+	}
+	for name := range m.refused {
+		if _, ok := want[name]; !ok {
+			delete(m.refused, name)
 		}
 	}
 	for name, t := range want {
@@ -265,14 +284,53 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			m.cfg.Logger.Warn("tunnel not started", "tunnel", name, "err", err)
 			continue
 		}
+		var wait time.Duration
+		if r := m.refused[name]; r != nil {
+			wait = time.Until(r.retryAt)
+			m.cfg.Status(fmt.Sprintf("retrying %s in %v", name, max(wait, 0).Round(time.Millisecond)))
+		}
 		tctx, tcancel := context.WithCancel(ctx)
-		m.running[name] = &managedTunnel{agent: a, cancel: tcancel, upstream: t.Upstream, host: t.HostHeader}
+		mt := &managedTunnel{agent: a, cancel: tcancel, upstream: t.Upstream, host: t.HostHeader}
+		m.running[name] = mt
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			if err := a.Run(tctx); err != nil && tctx.Err() == nil {
-				m.cfg.Status(fmt.Sprintf("%s stopped: %v", name, err))
+			defer tcancel()
+			if wait > 0 {
+				timer := time.NewTimer(wait)
+				select {
+				case <-tctx.Done():
+					timer.Stop()
+					return
+				case <-timer.C:
+				}
 			}
+			start := time.Now()
+			err := a.Run(tctx)
+			if err == nil || tctx.Err() != nil {
+				return
+			}
+			m.refuse(name, mt, time.Since(start))
+			m.cfg.Status(fmt.Sprintf("%s stopped: %v (retried at the next config change)", name, err))
 		}()
 	}
+}
+
+// refuse records that the edge refused or retired tunnel name (served by
+// mt for up): mt is no longer running, and the next reconcile starts the
+// tunnel again once its backoff delay has passed.
+func (m *Managed) refuse(name string, mt *managedTunnel, up time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running[name] != mt {
+		return // stopped or replaced by reconcile meanwhile
+	}
+	delete(m.running, name)
+	r := m.refused[name]
+	if r == nil || retryBackoff.Healthy(up) {
+		r = &refusal{}
+		m.refused[name] = r
+	}
+	r.failures++
+	r.retryAt = time.Now().Add(retryBackoff.Delay(r.failures))
 }

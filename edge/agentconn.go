@@ -35,16 +35,24 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		DisableV2: s.cfg.DisableV2,
 		Authorize: func(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
 			features = reg.Features
-			g, err := s.authorize(ctx, reg)
+			mark := s.registry.decision()
+			g, owner, err := s.authorize(ctx, reg)
 			if err != nil {
 				return nil, err
 			}
 			name = g.TunnelID
 			g.Attach = func(session tunnel.Session) error {
-				o, ok := s.registry.claim(name, reg.Token, session, s.newProxy(name, session))
-				if !ok {
+				o, res := s.registry.claim(name, reg.Token, owner, mark, session, s.newProxy(name, session))
+				switch res {
+				case claimTaken:
 					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
 					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is already online with another token", name)}
+				case claimReserved:
+					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
+					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is taken: its agent, with another token, left less than %v ago and may reconnect", name, s.cfg.OfflineMemory)}
+				case claimDecided:
+					s.metrics.agentConns.WithLabelValues("decided").Inc()
+					return &tunnel.RegisterError{Code: wire.CodeInternal, Message: fmt.Sprintf("an operator changed tunnel %q during the registration; register again", name)}
 				}
 				attached, old = session, o
 				if old == nil {
@@ -84,8 +92,8 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	log.Info("agent disconnected", "tunnel", name, "err", err)
 }
 
-// retireReplaced lets go of the session that a new one (with the same token)
-// replaced: new requests go to the new session at once; the old agent is
+// retireReplaced lets go of the session that a new one (with the same
+// token, or the token the store gives the name to) replaced: new requests go to the new session at once; the old agent is
 // told, so that it does not take the name back, and its requests in flight
 // may finish (for a while) before its session closes. The new session
 // never waits for any of this.
@@ -95,21 +103,23 @@ func (s *Server) retireReplaced(old tunnel.Session, name string) {
 		defer s.agents.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, replacedGrace)
 		defer cancel()
-		old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q with the same token", name))
+		old.Retire(ctx, wire.CodeTunnelReplaced, fmt.Sprintf("another agent registered tunnel %q (with the same token, or the token it belongs to)", name))
 	}()
 }
 
 // authorize decides on an agent's registration: a valid name and a valid
-// credential for it. (Whether the name is free is decided when the session
-// is attached to it.)
-func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
+// credential for it; owner says that the store gives the name to this
+// credential. (Whether the name is free is decided when the session is
+// attached to it.)
+func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tunnel.Grant, owner bool, err error) {
 	log := s.cfg.Logger.With("remote", reg.Request.RemoteAddr)
 	name := strings.ToLower(reg.TunnelID)
 	if !ValidName(name) {
 		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
-		return nil, &tunnel.RegisterError{Code: wire.CodeInvalidTunnelID, Message: fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID)}
+		return nil, false, &tunnel.RegisterError{Code: wire.CodeInvalidTunnelID, Message: fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID)}
 	}
-	if err := s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent()); err != nil {
+	owner, err = s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent())
+	if err != nil {
 		var re *tunnel.RegisterError
 		if errors.As(err, &re) {
 			s.metrics.agentConns.WithLabelValues("bad_token").Inc()
@@ -117,9 +127,9 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (*tunn
 		} else {
 			s.metrics.agentConns.WithLabelValues("store_error").Inc()
 		}
-		return nil, err
+		return nil, false, err
 	}
-	return &tunnel.Grant{TunnelID: name, PublicURL: s.PublicURL(name), Logger: log.With("tunnel", name)}, nil
+	return &tunnel.Grant{TunnelID: name, PublicURL: s.PublicURL(name), Logger: log.With("tunnel", name)}, owner, nil
 }
 
 func (s *Server) validToken(token string) bool {
@@ -132,16 +142,16 @@ func (s *Server) validToken(token string) bool {
 
 // authAgent checks an agent's credential for tunnel name: one of the
 // edge's --token values, or an agent token of the store. A tunnel kept in
-// the store belongs to its token alone. It returns a *tunnel.RegisterError
-// to refuse, or another error when the store failed (the agent is then
-// told to retry later, never that its token is wrong).
+// the store belongs to its token alone (owner is then true). It returns a
+// *tunnel.RegisterError to refuse, or another error when the store failed
+// (the agent is then told to retry later, never that its token is wrong).
 //
 // With a store token, the agent's connection is recorded in the store
 // (version from its User-Agent, this edge's name).
-func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) error {
+func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (owner bool, err error) {
 	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
-	// owner returns the stored tunnel's token, "" if none is stored.
-	owner := func() (string, error) {
+	// storedOwner returns the stored tunnel's token, "" if none is stored.
+	storedOwner := func() (string, error) {
 		t, err := s.cfg.Store.Tunnel(ctx, name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -153,33 +163,34 @@ func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) e
 	}
 	if s.validToken(token) {
 		if s.cfg.Store != nil {
-			if id, err := owner(); err != nil {
-				return err
+			if id, err := storedOwner(); err != nil {
+				return false, err
 			} else if id != "" {
-				return refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
+				return false, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 			}
 		}
-		return nil
+		return false, nil
 	}
 	if s.cfg.Store == nil || token == "" {
-		return refuse(wire.CodeUnauthorized, "wrong agent token")
+		return false, refuse(wire.CodeUnauthorized, "wrong agent token")
 	}
 	tok, err := s.cfg.Store.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, store.ErrRevoked):
-		return refuse(wire.CodeTokenRevoked, "this agent token was revoked")
+		return false, refuse(wire.CodeTokenRevoked, "this agent token was revoked")
 	case errors.Is(err, store.ErrNotFound) || err == nil && tok.Kind != store.KindAgent:
-		return refuse(wire.CodeUnauthorized, "wrong agent token")
+		return false, refuse(wire.CodeUnauthorized, "wrong agent token")
 	case err != nil:
-		return fmt.Errorf("edge: authenticate an agent: %w", err)
+		return false, fmt.Errorf("edge: authenticate an agent: %w", err)
 	}
-	if id, err := owner(); err != nil {
-		return err
+	id, err := storedOwner()
+	if err != nil {
+		return false, err
 	} else if id != "" && id != tok.ID {
-		return refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
+		return false, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 	}
 	if err := s.cfg.Store.SeenAgent(ctx, store.Agent{TokenID: tok.ID, Version: userAgent, LastSeen: time.Now(), Edge: s.cfg.EdgeName}); err != nil {
 		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)
 	}
-	return nil
+	return id != "", nil
 }

@@ -295,6 +295,10 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
+	// The name is the owner's from now on: an agent that held it with
+	// another token (before it was stored) is ended, before the owner's
+	// agent hears of the tunnel.
+	s.retireOthers(r.Context(), t.Name, t.AgentTokenID, "the operator gave tunnel "+t.Name+" to another agent token")
 	s.push.send(t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeCreated, Version: t.Version})
 	writeJSON(w, http.StatusCreated, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
@@ -353,12 +357,11 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
-	if before != t.AgentTokenID || !t.Enabled {
-		code, why := wire.CodeTunnelDisabled, "the tunnel was disabled by its operator"
-		if before != t.AgentTokenID {
-			code, why = wire.CodeTunnelReplaced, "the tunnel was given to another agent token"
-		}
-		s.retire(func(name, _ string) bool { return name == t.Name }, code, why)
+	switch {
+	case !t.Enabled:
+		s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDisabled, "the tunnel was disabled by its operator")
+	case before != t.AgentTokenID:
+		s.retireOthers(r.Context(), t.Name, t.AgentTokenID, "the operator gave tunnel "+t.Name+" to another agent token")
 	}
 	if before != t.AgentTokenID {
 		s.push.send(before, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
@@ -392,11 +395,14 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// retire ends the sessions that match, in the background: each agent gets
-// an error frame with code and why (and stops), and its requests in flight
-// may finish within replacedGrace.
+// retire applies an admin's decision to the registry: the names and
+// sessions that match are ended at once (new requests get the reason, no
+// reservation is kept; see registry.end), and each agent gets an error
+// frame with code and why (and stops) in the background, while its requests
+// in flight may finish within replacedGrace.
 func (s *Server) retire(match func(name, token string) bool, code, why string) {
-	for _, sess := range s.registry.sessionsWhere(match) {
+	for _, sess := range s.registry.end(match, code) {
+		s.metrics.tunnelsOnline.Dec()
 		s.agents.Add(1)
 		go func() {
 			defer s.agents.Done()
@@ -405,4 +411,17 @@ func (s *Server) retire(match func(name, token string) bool, code, why string) {
 			sess.Retire(ctx, code, why)
 		}()
 	}
+}
+
+// retireOthers ends whoever holds or reserves tunnel name with a token
+// other than its stored owner's (ownerID): an admin just created the
+// tunnel or gave it to ownerID, so the name is the owner's at once.
+func (s *Server) retireOthers(ctx context.Context, name, ownerID, why string) {
+	s.retire(func(n, token string) bool {
+		if n != name {
+			return false
+		}
+		t, err := s.cfg.Store.Authenticate(ctx, token)
+		return err != nil || t.ID != ownerID
+	}, wire.CodeTunnelReplaced, why)
 }

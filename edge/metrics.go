@@ -1,6 +1,11 @@
 package edge
 
 import (
+	"bufio"
+	"net"
+	"net/http"
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -17,6 +22,9 @@ type metrics struct {
 	frameErrors   *prometheus.CounterVec
 	agentConns    *prometheus.CounterVec
 	pushConns     prometheus.Gauge
+	upgrades      prometheus.Counter
+	upgradedIn    prometheus.Counter // upgraded_bytes{direction="in"}: from public clients
+	upgradedOut   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -26,7 +34,7 @@ func newMetrics() *metrics {
 			Name: "sluice_tunnels_online", Help: "Tunnels whose agent is connected.",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_requests_total", Help: "Public requests answered, by status code.",
+			Name: "sluice_requests_total", Help: "Public requests answered, by status code: through tunnels and by the edge itself (404, 401, 403, 429, 503, ...); 101 for upgrades.",
 		}, []string{"code"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_bytes_total", Help: "Body bytes through tunnels: in (request bodies) and out (response bodies).",
@@ -43,9 +51,89 @@ func newMetrics() *metrics {
 		pushConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_push_connections", Help: "Managed agents' push channels (SSE) open now.",
 		}),
+		upgrades: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upgrades_total", Help: "Public requests upgraded (101 Switching Protocols: WebSocket and others) through tunnels.",
+		}),
 	}
+	upgraded := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_upgraded_bytes_total", Help: "Bytes of upgraded connections (WebSocket and others) through tunnels: in (from public clients) and out.",
+	}, []string{"direction"})
+	m.upgradedIn, m.upgradedOut = upgraded.WithLabelValues("in"), upgraded.WithLabelValues("out")
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
-	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns,
+	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns, m.upgrades, upgraded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// statusWriter counts the response to one public request (a tunnel's host)
+// in sluice_requests_total, whoever writes it: the tunnel, or the edge
+// itself (no such tunnel, visitor rules, limits). A hijacked connection
+// is an upgrade: counted as 101, and its bytes in sluice_upgraded_bytes.
+type statusWriter struct {
+	http.ResponseWriter
+	m        *metrics
+	code     int
+	hijacked bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if code >= 200 && w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush is found by handlers that do not use a ResponseController.
+func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+
+// Hijack takes the connection for an upgrade (found by
+// http.ResponseController before Unwrap).
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.hijacked = true
+	return &upgradedConn{Conn: c, m: w.m}, rw, nil
+}
+
+// done counts the response once its handler has returned.
+func (w *statusWriter) done() {
+	code := w.code
+	switch {
+	case w.hijacked:
+		code = http.StatusSwitchingProtocols
+		w.m.upgrades.Inc()
+	case code == 0:
+		code = http.StatusOK
+	}
+	w.m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// upgradedConn counts the bytes of an upgraded public connection.
+type upgradedConn struct {
+	net.Conn
+	m *metrics
+}
+
+func (c *upgradedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.m.upgradedIn.Add(float64(n))
+	return n, err
+}
+
+func (c *upgradedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.m.upgradedOut.Add(float64(n))
+	return n, err
 }

@@ -109,10 +109,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, m: m}
 	}
-	defer func() {
-		m.requests.WithLabelValues(strconv.Itoa(cw.code)).Inc()
-		m.bytesOut.Add(float64(cw.n))
-	}()
+	defer func() { m.bytesOut.Add(float64(cw.n)) }() // the status is counted by Server.ServeHTTP
+
 	p.rp.ServeHTTP(cw, r)
 }
 

@@ -158,7 +158,7 @@ func (s *Server) serveAgentPush(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel) // the edge shutting down
+	stop := context.AfterFunc(s.draining, cancel) // the edge shutting down
 	defer stop()
 	w.Header().Set("Cache-Control", "no-cache, no-transform")
 	st, err := sse.NewStream(w, r, sse.StreamConfig{KeepAlive: s.cfg.PushKeepalive, SlowClient: sse.Disconnect, BufferSize: 1 << 20, CloseTimeout: time.Second})

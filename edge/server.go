@@ -32,8 +32,12 @@ type Server struct {
 
 	ctx    context.Context // ends the agent sessions
 	cancel context.CancelFunc
-	agents sync.WaitGroup // agent connections and closing sessions
-	port   atomic.Int32   // the listener's port, for public URLs
+	// draining ends when a shutdown starts: push channels end then, so
+	// that they never hold a shutdown for its grace period.
+	draining context.Context
+	drain    context.CancelFunc
+	agents   sync.WaitGroup // agent connections and closing sessions
+	port     atomic.Int32   // the listener's port, for public URLs
 
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 }
@@ -44,8 +48,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
+	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.draining, s.drain = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
 	s.apex.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -93,6 +98,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.apex.ServeHTTP(w, r)
 		return
 	}
+	sw := &statusWriter{ResponseWriter: w, m: s.metrics}
+	defer sw.done()
+	w = sw
 	if !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
@@ -101,16 +109,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.admit(w, r, name) {
 		return
 	}
-	e := s.registry.lookup(name, s.cfg.OfflineMemory)
+	e := s.registry.lookup(name)
 	switch {
 	case e == nil:
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"no agent has registered the tunnel "+host+" at this edge.")
+	case e.session == nil && e.ended != "":
+		s.endedPage(w, r, host, e.ended)
 	case e.session == nil:
 		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
 			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
 	default:
 		e.proxy.ServeHTTP(w, r)
+	}
+}
+
+// endedPage answers for a tunnel that an admin's decision (code, a
+// wire.Final code) took offline: the true reason, at once.
+func (s *Server) endedPage(w http.ResponseWriter, r *http.Request, host, code string) {
+	switch code {
+	case wire.CodeTunnelDeleted:
+		errpage.Write(w, r, http.StatusNotFound, code, "Tunnel deleted",
+			"the tunnel "+host+" was deleted by the operator of this edge.")
+	case wire.CodeTunnelDisabled:
+		errpage.Write(w, r, http.StatusServiceUnavailable, code, "Tunnel disabled",
+			"the tunnel "+host+" is disabled by its operator.")
+	case wire.CodeTokenRevoked:
+		errpage.Write(w, r, http.StatusServiceUnavailable, code, "Tunnel's token revoked",
+			"the operator of this edge revoked the agent token of "+host+"; it serves again only with a new token.")
+	default: // wire.CodeTunnelReplaced: given to another token, whose agent is not here yet
+		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
+			"the tunnel "+host+" was given to another agent, which has not connected yet.")
 	}
 }
 
@@ -120,10 +149,10 @@ func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	d := html.EscapeString(s.cfg.Domain)
+	u := html.EscapeString(s.PublicURL("NAME")) // the edge's real public scheme and port
 	io.WriteString(w, `<!doctype html><meta charset="utf-8"><title>sluice edge</title>`+
 		`<style>body{font:16px system-ui,sans-serif;margin:3rem;max-width:40rem}code{background:#eee;padding:0 .2em}</style>`+
-		`<h1>sluice edge</h1><p>Tunnels of this edge are served at <code>https://NAME.`+d+`</code>. `+
+		`<h1>sluice edge</h1><p>Tunnels of this edge are served at <code>`+u+`</code>. `+
 		`Expose a local server with <code>sluice http 3000 --edge URL --token T --name NAME</code>.</p>`+
 		`<p><a href="/healthz">/healthz</a> · <a href="/metrics">/metrics</a></p>`)
 }
@@ -153,6 +182,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	s.drain()                // push channels end now: agents reconnect elsewhere or later
 	err := hs.Shutdown(sctx) // waits for public requests, up to grace
 	s.Close()                // then the sessions go, aborting what is left
 	if err != nil {
@@ -167,6 +197,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 // Close closes every agent session and returns once the agent connections
 // have ended. Public requests through them fail. It is idempotent.
 func (s *Server) Close() error {
+	s.drain()
 	s.cancel()
 	for _, sess := range s.registry.online() {
 		sess.Close()

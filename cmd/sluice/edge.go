@@ -176,6 +176,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	fmt.Fprintf(stderr, "sluice edge listening on %s; tunnels at %s\n", ln.Addr(), srv.PublicURL("NAME"))
+	cli.Draining(ctx, *grace, "public requests in flight may finish")
 	return srv.Serve(ctx, ln, *grace)
 }
 

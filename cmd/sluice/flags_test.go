@@ -66,7 +66,7 @@ func TestExitCode(t *testing.T) {
 		{cli.ErrHelp, false, 0},
 		{cli.Usagef("x"), false, 2},
 		{errors.New("boom"), false, 1},
-		{errors.New("boom"), true, 1},
+		{errors.New("boom"), true, 130}, // a client cut short by Ctrl-C
 	}
 	for _, c := range cases {
 		if got := cli.ExitCode(c.err, c.interrupted); got != c.want {

@@ -6,21 +6,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/sluicehq/sluice/internal/cli"
 )
 
+// servers are the commands that run until stopped: for them, SIGINT or
+// SIGTERM followed by a clean drain is their normal end (exit 0). Any other
+// command stopped by a signal was cut short (128+signal). See
+// cli.ExitConvention.
+var servers = map[string]bool{"edge": true, "http": true, "agent": true, "demo": true}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	// Ctrl-C or SIGTERM is how servers (edge, http, demo) stop: a clean
-	// exit. Only "sluice events", a client, reports it as 130 like curl.
-	interrupted := ctx.Err() != nil && len(os.Args) > 1 && os.Args[1] == "events"
-	stop()
-	os.Exit(cli.ExitCode(err, interrupted))
+	stop := cli.NotifyStop(os.Stderr)
+	err := Run(stop.Context(), os.Args[1:], os.Stdout, os.Stderr)
+	stop.Stop()
+	os.Exit(cli.ExitStatus(err, stop.Signal(), len(os.Args) > 1 && servers[os.Args[1]]))
 }
 
 // userAgent is what the agents send to the edge, which records it as their
@@ -44,7 +46,11 @@ Commands:
   help         print this help
 
 Run "sluice <command> --help" for a command's flags.
-`
+
+The first SIGINT or SIGTERM stops a command (a server drains first, and
+says for how long); a second one exits at once.
+
+` + cli.ExitConvention
 
 // Run runs the sluice command line with args (without the program name).
 // Errors have already been reported on stderr when Run returns them.

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 )
 
 // UsageError is a mistake in the command line; it exits with 2.
@@ -23,21 +24,46 @@ func Usagef(format string, args ...any) error {
 // ErrHelp ends a command that printed its help on request.
 var ErrHelp = errors.New("help requested")
 
-// ExitCode maps a command's result to its exit status: 0 for success or
-// help, 2 for a usage error, 130 for a clean end after an interrupt, 1
-// for any other error.
-func ExitCode(err error, interrupted bool) int {
+// ExitConvention is the exit status convention of the repository's
+// commands, as "sluice help" and the README give it.
+const ExitConvention = `Exit status (every command):
+  0        done: the command did its work; a server (edge, http, agent,
+           demo) stopped by SIGINT or SIGTERM after draining is done too
+  1        an error, reported on stderr
+  2        a mistake in the command line
+  130/143  cut short by SIGINT/SIGTERM (128 + the signal's number): a
+           client command (events, tokens, tunnels) interrupted, or any
+           command that a second signal made exit before it had drained
+`
+
+// ExitStatus maps a command's result to its exit status (ExitConvention):
+// err is what the command returned, sig the signal that stopped it (nil if
+// none), server whether stopping on a signal is the command's normal end.
+func ExitStatus(err error, sig os.Signal, server bool) int {
 	var ue *UsageError
 	switch {
-	case err == nil && interrupted:
-		return 130
-	case err == nil, errors.Is(err, ErrHelp):
+	case errors.Is(err, ErrHelp):
 		return 0
 	case errors.As(err, &ue):
 		return 2
-	default:
+	case sig != nil && !server:
+		return SignalCode(sig)
+	case err != nil:
 		return 1
+	default:
+		return 0
 	}
+}
+
+// ExitCode is ExitStatus for a client command, interrupted meaning cut
+// short by SIGINT: 0 for success or help, 2 for a usage error, 130 after
+// an interrupt, 1 for any other error.
+func ExitCode(err error, interrupted bool) int {
+	var sig os.Signal
+	if interrupted {
+		sig = os.Interrupt
+	}
+	return ExitStatus(err, sig, false)
 }
 
 // NewFlagSet returns a flag set whose errors are returned, not fatal, and
