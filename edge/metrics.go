@@ -17,6 +17,10 @@ type metrics struct {
 	frameErrors   *prometheus.CounterVec
 	agentConns    *prometheus.CounterVec
 	pushConns     prometheus.Gauge
+	// handshakesPending are agent handshakes not yet registered or
+	// refused; past Config.MaxPendingHandshakesPerIP from one address,
+	// agentConns counts result="too_many_pending".
+	handshakesPending prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -44,6 +48,10 @@ func newMetrics() *metrics {
 			Name: "sluice_push_connections", Help: "Managed agents' push channels (SSE) open now.",
 		}),
 	}
+	m.handshakesPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_agent_handshakes_pending", Help: "Agent WebSocket handshakes in progress (not yet registered or refused).",
+	})
+	m.reg.MustRegister(m.handshakesPending)
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -23,12 +23,13 @@ import (
 // Server is an edge. New does no I/O; Serve runs it on a listener. All
 // methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	registry *registry
-	metrics  *metrics
-	push     *pushRegistry
-	access   accessCache // visitor rules of stored tunnels
-	apex     *http.ServeMux
+	cfg        Config
+	registry   *registry
+	metrics    *metrics
+	push       *pushRegistry
+	access     accessCache    // visitor rules of stored tunnels
+	handshakes handshakeLimit // pending agent handshakes per address
+	apex       *http.ServeMux
 
 	ctx    context.Context // ends the agent sessions
 	cancel context.CancelFunc
@@ -45,6 +46,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
+	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)

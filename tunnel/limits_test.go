@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,4 +191,43 @@ func TestNonReadingAgentDroppedInBubble(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Issue 11, finding 6: before it has authenticated, an agent's WebSocket
+// costs the edge little. 200 handshakes wait for their register frame; the
+// heap they hold (edge and these clients together, in one process) stays
+// under 48 KiB each. Before, the edge's fixed 64 KiB buffers each way made
+// it about 150 KB each.
+func TestPreAuthHandshakeHeap(t *testing.T) {
+	const n = 200
+	url, _ := acceptor(t, Config{HandshakeTimeout: 10 * time.Minute})
+	d := websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
+	before := liveHeap()
+	conns := make([]*websocket.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, _, err := d.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	after := liveHeap()
+	per := (int64(after) - int64(before)) / n
+	t.Logf("%d pending handshakes: %d bytes of heap each", n, per)
+	if per > 48<<10 {
+		t.Errorf("a pending handshake holds %d bytes of heap, want at most %d", per, 48<<10)
+	}
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }
