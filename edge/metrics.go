@@ -21,6 +21,10 @@ type metrics struct {
 	// refused; past Config.MaxPendingHandshakesPerIP from one address,
 	// agentConns counts result="too_many_pending".
 	handshakesPending prometheus.Gauge
+	// accessQueries are the store queries for visitor rules: "tunnel"
+	// (one name) and "list" (the set of stored names).
+	accessQueries *prometheus.CounterVec
+	bcryptRuns    prometheus.Counter // basic-auth checks that ran bcrypt
 }
 
 func newMetrics() *metrics {
@@ -51,7 +55,13 @@ func newMetrics() *metrics {
 	m.handshakesPending = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sluice_agent_handshakes_pending", Help: "Agent WebSocket handshakes in progress (not yet registered or refused).",
 	})
-	m.reg.MustRegister(m.handshakesPending)
+	m.accessQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_access_store_queries_total", Help: "Store queries for tunnels' visitor rules, by kind (tunnel, list).",
+	}, []string{"kind"})
+	m.bcryptRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_basic_auth_bcrypt_total", Help: "Visitor basic-auth checks that ran bcrypt (credentials not verified before).",
+	})
+	m.reg.MustRegister(m.handshakesPending, m.accessQueries, m.bcryptRuns)
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

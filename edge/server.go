@@ -29,6 +29,8 @@ type Server struct {
 	push       *pushRegistry
 	access     accessCache    // visitor rules of stored tunnels
 	handshakes handshakeLimit // pending agent handshakes per address
+	authFails  authFailures   // failed basic-auth attempts per address and tunnel
+	bcrypt     chan struct{}  // a slot per concurrent bcrypt check
 	apex       *http.ServeMux
 
 	ctx    context.Context // ends the agent sessions
@@ -47,6 +49,7 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
 	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
+	s.initAccess()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
