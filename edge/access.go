@@ -1,12 +1,14 @@
 package edge
 
 import (
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -23,8 +25,40 @@ import (
 // are cached for accessTTL (the edge drops its cache entry itself when it
 // changes the tunnel through its API; edges sharing a PostgreSQL store see
 // each other's changes within the TTL).
+//
+// Every key here can be chosen by a visitor (a name, an address, a
+// password), so every table is bounded (issue 11):
+//   - the rules of at most maxAccessEntries tunnels, least recently used
+//     first out;
+//   - a name that is not stored costs no store query per request: the
+//     edge keeps the set of stored names (one list query per accessTTL at
+//     most, and only when a name it does not know is asked for);
+//   - failed basic-auth attempts: authFailBurst per address and tunnel,
+//     then one per authFailEvery (429 with Retry-After), in a table of at
+//     most maxAuthFailKeys;
+//   - bcrypt runs: at most half the CPUs at once across the edge, so that
+//     guessing at one tunnel cannot take every CPU from the others; a
+//     visitor's right credentials are remembered (a SHA-256 of version,
+//     user and password, never the password) for maxGoodCredentials per
+//     tunnel, so that they cost bcrypt once.
 
-const accessTTL = 5 * time.Second
+const (
+	accessTTL        = 5 * time.Second
+	maxAccessEntries = 4096
+
+	authFailBurst   = 10
+	authFailEvery   = 6 * time.Second // 10 per minute once the burst is spent
+	maxAuthFailKeys = 16384
+
+	maxGoodCredentials = 64
+)
+
+// initAccess readies the access tables of a new Server: bcrypt checks
+// run at most half the CPUs (at least one) at once.
+func (s *Server) initAccess() {
+	s.bcrypt = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+	s.access.queries = func(kind string) { s.metrics.accessQueries.WithLabelValues(kind).Inc() }
+}
 
 type accessRules struct {
 	found    bool // the store has the tunnel
@@ -36,32 +70,137 @@ type accessRules struct {
 	loadedAt time.Time
 
 	mu   sync.Mutex
-	good map[[32]byte]bool // credentials already checked against hash
+	good map[[32]byte]bool // right credentials already checked against hash
 }
 
+// notStored are the rules of a name the store does not have.
+var notStored = &accessRules{}
+
+// accessCache is the edge's cache of visitor rules, owned by its mutex
+// (refreshes of the name set are one at a time, under refreshMu).
 type accessCache struct {
 	mu    sync.Mutex
-	rules map[string]*accessRules
+	lru   *list.List // of *accessEntry, most recently used first
+	index map[string]*list.Element
+
+	names      map[string]bool // the stored names, as of namesAt
+	namesAt    time.Time
+	namesStale bool // a name was created or deleted here since namesAt
+	refreshMu  sync.Mutex
+
+	// queries counts store queries (for the metric and tests).
+	queries func(kind string)
 }
 
+type accessEntry struct {
+	name  string
+	rules *accessRules
+}
+
+func (c *accessCache) get(name string) *accessRules {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el := c.index[name]; el != nil {
+		c.lru.MoveToFront(el)
+		return el.Value.(*accessEntry).rules
+	}
+	return nil
+}
+
+func (c *accessCache) put(name string, r *accessRules) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lru == nil {
+		c.lru, c.index = list.New(), make(map[string]*list.Element)
+	}
+	if el := c.index[name]; el != nil {
+		el.Value.(*accessEntry).rules = r
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.index[name] = c.lru.PushFront(&accessEntry{name: name, rules: r})
+	for c.lru.Len() > maxAccessEntries {
+		old := c.lru.Remove(c.lru.Back()).(*accessEntry)
+		delete(c.index, old.name)
+	}
+}
+
+// len is how many tunnels' rules are cached.
+func (c *accessCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lru == nil {
+		return 0
+	}
+	return c.lru.Len()
+}
+
+// forget drops name's rules; the edge calls it when it changed the tunnel
+// (create, update, delete), which also makes the set of names stale.
 func (c *accessCache) forget(name string) {
 	c.mu.Lock()
-	delete(c.rules, name)
+	if el := c.index[name]; el != nil {
+		c.lru.Remove(el)
+		delete(c.index, name)
+	}
+	c.namesStale = true
 	c.mu.Unlock()
+}
+
+// stored reports whether name may be a stored tunnel, from the set of
+// stored names, refreshed when older than accessTTL. ok is false when the
+// set could not be had (the caller then asks the store for name).
+func (c *accessCache) stored(ctx context.Context, st *store.Store, name string) (maybe, ok bool) {
+	fresh := func() (bool, bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.names == nil || c.namesStale || time.Since(c.namesAt) >= accessTTL {
+			return false, false
+		}
+		return c.names[name], true
+	}
+	if maybe, ok := fresh(); ok {
+		return maybe, true
+	}
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if maybe, ok := fresh(); ok { // another request refreshed it
+		return maybe, true
+	}
+	c.mu.Lock()
+	c.namesStale = false // changes from now on make the new set stale
+	c.mu.Unlock()
+	c.queries("list")
+	ts, err := st.Tunnels(ctx, "")
+	if err != nil {
+		c.mu.Lock()
+		c.namesStale = true
+		c.mu.Unlock()
+		return false, false
+	}
+	names := make(map[string]bool, len(ts))
+	for _, t := range ts {
+		names[t.Name] = true
+	}
+	c.mu.Lock()
+	c.names, c.namesAt = names, time.Now()
+	c.mu.Unlock()
+	return names[name], true
 }
 
 // rules returns the access rules of tunnel name, from the cache or the
 // store.
 func (s *Server) rules(ctx context.Context, name string) (*accessRules, error) {
 	c := &s.access
-	c.mu.Lock()
-	r := c.rules[name]
-	c.mu.Unlock()
-	if r != nil && time.Since(r.loadedAt) < accessTTL {
+	if r := c.get(name); r != nil && time.Since(r.loadedAt) < accessTTL {
 		return r, nil
 	}
+	if maybe, ok := c.stored(ctx, s.cfg.Store, name); ok && !maybe {
+		return notStored, nil
+	}
+	c.queries("tunnel")
 	t, err := s.cfg.Store.Tunnel(ctx, name)
-	r = &accessRules{loadedAt: time.Now(), good: map[[32]byte]bool{}}
+	r := &accessRules{loadedAt: time.Now(), good: map[[32]byte]bool{}}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
@@ -74,12 +213,7 @@ func (s *Server) rules(ctx context.Context, name string) (*accessRules, error) {
 			}
 		}
 	}
-	c.mu.Lock()
-	if c.rules == nil {
-		c.rules = map[string]*accessRules{}
-	}
-	c.rules[name] = r
-	c.mu.Unlock()
+	c.put(name, r)
 	return r, nil
 }
 
@@ -104,8 +238,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 			"the tunnel "+r.Host+" is disabled by its operator.")
 		return false
 	}
+	host := s.clientIP(r)
 	if len(rules.nets) > 0 {
-		host := s.clientIP(r)
 		ip := net.ParseIP(host)
 		allowed := false
 		for _, n := range rules.nets {
@@ -122,7 +256,19 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 	}
 	if rules.user != "" {
 		user, pass, ok := r.BasicAuth()
-		if !ok || !rules.check(user, pass) {
+		failKey := host + "\x00" + name
+		if ok {
+			if wait := s.authFails.blocked(failKey); wait > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+				errpage.Write(w, r, http.StatusTooManyRequests, wire.CodeAuthRateLimited, "Too many failed attempts",
+					"too many wrong user names or passwords for "+r.Host+" from "+host+"; try again later.")
+				return false
+			}
+		}
+		if !ok || !s.checkCredentials(r.Context(), rules, user, pass) {
+			if ok {
+				s.authFails.fail(failKey)
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="`+name+`", charset="UTF-8"`)
 			errpage.Write(w, r, http.StatusUnauthorized, wire.CodeVisitorAuth, "Authentication required",
 				"the tunnel "+r.Host+" asks its visitors for a user name and password.")
@@ -133,24 +279,96 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 	return true
 }
 
-// check compares credentials with the tunnel's: bcrypt once per distinct
-// credential and version, then from memory.
-func (a *accessRules) check(user, pass string) bool {
-	if subtle.ConstantTimeCompare([]byte(user), []byte(a.user)) != 1 {
-		return false
-	}
+// checkCredentials compares credentials with the tunnel's, with the same
+// work for a wrong user name as for a wrong password (no timing oracle):
+// credentials seen right before are answered from memory, any others cost
+// one bcrypt run, at most cap(s.bcrypt) at once across the edge.
+func (s *Server) checkCredentials(ctx context.Context, a *accessRules, user, pass string) bool {
 	key := sha256.Sum256([]byte(strconv.FormatInt(a.version, 10) + "\x00" + user + "\x00" + pass))
 	a.mu.Lock()
-	ok, seen := a.good[key]
+	good := a.good[key]
 	a.mu.Unlock()
-	if seen {
-		return ok
+	if good {
+		return true
 	}
-	ok = bcrypt.CompareHashAndPassword(a.hash, []byte(pass)) == nil
+	select {
+	case s.bcrypt <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	passOK := bcrypt.CompareHashAndPassword(a.hash, []byte(pass)) == nil
+	<-s.bcrypt
+	s.metrics.bcryptRuns.Inc()
+	userOK := subtle.ConstantTimeCompare([]byte(user), []byte(a.user)) == 1
+	if !passOK || !userOK {
+		return false
+	}
 	a.mu.Lock()
-	if len(a.good) < 64 {
-		a.good[key] = ok
+	if len(a.good) >= maxGoodCredentials {
+		clear(a.good)
 	}
+	a.good[key] = true
 	a.mu.Unlock()
-	return ok
+	return true
+}
+
+// authFailures limits failed basic-auth attempts per key (address and
+// tunnel): a token bucket of authFailBurst, refilled one per
+// authFailEvery, in an LRU of at most maxAuthFailKeys keys. One mutex owns
+// it.
+type authFailures struct {
+	mu    sync.Mutex
+	lru   *list.List // of *failBucket, most recently failed first
+	index map[string]*list.Element
+}
+
+type failBucket struct {
+	key    string
+	tokens float64
+	at     time.Time
+}
+
+// refill brings b's tokens up to now.
+func (b *failBucket) refill(now time.Time) {
+	b.tokens = min(authFailBurst, b.tokens+float64(now.Sub(b.at))/float64(authFailEvery))
+	b.at = now
+}
+
+// blocked returns how long key must wait before its next attempt, or 0.
+func (f *authFailures) blocked(key string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	el := f.index[key]
+	if el == nil {
+		return 0
+	}
+	b := el.Value.(*failBucket)
+	b.refill(time.Now())
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(authFailEvery))
+}
+
+// fail takes one token from key's bucket.
+func (f *authFailures) fail(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lru == nil {
+		f.lru, f.index = list.New(), make(map[string]*list.Element)
+	}
+	now := time.Now()
+	el := f.index[key]
+	if el == nil {
+		el = f.lru.PushFront(&failBucket{key: key, tokens: authFailBurst, at: now})
+		f.index[key] = el
+		for f.lru.Len() > maxAuthFailKeys {
+			old := f.lru.Remove(f.lru.Back()).(*failBucket)
+			delete(f.index, old.key)
+		}
+	}
+	f.lru.MoveToFront(el)
+	b := el.Value.(*failBucket)
+	b.refill(now)
+	b.tokens = max(0, b.tokens-1)
 }

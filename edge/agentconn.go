@@ -5,8 +5,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/store"
@@ -23,6 +26,25 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	s.agents.Add(1)
 	defer s.agents.Done()
 	log := s.cfg.Logger.With("remote", r.RemoteAddr)
+	release, ok := s.handshakes.acquire(s.clientIP(r))
+	if !ok {
+		s.metrics.agentConns.WithLabelValues("too_many_pending").Inc()
+		s.cfg.Session.LogLimiter.Log(log, slog.LevelWarn, "handshake:too_many_pending", "agent handshake refused: too many pending from this address",
+			"limit", s.cfg.MaxPendingHandshakesPerIP)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many pending agent handshakes from this address", http.StatusTooManyRequests)
+		return
+	}
+	s.metrics.handshakesPending.Inc()
+	pending := true
+	done := func() {
+		if pending {
+			pending = false
+			release()
+			s.metrics.handshakesPending.Dec()
+		}
+	}
+	defer done()
 	cfg := s.cfg.Session
 	cfg.HandshakeTimeout = s.cfg.RegisterTimeout
 	cfg.Logger = log
@@ -65,13 +87,14 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			return g, nil
 		},
 	})
+	done() // authenticated or refused: no longer pending
 	if err != nil {
 		var re *tunnel.RegisterError
 		switch {
 		case errors.As(err, &re):
 			if re.Code == wire.CodeBadRegister {
 				s.metrics.agentConns.WithLabelValues("bad_register").Inc()
-				log.Warn("agent rejected", "err", err)
+				s.cfg.Session.LogLimiter.Log(log, slog.LevelWarn, "handshake:bad_register", "agent rejected", "err", err)
 			}
 		case attached != nil:
 			// registered could not be sent after the session was
@@ -90,6 +113,41 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		s.metrics.tunnelsOnline.Dec()
 	}
 	log.Info("agent disconnected", "tunnel", name, "err", err)
+}
+
+// handshakeLimit bounds the agent handshakes in progress (upgraded, not yet
+// registered or refused) per client address, so that one address cannot
+// hold many unauthenticated connections (issue 11). One mutex owns the
+// counts; an address's entry goes when its count is back to zero.
+type handshakeLimit struct {
+	max     int
+	mu      sync.Mutex
+	pending map[string]int
+}
+
+// acquire counts one handshake from remoteAddr (host:port); ok is false
+// when the address has max pending already. release must be called once.
+func (l *handshakeLimit) acquire(remoteAddr string) (release func(), ok bool) {
+	ip, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		ip = remoteAddr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[ip] >= l.max {
+		return nil, false
+	}
+	if l.pending == nil {
+		l.pending = make(map[string]int)
+	}
+	l.pending[ip]++
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.pending[ip]--; l.pending[ip] <= 0 {
+			delete(l.pending, ip)
+		}
+	}, true
 }
 
 // retireReplaced lets go of the session that a new one (with the same
@@ -123,7 +181,7 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tu
 		var re *tunnel.RegisterError
 		if errors.As(err, &re) {
 			s.metrics.agentConns.WithLabelValues("bad_token").Inc()
-			log.Warn("agent rejected", "tunnel", name, "code", re.Code)
+			s.cfg.Session.LogLimiter.Log(log, slog.LevelWarn, "handshake:"+re.Code, "agent rejected", "tunnel", name, "code", re.Code)
 		} else {
 			s.metrics.agentConns.WithLabelValues("store_error").Inc()
 		}

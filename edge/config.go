@@ -37,8 +37,12 @@ type Config struct {
 	// timeout (dead-agent detection).
 	Session tunnel.Config
 	// RegisterTimeout bounds the wait for an agent's register frame.
-	// Default 10 s.
+	// Default 5 s: an unauthenticated connection is held no longer.
 	RegisterTimeout time.Duration
+	// MaxPendingHandshakesPerIP bounds the agent handshakes in progress
+	// (upgraded, not yet registered or refused) from one address; more
+	// are answered 429. Default 32.
+	MaxPendingHandshakesPerIP int
 	// OfflineMemory is how long a tunnel whose agent left is remembered, so
 	// that its URL answers 502 "agent offline" rather than 404. Default 24 h.
 	OfflineMemory time.Duration
@@ -68,7 +72,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults with tokens to be filled in.
 func DefaultConfig() Config {
-	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 10 * time.Second, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute}
+	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 5 * time.Second, MaxPendingHandshakesPerIP: 32, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute}
 }
 
 // Validate reports what is wrong with the configuration.
@@ -109,6 +113,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RegisterTimeout <= 0 {
 		c.RegisterTimeout = d.RegisterTimeout
+	}
+	if c.MaxPendingHandshakesPerIP <= 0 {
+		c.MaxPendingHandshakesPerIP = d.MaxPendingHandshakesPerIP
 	}
 	if c.OfflineMemory <= 0 {
 		c.OfflineMemory = d.OfflineMemory

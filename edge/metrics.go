@@ -25,6 +25,14 @@ type metrics struct {
 	upgrades      prometheus.Counter
 	upgradedIn    prometheus.Counter // upgraded_bytes{direction="in"}: from public clients
 	upgradedOut   prometheus.Counter
+	// handshakesPending are agent handshakes not yet registered or
+	// refused; past Config.MaxPendingHandshakesPerIP from one address,
+	// agentConns counts result="too_many_pending".
+	handshakesPending prometheus.Gauge
+	// accessQueries are the store queries for visitor rules: "tunnel"
+	// (one name) and "list" (the set of stored names).
+	accessQueries *prometheus.CounterVec
+	bcryptRuns    prometheus.Counter // basic-auth checks that ran bcrypt
 }
 
 func newMetrics() *metrics {
@@ -59,6 +67,16 @@ func newMetrics() *metrics {
 		Name: "sluice_upgraded_bytes_total", Help: "Bytes of upgraded connections (WebSocket and others) through tunnels: in (from public clients) and out.",
 	}, []string{"direction"})
 	m.upgradedIn, m.upgradedOut = upgraded.WithLabelValues("in"), upgraded.WithLabelValues("out")
+	m.handshakesPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_agent_handshakes_pending", Help: "Agent WebSocket handshakes in progress (not yet registered or refused).",
+	})
+	m.accessQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_access_store_queries_total", Help: "Store queries for tunnels' visitor rules, by kind (tunnel, list).",
+	}, []string{"kind"})
+	m.bcryptRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_basic_auth_bcrypt_total", Help: "Visitor basic-auth checks that ran bcrypt (credentials not verified before).",
+	})
+	m.reg.MustRegister(m.handshakesPending, m.accessQueries, m.bcryptRuns)
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns, m.upgrades, upgraded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -23,12 +23,15 @@ import (
 // Server is an edge. New does no I/O; Serve runs it on a listener. All
 // methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	registry *registry
-	metrics  *metrics
-	push     *pushRegistry
-	access   accessCache // visitor rules of stored tunnels
-	apex     *http.ServeMux
+	cfg        Config
+	registry   *registry
+	metrics    *metrics
+	push       *pushRegistry
+	access     accessCache    // visitor rules of stored tunnels
+	handshakes handshakeLimit // pending agent handshakes per address
+	authFails  authFailures   // failed basic-auth attempts per address and tunnel
+	bcrypt     chan struct{}  // a slot per concurrent bcrypt check
+	apex       *http.ServeMux
 
 	ctx    context.Context // ends the agent sessions
 	cancel context.CancelFunc
@@ -49,6 +52,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
+	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
+	s.initAccess()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.draining, s.drain = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()

@@ -22,6 +22,7 @@ import (
 
 // pipeListener is a net.Listener of in-memory connections: dial makes one.
 type pipeListener struct {
+	limit int // for memPipeLimit; set before the first dial
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -48,7 +49,7 @@ func (l *pipeListener) Close() error {
 func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
 
 func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, server := memPipe()
+	client, server := memPipeLimit(l.limit)
 	select {
 	case l.conns <- server:
 		return client, nil

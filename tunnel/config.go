@@ -2,7 +2,10 @@ package tunnel
 
 import (
 	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/ratelog"
 )
 
 // Defaults for the zero values of Config.
@@ -26,6 +29,10 @@ const (
 	// and 590 with 16 MiB (and v1's 512 KiB cost a fifth). It bounds what
 	// one slow reader's stream buffers, at each end.
 	DefaultWindowV2 = 4 << 20
+
+	// DefaultMaxHeaderBytes bounds an agent's response head, as net/http
+	// bounds a request head (http.DefaultMaxHeaderBytes, 1 MiB).
+	DefaultMaxHeaderBytes = http.DefaultMaxHeaderBytes
 )
 
 // Config configures either end of a session, whatever its protocol. The
@@ -54,6 +61,18 @@ type Config struct {
 	// "late" (a frame for a stream that already ended, such as a duplicate
 	// end or data in flight when the client left; logged at debug level).
 	OnFrameError func(kind string)
+
+	// Limits on what a peer may make this end hold or log (issue 11).
+	//
+	// MaxHeaderBytes bounds a response head from the agent (edge), counted
+	// as HTTP/2 counts a header list: name, value and 32 bytes per field. A
+	// larger head fails its request (502) and is counted as
+	// "oversized_head". Zero means DefaultMaxHeaderBytes (1 MiB).
+	MaxHeaderBytes int
+	// LogLimiter rate-limits the log lines of bad frames (OnFrameError
+	// still sees every one). Nil means one limiter per Config.WithDefaults
+	// call; the edge shares one among its sessions.
+	LogLimiter *ratelog.Limiter
 
 	V1 V1Config
 	V2 V2Config
@@ -91,6 +110,10 @@ func (c Config) WithDefaults() Config {
 	def(&c.V1.Window, DefaultWindowV1)
 	def(&c.V1.MaxFrameSize, DefaultMaxFrameSize)
 	def(&c.V2.Window, DefaultWindowV2)
+	def(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	if c.LogLimiter == nil {
+		c.LogLimiter = &ratelog.Limiter{}
+	}
 	if c.V1.MaxBody <= 0 {
 		c.V1.MaxBody = DefaultMaxBody
 	}
@@ -109,9 +132,10 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// frameError logs and counts one bad frame or message from the peer.
+// frameError counts one bad frame or message from the peer, and logs it
+// within the rate of c.LogLimiter (per kind).
 func (c Config) frameError(kind string, err error) {
-	c.Logger.Warn("bad frame from peer", "kind", kind, "err", err)
+	c.LogLimiter.Log(c.Logger, slog.LevelWarn, "frame:"+kind, "bad frame from peer", "kind", kind, "err", err)
 	if c.OnFrameError != nil {
 		c.OnFrameError(kind)
 	}

@@ -26,6 +26,10 @@ var (
 
 	// ErrFlowControl ends a stream whose peer sent more than its credit.
 	ErrFlowControl = errors.New("tunnel: peer exceeded the flow-control window")
+
+	// ErrPingTimeout ends a session whose ping could not be written within
+	// the pong timeout: the peer stopped reading.
+	ErrPingTimeout = errors.New("tunnel: ping not written within the pong timeout")
 )
 
 // UpstreamError ends a response body whose upstream failed mid-stream (an

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -15,11 +16,14 @@ import (
 type liveness struct {
 	ws      *websocket.Conn
 	timeout time.Duration // PongTimeout
+	dead    func(error)   // ends the connection when a ping cannot be written
 }
 
-// newLiveness makes pongs extend ws's read deadline by timeout.
-func newLiveness(ws *websocket.Conn, timeout time.Duration) liveness {
-	l := liveness{ws: ws, timeout: timeout}
+// newLiveness makes pongs extend ws's read deadline by timeout; dead is
+// called (once) when a ping cannot be written within timeout, and must
+// close the connection.
+func newLiveness(ws *websocket.Conn, timeout time.Duration, dead func(error)) liveness {
+	l := liveness{ws: ws, timeout: timeout, dead: dead}
 	ws.SetPongHandler(func(string) error { return l.extend() })
 	return l
 }
@@ -28,7 +32,9 @@ func newLiveness(ws *websocket.Conn, timeout time.Duration) liveness {
 func (l liveness) extend() error { return l.ws.SetReadDeadline(time.Now().Add(l.timeout)) }
 
 // ping sends a ping every interval until stop is closed or a ping cannot
-// be written.
+// be written within the pong timeout: a peer that stopped reading (its
+// buffers and ours are full) has its connection ended then (l.dead), which
+// ends the session's reads.
 func (l liveness) ping(interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -38,6 +44,11 @@ func (l liveness) ping(interval time.Duration, stop <-chan struct{}) {
 			return
 		case <-t.C:
 			if err := l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(l.timeout)); err != nil {
+				select {
+				case <-stop: // the session ended meanwhile
+				default:
+					l.dead(fmt.Errorf("%w: %w", ErrPingTimeout, err))
+				}
 				return
 			}
 		}

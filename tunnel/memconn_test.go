@@ -13,8 +13,14 @@ import (
 // with its kernel buffers (over net.Pipe, two readers that each answer a
 // ping with a pong wait for each other). Deadlines work on the fake clock
 // of a synctest bubble.
-func memPipe() (net.Conn, net.Conn) {
+func memPipe() (net.Conn, net.Conn) { return memPipeLimit(0) }
+
+// memPipeLimit is memPipe with at most about limit bytes buffered each way
+// (0: unbounded): a write then waits for the reader, or for its write
+// deadline, as on TCP with full kernel buffers.
+func memPipeLimit(limit int) (net.Conn, net.Conn) {
 	a, b := newMemBuf(), newMemBuf()
+	a.limit, b.limit = limit, limit
 	var once sync.Once
 	closeAll := func() {
 		once.Do(func() {
@@ -32,9 +38,13 @@ type memBuf struct {
 	buf    []byte
 	closed bool
 	wake   chan struct{} // cap 1: bytes came or the buffer closed
+	limit  int           // 0, or the bytes buffered past which a write waits
+	space  chan struct{} // cap 1: bytes were read or the buffer closed
 }
 
-func newMemBuf() *memBuf { return &memBuf{wake: make(chan struct{}, 1)} }
+func newMemBuf() *memBuf {
+	return &memBuf{wake: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
 
 func (m *memBuf) signal() {
 	select {
@@ -48,6 +58,10 @@ func (m *memBuf) close() {
 	m.closed = true
 	m.mu.Unlock()
 	m.signal()
+	select {
+	case m.space <- struct{}{}:
+	default:
+	}
 }
 
 // deadlines holds a connection's read deadline; changing it wakes a
@@ -55,6 +69,7 @@ func (m *memBuf) close() {
 type deadlines struct {
 	mu      sync.Mutex
 	read    time.Time
+	write   time.Time
 	changed chan struct{} // closed and replaced on each change
 }
 
@@ -66,6 +81,42 @@ func (d *deadlines) setRead(t time.Time) {
 	close(d.changed)
 	d.changed = make(chan struct{})
 	d.mu.Unlock()
+}
+
+func (d *deadlines) setWrite(t time.Time) {
+	d.mu.Lock()
+	d.write = t
+	close(d.changed)
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
+}
+
+// wait waits for wake, a change of the deadlines, or the deadline of
+// which (read or write); it returns os.ErrDeadlineExceeded for the last.
+func (d *deadlines) wait(wake <-chan struct{}, write bool) error {
+	d.mu.Lock()
+	deadline, changed := d.read, d.changed
+	if write {
+		deadline = d.write
+	}
+	d.mu.Unlock()
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		expired = timer.C
+	}
+	select {
+	case <-wake:
+	case <-changed:
+	case <-expired:
+		return os.ErrDeadlineExceeded
+	}
+	return nil
 }
 
 type memConn struct {
@@ -81,6 +132,10 @@ func (c *memConn) Read(p []byte) (int, error) {
 			n := copy(p, c.in.buf)
 			c.in.buf = c.in.buf[n:]
 			c.in.mu.Unlock()
+			select {
+			case c.in.space <- struct{}{}:
+			default:
+			}
 			return n, nil
 		}
 		closed := c.in.closed
@@ -88,41 +143,30 @@ func (c *memConn) Read(p []byte) (int, error) {
 		if closed {
 			return 0, io.EOF
 		}
-		c.dl.mu.Lock()
-		deadline, changed := c.dl.read, c.dl.changed
-		c.dl.mu.Unlock()
-		var timer *time.Timer
-		var expired <-chan time.Time
-		if !deadline.IsZero() {
-			wait := time.Until(deadline)
-			if wait <= 0 {
-				return 0, os.ErrDeadlineExceeded
-			}
-			timer = time.NewTimer(wait)
-			expired = timer.C
-		}
-		select {
-		case <-c.in.wake:
-		case <-changed:
-		case <-expired:
-			return 0, os.ErrDeadlineExceeded
-		}
-		if timer != nil {
-			timer.Stop()
+		if err := c.dl.wait(c.in.wake, false); err != nil {
+			return 0, err
 		}
 	}
 }
 
 func (c *memConn) Write(p []byte) (int, error) {
-	c.out.mu.Lock()
-	if c.out.closed {
+	for {
+		c.out.mu.Lock()
+		if c.out.closed {
+			c.out.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		if c.out.limit == 0 || len(c.out.buf) < c.out.limit {
+			c.out.buf = append(c.out.buf, p...)
+			c.out.mu.Unlock()
+			c.out.signal()
+			return len(p), nil
+		}
 		c.out.mu.Unlock()
-		return 0, net.ErrClosed
+		if err := c.dl.wait(c.out.space, true); err != nil {
+			return 0, err
+		}
 	}
-	c.out.buf = append(c.out.buf, p...)
-	c.out.mu.Unlock()
-	c.out.signal()
-	return len(p), nil
 }
 
 func (c *memConn) Close() error {
@@ -135,6 +179,7 @@ func (c *memConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 
 
 func (c *memConn) SetDeadline(t time.Time) error {
 	c.dl.setRead(t)
+	c.dl.setWrite(t)
 	return nil
 }
 
@@ -143,5 +188,7 @@ func (c *memConn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// SetWriteDeadline is a no-op: writes never wait.
-func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *memConn) SetWriteDeadline(t time.Time) error {
+	c.dl.setWrite(t)
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -43,7 +44,10 @@ type frameConn struct {
 func newFrameConn(ws *websocket.Conn, cfg v1Settings) *frameConn {
 	c := &frameConn{ws: ws, cfg: cfg, opt: wire.EncodeOptions{MultiValueHeaders: cfg.has(wire.FeatureMultiValueHeaders)}}
 	ws.SetReadLimit(0) // frameConn applies its own limit, skipping instead of failing
-	c.live = newLiveness(ws, cfg.PongTimeout)
+	c.live = newLiveness(ws, cfg.PongTimeout, func(err error) {
+		cfg.Logger.Info("peer dropped", "err", err)
+		ws.Close()
+	})
 	return c
 }
 
@@ -71,7 +75,11 @@ func (c *frameConn) writeFrameWithin(f *wire.Frame, d time.Duration) error {
 }
 
 // readFrame reads the next valid frame into f. Bad frames are logged,
-// counted and skipped; only connection errors are returned.
+// counted and skipped; only connection errors are returned. A frame over
+// MaxFrameSize is read into memory up to the limit only, and the rest is
+// discarded in chunks. A response head over MaxHeaderBytes reaches the
+// session as the end of its response with an error (the request fails;
+// the session goes on).
 func (c *frameConn) readFrame(f *wire.Frame) error {
 	for {
 		if err := c.live.extend(); err != nil {
@@ -94,6 +102,7 @@ func (c *frameConn) readFrame(f *wire.Frame) error {
 			return err
 		}
 		if n > c.cfg.V1.MaxFrameSize {
+			c.rbuf = nil // a buffer of MaxFrameSize is not kept
 			skipped, err := io.Copy(io.Discard, r)
 			if err != nil {
 				return err
@@ -101,24 +110,46 @@ func (c *frameConn) readFrame(f *wire.Frame) error {
 			c.frameError("oversized", fmt.Errorf("frame of %d bytes over the %d-byte limit, skipped", int64(n)+skipped, c.cfg.V1.MaxFrameSize))
 			continue
 		}
-		if err := wire.Decode(c.rbuf, f); err != nil {
+		err = wire.Decode(c.rbuf, f)
+		if cap(c.rbuf) > 4*chunkSize {
+			c.rbuf = nil
+		}
+		if err != nil {
 			c.frameError("invalid", err)
 			continue
 		}
-		if cap(c.rbuf) > 4*chunkSize {
-			c.rbuf = nil
+		if (f.Type == wire.TypeHTTPResponse || f.Type == wire.TypeHTTPResponseStart) && headerBytes(f.Headers) > c.cfg.MaxHeaderBytes {
+			c.frameError("oversized_head", fmt.Errorf("response head of request %q over the %d-byte limit", f.RequestID, c.cfg.MaxHeaderBytes))
+			*f = wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: f.RequestID, Error: "response head too large"}
 		}
 		return nil
 	}
 }
 
+// headerBytes is the size of h as HTTP/2 counts a header list (RFC 9113,
+// SETTINGS_MAX_HEADER_LIST_SIZE): name, value and 32 bytes per field.
+func headerBytes(h http.Header) int {
+	n := 0
+	for name, vv := range h {
+		for _, v := range vv {
+			n += len(name) + len(v) + 32
+		}
+	}
+	return n
+}
+
 // readUpTo reads r into *buf until EOF or until more than max bytes were
-// read, and returns how many it read.
+// read, and returns how many it read. *buf never grows past max+1 bytes:
+// what is left of a longer r stays unread.
 func readUpTo(r io.Reader, buf *[]byte, max int) (int, error) {
 	b := *buf
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			// Grow by doubling, as append would, but never past the
+			// one byte that tells a frame over the limit.
+			nb := make([]byte, len(b), min(2*cap(b)+512, max+1))
+			copy(nb, b)
+			b = nb
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

@@ -79,6 +79,9 @@ func (s *v2Edge) writeText(f *wire.Frame, timeout time.Duration) error {
 func (s *v2Edge) start() error {
 	t1 := &http.Transport{
 		DisableCompression: true, // bodies pass through as the client asked
+		// The agent's response heads: x/net advertises it as
+		// SETTINGS_MAX_HEADER_LIST_SIZE and enforces it.
+		MaxResponseHeaderBytes: int64(s.cfg.MaxHeaderBytes),
 		HTTP2: &http.HTTP2Config{
 			MaxReceiveBufferPerStream:     s.cfg.V2.Window,
 			MaxReceiveBufferPerConnection: h2ConnWindow,

@@ -88,7 +88,7 @@ func NewWSConn(ws *websocket.Conn, pongTimeout time.Duration) *WSConn {
 	c.wcond = sync.NewCond(&c.wmu)
 	go c.writer()
 	ws.SetReadLimit(0) // the multiplexer frames the bytes; messages are unbounded
-	c.live = newLiveness(ws, pongTimeout)
+	c.live = newLiveness(ws, pongTimeout, func(err error) { c.fail(err) })
 	return c
 }
 
@@ -235,7 +235,9 @@ func (c *WSConn) setWriteErr(err error) {
 	c.wmu.Unlock()
 }
 
-// Keepalive pings the peer every interval until the connection closes.
+// Keepalive pings the peer every interval until the connection closes; a
+// ping that cannot be written within the pong timeout ends the connection
+// (Err says so).
 func (c *WSConn) Keepalive(interval time.Duration) { c.live.ping(interval, c.closed) }
 
 // Close closes the WebSocket's connection (without a close handshake: the

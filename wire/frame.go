@@ -84,6 +84,7 @@ const (
 	CodeBodyTooLarge       = "body_too_large"
 	CodeIPNotAllowed       = "ip_not_allowed"
 	CodeVisitorAuth        = "visitor_auth"
+	CodeAuthRateLimited    = "auth_rate_limited"
 	CodeStoreUnavailable   = "store_error"
 	CodeNotFound           = "not_found"
 	CodeUpstreamRefused    = "upstream_refused"
