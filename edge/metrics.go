@@ -17,6 +17,7 @@ type metrics struct {
 	frameErrors   *prometheus.CounterVec
 	agentConns    *prometheus.CounterVec
 	pushConns     prometheus.Gauge
+	limited       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -44,8 +45,11 @@ func newMetrics() *metrics {
 			Name: "sluice_push_connections", Help: "Managed agents' push channels (SSE) open now.",
 		}),
 	}
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_limited_total", Help: "Public requests refused or cut by a per-visitor limit: streams_per_ip (429), body_idle (an upload that sent nothing for --body-idle-timeout), write_idle (a client that read nothing for --write-idle-timeout).",
+	}, []string{"reason"})
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
-	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns,
+	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns, m.limited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -36,6 +36,7 @@ type Server struct {
 	port   atomic.Int32   // the listener's port, for public URLs
 
 	buffers tunnel.BufferPool // the public proxies' copy buffers
+	perIP   ipStreams         // public streams in flight per client IP
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.
@@ -45,6 +46,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(), metrics: newMetrics(), push: newPushRegistry()}
+	s.buffers.Budget = cfg.Session.Budget
+	s.metrics.watchBudget(cfg.Session.Budget)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
@@ -90,6 +93,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.apex.ServeHTTP(w, r)
 		return
 	}
+	gw, r := s.guard(w, r)
+	defer gw.finish()
+	w = gw
 	if !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
