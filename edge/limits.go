@@ -159,6 +159,7 @@ type guardWriter struct {
 	m     *metrics
 	body  *guardBody
 	proto int
+	cut   bool // the write deadline passed (counted once)
 }
 
 func (gw *guardWriter) WriteHeader(code int) {
@@ -193,7 +194,10 @@ func (gw *guardWriter) FlushError() error {
 
 func (gw *guardWriter) written(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		gw.m.limited.WithLabelValues("write_idle").Inc()
+		if !gw.cut {
+			gw.cut = true
+			gw.m.limited.WithLabelValues("write_idle").Inc()
+		}
 		return
 	}
 	gw.rc.SetWriteDeadline(time.Time{})
