@@ -62,6 +62,23 @@ type Config struct {
 	// taken from X-Forwarded-For or Forwarded, for the tunnels' allowlists.
 	// From any other peer, those fields are not believed. Default none.
 	TrustedProxies []netip.Prefix
+	// MaxBuffer bounds the body bytes the edge buffers for all tunnels
+	// together, and the window it lets agents fill (tunnel.Budget): under
+	// pressure streams get smaller windows, never more memory. Default
+	// 256 MiB. Ignored when Session.Budget is set.
+	MaxBuffer int64
+	// MaxStreamsPerIP bounds the public requests in flight from one client
+	// address, over all tunnels; past it the edge answers 429 with
+	// Retry-After. Default 256.
+	MaxStreamsPerIP int
+	// BodyIdleTimeout ends a request body that sends nothing for this
+	// long: the upload fails at the upstream and the client gets an error
+	// or a closed connection. Default 60 s.
+	BodyIdleTimeout time.Duration
+	// WriteIdleTimeout cuts a client that reads nothing of a response for
+	// this long. A response with nothing to send (a quiet event stream)
+	// is idle, not slow, and is never cut. Default 60 s.
+	WriteIdleTimeout time.Duration
 	// DisableV2 makes the edge speak protocol v1 only: it does not offer
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
@@ -72,7 +89,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults with tokens to be filled in.
 func DefaultConfig() Config {
-	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 5 * time.Second, MaxPendingHandshakesPerIP: 32, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute}
+	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 5 * time.Second, MaxPendingHandshakesPerIP: 32, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute,
+		MaxBuffer: tunnel.DefaultMaxBuffer, MaxStreamsPerIP: 256, BodyIdleTimeout: time.Minute, WriteIdleTimeout: time.Minute}
 }
 
 // Validate reports what is wrong with the configuration.
@@ -131,6 +149,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxBuffer <= 0 {
+		c.MaxBuffer = d.MaxBuffer
+	}
+	if c.MaxStreamsPerIP <= 0 {
+		c.MaxStreamsPerIP = d.MaxStreamsPerIP
+	}
+	if c.BodyIdleTimeout <= 0 {
+		c.BodyIdleTimeout = d.BodyIdleTimeout
+	}
+	if c.WriteIdleTimeout <= 0 {
+		c.WriteIdleTimeout = d.WriteIdleTimeout
+	}
+	if c.Session.Budget == nil {
+		c.Session.Budget = tunnel.NewBudget(c.MaxBuffer)
 	}
 	c.Session = c.Session.WithDefaults()
 	return c

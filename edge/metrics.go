@@ -33,6 +33,7 @@ type metrics struct {
 	// (one name) and "list" (the set of stored names).
 	accessQueries *prometheus.CounterVec
 	bcryptRuns    prometheus.Counter // basic-auth checks that ran bcrypt
+	limited       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -76,7 +77,10 @@ func newMetrics() *metrics {
 	m.bcryptRuns = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_basic_auth_bcrypt_total", Help: "Visitor basic-auth checks that ran bcrypt (credentials not verified before).",
 	})
-	m.reg.MustRegister(m.handshakesPending, m.accessQueries, m.bcryptRuns)
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_limited_total", Help: "Public requests refused or cut by a per-visitor limit: streams_per_ip (429), body_idle (an upload that sent nothing for --body-idle-timeout), write_idle (a client that read nothing for --write-idle-timeout).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.handshakesPending, m.accessQueries, m.bcryptRuns, m.limited)
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns, m.upgrades, upgraded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

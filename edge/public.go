@@ -88,6 +88,10 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, tunnel.ErrUpgradeUnsupported):
 		errpage.Write(w, r, http.StatusNotImplemented, wire.CodeUpgradeUnsupported, "Upgrade not supported by this agent",
 			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
+	case errors.Is(err, tunnel.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTooManyStreams, "Edge busy",
+			"the edge holds as much buffered data as it may; try again.")
 	case errors.Is(err, tunnel.ErrBodyTooLarge):
 		errpage.Write(w, r, http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, "Request body too large",
 			"the agent of "+host+" takes whole request bodies only, up to "+strconv.FormatInt(p.s.cfg.Session.V1.MaxBody, 10)+" bytes.")
@@ -102,6 +106,11 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 
 // ServeHTTP serves one public request through the tunnel, counting it.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	done, ok := p.s.admitStream(w, r)
+	if !ok {
+		return
+	}
+	defer done()
 	m := p.s.metrics
 	m.openStreams.Inc()
 	defer m.openStreams.Dec()

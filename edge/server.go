@@ -43,6 +43,7 @@ type Server struct {
 	port     atomic.Int32   // the listener's port, for public URLs
 
 	buffers tunnel.BufferPool // the public proxies' copy buffers
+	perIP   ipStreams         // public streams in flight per client IP
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.
@@ -54,6 +55,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
 	s.initAccess()
+	s.buffers.Budget = cfg.Session.Budget
+	s.metrics.watchBudget(cfg.Session.Budget)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.draining, s.drain = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
@@ -103,9 +106,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.apex.ServeHTTP(w, r)
 		return
 	}
+	// Every answer to a tunnel's host is counted (statusWriter), including
+	// the limits' own (guard).
 	sw := &statusWriter{ResponseWriter: w, m: s.metrics}
 	defer sw.done()
-	w = sw
+	gw, r := s.guard(sw, r)
+	defer gw.finish()
+	w = gw
 	if !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")

@@ -14,10 +14,24 @@ const copyBufferSize = 64 << 10
 // edge's and the agent's reverse proxies: without one, every response
 // allocates its own buffer, which dominated the allocations of small
 // requests through the tunnel.
-type BufferPool struct{ p sync.Pool }
+//
+// With a Budget, each buffer is reserved from it while in use (a copy to a
+// client that does not read holds its buffer); when the budget has no
+// room, Get returns a small buffer (smallCopyBufferSize) instead.
+type BufferPool struct {
+	p      sync.Pool
+	Budget *Budget
+}
 
-// Get returns a buffer of copyBufferSize bytes.
+// smallCopyBufferSize is the copy buffer of a spent budget.
+const smallCopyBufferSize = 4 << 10
+
+// Get returns a buffer of copyBufferSize bytes, or a small one when the
+// budget is spent.
 func (b *BufferPool) Get() []byte {
+	if !b.Budget.Take(copyBufferSize) {
+		return make([]byte, smallCopyBufferSize)
+	}
 	if v := b.p.Get(); v != nil {
 		return *v.(*[]byte)
 	}
@@ -25,4 +39,10 @@ func (b *BufferPool) Get() []byte {
 }
 
 // Put returns a buffer to the pool.
-func (b *BufferPool) Put(buf []byte) { b.p.Put(&buf) }
+func (b *BufferPool) Put(buf []byte) {
+	if len(buf) != copyBufferSize {
+		return
+	}
+	b.Budget.Release(copyBufferSize)
+	b.p.Put(&buf)
+}

@@ -61,6 +61,11 @@ type Config struct {
 	// "late" (a frame for a stream that already ended, such as a duplicate
 	// end or data in flight when the client left; logged at debug level).
 	OnFrameError func(kind string)
+	// Budget bounds the body bytes the edge's sessions buffer or let
+	// their agents send, all together: share one among the sessions of
+	// an edge. Nil means a budget of DefaultMaxBuffer (256 MiB) for each
+	// Config that WithDefaults fills in.
+	Budget *Budget
 
 	// Limits on what a peer may make this end hold or log (issue 11).
 	//
@@ -128,6 +133,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Budget == nil {
+		c.Budget = NewBudget(0)
 	}
 	return c
 }

@@ -15,6 +15,11 @@ var (
 	// plain Jetty agent (which takes whole bodies only) exceeds the limit.
 	ErrBodyTooLarge = errors.New("tunnel: request body too large for this agent")
 
+	// ErrBusy is returned by RoundTrip when a request body that must be
+	// held whole (for a plain Jetty agent) does not fit in what is left of
+	// the edge's Budget: the edge answers 503, and the client may retry.
+	ErrBusy = errors.New("tunnel: the edge's buffer budget is spent")
+
 	// ErrUpgradeUnsupported is returned by RoundTrip for an upgrade
 	// request (WebSocket) when the agent did not announce the upgrade
 	// feature.

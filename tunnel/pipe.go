@@ -23,6 +23,12 @@ type pipe struct {
 	readable chan struct{}
 	writable chan struct{}
 	onRead   func(n int)
+	// budget, if set, gets back the bytes read or dropped; with reserve,
+	// the bytes written are reserved from it too (a stream without flow
+	// control), and a full budget holds the writer back while this pipe
+	// holds anything.
+	budget  *Budget
+	reserve bool
 }
 
 const blockSize = 32 << 10
@@ -73,6 +79,7 @@ func (p *pipe) Read(b []byte) (int, error) {
 				p.blocks = nil
 			}
 			p.mu.Unlock()
+			p.budget.Release(int64(n))
 			signal(p.writable)
 			if p.onRead != nil {
 				p.onRead(n)
@@ -107,6 +114,7 @@ func (p *pipe) Close() error {
 
 // release gives the blocks back. The caller holds p.mu.
 func (p *pipe) release() {
+	p.budget.Release(int64(p.size))
 	for _, blk := range p.blocks {
 		blockPool.Put(blk)
 	}
@@ -124,7 +132,10 @@ func (p *pipe) write(data []byte, wait bool, stop <-chan struct{}) (ok bool, err
 			p.mu.Unlock()
 			return false, nil
 		}
-		if p.size+len(data) <= p.limit || p.size == 0 {
+		if p.size == 0 || p.size+len(data) <= p.limit && !(p.reserve && p.budget.Pressed()) {
+			if p.reserve {
+				p.budget.Force(int64(len(data)))
+			}
 			p.append(data)
 			p.mu.Unlock()
 			signal(p.readable)

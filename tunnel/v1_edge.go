@@ -74,9 +74,16 @@ type edgeStream struct {
 	// Response.Trailer when it reads that EOF.
 	trailers http.Header
 	state    atomic.Int32 // streamNew, streamSent, streamEnded
-	unread   atomic.Int64 // response bytes read but not yet credited back
 	unwatch  func() bool  // stops watching the request's context
 	upgrade  bool         // an upgrade request: a 101 opens a two-way stream
+
+	// With the window feature, the agent's response credit (avail) is
+	// reserved from the budget until it arrives (then the pipe holds it)
+	// or the stream ends; owed is what was read and not credited back.
+	winMu sync.Mutex // guards avail, owed, ended
+	avail int64
+	owed  int64
+	ended bool
 }
 
 // Retire sends the agent an error frame with code and message (the agent
@@ -177,7 +184,7 @@ func (s *v1Edge) handle(f *wire.Frame) {
 		if !st.head(f) {
 			return
 		}
-		st.body.write(f.Body, true, s.done)
+		st.arrived(f.Body, true)
 		st.finish(io.EOF)
 	case wire.TypeHTTPResponseStart:
 		st.head(f)
@@ -190,8 +197,7 @@ func (s *v1Edge) handle(f *wire.Frame) {
 		// With the window feature the agent keeps within our buffer, so
 		// the read loop never waits; without it, a full buffer stops the
 		// read loop until the client reads (back-pressure).
-		window := s.cfg.has(wire.FeatureWindow)
-		if _, err := st.body.write(f.Data, !window, s.done); errors.Is(err, ErrFlowControl) {
+		if err := st.arrived(f.Data, !s.cfg.has(wire.FeatureWindow)); errors.Is(err, ErrFlowControl) {
 			s.conn.frameError("flow_control", fmt.Errorf("request %q: agent sent past its window", f.RequestID))
 			st.reset(ErrFlowControl)
 		}
@@ -211,6 +217,27 @@ func (s *v1Edge) handle(f *wire.Frame) {
 			st.credit.add(f.Bytes)
 		}
 	}
+}
+
+// arrived puts response bytes in the stream's pipe. With the window
+// feature they were reserved as credit; what the pipe does not take (its
+// consumer left) goes back to the budget.
+func (st *edgeStream) arrived(data []byte, wait bool) error {
+	n := int64(len(data))
+	if st.body.reserve {
+		_, err := st.body.write(data, wait, st.s.done)
+		return err
+	}
+	st.winMu.Lock()
+	use := min(n, st.avail)
+	st.avail -= use
+	st.winMu.Unlock()
+	st.s.cfg.Budget.Force(n - use) // past the credit: a whole response
+	ok, err := st.body.write(data, wait, st.s.done)
+	if !ok {
+		st.s.cfg.Budget.Release(n)
+	}
+	return err
 }
 
 // head delivers the response head; it reports false for a duplicate.
@@ -313,6 +340,12 @@ func (st *edgeStream) forget() {
 		delete(st.s.streams, st.id)
 		unwatch := st.unwatch
 		st.s.mu.Unlock()
+		st.winMu.Lock()
+		st.ended = true
+		avail := st.avail
+		st.avail = 0
+		st.winMu.Unlock()
+		st.s.cfg.Budget.Release(avail)
 		st.s.release()
 		close(st.done)
 		unwatch()
@@ -425,6 +458,11 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	case <-req.Context().Done():
 		st.reset(req.Context().Err())
+		select {
+		case resp := <-st.start: // nobody reads it: its buffer goes back
+			resp.Body.Close()
+		default:
+		}
 		return nil, req.Context().Err()
 	case <-st.done:
 		select {
@@ -461,23 +499,48 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 		done:    make(chan struct{}),
 		upgrade: upgrade,
 	}
-	limit := plainBuffer
-	onRead := func(int) {}
 	if s.cfg.has(wire.FeatureWindow) {
-		limit = s.cfg.V1.Window
-		onRead = st.creditAgent
+		// The agent may send a window at once: the protocol's, not the
+		// budget's, so it is taken whatever is left. The credit given
+		// back follows the budget (creditAgent).
+		s.cfg.Budget.Force(int64(s.cfg.V1.Window))
+		st.avail = int64(s.cfg.V1.Window)
+		st.body = newPipe(s.cfg.V1.Window, st.creditAgent)
+	} else {
+		// Without flow control, the read loop stops (back-pressure on
+		// the whole connection) once a stream holds plainBuffer, or
+		// holds anything while the budget is spent.
+		st.body = newPipe(plainBuffer, nil)
+		st.body.reserve = true
 	}
-	st.body = newPipe(limit, onRead)
+	st.body.budget = s.cfg.Budget
 	st.unwatch = context.AfterFunc(ctx, func() { st.reset(context.Cause(ctx)) })
 	s.streams[st.id] = st
 	return st, nil
 }
 
-// creditAgent gives response-body credit back once half a window was read.
+// creditAgent gives response-body credit back once half a window was
+// read, as far as the budget allows: under pressure the credit shrinks,
+// down to one chunk in flight (budgetFloor), so every stream still moves.
 func (st *edgeStream) creditAgent(n int) {
-	if v := st.unread.Add(int64(n)); v >= int64(st.s.cfg.V1.Window/2) && !st.over() {
-		st.unread.Add(-v)
-		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: v})
+	b := st.s.cfg.Budget
+	st.winMu.Lock()
+	st.owed += int64(n)
+	if st.ended || st.owed < int64(st.s.cfg.V1.Window/2) {
+		st.winMu.Unlock()
+		return
+	}
+	c := b.Grow(st.owed)
+	if short := budgetFloor - (st.avail + c); short > 0 {
+		force := min(short, st.owed-c)
+		b.Force(force)
+		c += force
+	}
+	st.owed -= c
+	st.avail += c
+	st.winMu.Unlock()
+	if c > 0 {
+		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: c})
 	}
 }
 
@@ -508,13 +571,20 @@ func (s *v1Edge) send(st *edgeStream, req *http.Request) error {
 		// a start and an end for a request without a body.
 		f.Type = wire.TypeHTTPRequest
 		if hasBody {
-			body, err := io.ReadAll(io.LimitReader(req.Body, s.cfg.V1.MaxBody+1))
+			// The body and its encoding in the frame are held whole:
+			// both are reserved from the budget, or the request fails
+			// with ErrBusy.
+			body, err := readWhole(req.Body, s.cfg.V1.MaxBody, s.cfg.Budget)
 			req.Body.Close()
+			held := int64(cap(body))
+			defer func() { s.cfg.Budget.Release(held) }()
 			if err != nil {
-				return fmt.Errorf("tunnel: read request body: %w", err)
+				return err
 			}
-			if int64(len(body)) > s.cfg.V1.MaxBody {
-				return ErrBodyTooLarge
+			if enc := int64(len(body))*4/3 + 4; s.cfg.Budget.Take(enc) {
+				held += enc
+			} else {
+				return ErrBusy
 			}
 			f.Body = body
 			h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -538,6 +608,36 @@ func (s *v1Edge) send(st *edgeStream, req *http.Request) error {
 		st.pump(req.Body)
 	}()
 	return nil
+}
+
+// readWhole reads a body of at most limit bytes, reserving its buffer from
+// b as it grows: ErrBodyTooLarge past limit, ErrBusy when b has no room. The
+// caller releases cap of what it returns, whatever the error.
+func readWhole(r io.Reader, limit int64, b *Budget) ([]byte, error) {
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			size := int64(cap(buf) + max(cap(buf), chunkSize))
+			if !b.Take(size) { // the new buffer, while the old is copied
+				return buf, ErrBusy
+			}
+			nb := make([]byte, len(buf), size)
+			copy(nb, buf)
+			b.Release(int64(cap(buf)))
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, ErrBodyTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, fmt.Errorf("tunnel: read request body: %w", err)
+		}
+	}
 }
 
 // writeHead writes the request's first frame, unless the stream ended

@@ -43,8 +43,9 @@ type v2Edge struct {
 	lifecycle
 	conn *WSConn
 	cfg  Config
-	mu   sync.Mutex // guards cc
+	mu   sync.Mutex // guards cc and win
 	cc   *http2.ClientConn
+	win  *h2Window // the agent's windows, from the budget
 }
 
 // newV2Edge wraps an agent's WebSocket that negotiated the sluice.v2
@@ -54,12 +55,15 @@ func newV2Edge(ws *websocket.Conn, cfg Config) *v2Edge {
 	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg}
 	s.lifecycle = newLifecycle(func() {
 		s.mu.Lock()
-		cc := s.cc
+		cc, win := s.cc, s.win
 		s.mu.Unlock()
 		if cc != nil {
 			cc.Close()
 		}
 		s.conn.Close()
+		if win != nil {
+			win.release()
+		}
 	})
 	// The agent has no control messages to send in v2: one is logged,
 	// counted and ignored, and the connection goes on.
@@ -95,12 +99,14 @@ func (s *v2Edge) start() error {
 	t2.DisableCompression = true
 	t2.AllowHTTP = true
 	t2.MaxReadFrameSize = h2FrameSize
-	cc, err := t2.NewClientConn(s.conn)
+	win := newH2Window(s.conn, s.cfg.Budget, s.cfg.V2.Window, s.cfg.frameError)
+	cc, err := t2.NewClientConn(win)
 	if err != nil {
+		win.release()
 		return fmt.Errorf("tunnel: v2: %w", err)
 	}
 	s.mu.Lock()
-	s.cc = cc
+	s.cc, s.win = cc, win
 	s.mu.Unlock()
 	return nil
 }

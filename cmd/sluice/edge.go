@@ -57,6 +57,11 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
 	trustedProxies := fs.String("trusted-proxies", "", "CIDR,... of the load balancers in front of the edge: from them, the visitor's address is taken from X-Forwarded-For or Forwarded (for --allow lists); default none: those fields are not believed")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
+	maxBuffer := sizeFlag(256 << 20)
+	fs.Var(&maxBuffer, "max-buffer", "body bytes the edge may buffer for all tunnels together, windows granted to agents included (a `size` such as 64MiB, 1GiB or plain bytes); under pressure streams get smaller windows")
+	maxPerIP := fs.Int("max-streams-per-ip", 256, "concurrent public requests from one client address, over all tunnels (429 with Retry-After past it)")
+	bodyIdle := fs.Duration("body-idle-timeout", time.Minute, "end a request body that sends nothing for this long (the upstream sees the upload fail)")
+	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -148,6 +153,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Session.V1.MaxFrameSize = *maxFrame
 	cfg.Session.PingInterval = *ping
 	cfg.Session.PongTimeout = *pong
+	cfg.MaxBuffer = int64(maxBuffer)
+	cfg.MaxStreamsPerIP = *maxPerIP
+	cfg.BodyIdleTimeout = *bodyIdle
+	cfg.WriteIdleTimeout = *writeIdle
 	cfg.Logger = newLogger(stderr, *verbose)
 	if err := cfg.Validate(); err != nil {
 		return err

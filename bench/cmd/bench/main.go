@@ -8,6 +8,7 @@
 //	go run ./bench/cmd/bench scale [flags]    10,000 SSE streams per protocol
 //	go run ./bench/cmd/bench hol [flags]      head-of-line blocking beside a stalled download
 //	go run ./bench/cmd/bench faults [flags]   toxiproxy faults on the agent's and the client's link
+//	go run ./bench/cmd/bench budget [flags]   1,000 clients that never read: the edge's memory within --max-buffer
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -52,12 +53,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runHOL(ctx, rest, stdout, stderr)
 	case "faults":
 		err = runFaults(ctx, rest, stdout, stderr)
+	case "budget":
+		err = runBudget(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
