@@ -60,6 +60,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxBuffer := sizeFlag(256 << 20)
 	fs.Var(&maxBuffer, "max-buffer", "body bytes the edge may buffer for all tunnels together, windows granted to agents included (a `size` such as 64MiB, 1GiB or plain bytes); under pressure streams get smaller windows")
 	maxPerIP := fs.Int("max-streams-per-ip", 256, "concurrent public requests from one client address, over all tunnels (429 with Retry-After past it)")
+	maxHandshakes := fs.Int("max-pending-handshakes-per-ip", 32, "agent WebSocket handshakes from one address not yet registered or refused (429 past it); each costs the edge little until its agent is authenticated")
+	registerTimeout := fs.Duration("register-timeout", 5*time.Second, "how long an agent's WebSocket may wait before sending its register frame")
 	bodyIdle := fs.Duration("body-idle-timeout", time.Minute, "end a request body that sends nothing for this long (the upstream sees the upload fail)")
 	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -155,6 +157,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Session.PongTimeout = *pong
 	cfg.MaxBuffer = int64(maxBuffer)
 	cfg.MaxStreamsPerIP = *maxPerIP
+	cfg.MaxPendingHandshakesPerIP = *maxHandshakes
+	cfg.RegisterTimeout = *registerTimeout
 	cfg.BodyIdleTimeout = *bodyIdle
 	cfg.WriteIdleTimeout = *writeIdle
 	cfg.Logger = newLogger(stderr, *verbose)
