@@ -148,7 +148,9 @@ func startSluice(ctx context.Context, bin string, upPort int, protocol string, m
 	token := hex.EncodeToString(tok)
 	t := &procTarget{base: "http://" + addr, hostHdr: "bench.localhost:" + strconv.Itoa(port)}
 	edge, err := startChild("sluice edge", bin,
-		"edge", "--listen", addr, "--domain", "localhost", "--token", token, "--max-streams", strconv.Itoa(maxStreams))
+		"edge", "--listen", addr, "--domain", "localhost", "--token", token, "--max-streams", strconv.Itoa(maxStreams),
+		// Every client of a benchmark is one loopback address.
+		"--max-streams-per-ip", strconv.Itoa(maxStreams))
 	if err != nil {
 		return nil, err
 	}
