@@ -358,7 +358,7 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		// The edge's default stream limit per tunnel (1024) would turn the
 		// many-stream runs into 503s: size it for the run.
 		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
-		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, "/small")
+		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
 	}
 	if err != nil {
 		res.Error = err.Error()

@@ -66,7 +66,7 @@ func Budget(ctx context.Context, cfg BudgetConfig) (*BudgetReport, error) {
 		return nil, err
 	}
 	defer up.close()
-	t, err := startSluice(ctx, cfg.SluiceBin, up.port, "v2", 1024, "/small")
+	t, err := startSluice(ctx, cfg.SluiceBin, up.port, "v2", 1024, 0, "/small") // default per-address limit: the clients use 4 addresses
 	if err != nil {
 		return nil, err
 	}

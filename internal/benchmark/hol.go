@@ -133,7 +133,7 @@ func holOne(ctx context.Context, cfg HOLConfig, up *upstream, proto string) (res
 	if proto != "v1" && proto != "v2" {
 		return res, fmt.Errorf("unknown protocol %q (want v1 or v2)", proto)
 	}
-	t, err := startSluice(ctx, cfg.SluiceBin, up.port, proto, 1024, "/small")
+	t, err := startSluice(ctx, cfg.SluiceBin, up.port, proto, 1024, 1024, "/small")
 	if err != nil {
 		return res, err
 	}

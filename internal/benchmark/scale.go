@@ -218,7 +218,7 @@ func scaleOne(ctx context.Context, cfg ScaleConfig, proto string) (res ScaleResu
 		return v.Streams, err
 	}
 
-	t, err := startSluice(ctx, cfg.SluiceBin, upPort, proto, n+1024, "/stats")
+	t, err := startSluice(ctx, cfg.SluiceBin, upPort, proto, n+1024, n+1024, "/stats")
 	if err != nil {
 		return res, err
 	}

@@ -137,7 +137,7 @@ func (t *procTarget) stop() error {
 // startSluice starts "sluice edge" (with at most maxStreams streams per
 // tunnel) and "sluice http UPPORT --protocol PROTOCOL" as child processes
 // of bin, and waits until GET readyPath goes through the tunnel.
-func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams int, readyPath string) (*procTarget, error) {
+func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -147,10 +147,12 @@ func startSluice(ctx context.Context, bin string, upPort int, protocol string, m
 	rand.Read(tok)
 	token := hex.EncodeToString(tok)
 	t := &procTarget{base: "http://" + addr, hostHdr: "bench.localhost:" + strconv.Itoa(port)}
-	edge, err := startChild("sluice edge", bin,
-		"edge", "--listen", addr, "--domain", "localhost", "--token", token, "--max-streams", strconv.Itoa(maxStreams),
-		// Every client of a benchmark is one loopback address.
-		"--max-streams-per-ip", strconv.Itoa(maxStreams))
+	args := []string{"edge", "--listen", addr, "--domain", "localhost", "--token", token, "--max-streams", strconv.Itoa(maxStreams)}
+	if perIP > 0 {
+		// Most benchmarks' clients are all one loopback address.
+		args = append(args, "--max-streams-per-ip", strconv.Itoa(perIP))
+	}
+	edge, err := startChild("sluice edge", bin, args...)
 	if err != nil {
 		return nil, err
 	}
