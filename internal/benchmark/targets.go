@@ -135,8 +135,9 @@ func (t *procTarget) stop() error {
 }
 
 // startSluice starts "sluice edge" (with at most maxStreams streams per
-// tunnel) and "sluice http UPPORT --protocol PROTOCOL" as child processes
-// of bin, and waits until GET readyPath goes through the tunnel.
+// tunnel, and perIP per client address; 0: the edge's default) and "sluice
+// http UPPORT --protocol PROTOCOL" as child processes of bin, and waits
+// until GET readyPath goes through the tunnel.
 func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
 	port, err := freePort()
 	if err != nil {
