@@ -123,9 +123,8 @@ type Frame struct {
 	AgentToken string   // agent_token
 	Features   []string // features
 	PublicURL  string   // public_url
-
-	Message string // message
-	Code    string // code (a number is read as its decimal text)
+	Message    string   // message
+	Code       string   // code (a number is read as its decimal text)
 
 	// register: an ad-hoc tunnel's visitor rules (with FeatureAccess)
 	BasicAuthUser   string   // basic_auth_user
