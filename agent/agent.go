@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config configures an agent. Zero values mean the documented defaults.
@@ -58,6 +60,15 @@ type Config struct {
 	UserAgent string
 	// TLSClientConfig, if set, is used to connect to https:// edges.
 	TLSClientConfig *tls.Config
+	// BasicAuthUser and BasicAuthPassword, if set, are the user and
+	// password the edge asks visitors for; AllowCIDRs, if set, the
+	// networks visitors must come from. They are sent at registration (the
+	// password as a bcrypt hash) and enforced by the edge, for ad-hoc
+	// tunnels; an edge that does not confirm it enforces them is refused
+	// (a *RegisterError with wire.CodeNoAccess), never served unprotected.
+	BasicAuthUser     string
+	BasicAuthPassword string
+	AllowCIDRs        []string
 }
 
 // RegisterError is the edge's refusal of a registration (a wrong token, a
@@ -72,6 +83,7 @@ type Agent struct {
 	wsURL   string
 	backoff sse.Backoff // between sessions
 	target  atomic.Pointer[upstreamTarget]
+	access  *tunnel.Access // the visitor rules sent at registration, or nil
 }
 
 // upstreamTarget is where requests go, and the Host they carry.
@@ -115,13 +127,42 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	access, err := newAccess(cfg)
+	if err != nil {
+		return nil, err
+	}
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/agent"
-	a := &Agent{cfg: cfg, wsURL: u.String(), backoff: sse.Backoff{Max: cfg.MaxBackoff, Min: 50 * time.Millisecond}}
+	a := &Agent{cfg: cfg, wsURL: u.String(), backoff: sse.Backoff{Max: cfg.MaxBackoff, Min: 50 * time.Millisecond}, access: access}
 	a.SetUpstream(cfg.Upstream, cfg.HostHeader)
 	a.handler = newProxy(&a.cfg, a.target.Load)
 	if cfg.Console != nil {
 		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
+	}
+	return a, nil
+}
+
+// newAccess checks cfg's visitor rules and hashes the password (once, not
+// at each reconnect); nil when cfg sets none.
+func newAccess(cfg Config) (*tunnel.Access, error) {
+	if cfg.BasicAuthUser == "" && cfg.BasicAuthPassword == "" && len(cfg.AllowCIDRs) == 0 {
+		return nil, nil
+	}
+	a := &tunnel.Access{BasicAuthUser: cfg.BasicAuthUser, AllowCIDRs: cfg.AllowCIDRs}
+	if cfg.BasicAuthUser != "" || cfg.BasicAuthPassword != "" {
+		if cfg.BasicAuthUser == "" || cfg.BasicAuthPassword == "" || strings.Contains(cfg.BasicAuthUser, ":") {
+			return nil, errors.New("agent: basic auth needs a user (without ':') and a password")
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(cfg.BasicAuthPassword), bcrypt.DefaultCost)
+		if err != nil {
+			return nil, fmt.Errorf("agent: basic auth: %w", err)
+		}
+		a.BasicAuthBcrypt = string(h)
+	}
+	for _, c := range cfg.AllowCIDRs {
+		if _, _, err := net.ParseCIDR(c); err != nil {
+			return nil, fmt.Errorf("agent: allowed network %q is not a CIDR such as 10.0.0.0/8", c)
+		}
 	}
 	return a, nil
 }
@@ -179,11 +220,15 @@ func (a *Agent) session(ctx context.Context) error {
 		Protocol:        a.cfg.Protocol,
 		UserAgent:       a.cfg.UserAgent,
 		TLSClientConfig: a.cfg.TLSClientConfig,
+		Access:          a.access,
 	})
 	if err != nil {
 		var re *tunnel.RegisterError
 		if errors.As(err, &re) && re.Code == wire.CodeNoV2 {
 			re.Message = "the edge at " + a.cfg.Edge + " does not offer protocol v2 (use --protocol auto or v1)"
+		}
+		if errors.As(err, &re) && re.Code == wire.CodeNoAccess {
+			re.Message = "the edge at " + a.cfg.Edge + " does not enforce visitor rules (basic auth, allowed networks): it is older than this agent, so the tunnel was not opened; upgrade the edge or start without them"
 		}
 		return err
 	}

@@ -6,20 +6,24 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/store"
+	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// Visitor access per tunnel, from the store: a disabled tunnel answers
+// Visitor access per tunnel, from the store (or, for an ad-hoc tunnel,
+// from its agent's register frame: adhocAccess): a disabled tunnel answers
 // 503, an IP allowlist (CIDRs) answers 403 to other addresses, and basic
 // auth answers 401 without the right credentials. The rules of a tunnel
 // are cached for accessTTL (the edge drops its cache entry itself when it
@@ -218,20 +222,26 @@ func (s *Server) rules(ctx context.Context, name string) (*accessRules, error) {
 }
 
 // admit applies the tunnel's visitor rules to r; when it refuses, it has
-// answered. An admitted request loses the visitor's basic-auth header,
-// which was for the edge, not for the upstream.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool {
-	if s.cfg.Store == nil {
-		return true
-	}
-	rules, err := s.rules(r.Context(), name)
-	if err != nil {
-		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
-			"the edge could not read the tunnel's settings; try again.")
-		return false
+// answered. The rules are the stored tunnel's, else those its agent sent
+// at registration (e, the registry's entry for name, may be nil). An
+// admitted request loses the visitor's basic-auth header, which was for
+// the edge, not for the upstream.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string, e *entry) bool {
+	rules := notStored
+	if s.cfg.Store != nil {
+		var err error
+		rules, err = s.rules(r.Context(), name)
+		if err != nil {
+			errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
+				"the edge could not read the tunnel's settings; try again.")
+			return false
+		}
 	}
 	if !rules.found {
-		return true // a tunnel of an edge --token agent: no rules
+		if e == nil || e.access == nil {
+			return true // an ad-hoc tunnel without rules
+		}
+		rules = e.access
 	}
 	if !rules.enabled {
 		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTunnelDisabled, "Tunnel disabled",
@@ -277,6 +287,57 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string) bool
 		r.Header.Del("Authorization")
 	}
 	return true
+}
+
+// Bounds on the visitor rules an agent sends for an ad-hoc tunnel: its
+// bcrypt hash costs at most what the edge's own hashes cost (every check
+// of a new password runs it, within the edge's shared bcrypt slots), and
+// its list of networks is short (each request scans it).
+const (
+	maxAdhocBcryptCost = bcrypt.DefaultCost
+	maxAdhocCIDRs      = 100
+)
+
+// adhocAccess checks the visitor rules an agent sent for tunnel name (nil
+// if none) and returns them ready for admit. A stored tunnel (owner) has
+// its own rules, which win: rules sent for it are refused rather than
+// ignored, so that the agent's user does not believe them enforced.
+func adhocAccess(a *tunnel.Access, owner bool, name string) (*accessRules, error) {
+	if a == nil {
+		return nil, nil
+	}
+	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
+	if owner {
+		return nil, refuse(wire.CodeAccessStored, fmt.Sprintf("tunnel %q is stored at this edge: its visitor rules are the stored ones (sluice tunnels update --basic-auth, --allow); start the agent without visitor rules", name))
+	}
+	r := &accessRules{found: true, enabled: true, user: a.BasicAuthUser, good: map[[32]byte]bool{}}
+	if (a.BasicAuthUser == "") != (a.BasicAuthBcrypt == "") {
+		return nil, refuse(wire.CodeBadAccess, "basic auth needs both basic_auth_user and basic_auth_bcrypt")
+	}
+	if strings.Contains(a.BasicAuthUser, ":") {
+		return nil, refuse(wire.CodeBadAccess, "basic_auth_user cannot contain ':'")
+	}
+	if a.BasicAuthBcrypt != "" {
+		r.hash = []byte(a.BasicAuthBcrypt)
+		cost, err := bcrypt.Cost(r.hash)
+		if err != nil {
+			return nil, refuse(wire.CodeBadAccess, "basic_auth_bcrypt is not a bcrypt hash")
+		}
+		if cost > maxAdhocBcryptCost {
+			return nil, refuse(wire.CodeBadAccess, fmt.Sprintf("basic_auth_bcrypt has cost %d; this edge accepts at most %d", cost, maxAdhocBcryptCost))
+		}
+	}
+	if len(a.AllowCIDRs) > maxAdhocCIDRs {
+		return nil, refuse(wire.CodeBadAccess, fmt.Sprintf("allow_cidrs has %d networks; this edge accepts at most %d", len(a.AllowCIDRs), maxAdhocCIDRs))
+	}
+	for _, c := range a.AllowCIDRs {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			return nil, refuse(wire.CodeBadAccess, fmt.Sprintf("allow_cidrs: %q is not a CIDR such as 10.0.0.0/8", c))
+		}
+		r.nets = append(r.nets, n)
+	}
+	return r, nil
 }
 
 // checkCredentials compares credentials with the tunnel's, with the same

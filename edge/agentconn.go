@@ -62,9 +62,15 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return nil, err
 			}
+			access, err := adhocAccess(reg.Access, owner, g.TunnelID)
+			if err != nil {
+				s.metrics.agentConns.WithLabelValues("bad_access").Inc()
+				return nil, err
+			}
+			g.Access = true // the rules sent are enforced (admit), or refused above
 			name = g.TunnelID
 			g.Attach = func(session tunnel.Session) error {
-				o, res := s.registry.claim(name, reg.Token, owner, mark, session, s.newProxy(name, session))
+				o, res := s.registry.claim(name, reg.Token, owner, mark, session, s.newProxy(name, session), access)
 				switch res {
 				case claimTaken:
 					s.metrics.agentConns.WithLabelValues("name_taken").Inc()

@@ -38,6 +38,7 @@ type entry struct {
 	proxy   *proxy         // the public handler for session
 	since   time.Time      // online since, or offline since
 	ended   string         // the wire code of the admin's decision that ended it, or ""
+	access  *accessRules   // the visitor rules the agent sent (an ad-hoc tunnel), or nil; kept while offline
 }
 
 func newRegistry(memory time.Duration) *registry {
@@ -64,9 +65,10 @@ func (r *registry) decision() uint64 {
 }
 
 // claim installs session for name, for token. owner says that the store
-// gives the name to token: an owner takes the name from anyone. It returns
-// the session it replaced (to be retired by the caller).
-func (r *registry) claim(name, token string, owner bool, mark uint64, session tunnel.Session, p *proxy) (old tunnel.Session, res claimResult) {
+// gives the name to token: an owner takes the name from anyone. access is
+// the visitor rules the agent sent, or nil. It returns the session it
+// replaced (to be retired by the caller).
+func (r *registry) claim(name, token string, owner bool, mark uint64, session tunnel.Session, p *proxy, access *accessRules) (old tunnel.Session, res claimResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !owner && mark != r.decisions {
@@ -82,7 +84,7 @@ func (r *registry) claim(name, token string, owner bool, mark uint64, session tu
 	if e != nil {
 		old = e.session
 	}
-	r.tunnels[name] = &entry{name: name, token: token, session: session, proxy: p, since: time.Now()}
+	r.tunnels[name] = &entry{name: name, token: token, session: session, proxy: p, since: time.Now(), access: access}
 	return old, claimed
 }
 

@@ -118,10 +118,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
 		return
 	}
-	if !s.admit(w, r, name) {
+	e := s.registry.lookup(name)
+	if !s.admit(w, r, name, e) {
 		return
 	}
-	e := s.registry.lookup(name)
 	switch {
 	case e == nil:
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,11 +36,31 @@ type Registration struct {
 	// Features are the extensions the agent announced; nil for a plain
 	// Jetty agent, which announces none.
 	Features []string
+	// Access is the visitor rules the agent sent for an ad-hoc tunnel
+	// (with wire.FeatureAccess), nil if none; unchecked.
+	Access *Access
 	// Protocol is ProtocolV1 or ProtocolV2, as the WebSocket negotiated.
 	Protocol string
 	// Request is the agent's WebSocket request (remote address,
 	// User-Agent).
 	Request *http.Request
+}
+
+// Access is an ad-hoc tunnel's visitor rules, sent in register
+// (basic_auth_user, basic_auth_bcrypt, allow_cidrs) for the edge to
+// enforce. The password crosses the wire only as a bcrypt hash.
+type Access struct {
+	// BasicAuthUser and BasicAuthBcrypt (a bcrypt hash of the password):
+	// visitors must give that user and password; both or neither.
+	BasicAuthUser   string
+	BasicAuthBcrypt string
+	// AllowCIDRs: visitors must come from one of these networks.
+	AllowCIDRs []string
+}
+
+// empty reports whether a sets no rule.
+func (a *Access) empty() bool {
+	return a == nil || a.BasicAuthUser == "" && a.BasicAuthBcrypt == "" && len(a.AllowCIDRs) == 0
 }
 
 // Grant is the edge's acceptance of a Registration.
@@ -50,6 +71,10 @@ type Grant struct {
 	PublicURL string
 	// Logger, if set, is the session's logger instead of Config.Logger.
 	Logger *slog.Logger
+	// Access says that the edge enforces the Registration's Access: only
+	// then is wire.FeatureAccess confirmed in registered (an agent that
+	// sent rules does not serve without it).
+	Access bool
 	// Attach, if set, is called with the new session just before
 	// registered is sent: the caller may route requests to it at once,
 	// since the session holds them until registered is out (and fails them
@@ -147,6 +172,9 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: grant.TunnelID, PublicURL: grant.PublicURL}
 	if reg.Features != nil {
 		answer.Features = append([]string{}, features...)
+		if grant.Access && wire.HasFeature(reg.Features, wire.FeatureAccess) {
+			answer.Features = append(answer.Features, wire.FeatureAccess)
+		}
 	}
 	sc := cfg.Config
 	if grant.Logger != nil {
@@ -220,7 +248,11 @@ func readRegister(ws *websocket.Conn, timeout time.Duration) (*Registration, err
 	if f.Type != wire.TypeRegister {
 		return nil, fmt.Errorf("first frame must be register, got %q", f.Type)
 	}
-	return &Registration{TunnelID: f.TunnelID, Token: f.AgentToken, Features: f.Features}, nil
+	reg := &Registration{TunnelID: f.TunnelID, Token: f.AgentToken, Features: f.Features}
+	if a := (&Access{BasicAuthUser: f.BasicAuthUser, BasicAuthBcrypt: f.BasicAuthBcrypt, AllowCIDRs: f.AllowCIDRs}); !a.empty() {
+		reg.Access = a
+	}
+	return reg, nil
 }
 
 // refuse sends an error frame and closes the connection.
@@ -247,6 +279,11 @@ type DialConfig struct {
 	// Features are the v1 extensions to announce. Nil means wire.Features;
 	// an empty slice announces none (a plain Jetty agent).
 	Features []string
+	// Access, if it sets a rule, is sent with register (announcing
+	// wire.FeatureAccess); an edge that does not confirm the feature is
+	// refused here with wire.CodeNoAccess, so that the tunnel never serves
+	// without the rules.
+	Access *Access
 	// UserAgent is sent with the WebSocket handshake; the edge records it
 	// as the agent's version. Empty means "sluice-agent".
 	UserAgent string
@@ -334,6 +371,10 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	stop := context.AfterFunc(ctx, func() { ws.SetReadDeadline(time.Now()) })
 	defer stop()
 	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: cfg.TunnelID, AgentToken: cfg.Token, Features: features}
+	if !cfg.Access.empty() {
+		reg.Features = append(slices.Clip(features), wire.FeatureAccess)
+		reg.BasicAuthUser, reg.BasicAuthBcrypt, reg.AllowCIDRs = cfg.Access.BasicAuthUser, cfg.Access.BasicAuthBcrypt, cfg.Access.AllowCIDRs
+	}
 	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
 		return nil, fmt.Errorf("tunnel: register: %w", err)
 	}
@@ -358,6 +399,9 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 		return nil, &RegisterError{Code: answer.Code, Message: answer.Message}
 	default:
 		return nil, fmt.Errorf("tunnel: register: unexpected answer %q", answer.Type)
+	}
+	if !cfg.Access.empty() && !wire.HasFeature(answer.Features, wire.FeatureAccess) {
+		return nil, &RegisterError{Code: wire.CodeNoAccess, Message: "the edge does not enforce visitor rules (basic auth, allowed networks): it is older than this agent; the tunnel was not opened"}
 	}
 	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, ws: ws, cfg: cfg.Config}, nil
 }

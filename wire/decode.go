@@ -133,6 +133,12 @@ func (d *decoder) frame(f *Frame) error {
 			f.Features, err = d.strings()
 		case "public_url":
 			f.PublicURL, err = d.string()
+		case "basic_auth_user":
+			f.BasicAuthUser, err = d.string()
+		case "basic_auth_bcrypt":
+			f.BasicAuthBcrypt, err = d.string()
+		case "allow_cidrs":
+			f.AllowCIDRs, err = d.strings()
 		case "message":
 			f.Message, err = d.string()
 		case "code":

@@ -38,17 +38,14 @@ func AppendFrame(dst []byte, f *Frame, opt EncodeOptions) []byte {
 	w.strIf("tunnel_id", f.TunnelID)
 	w.strIf("agent_token", f.AgentToken)
 	if f.Features != nil {
-		w.key("features")
-		w.dst = append(w.dst, '[')
-		for i, s := range f.Features {
-			if i > 0 {
-				w.dst = append(w.dst, ',')
-			}
-			w.dst = appendString(w.dst, s)
-		}
-		w.dst = append(w.dst, ']')
+		w.strings("features", f.Features)
 	}
 	w.strIf("public_url", f.PublicURL)
+	w.strIf("basic_auth_user", f.BasicAuthUser)
+	w.strIf("basic_auth_bcrypt", f.BasicAuthBcrypt)
+	if f.AllowCIDRs != nil {
+		w.strings("allow_cidrs", f.AllowCIDRs)
+	}
 	w.strIf("message", f.Message)
 	w.strIf("code", f.Code)
 	w.strIf("request_id", f.RequestID)
@@ -116,6 +113,18 @@ func (w *objectWriter) key(k string) {
 func (w *objectWriter) str(k, v string) {
 	w.key(k)
 	w.dst = appendString(w.dst, v)
+}
+
+func (w *objectWriter) strings(k string, vs []string) {
+	w.key(k)
+	w.dst = append(w.dst, '[')
+	for i, s := range vs {
+		if i > 0 {
+			w.dst = append(w.dst, ',')
+		}
+		w.dst = appendString(w.dst, s)
+	}
+	w.dst = append(w.dst, ']')
 }
 
 func (w *objectWriter) strIf(k, v string) {

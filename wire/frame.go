@@ -49,6 +49,12 @@ const (
 	// two directions of the upgraded connection, within windows, until an
 	// http_response_end, an http_request_end or an http_cancel.
 	FeatureUpgrade = "upgrade"
+	// FeatureAccess: the register frame carries visitor rules for an
+	// ad-hoc tunnel (basic_auth_user, basic_auth_bcrypt, allow_cidrs), and
+	// the edge enforces them. An agent announces it only when it sends
+	// rules, and must not serve unless registered confirms it: an edge
+	// that does not know the fields ignores them.
+	FeatureAccess = "access"
 )
 
 // Features lists every extension this implementation speaks, in the order
@@ -65,6 +71,9 @@ const (
 	CodeUnauthorized    = "unauthorized"      // wrong or missing token
 	CodeTunnelTaken     = "tunnel_taken"      // the name belongs to another token
 	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
+	CodeNoAccess        = "no_access"         // the agent sent visitor rules and the edge did not confirm "access" (agent side)
+	CodeBadAccess       = "bad_access"        // the visitor rules of register are malformed (a CIDR, the bcrypt hash)
+	CodeAccessStored    = "access_stored"     // visitor rules sent for a stored tunnel, whose own rules apply
 	CodeInternal        = "internal_error"    // the edge failed to decide (a store error); details are in its log
 
 	// The edge retires a registered session; the agent stops instead of
@@ -116,6 +125,11 @@ type Frame struct {
 	PublicURL  string   // public_url
 	Message    string   // message
 	Code       string   // code (a number is read as its decimal text)
+
+	// register: an ad-hoc tunnel's visitor rules (with FeatureAccess)
+	BasicAuthUser   string   // basic_auth_user
+	BasicAuthBcrypt string   // basic_auth_bcrypt: a bcrypt hash of the password, never the password
+	AllowCIDRs      []string // allow_cidrs
 
 	// http_*
 	RequestID string      // request_id (a number is read as its decimal text)

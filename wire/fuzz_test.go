@@ -12,6 +12,8 @@ import (
 func FuzzDecode(f *testing.F) {
 	seeds := []string{
 		`{"type":"register","tunnel_id":"demo","agent_token":"T"}`,
+		`{"type":"register","tunnel_id":"demo","agent_token":"T","features":["access"],"basic_auth_user":"ann","basic_auth_bcrypt":"$2a$10$x","allow_cidrs":["10.0.0.0/8","::1/128"]}`,
+		`{"type":"register","allow_cidrs":[],"basic_auth_user":null,"allow_cidrs":["a",1]}`,
 		`{"type":"http_response","request_id":"r1","status":200,"headers":{"content-type":"text\/html"},"body_b64":"aGk\/"}`,
 		`{"type":"http_response_start","request_id":"7","status":200,"headers":{"Set-Cookie":["a=1","b=2"]}}`,
 		`{"type":"http_response_chunk","request_id":42,"data_b64":"AAEC"}`,

@@ -23,6 +23,10 @@ func TestDecodeJettyFrames(t *testing.T) {
 		{"register with features",
 			`{"type":"register","tunnel_id":"demo","agent_token":"T","features":["request_stream","window"]}`,
 			Frame{Type: "register", TunnelID: "demo", AgentToken: "T", Features: []string{"request_stream", "window"}}},
+		{"register with visitor rules",
+			`{"type":"register","tunnel_id":"demo","agent_token":"T","features":["access"],"basic_auth_user":"ann","basic_auth_bcrypt":"$2a$10$abc\/","allow_cidrs":["10.0.0.0/8","::1/128"]}`,
+			Frame{Type: "register", TunnelID: "demo", AgentToken: "T", Features: []string{"access"},
+				BasicAuthUser: "ann", BasicAuthBcrypt: "$2a$10$abc/", AllowCIDRs: []string{"10.0.0.0/8", "::1/128"}}},
 		{"whole response, string headers, PHP escaped slashes",
 			`{"type":"http_response","request_id":"r1","status":200,"headers":{"content-type":"text\/html","X-A":"1"},"body_b64":"aGk\/"}`,
 			Frame{Type: "http_response", RequestID: "r1", Status: 200,
@@ -103,6 +107,9 @@ func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	frames := []Frame{
 		{Type: TypeRegister, TunnelID: "demo", AgentToken: "tok\"en", Features: []string{FeatureWindow, FeatureCancel}},
+		{Type: TypeRegister, TunnelID: "demo", AgentToken: "T", Features: []string{FeatureAccess},
+			BasicAuthUser: "ann", BasicAuthBcrypt: "$2a$10$x", AllowCIDRs: []string{"127.0.0.2/32"}},
+		{Type: TypeRegister, TunnelID: "demo", AgentToken: "T", AllowCIDRs: []string{}},
 		{Type: TypeRegistered, TunnelID: "demo", PublicURL: "http://demo.localhost:8080", Features: []string{}},
 		{Type: TypeError, Message: "tunnel \"demo\" is taken", Code: "tunnel_taken"},
 		{Type: TypeHTTPRequest, RequestID: "1", Method: "POST", Path: "/a b/ü", Query: "x=1&y=%20",

@@ -303,12 +303,7 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 				}
 				req.BasicAuthUser, req.BasicAuthPassword = &user, &pass
 			case "allow":
-				cidrs := []string{}
-				for _, c := range strings.Split(*allow, ",") {
-					if c = strings.TrimSpace(c); c != "" {
-						cidrs = append(cidrs, c)
-					}
-				}
+				cidrs := cidrList(*allow)
 				req.AllowCIDRs = &cidrs
 			case "disabled":
 				enabled := !*disabled

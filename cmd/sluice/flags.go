@@ -49,3 +49,15 @@ func (s *sizeFlag) Set(v string) error {
 	*s = sizeFlag(n << sh)
 	return nil
 }
+
+// cidrList splits --allow's comma-separated CIDRs (tunnels create and
+// update, http), dropping blanks; "" is an empty list.
+func cidrList(s string) []string {
+	cidrs := []string{}
+	for _, c := range strings.Split(s, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cidrs = append(cidrs, c)
+		}
+	}
+	return cidrs
+}

@@ -31,6 +31,17 @@ works alone on a laptop.
   sluice http 3000
   sluice http 3000 --edge http://127.0.0.1:8080 --token T --name demo
   sluice http http://127.0.0.1:5173 --host-header rewrite
+  sluice http 3000 --basic-auth-file ./visitor-pass --allow 10.0.0.0/8
+
+Visitor rules: --basic-auth USER:PASSWORD (or --basic-auth-file, or
+$SLUICE_BASIC_AUTH) makes the edge ask every visitor for that user and
+password (401 without them), and --allow CIDR,... admits visitors from
+those networks only (403 for others). The edge enforces them, for this
+tunnel while the agent is connected; the password crosses the wire only as
+a bcrypt hash. An edge too old to enforce them is refused: the tunnel is
+never opened unprotected. A tunnel stored at the edge (sluice tunnels
+create) has its own rules, set with sluice tunnels update: the edge refuses
+rules sent for it.
 `
 
 func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,6 +52,8 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	hostHeader := fs.String("host-header", "preserve", `Host the local server sees: "preserve" (the public host), "rewrite" (the upstream's), or a literal host`)
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "v2" (binary, multiplexed), "v1" (JSON frames, Jetty-compatible), or "auto" (v2 when the edge offers it, else v1)`)
 	headerTimeout := fs.Duration("header-timeout", 60*time.Second, "longest wait for the local server's response headers (bodies have no limit)")
+	basicAuth := cli.SecretFlag(fs, "basic-auth", "SLUICE_BASIC_AUTH", "USER:PASSWORD every visitor must give (basic auth, enforced by the edge)")
+	allow := fs.String("allow", "", "comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24 (enforced by the edge; default any address)")
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -70,6 +83,24 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	token, _, err := tokenFlag.Value()
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
+	}
+	auth, _, err := basicAuth.Value()
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	var authUser, authPass string
+	if auth != "" {
+		var ok bool
+		authUser, authPass, ok = strings.Cut(auth, ":")
+		if !ok || authUser == "" || authPass == "" {
+			return cli.Usagef("http: --basic-auth wants USER:PASSWORD")
+		}
+	}
+	allowCIDRs := cidrList(*allow)
+	for _, c := range allowCIDRs {
+		if _, _, err := net.ParseCIDR(c); err != nil {
+			return cli.Usagef("http: --allow: %q is not a CIDR such as 10.0.0.0/8", c)
+		}
 	}
 	logger := newLogger(stderr, *verbose)
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
@@ -114,10 +145,19 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		HostHeader:            *hostHeader,
 		Protocol:              *protocol,
 		ResponseHeaderTimeout: *headerTimeout,
+		BasicAuthUser:         authUser,
+		BasicAuthPassword:     authPass,
+		AllowCIDRs:            allowCIDRs,
 		Logger:                logger,
 		OnConnect: func(public, protocol string) {
 			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, upstream)
 			fmt.Fprintf(stderr, "tunnel up, protocol %s\n", protocol)
+			if authUser != "" {
+				fmt.Fprintf(stderr, "visitors must give basic auth, user %q (enforced by the edge)\n", authUser)
+			}
+			if len(allowCIDRs) > 0 {
+				fmt.Fprintf(stderr, "visitors must come from %s (enforced by the edge)\n", strings.Join(allowCIDRs, ", "))
+			}
 		},
 		OnRetry: func(err error, delay time.Duration) {
 			fmt.Fprintf(stderr, "tunnel lost (%v); reconnecting in %v\n", err, delay.Round(time.Millisecond))
@@ -137,7 +177,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		switch re.Code {
 		case wire.CodeTunnelReplaced:
 			return fmt.Errorf("tunnel taken over, stopping: %s", re.Message)
-		case wire.CodeNoV2:
+		case wire.CodeNoV2, wire.CodeNoAccess:
 			return errors.New(re.Message)
 		case wire.CodeTunnelDeleted, wire.CodeTunnelDisabled, wire.CodeTokenRevoked:
 			return fmt.Errorf("the edge ended the tunnel, stopping: %s", re.Message)
