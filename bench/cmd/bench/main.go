@@ -9,6 +9,7 @@
 //	go run ./bench/cmd/bench hol [flags]      head-of-line blocking beside a stalled download
 //	go run ./bench/cmd/bench faults [flags]   toxiproxy faults on the agent's and the client's link
 //	go run ./bench/cmd/bench budget [flags]   1,000 clients that never read: the edge's memory within --max-buffer
+//	go run ./bench/cmd/bench limits [flags]   200,000 random names (the edge's heap), 1,030 slow uploads from one address
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -55,12 +56,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runFaults(ctx, rest, stdout, stderr)
 	case "budget":
 		err = runBudget(ctx, rest, stdout, stderr)
+	case "limits":
+		err = runLimits(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

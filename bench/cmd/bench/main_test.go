@@ -33,6 +33,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"faults", "--links", ""}, 2, "no link given"},
 		{[]string{"faults", "--requests", "0"}, 2, "must be positive"},
 		{[]string{"faults", "--max-size", "1"}, 2, "--max-size"},
+		{[]string{"limits", "--names", "0", "--uploads", "0"}, 2, "nothing to run"},
+		{[]string{"limits", "--workers", "0"}, 2, "must be positive"},
 		{[]string{"sseload", "nope"}, 1, `unknown mode "nope"`},
 		{[]string{"--help"}, 0, "Usage: go run ./bench/cmd/bench"},
 		{[]string{"relay", "--help"}, 0, "Usage: bench relay LISTEN TARGET"},
