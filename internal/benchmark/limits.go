@@ -524,6 +524,9 @@ func (r *LimitsReport) WriteTable(w io.Writer) error {
 		}
 	}
 	if u := r.Uploads; u != nil {
+		if r.Names != nil {
+			fmt.Fprintln(w)
+		}
 		if _, err := fmt.Fprintf(w, `slow uploads: %d from %v, a byte each per %.0f s (--max-streams-per-ip %d)
   held open                    %10d (sluice_open_streams %.0f)
   refused with 429             %10d (p50 %.1f ms, max %.1f ms)
