@@ -15,8 +15,9 @@ import "sync"
 // grows its window only while the budget has room (Grow), so under
 // pressure new streams get smaller windows and the edge never holds more
 // than the budget, except for a floor per stream (Floor) that keeps every
-// stream moving and that the protocol may impose (a v1 agent's initial
-// window); Force takes those.
+// stream moving and that the protocol may impose (a v1 agent's first
+// window: 32 KiB with wire.FeatureInitialWindow, 512 KiB without); Force
+// takes those.
 type Budget struct {
 	mu   sync.Mutex
 	max  int64

@@ -165,11 +165,14 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	}
 	var features []string
 	for _, f := range reg.Features {
-		if wire.HasFeature(wire.Features, f) {
+		if wire.HasFeature(wire.Features, f) && (f != wire.FeatureInitialWindow || wire.HasFeature(reg.Features, wire.FeatureWindow)) {
 			features = append(features, f)
 		}
 	}
 	answer := wire.Frame{Type: wire.TypeRegistered, TunnelID: grant.TunnelID, PublicURL: grant.PublicURL}
+	if wire.HasFeature(features, wire.FeatureInitialWindow) {
+		answer.Window = int64(min(initialWindowV1, cfg.V1.Window))
+	}
 	if reg.Features != nil {
 		answer.Features = append([]string{}, features...)
 		if grant.Access && wire.HasFeature(reg.Features, wire.FeatureAccess) {
@@ -193,7 +196,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 		s, start = v2, v2.start
 		send = func(f *wire.Frame) error { return v2.writeText(f, cfg.HandshakeTimeout) }
 	} else {
-		v1 := newV1Edge(ws, v1Settings{Config: sc, features: features})
+		v1 := newV1Edge(ws, v1Session(sc, features, answer.Window))
 		s = v1
 		send = func(f *wire.Frame) error { return v1.conn.writeFrameWithin(f, cfg.HandshakeTimeout) }
 	}
@@ -304,6 +307,9 @@ type AgentSession struct {
 	Protocol string
 	// Features are the v1 extensions the edge confirmed.
 	Features []string
+	// window is the first response window registered announced (with
+	// wire.FeatureInitialWindow).
+	window int64
 
 	ws  *websocket.Conn
 	cfg Config
@@ -403,7 +409,7 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	if !cfg.Access.empty() && !wire.HasFeature(answer.Features, wire.FeatureAccess) {
 		return nil, &RegisterError{Code: wire.CodeNoAccess, Message: "the edge does not enforce visitor rules (basic auth, allowed networks): it is older than this agent; the tunnel was not opened"}
 	}
-	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, ws: ws, cfg: cfg.Config}, nil
+	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config}, nil
 }
 
 // Serve serves the requests that arrive with handler until the connection
@@ -414,7 +420,7 @@ func (s *AgentSession) Serve(ctx context.Context, handler http.Handler) error {
 	if s.Protocol == ProtocolV2 {
 		return serveV2(ctx, s.ws, handler, s.cfg)
 	}
-	return serveV1(ctx, s.ws, handler, v1Settings{Config: s.cfg, features: s.Features})
+	return serveV1(ctx, s.ws, handler, v1Session(s.cfg, s.Features, s.window))
 }
 
 // Close closes a session that will not be served.

@@ -21,7 +21,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var allFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders}
+var allFeatures = []string{wire.FeatureRequestStream, wire.FeatureWindow, wire.FeatureCancel, wire.FeatureMultiValueHeaders, wire.FeatureInitialWindow}
 
 // v2Features selects protocol v2 in tunnelSession (the subprotocol's name
 // as a pseudo-feature). v2 carries trailers, cancels and windows natively.

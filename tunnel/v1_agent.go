@@ -182,7 +182,7 @@ func (a *agentSession) start(f *wire.Frame) {
 		a:      a,
 		ctx:    ctx,
 		cancel: cancel,
-		credit: newCredit(a.cfg.V1.Window),
+		credit: newCredit(a.cfg.window),
 		done:   make(chan struct{}),
 	}
 	h := f.Headers

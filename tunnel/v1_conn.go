@@ -18,6 +18,11 @@ const (
 	chunkSize = 32 << 10
 	// plainBuffer bounds a stream's buffer when the peer has no window.
 	plainBuffer = 1 << 20
+	// initialWindowV1 is the first response window the edge announces
+	// with wire.FeatureInitialWindow: one chunk, the floor every stream
+	// keeps (budgetFloor). The rest of Config.V1.Window follows the
+	// budget, granted after the request's head.
+	initialWindowV1 = budgetFloor
 )
 
 // v1Settings is a v1 session's configuration, with the features both ends
@@ -25,6 +30,21 @@ const (
 type v1Settings struct {
 	Config
 	features []string
+	// window is each stream's first response window (agent to edge), in
+	// bytes, with wire.FeatureWindow: the one registered announced with
+	// wire.FeatureInitialWindow, else Config.V1.Window (the protocol's).
+	window int64
+}
+
+// v1Session returns the settings of a v1 session with the features both
+// ends agreed on and the window registered announced (used only with
+// wire.FeatureInitialWindow).
+func v1Session(cfg Config, features []string, announced int64) v1Settings {
+	s := v1Settings{Config: cfg, features: features, window: int64(cfg.V1.Window)}
+	if s.has(wire.FeatureWindow) && s.has(wire.FeatureInitialWindow) {
+		s.window = announced
+	}
+	return s
 }
 
 func (c v1Settings) has(feature string) bool { return wire.HasFeature(c.features, feature) }
@@ -175,7 +195,7 @@ type credit struct {
 	added chan struct{} // cap 1
 }
 
-func newCredit(n int) *credit { return &credit{n: int64(n), added: make(chan struct{}, 1)} }
+func newCredit(n int64) *credit { return &credit{n: n, added: make(chan struct{}, 1)} }
 
 func (c *credit) add(n int64) {
 	c.mu.Lock()

@@ -79,7 +79,8 @@ type edgeStream struct {
 
 	// With the window feature, the agent's response credit (avail) is
 	// reserved from the budget until it arrives (then the pipe holds it)
-	// or the stream ends; owed is what was read and not credited back.
+	// or the stream ends; owed is the rest of the window: what was read
+	// and not credited back, or not granted yet (wire.FeatureInitialWindow).
 	winMu sync.Mutex // guards avail, owed, ended
 	avail int64
 	owed  int64
@@ -495,16 +496,20 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 		id:      strconv.FormatUint(s.nextID, 10),
 		s:       s,
 		start:   make(chan *http.Response, 1),
-		credit:  newCredit(s.cfg.V1.Window),
+		credit:  newCredit(int64(s.cfg.V1.Window)),
 		done:    make(chan struct{}),
 		upgrade: upgrade,
 	}
 	if s.cfg.has(wire.FeatureWindow) {
-		// The agent may send a window at once: the protocol's, not the
-		// budget's, so it is taken whatever is left. The credit given
-		// back follows the budget (creditAgent).
-		s.cfg.Budget.Force(int64(s.cfg.V1.Window))
-		st.avail = int64(s.cfg.V1.Window)
+		// The agent may send its first window at once, before any
+		// window_update: the protocol's (512 KiB), or the one registered
+		// announced (wire.FeatureInitialWindow), so it is taken whatever
+		// is left. The rest of the window is owed: granted as the budget
+		// allows once the request's head went out (grant), and as the
+		// client reads (creditAgent).
+		s.cfg.Budget.Force(s.cfg.window)
+		st.avail = s.cfg.window
+		st.owed = max(int64(s.cfg.V1.Window)-s.cfg.window, 0)
 		st.body = newPipe(s.cfg.V1.Window, st.creditAgent)
 	} else {
 		// Without flow control, the read loop stops (back-pressure on
@@ -519,14 +524,26 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 	return st, nil
 }
 
-// creditAgent gives response-body credit back once half a window was
-// read, as far as the budget allows: under pressure the credit shrinks,
-// down to one chunk in flight (budgetFloor), so every stream still moves.
+// creditAgent gives response-body credit back once half a window is
+// owed (read, or not granted yet), as far as the budget allows (grant).
 func (st *edgeStream) creditAgent(n int) {
-	b := st.s.cfg.Budget
 	st.winMu.Lock()
 	st.owed += int64(n)
-	if st.ended || st.owed < int64(st.s.cfg.V1.Window/2) {
+	due := st.owed >= int64(st.s.cfg.V1.Window/2)
+	st.winMu.Unlock()
+	if due {
+		st.grant()
+	}
+}
+
+// grant gives the agent the response credit owed, as far as the budget
+// allows: under pressure the credit shrinks, down to one chunk in flight
+// (budgetFloor), so every stream still moves. It must not run before the
+// request's head went out: the agent does not know the stream before.
+func (st *edgeStream) grant() {
+	b := st.s.cfg.Budget
+	st.winMu.Lock()
+	if st.ended || st.owed == 0 {
 		st.winMu.Unlock()
 		return
 	}
@@ -651,6 +668,9 @@ func (s *v1Edge) writeHead(st *edgeStream, f *wire.Frame) error {
 	}
 	if !st.sent() {
 		return ErrStreamReset
+	}
+	if s.cfg.has(wire.FeatureWindow) {
+		st.grant() // the window past the first, now that the agent knows the stream
 	}
 	return nil
 }

@@ -133,6 +133,8 @@ func (d *decoder) frame(f *Frame) error {
 			f.Features, err = d.strings()
 		case "public_url":
 			f.PublicURL, err = d.string()
+		case "window":
+			f.Window, err = d.int(1 << 62)
 		case "basic_auth_user":
 			f.BasicAuthUser, err = d.string()
 		case "basic_auth_bcrypt":

@@ -41,6 +41,10 @@ func AppendFrame(dst []byte, f *Frame, opt EncodeOptions) []byte {
 		w.strings("features", f.Features)
 	}
 	w.strIf("public_url", f.PublicURL)
+	if f.Window != 0 {
+		w.key("window")
+		w.dst = strconv.AppendInt(w.dst, f.Window, 10)
+	}
 	w.strIf("basic_auth_user", f.BasicAuthUser)
 	w.strIf("basic_auth_bcrypt", f.BasicAuthBcrypt)
 	if f.AllowCIDRs != nil {

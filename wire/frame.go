@@ -55,11 +55,17 @@ const (
 	// rules, and must not serve unless registered confirms it: an edge
 	// that does not know the fields ignores them.
 	FeatureAccess = "access"
+	// FeatureInitialWindow: with FeatureWindow, a stream's first response
+	// window is not the protocol's 512 KiB but what the edge announces in
+	// registered's window member (possibly 0); the edge grows it with
+	// window_update frames, which it sends only after the request's head.
+	// An edge confirms it only with FeatureWindow.
+	FeatureInitialWindow = "initial_window"
 )
 
 // Features lists every extension this implementation speaks, in the order
 // an agent announces them; an edge confirms the ones it shares.
-var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade}
+var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow}
 
 // Error codes: the code of an error frame (v1 and v2, before and after
 // registration), and of the edge's error pages and API errors where the
@@ -125,6 +131,10 @@ type Frame struct {
 	PublicURL  string   // public_url
 	Message    string   // message
 	Code       string   // code (a number is read as its decimal text)
+	// registered, with FeatureInitialWindow: each stream's first response
+	// window in bytes (window). Zero is not sent: a peer reads its
+	// absence as zero.
+	Window int64
 
 	// register: an ad-hoc tunnel's visitor rules (with FeatureAccess)
 	BasicAuthUser   string   // basic_auth_user

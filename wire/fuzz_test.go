@@ -21,6 +21,8 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"error","message":"caf\u00e9 \ud83d\ude00 \ud800","code":409}`,
 		`{"x":[1,-2.5e3,true,false,null,{"y":"z"}]}`,
 		`{"type":"window_update","request_id":"r","bytes":65536}`,
+		`{"type":"registered","tunnel_id":"demo","features":["window","initial_window"],"window":32768}`,
+		`{"type":"registered","window":0,"window":null,"window":4611686018427387903}`,
 		`{"type":"http_response_end","request_id":"9","trailers":{"x-checksum":"abc","Grpc-Status":["0","1"]}}`,
 		`{"type":"http_response_end","request_id":"9","trailers":[]}`,
 		`{"type":"a" "b":1}`, `{"status":01}`, `{`, ``,
@@ -62,12 +64,13 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("window_update", "r", "", "", "", "", "", []byte(nil), 0, int64(1<<20))
 	f.Add("x\xff", "\xc3", "M", "/\u2028", "", "Set-Cookie", "a=1", []byte{}, 999, int64(5))
 	f.Add("http_response_end", "7", "", "", "", "X-Checksum", "grpc-status", []byte(nil), 0, int64(0))
+	f.Add("registered", "", "", "", "", "", "", []byte(nil), 0, int64(32<<10))
 	f.Fuzz(func(t *testing.T, typ, id, method, path, query, hname, hval string, data []byte, status int, n int64) {
 		if status < 0 || status >= 1<<31 || n < 0 || n >= 1<<62 {
 			return
 		}
 		fr := Frame{Type: typ, RequestID: id, Method: method, Path: path, Query: query,
-			Status: status, Data: data, Body: data, Bytes: n, Error: hval}
+			Status: status, Data: data, Body: data, Bytes: n, Window: n, Error: hval}
 		if hname != "" {
 			fr.Headers = http.Header{hname: {hval, hval + "2"}}
 			fr.Trailers = http.Header{hval: {hname, query}}
