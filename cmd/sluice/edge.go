@@ -57,7 +57,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
 	trustedProxies := fs.String("trusted-proxies", "", "CIDR,... of the load balancers in front of the edge: from them, the visitor's address is taken from X-Forwarded-For or Forwarded (for --allow lists); default none: those fields are not believed")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
-	maxBuffer := sizeFlag(256 << 20)
+	maxBuffer := cli.Size(256 << 20)
 	fs.Var(&maxBuffer, "max-buffer", "body bytes the edge may buffer for all tunnels together, windows granted to agents included (a `size` such as 64MiB, 1GiB or plain bytes); under pressure streams get smaller windows")
 	maxPerIP := fs.Int("max-streams-per-ip", 256, "concurrent public requests from one client address, over all tunnels (429 with Retry-After past it)")
 	maxHandshakes := fs.Int("max-pending-handshakes-per-ip", 32, "agent WebSocket handshakes from one address not yet registered or refused (429 past it); each costs the edge little until its agent is authenticated")

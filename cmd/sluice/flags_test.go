@@ -74,21 +74,3 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
-
-func TestSizeFlag(t *testing.T) {
-	for in, want := range map[string]int64{"256MiB": 256 << 20, "64MiB": 64 << 20, "1GiB": 1 << 30, "1048576": 1 << 20, "512KiB": 512 << 10, "2M": 2 << 20, "3GB": 3 << 30} {
-		var s sizeFlag
-		if err := s.Set(in); err != nil || int64(s) != want {
-			t.Errorf("%q: got %d, %v; want %d", in, s, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "-1", "0", "12XB", "1.5GiB", "1TiB"} {
-		var s sizeFlag
-		if err := s.Set(in); err == nil {
-			t.Errorf("%q accepted as %d", in, s)
-		}
-	}
-	if s := sizeFlag(256 << 20); s.String() != "256MiB" {
-		t.Errorf("String: %q", s.String())
-	}
-}

@@ -21,34 +21,21 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runBudget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("budget", budgetHelp, stderr)
+	sc := newScenario("budget", budgetHelp, stderr)
+	fs := sc.fs
 	clients := fs.Int("clients", 1000, "clients that never read")
 	size := fs.Int64("size", 50e6, "bytes each client asks for")
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
-	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
-	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
+	if err := sc.parse(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("budget: unexpected argument %q", pos[0])
 	}
 	if *clients <= 0 || *clients > 250*250 || *size <= 0 {
 		return cli.Usagef("budget: --clients and --size must be positive")
 	}
-	bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg := benchmark.BudgetConfig{SluiceBin: bin, Clients: *clients, Size: *size}
-	if !*quiet {
-		cfg.Progress = stderr
-	}
-	rep, runErr := benchmark.Budget(ctx, cfg)
-	if rep == nil {
-		return runErr
-	}
-	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
+	return sc.run(ctx, stdout, stderr, func(bin string, progress io.Writer) (report, error) {
+		rep, err := benchmark.Budget(ctx, benchmark.BudgetConfig{SluiceBin: bin, Clients: *clients, Size: *size, Progress: progress})
+		if rep == nil {
+			return nil, err
+		}
+		return rep, err
+	})
 }

@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"github.com/sluicehq/sluice/internal/cli"
 	"io"
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/benchmark"
@@ -75,7 +73,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "size":
-			n, err := parseByteSize(*size)
+			n, err := cli.ParseSize(*size)
 			if err != nil {
 				flagErr = cli.Usagef("--size: %v", err)
 			}
@@ -157,28 +155,4 @@ func findNginx() string {
 		}
 	}
 	return ""
-}
-
-// parseByteSize reads "1GiB", "64MiB", "500KB", "1e6" or "1048576".
-func parseByteSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
-	}
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(strings.ToLower(t), strings.ToLower(u.suffix)) {
-			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 || v*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("%q is not a size such as 1GiB, 64MiB or 1000000", s)
-	}
-	return int64(v * float64(mult)), nil
 }

@@ -37,7 +37,8 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runFaults(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("faults", faultsHelp, stderr)
+	sc := newScenario("faults", faultsHelp, stderr)
+	fs := sc.fs
 	protocols := fs.String("protocols", "v1,v2", "protocols to run, comma-separated: v1, v2")
 	faults := fs.String("faults", strings.Join(benchmark.FaultNames, ","), "faults to inject, comma-separated")
 	links := fs.String("links", strings.Join(benchmark.LinkNames, ","), "links to put them on, comma-separated: agent, client")
@@ -46,22 +47,16 @@ func runFaults(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rate := fs.Int64("rate", 4096, "the bandwidth fault's limit in KB/s, each way")
 	pongTimeout := fs.Duration("pong-timeout", 5*time.Second, "the edge's --pong-timeout, which bounds how long a blackholed agent is held")
 	seed := fs.Uint64("seed", 0, "seed of the sizes and bodies (0: from the clock)")
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agents (default: built from this module with go build)")
 	toxiproxyBin := fs.String("toxiproxy", "", "toxiproxy's server binary (default: built from the module github.com/Shopify/toxiproxy/v2 with go build)")
-	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
-	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
+	if err := sc.parse(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("faults: unexpected argument %q", pos[0])
 	}
 	if *requests < 1 || *rate < 1 || *pongTimeout <= 0 {
 		return cli.Usagef("faults: --requests, --rate and --pong-timeout must be positive")
 	}
 	cfg := benchmark.FaultsConfig{Requests: *requests, Rate: *rate, PongTimeout: *pongTimeout, Seed: *seed}
-	if cfg.MaxSize, err = parseByteSize(*maxSize); err != nil || cfg.MaxSize < 2 {
+	var err error
+	if cfg.MaxSize, err = cli.ParseSize(*maxSize); err != nil || cfg.MaxSize < 2 {
 		return cli.Usagef("faults: --max-size: want at least 2 bytes, got %q", *maxSize)
 	}
 	if cfg.Seed == 0 {
@@ -76,27 +71,23 @@ func runFaults(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.Links, err = pickList("faults", "link", *links, benchmark.LinkNames); err != nil {
 		return err
 	}
-	bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg.SluiceBin = bin
 	tbin, tcleanup, err := toxiproxyBinary(ctx, *toxiproxyBin, stderr)
 	if err != nil {
 		return err
 	}
 	defer tcleanup()
 	cfg.ToxiproxyBin = tbin
-	if !*quiet {
-		cfg.Progress = stderr
-		fmt.Fprintf(stderr, "faults: seed %d\n", cfg.Seed)
-	}
-	rep, runErr := benchmark.Faults(ctx, cfg)
-	if rep == nil {
-		return runErr
-	}
-	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
+	return sc.run(ctx, stdout, stderr, func(bin string, progress io.Writer) (report, error) {
+		cfg.SluiceBin, cfg.Progress = bin, progress
+		if progress != nil {
+			fmt.Fprintf(progress, "faults: seed %d\n", cfg.Seed)
+		}
+		rep, err := benchmark.Faults(ctx, cfg)
+		if rep == nil {
+			return nil, err
+		}
+		return rep, err
+	})
 }
 
 // pickList reads a comma-separated list of names from valid.

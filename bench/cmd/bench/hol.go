@@ -29,40 +29,29 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runHOL(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("hol", holHelp, stderr)
+	sc := newScenario("hol", holHelp, stderr)
+	fs := sc.fs
 	protocols := fs.String("protocols", "v1,v2", "protocols to run, comma-separated: v1, v2")
 	phase := fs.Duration("phase", 0, "length of each measured phase, unloaded and loaded (default 3s)")
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
-	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
-	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
+	if err := sc.parse(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("hol: unexpected argument %q", pos[0])
 	}
 	if *phase < 0 {
 		return cli.Usagef("hol: --phase must not be negative")
 	}
 	cfg := benchmark.HOLConfig{Phase: *phase}
+	var err error
 	if cfg.Protocols, err = parseProtocols("hol", *protocols); err != nil {
 		return err
 	}
-	bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg.SluiceBin = bin
-	if !*quiet {
-		cfg.Progress = stderr
-	}
-	rep, runErr := benchmark.HeadOfLine(ctx, cfg)
-	if rep == nil {
-		return runErr
-	}
-	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
+	return sc.run(ctx, stdout, stderr, func(bin string, progress io.Writer) (report, error) {
+		cfg.SluiceBin, cfg.Progress = bin, progress
+		rep, err := benchmark.HeadOfLine(ctx, cfg)
+		if rep == nil {
+			return nil, err
+		}
+		return rep, err
+	})
 }
 
 // parseProtocols reads a --protocols list of v1 and v2.

@@ -32,22 +32,16 @@ fails. Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runLimits(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("limits", limitsHelp, stderr)
+	sc := newScenario("limits", limitsHelp, stderr)
+	fs := sc.fs
 	names := fs.Int("names", 200000, "requests for random names (0: skip the names scenario)")
 	workers := fs.Int("workers", 8, "concurrent clients of the names scenario")
 	uploads := fs.Int("uploads", 1030, "slow uploads from one address (0: skip the uploads scenario)")
 	interval := fs.Duration("interval", 5e9, "how often each held upload sends a byte")
 	perIP := fs.Int("max-streams-per-ip", 0, "the edge's --max-streams-per-ip in the uploads scenario (0: its default)")
 	other := fs.Int("other-requests", 20, "requests from another address in each of the two rounds")
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
-	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
-	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
+	if err := sc.parse(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("limits: unexpected argument %q", pos[0])
 	}
 	if *names < 0 || *uploads < 0 || *perIP < 0 || *workers <= 0 || *other <= 0 || *interval <= 0 {
 		return cli.Usagef("limits: --names, --uploads and --max-streams-per-ip must not be negative, --workers, --other-requests and --interval must be positive")
@@ -55,19 +49,12 @@ func runLimits(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *names == 0 && *uploads == 0 {
 		return cli.Usagef("limits: --names and --uploads are both 0: nothing to run")
 	}
-	bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg := benchmark.LimitsConfig{SluiceBin: bin, Names: *names, NamesWorkers: *workers, Uploads: *uploads,
-		Interval: *interval, PerIP: *perIP, OtherRequests: *other}
-	if !*quiet {
-		cfg.Progress = stderr
-	}
-	rep, runErr := benchmark.Limits(ctx, cfg)
-	if rep == nil {
-		return runErr
-	}
-	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
+	return sc.run(ctx, stdout, stderr, func(bin string, progress io.Writer) (report, error) {
+		rep, err := benchmark.Limits(ctx, benchmark.LimitsConfig{SluiceBin: bin, Names: *names, NamesWorkers: *workers, Uploads: *uploads,
+			Interval: *interval, PerIP: *perIP, OtherRequests: *other, Progress: progress})
+		if rep == nil {
+			return nil, err
+		}
+		return rep, err
+	})
 }

@@ -54,13 +54,13 @@ func TestCommandLine(t *testing.T) {
 
 func TestParseByteSize(t *testing.T) {
 	for in, want := range map[string]int64{"1GiB": 1 << 30, "64MiB": 64 << 20, "500KB": 500e3, "1e6": 1e6, "1048576": 1 << 20, " 2 MB ": 2e6} {
-		if got, err := parseByteSize(in); err != nil || got != want {
-			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := cli.ParseSize(in); err != nil || got != want {
+			t.Errorf("cli.ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "-1MiB", "0", "x", "1TB"} {
-		if _, err := parseByteSize(in); err == nil {
-			t.Errorf("parseByteSize(%q) accepted", in)
+		if _, err := cli.ParseSize(in); err == nil {
+			t.Errorf("cli.ParseSize(%q) accepted", in)
 		}
 	}
 }

@@ -29,46 +29,34 @@ Progress goes to stderr, the table (or JSON) to stdout.
 `
 
 func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("scale", scaleHelp, stderr)
+	sc := newScenario("scale", scaleHelp, stderr)
+	fs := sc.fs
 	streams := fs.Int("streams", 10000, "concurrent SSE streams held through the tunnel")
 	protocols := fs.String("protocols", "v1,v2", "protocols to run, comma-separated: v1, v2")
 	concurrency := fs.Int("concurrency", 200, "connection attempts in progress at once")
 	timeout := fs.Duration("timeout", 0, "ceiling of each wait (connecting, the broadcast, the clients leaving) (default 5m)")
-	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
-	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
-	quiet := fs.Bool("quiet", false, "print no progress on stderr")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
+	if err := sc.parse(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("scale: unexpected argument %q", pos[0])
 	}
 	if *streams <= 0 || *concurrency <= 0 || *timeout < 0 {
 		return cli.Usagef("scale: --streams and --concurrency must be positive, --timeout not negative")
 	}
 	cfg := benchmark.ScaleConfig{Streams: *streams, Concurrency: *concurrency, Timeout: *timeout}
+	var err error
 	if cfg.Protocols, err = parseProtocols("scale", *protocols); err != nil {
 		return err
 	}
 	if cfg.LoadCmd, err = self("sseload"); err != nil {
 		return err
 	}
-	bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	cfg.SluiceBin = bin
-	if !*quiet {
-		cfg.Progress = stderr
-	}
-
-	rep, runErr := benchmark.Scale(ctx, cfg)
-	if rep == nil {
-		return runErr
-	}
-	return printReport(ctx, rep, runErr, *jsonOut, *quiet, stdout, stderr)
+	return sc.run(ctx, stdout, stderr, func(bin string, progress io.Writer) (report, error) {
+		cfg.SluiceBin, cfg.Progress = bin, progress
+		rep, err := benchmark.Scale(ctx, cfg)
+		if rep == nil {
+			return nil, err
+		}
+		return rep, err
+	})
 }
 
 // runSSELoad is a load process of the scale run: "bench sseload MODE".
