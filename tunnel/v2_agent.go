@@ -48,7 +48,7 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg 
 		MaxConcurrentStreams:         h2MaxStreams,
 		MaxUploadBufferPerStream:     int32(cfg.V2.Window),
 		MaxUploadBufferPerConnection: h2ConnWindow,
-		MaxReadFrameSize:             h2FrameSize,
+		MaxReadFrameSize:             h2AgentFrameSize,
 		// x/net's default round-robin scheduler walks every open stream
 		// for each frame it writes: with 2,000 held SSE streams that was a
 		// fifth of the agent's CPU. The random scheduler keeps only the

@@ -33,8 +33,14 @@ const (
 	// h2ConnWindow is the connection-level window each way: large, so
 	// that only the per-stream windows (Config.Window) limit a stream.
 	h2ConnWindow = 1 << 30
-	// h2FrameSize is the largest DATA frame either side reads.
+	// h2FrameSize is the largest DATA frame the edge reads.
 	h2FrameSize = 1 << 20
+	// h2AgentFrameSize is the largest DATA frame the agent reads, and so
+	// the largest the edge sends: x/net's client holds a scratch buffer of
+	// that size (at most 512 KiB) for every request body it is sending,
+	// outside any window, so a small one keeps uploads that wait on a slow
+	// upstream cheap at the edge.
+	h2AgentFrameSize = 64 << 10
 )
 
 // v2Edge is the edge's end of a protocol v2 connection: an HTTP/2 client
