@@ -39,7 +39,11 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		// Shorter than the keep-alive of common local servers (Node.js
+		// and uvicorn close idle connections after 5 s): reusing one that
+		// the server is closing fails a request that cannot be retried,
+		// such as a POST with a streamed body (502).
+		IdleConnTimeout:       4 * time.Second,
 		DisableCompression:    true, // bodies pass through as the client asked
 		ExpectContinueTimeout: time.Second,
 		ReadBufferSize:        upstreamReadBuffer,

@@ -227,9 +227,12 @@ func startFaultUpstream() (*faultUpstream, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /data", u.download)
 	mux.HandleFunc("POST /data", u.upload)
-	// Idle connections close soon, so that the agents' descriptors return
-	// to their counts between cases.
-	u.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 500 * time.Millisecond}
+	// No keep-alive, so that the agents' descriptors return to their
+	// counts between cases. (An idle timeout shorter than the agent's
+	// would race with the agent reusing a connection the upstream is
+	// closing: a POST cannot be retried, and fails with 502.)
+	u.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	u.srv.SetKeepAlivesEnabled(false)
 	go func() {
 		defer close(u.done)
 		u.srv.Serve(ln)
