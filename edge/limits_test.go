@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/tunnel"
 )
@@ -357,4 +358,71 @@ func TestWholeBodiesWithinBudget(t *testing.T) {
 		t.Fatalf("%d of %d whole-body uploads refused as busy, want at least %d", busy, uploads, uploads-2)
 	}
 	t.Logf("%d of %d uploads of %d MiB refused with 503 under a %d MiB budget", busy, uploads, size>>20, maxBuffer>>20)
+}
+
+// An upgraded connection (WebSocket) follows the same rule as any other
+// response: a client that reads nothing for --write-idle-timeout is cut,
+// while a quiet connection with nothing to send lives on.
+func TestWriteIdleCutsNonReadingWebSocket(t *testing.T) {
+	t.Parallel()
+	const idle = time.Second
+	e := startEdge(t, func(c *edge.Config) { c.WriteIdleTimeout = idle })
+	upgrader := websocket.Upgrader{}
+	flooded := make(chan error, 1)
+	e.serveAgent(t, "ws", tunnel.ProtocolV2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		if r.URL.Path == "/quiet" {
+			for { // reads, never writes, until the client leaves
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}
+		msg := make([]byte, 64<<10)
+		for {
+			if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				flooded <- err
+				return
+			}
+		}
+	}))
+	dial := func(path string, rbuf int) *websocket.Conn {
+		d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, e.addr)
+			if err == nil && rbuf > 0 {
+				c.(*net.TCPConn).SetReadBuffer(rbuf)
+			}
+			return c, err
+		}}
+		ws, _, err := d.Dial("ws://ws.localhost"+path, nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", path, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	quiet := dial("/quiet", 0)
+	dial("/flood", 4<<10) // and never read
+	e.waitMetric(t, `sluice_limited_total{reason="write_idle"}`, 1, time.Minute)
+	select {
+	case err := <-flooded:
+		t.Logf("the upstream's writes ended: %v", err)
+	case <-time.After(patience):
+		t.Fatal("the upstream still writes to a client that was cut")
+	}
+	// The quiet connection, idle for longer than the timeout, still works.
+	time.Sleep(2 * idle)
+	if err := quiet.WriteMessage(websocket.TextMessage, []byte("still here")); err != nil {
+		t.Fatalf("quiet WebSocket cut: %v", err)
+	}
+	quiet.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := quiet.ReadMessage(); err == nil {
+		t.Fatal("the quiet upstream sent something")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("quiet WebSocket ended: %v", err)
+	}
 }

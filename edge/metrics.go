@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -93,9 +94,10 @@ func newMetrics() *metrics {
 // is an upgrade: counted as 101, and its bytes in sluice_upgraded_bytes.
 type statusWriter struct {
 	http.ResponseWriter
-	m        *metrics
-	code     int
-	hijacked bool
+	m         *metrics
+	code      int
+	hijacked  bool
+	writeIdle time.Duration // for an upgraded connection (Config.WriteIdleTimeout)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -126,7 +128,7 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.hijacked = true
-	return &upgradedConn{Conn: c, m: w.m}, rw, nil
+	return &upgradedConn{Conn: c, m: w.m, writeIdle: w.writeIdle}, rw, nil
 }
 
 // done counts the response once its handler has returned.
@@ -142,10 +144,14 @@ func (w *statusWriter) done() {
 	w.m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
-// upgradedConn counts the bytes of an upgraded public connection.
+// upgradedConn counts the bytes of an upgraded public connection, and
+// cuts a client that reads nothing for writeIdle (a write that cannot
+// finish in that time fails, which ends the connection), as for any other
+// response; a connection with nothing to send is never cut.
 type upgradedConn struct {
 	net.Conn
-	m *metrics
+	m         *metrics
+	writeIdle time.Duration
 }
 
 func (c *upgradedConn) Read(b []byte) (int, error) {
@@ -155,7 +161,14 @@ func (c *upgradedConn) Read(b []byte) (int, error) {
 }
 
 func (c *upgradedConn) Write(b []byte) (int, error) {
+	if c.writeIdle > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+		defer c.Conn.SetWriteDeadline(time.Time{})
+	}
 	n, err := c.Conn.Write(b)
 	c.m.upgradedOut.Add(float64(n))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.m.limited.WithLabelValues("write_idle").Inc()
+	}
 	return n, err
 }

@@ -108,7 +108,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Every answer to a tunnel's host is counted (statusWriter), including
 	// the limits' own (guard).
-	sw := &statusWriter{ResponseWriter: w, m: s.metrics}
+	sw := &statusWriter{ResponseWriter: w, m: s.metrics, writeIdle: s.cfg.WriteIdleTimeout}
 	defer sw.done()
 	gw, r := s.guard(sw, r)
 	defer gw.finish()
