@@ -60,6 +60,13 @@ func runEdge(t *testing.T) (addr string) {
 	t.Helper()
 	cfg := edge.DefaultConfig()
 	cfg.Tokens = []string{"T"}
+	return serveEdge(t, cfg)
+}
+
+// serveEdge runs an in-process edge with cfg on a loopback listener until
+// the test ends, and returns its address.
+func serveEdge(t *testing.T, cfg edge.Config) (addr string) {
+	t.Helper()
 	srv, err := edge.New(cfg)
 	if err != nil {
 		t.Fatal(err)

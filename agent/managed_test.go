@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,28 +28,10 @@ func storeEdge(t *testing.T) (addr string, st *store.Store, admin *api.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() }) // after the edge's cleanup
 	cfg := edge.DefaultConfig()
 	cfg.Store, cfg.AdminTokens = st, []string{"A"}
-	srv, err := edge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ctx, ln, time.Second)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		st.Close()
-	})
-	addr = ln.Addr().String()
+	addr = serveEdge(t, cfg)
 	admin, err = api.NewClient("http://"+addr, "A", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -202,13 +202,7 @@ func TestKeepaliveInBubble(t *testing.T) {
 					t.Fatal("an idle session with a live agent ended")
 				default:
 				}
-				resp, err := (&http.Client{Transport: sess}).Get("http://t.example/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if string(body) != "alive" {
+				if body := getText(t, sess, "http://t.example/"); body != "alive" {
 					t.Fatalf("after 10 idle minutes: %q", body)
 				}
 			})
@@ -245,4 +239,19 @@ func TestSilentAgentDroppedInBubble(t *testing.T) {
 			})
 		})
 	}
+}
+
+// getText GETs url through sess and returns the body.
+func getText(t *testing.T, sess Session, url string) string {
+	t.Helper()
+	resp, err := (&http.Client{Transport: sess}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return string(body)
 }

@@ -1,10 +1,8 @@
 package tunnel
 
 import (
-	"context"
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,31 +14,7 @@ import (
 // budgetSession is tunnelSession with cfg's budget and windows.
 func budgetSession(t *testing.T, cfg Config, features []string, upstream http.Handler) Session {
 	t.Helper()
-	url, sessions := acceptor(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	dc := DialConfig{Config: Config{V1: cfg.V1, V2: cfg.V2}, URL: url, TunnelID: "t", Protocol: ProtocolV1, Features: []string{}}
-	if wire.HasFeature(features, Subprotocol) {
-		dc.Protocol = ProtocolV2
-	} else if features != nil {
-		dc.Features = features
-	}
-	as, err := Dial(ctx, dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		as.Serve(ctx, upstream)
-	}()
-	sess := <-sessions
-	t.Cleanup(func() {
-		cancel()
-		sess.Close()
-		wg.Wait()
-	})
-	return sess
+	return sessionWith(t, cfg, Config{V1: cfg.V1, V2: cfg.V2}, features, upstream)
 }
 
 // settled waits until f's value stopped changing for a while (the agent's

@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -120,46 +119,6 @@ func v1Input(t *testing.T, input []byte, features uint8) {
 		}
 	}()
 
-	valid := bytes.Equal(input, []byte(v1Reply))
-	timeout := 50 * time.Millisecond
-	if valid {
-		timeout = time.Minute // a busy machine is slow, not broken
-	}
-	rctx, rcancel := context.WithTimeout(ctx, timeout)
-	defer rcancel()
-	type result struct {
-		status int
-		body   []byte
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(rctx, "GET", "http://t.example/", nil)
-		resp, err := s.RoundTrip(req)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		done <- result{resp.StatusCode, body, err}
-	}()
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(timeout + time.Minute):
-		t.Fatal("the request outlived its context by a minute")
-	}
-	if valid && (r.err != nil || r.status != 200 || string(r.body) != "ok") {
-		t.Fatalf("the well-formed reply: status %d, body %q, %v", r.status, r.body, r.err)
-	}
-	closed := make(chan struct{})
-	go func() {
-		s.Close()
-		close(closed)
-	}()
-	wait(t, closed, "Close")
-	wait(t, runDone, "the session's Run")
-	ws.Close()
-	wait(t, drained, "the agent's reader")
+	fuzzRequest(t, ctx, s, bytes.Equal(input, []byte(v1Reply)))
+	fuzzEnd(t, s, runDone, ws, drained)
 }

@@ -142,11 +142,19 @@ func v2Input(t *testing.T, valid, input []byte, split uint8) {
 		}
 	}()
 
-	// A reply that never completes is an agent that does not answer:
-	// the request ends with its context.
-	// (The well-formed reply gets seconds: a busy machine is slow.)
+	fuzzRequest(t, ctx, s, bytes.Equal(input, valid))
+	fuzzEnd(t, s, runDone, ws, drained)
+}
+
+// fuzzRequest sends a GET through s while the fuzzed agent answers: it
+// must end, with a response or an error. A reply that never completes is
+// an agent that does not answer, and the request ends with its context
+// (50 ms); the well-formed reply (valid) must give 200 "ok", and gets a
+// minute, since a busy machine is slow, not broken.
+func fuzzRequest(t *testing.T, ctx context.Context, s Session, valid bool) {
+	t.Helper()
 	timeout := 50 * time.Millisecond
-	if bytes.Equal(input, valid) {
+	if valid {
 		timeout = time.Minute
 	}
 	rctx, rcancel := context.WithTimeout(ctx, timeout)
@@ -174,20 +182,21 @@ func v2Input(t *testing.T, valid, input []byte, split uint8) {
 	case <-time.After(timeout + time.Minute):
 		t.Fatal("the request outlived its context by a minute")
 	}
-	if bytes.Equal(input, valid) && (r.err != nil || r.status != 200 || string(r.body) != "ok") {
+	if valid && (r.err != nil || r.status != 200 || string(r.body) != "ok") {
 		t.Fatalf("the well-formed reply: status %d, body %q, %v", r.status, r.body, r.err)
 	}
+}
 
+// fuzzEnd closes the session and checks that it, its Run and the agent's
+// reader all end.
+func fuzzEnd(t *testing.T, s Session, runDone <-chan struct{}, ws *websocket.Conn, drained <-chan struct{}) {
+	t.Helper()
 	closed := make(chan struct{})
 	go func() {
 		s.Close()
 		close(closed)
 	}()
-	select {
-	case <-closed:
-	case <-time.After(time.Minute):
-		t.Fatal("Close did not return")
-	}
+	wait(t, closed, "Close")
 	wait(t, runDone, "the session's Run")
 	ws.Close()
 	wait(t, drained, "the agent's reader")

@@ -78,13 +78,7 @@ func TestOversizedResponseHeadV1(t *testing.T) {
 		if n, ok := kinds.Load("oversized_head"); !ok || n.(*atomic.Int64).Load() != 1 {
 			t.Errorf("oversized_head not counted once")
 		}
-		resp, err := client.Get("http://t.example/small")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != "small" {
+		if body := getText(t, sess, "http://t.example/small"); body != "small" {
 			t.Fatalf("after the big head: %q", body)
 		}
 	})

@@ -66,9 +66,15 @@ func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string
 func tunnelSession(t testing.TB, features []string, upstream http.Handler) Session {
 	t.Helper()
 	cfg := Config{V1: V1Config{Window: benchWindow}}
-	url, sessions := acceptor(t, cfg)
+	return sessionWith(t, cfg, cfg, features, upstream)
+}
+
+// sessionWith is tunnelSession with the edge's config and the agent's.
+func sessionWith(t testing.TB, edgeCfg, agentCfg Config, features []string, upstream http.Handler) Session {
+	t.Helper()
+	url, sessions := acceptor(t, edgeCfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	dc := DialConfig{Config: cfg, URL: url, TunnelID: "t", Protocol: ProtocolV1, Features: []string{}}
+	dc := DialConfig{Config: agentCfg, URL: url, TunnelID: "t", Protocol: ProtocolV1, Features: []string{}}
 	if wire.HasFeature(features, Subprotocol) {
 		dc.Protocol = ProtocolV2
 	} else if features != nil {
