@@ -339,38 +339,14 @@ func (r *HOLReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "sluice head of line: one tunnel, a client's requests and events without and beside a stalled 1 GiB download; %.0f s phases; loopback, %d CPUs, %s %s/%s\n\n",
 		r.PhaseS, r.Env.CPUs, r.Env.GoVersion, r.Env.OS, r.Env.Arch)
 	pair := func(a, b float64) string { return ms(a) + " / " + ms(b) }
-	rows := []struct {
-		label string
-		get   func(*HOLResult) string
-	}{
+	rows := []protocolRow[HOLResult]{
 		{"small request p99 ms, unloaded / loaded", func(p *HOLResult) string { return pair(p.Unloaded.SmallP99Ms, p.Loaded.SmallP99Ms) }},
 		{"small request p50 ms, unloaded / loaded", func(p *HOLResult) string { return pair(p.Unloaded.SmallP50Ms, p.Loaded.SmallP50Ms) }},
 		{"SSE delay p99 ms, unloaded / loaded", func(p *HOLResult) string { return pair(p.Unloaded.SSEP99Ms, p.Loaded.SSEP99Ms) }},
 		{"SSE delay p50 ms, unloaded / loaded", func(p *HOLResult) string { return pair(p.Unloaded.SSEP50Ms, p.Loaded.SSEP50Ms) }},
 		{"slow download buffered KiB", func(p *HOLResult) string { return strconv.FormatInt(p.BufferedKB, 10) }},
 	}
-	fmt.Fprintf(&b, "%-42s", "")
-	for _, p := range r.Protocols {
-		fmt.Fprintf(&b, "%-20s", "sluice "+p.Protocol)
-	}
-	b.WriteString("\n")
-	for _, row := range rows {
-		fmt.Fprintf(&b, "%-42s", row.label)
-		for i := range r.Protocols {
-			v := "-"
-			if r.Protocols[i].Error == "" {
-				v = row.get(&r.Protocols[i])
-			}
-			fmt.Fprintf(&b, "%-20s", v)
-		}
-		b.WriteString("\n")
-	}
-	for _, p := range r.Protocols {
-		if p.Error != "" {
-			first, _, _ := strings.Cut(p.Error, "\n")
-			fmt.Fprintf(&b, "\nsluice %s FAILED: %s\n", p.Protocol, first)
-		}
-	}
+	writeProtocolTable(&b, r.Protocols, func(p *HOLResult) (string, string) { return p.Protocol, p.Error }, rows, 20)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -196,3 +196,38 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%d B", n)
 	}
 }
+
+// protocolRow is one row of a table with a column per protocol.
+type protocolRow[R any] struct {
+	label string
+	get   func(*R) string
+}
+
+// writeProtocolTable writes rows with a column per protocol result, "-"
+// where a protocol's run failed, then the first line of each failure.
+// about gives a result's protocol name and error.
+func writeProtocolTable[R any](b *strings.Builder, results []R, about func(*R) (protocol, err string), rows []protocolRow[R], width int) {
+	fmt.Fprintf(b, "%-42s", "")
+	for i := range results {
+		p, _ := about(&results[i])
+		fmt.Fprintf(b, "%-*s", width, "sluice "+p)
+	}
+	b.WriteString("\n")
+	for _, row := range rows {
+		fmt.Fprintf(b, "%-42s", row.label)
+		for i := range results {
+			v := "-"
+			if _, err := about(&results[i]); err == "" {
+				v = row.get(&results[i])
+			}
+			fmt.Fprintf(b, "%-*s", width, v)
+		}
+		b.WriteString("\n")
+	}
+	for i := range results {
+		if p, err := about(&results[i]); err != "" {
+			first, _, _ := strings.Cut(err, "\n")
+			fmt.Fprintf(b, "\nsluice %s FAILED: %s\n", p, first)
+		}
+	}
+}

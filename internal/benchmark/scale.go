@@ -340,10 +340,7 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sluice scale: %d SSE streams through one tunnel, loopback, %d CPUs, %s %s/%s\n\n",
 		r.Streams, r.Env.CPUs, r.Env.GoVersion, r.Env.OS, r.Env.Arch)
-	rows := []struct {
-		label string
-		get   func(*ScaleResult) string
-	}{
+	rows := []protocolRow[ScaleResult]{
 		{"all streams connected, s", func(p *ScaleResult) string { return fmt.Sprintf("%.2f", p.Clients.ConnectSeconds) }},
 		{"broadcast delivery p50 / p99 ms", func(p *ScaleResult) string {
 			return fmt.Sprintf("%.1f / %.1f", p.Clients.DeliveryP50ms, p.Clients.DeliveryP99ms)
@@ -356,28 +353,7 @@ func (r *ScaleReport) WriteTable(w io.Writer) error {
 		}},
 		{"streams ended after the clients left, s", func(p *ScaleResult) string { return fmt.Sprintf("%.2f", p.ReleaseSeconds) }},
 	}
-	fmt.Fprintf(&b, "%-42s", "")
-	for _, p := range r.Protocols {
-		fmt.Fprintf(&b, "%-16s", "sluice "+p.Protocol)
-	}
-	b.WriteString("\n")
-	for _, row := range rows {
-		fmt.Fprintf(&b, "%-42s", row.label)
-		for i := range r.Protocols {
-			v := "-"
-			if r.Protocols[i].Error == "" {
-				v = row.get(&r.Protocols[i])
-			}
-			fmt.Fprintf(&b, "%-16s", v)
-		}
-		b.WriteString("\n")
-	}
-	for _, p := range r.Protocols {
-		if p.Error != "" {
-			first, _, _ := strings.Cut(p.Error, "\n")
-			fmt.Fprintf(&b, "\nsluice %s FAILED: %s\n", p.Protocol, first)
-		}
-	}
+	writeProtocolTable(&b, r.Protocols, func(p *ScaleResult) (string, string) { return p.Protocol, p.Error }, rows, 16)
 	b.WriteString("\n(broadcast: an event published after the last stream connected, from the upstream's send to the client's read. KiB per held stream: VmRSS growth over the streams.)\n")
 	_, err := io.WriteString(w, b.String())
 	return err
