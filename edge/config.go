@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -79,6 +80,11 @@ type Config struct {
 	// this long. A response with nothing to send (a quiet event stream)
 	// is idle, not slow, and is never cut. Default 60 s.
 	WriteIdleTimeout time.Duration
+	// MaxHeaderBytes bounds a visitor's request head (request line and
+	// header fields; HTTP/2 counts its header list): past it the edge
+	// answers 431. Default 64 KiB; at most tunnel.MaxRequestHeaderBytes
+	// (4 MiB).
+	MaxHeaderBytes int
 	// DisableV2 makes the edge speak protocol v1 only: it does not offer
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
@@ -90,7 +96,7 @@ type Config struct {
 // DefaultConfig returns the defaults with tokens to be filled in.
 func DefaultConfig() Config {
 	return Config{Domain: "localhost", PublicScheme: "http", RegisterTimeout: 5 * time.Second, MaxPendingHandshakesPerIP: 32, OfflineMemory: 24 * time.Hour, IdleTimeout: 2 * time.Minute,
-		MaxBuffer: tunnel.DefaultMaxBuffer, MaxStreamsPerIP: 256, BodyIdleTimeout: time.Minute, WriteIdleTimeout: time.Minute}
+		MaxBuffer: tunnel.DefaultMaxBuffer, MaxStreamsPerIP: 256, BodyIdleTimeout: time.Minute, WriteIdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 }
 
 // Validate reports what is wrong with the configuration.
@@ -116,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PublicScheme != "" && c.PublicScheme != "http" && c.PublicScheme != "https" {
 		return errors.New(`edge: public scheme must be "http" or "https"`)
+	}
+	if c.MaxHeaderBytes > tunnel.MaxRequestHeaderBytes {
+		return fmt.Errorf("edge: the largest request head may be at most %d bytes (4MiB), not %d", tunnel.MaxRequestHeaderBytes, c.MaxHeaderBytes)
 	}
 	return nil
 }
@@ -161,6 +170,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteIdleTimeout <= 0 {
 		c.WriteIdleTimeout = d.WriteIdleTimeout
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
 	}
 	if c.Session.Budget == nil {
 		c.Session.Budget = tunnel.NewBudget(c.MaxBuffer)

@@ -33,6 +33,11 @@ const (
 	// DefaultMaxHeaderBytes bounds an agent's response head, as net/http
 	// bounds a request head (http.DefaultMaxHeaderBytes, 1 MiB).
 	DefaultMaxHeaderBytes = http.DefaultMaxHeaderBytes
+
+	// MaxRequestHeaderBytes is the largest request head an edge may be
+	// set to take from visitors (edge.Config.MaxHeaderBytes), and what an
+	// agent's v2 server takes from its edge, which bounds heads already.
+	MaxRequestHeaderBytes = 4 << 20
 )
 
 // Config configures either end of a session, whatever its protocol. The

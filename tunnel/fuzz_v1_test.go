@@ -41,9 +41,14 @@ func FuzzV1Session(f *testing.F) {
 		`{"type":"http_response","request_id":"1","status":200,"body_b64":"!!"}`,
 		`{"type":"http_response","request_id":1,"status":"200"}`,
 		`{"type":"http_response_chunk","request_id":"1","data_b64":"` + strings.Repeat("QUFB", 1000) + `"}`,
+		`{"type":"http_response_info","request_id":"1","status":100,"headers":{}}` + "\n" +
+			`{"type":"http_response_info","request_id":"1","status":103,"headers":{"Link":"</a>"}}` + "\n" + v1Reply,
+		`{"type":"http_response_info","request_id":"1","status":101}` + "\n" + `{"type":"http_response_info","request_id":"1","status":-1}` + "\n" + v1Reply,
+		`{"type":"http_response_start","request_id":"1","status":200}` + "\n" + `{"type":"http_response_info","request_id":"1","status":103}`,
 	} {
 		f.Add([]byte(seed), uint8(0))
 		f.Add([]byte(seed), uint8(7))
+		f.Add([]byte(seed), uint8(255))
 	}
 	f.Fuzz(func(t *testing.T, input []byte, features uint8) { v1Input(t, input, features) })
 }

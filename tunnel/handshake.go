@@ -192,7 +192,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	var send func(*wire.Frame) error
 	start := func() error { return nil }
 	if reg.Protocol == ProtocolV2 {
-		v2 := newV2Edge(ws, sc)
+		v2 := newV2Edge(ws, sc, features)
 		s, start = v2, v2.start
 		send = func(f *wire.Frame) error { return v2.writeText(f, cfg.HandshakeTimeout) }
 	} else {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,9 @@ type agentStream struct {
 	// upgrade: an upgrade request on a session with the upgrade feature;
 	// the handler may hijack the stream after a 101.
 	upgrade bool
+	// expect: a request that expects 100-continue, from an edge that
+	// holds its body until our 100 (wire.FeatureInformational).
+	expect bool
 }
 
 func (a *agentSession) readLoop() error {
@@ -242,6 +246,7 @@ func (a *agentSession) start(f *wire.Frame) {
 		if req.ContentLength == 0 {
 			req.Body = http.NoBody
 		}
+		st.expect = req.Body != http.NoBody && a.cfg.has(wire.FeatureInformational) && expectsContinue(h)
 	}
 	req = req.WithContext(ctx)
 	a.mu.Lock()
@@ -265,6 +270,9 @@ func (st *agentStream) serve(req *http.Request) {
 	a := st.a
 	defer a.wg.Done()
 	w := &responseWriter{st: st, header: http.Header{}}
+	if st.expect {
+		req.Body = &continueBody{ReadCloser: req.Body, send: w.sendContinue}
+	}
 	endErr := func() (msg string) {
 		defer func() {
 			if p := recover(); p != nil {
@@ -317,6 +325,7 @@ type responseWriter struct {
 	timer       *time.Timer
 	err         error
 	hijacked    *headConn // the handler took the stream over (an upgrade)
+	continued   bool      // a 100 went out
 }
 
 const (
@@ -333,8 +342,17 @@ func (w *responseWriter) WriteHeader(code int) {
 }
 
 func (w *responseWriter) writeHeaderLocked(code int) {
-	if w.wroteHeader || code >= 100 && code < 200 {
-		return // informational responses do not cross protocol v1
+	if w.wroteHeader {
+		return
+	}
+	if code >= 100 && code < 200 {
+		// Informational responses cross only with the feature; a 100
+		// goes when the request body is first read (sendContinue), and
+		// a 101 is an upgrade's (Hijack).
+		if code != http.StatusContinue && code != http.StatusSwitchingProtocols && w.st.a.cfg.has(wire.FeatureInformational) {
+			w.sendInfoLocked(code, w.infoHead())
+		}
+		return
 	}
 	w.wroteHeader, w.status = true, code
 	w.snapshotHead()
@@ -376,6 +394,37 @@ func (w *responseWriter) snapshotHead() {
 		h["Trailer"] = []string{strings.Join(w.declared, ", ")}
 	}
 	w.head = h
+}
+
+// infoHead is the header of an informational response: the header map as
+// it is, without body framing fields (RFC 9110 section 15.2) or trailers.
+func (w *responseWriter) infoHead() http.Header {
+	h := make(http.Header, len(w.header))
+	for k, vv := range w.header {
+		if k != "Content-Length" && k != "Transfer-Encoding" && k != "Trailer" && !strings.HasPrefix(k, http.TrailerPrefix) {
+			h[k] = slices.Clone(vv)
+		}
+	}
+	return h
+}
+
+// sendInfoLocked sends an informational response, before the head.
+func (w *responseWriter) sendInfoLocked(code int, h http.Header) {
+	if w.err == nil {
+		w.err = w.st.a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseInfo, RequestID: w.st.id, Status: code, Headers: h})
+	}
+}
+
+// sendContinue tells the edge that the request body may come: the local
+// server asked for it (its 100), or the wait for that ended. Once, and only
+// before the head.
+func (w *responseWriter) sendContinue() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader && !w.continued {
+		w.continued = true
+		w.sendInfoLocked(http.StatusContinue, http.Header{})
+	}
 }
 
 // sentHead drops the head once its frame was written.

@@ -138,6 +138,10 @@ func (c *frameConn) readFrame(f *wire.Frame) error {
 			c.frameError("invalid", err)
 			continue
 		}
+		if f.Type == wire.TypeHTTPResponseInfo && headerBytes(f.Headers) > c.cfg.MaxHeaderBytes {
+			c.frameError("oversized_head", fmt.Errorf("informational response of request %q over the %d-byte limit, skipped", f.RequestID, c.cfg.MaxHeaderBytes))
+			continue
+		}
 		if (f.Type == wire.TypeHTTPResponse || f.Type == wire.TypeHTTPResponseStart) && headerBytes(f.Headers) > c.cfg.MaxHeaderBytes {
 			c.frameError("oversized_head", fmt.Errorf("response head of request %q over the %d-byte limit", f.RequestID, c.cfg.MaxHeaderBytes))
 			*f = wire.Frame{Type: wire.TypeHTTPResponseEnd, RequestID: f.RequestID, Error: "response head too large"}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +79,16 @@ type edgeStream struct {
 	unwatch  func() bool  // stops watching the request's context
 	upgrade  bool         // an upgrade request: a 101 opens a two-way stream
 
+	// With wire.FeatureInformational: the agent's 1xx, for RoundTrip to
+	// pass on; and, for a request that expects 100-continue, proceed is
+	// closed once its body may go (continued) or never will (a final
+	// response came first).
+	info      chan informational
+	infos     int // 1xx received (read loop only)
+	proceed   chan struct{}
+	proceeded sync.Once
+	continued atomic.Bool
+
 	// With the window feature, the agent's response credit (avail) is
 	// reserved from the budget until it arrives (then the pipe holds it)
 	// or the stream ends; owed is the rest of the window: what was read
@@ -86,6 +98,16 @@ type edgeStream struct {
 	owed  int64
 	ended bool
 }
+
+// informational is a 1xx response (not 101) from the agent.
+type informational struct {
+	status int
+	header http.Header
+}
+
+// maxInformational bounds the 1xx responses of one request: more are
+// counted as frame errors and dropped.
+const maxInformational = 8
 
 // Retire sends the agent an error frame with code and message (the agent
 // then knows not to reconnect), waits until the requests in flight have
@@ -159,6 +181,11 @@ func (s *v1Edge) handle(f *wire.Frame) {
 	switch f.Type {
 	case wire.TypeHTTPResponse, wire.TypeHTTPResponseStart, wire.TypeHTTPResponseChunk,
 		wire.TypeHTTPResponseEnd, wire.TypeWindowUpdate:
+	case wire.TypeHTTPResponseInfo:
+		if !s.cfg.has(wire.FeatureInformational) {
+			s.conn.frameError("unknown_type", fmt.Errorf("frame type %q from an agent without the informational feature", f.Type))
+			return
+		}
 	case wire.TypeRegister:
 		return // a repeated register: nothing to do
 	default:
@@ -181,6 +208,16 @@ func (s *v1Edge) handle(f *wire.Frame) {
 		return
 	}
 	switch f.Type {
+	case wire.TypeHTTPResponseInfo:
+		switch {
+		case st.started || f.Status < 100 || f.Status > 199 || f.Status == http.StatusSwitchingProtocols:
+			s.conn.frameError("invalid", fmt.Errorf("informational response %d for request %q (after its head, or not a 1xx)", f.Status, f.RequestID))
+		case st.infos >= maxInformational:
+			s.conn.frameError("too_many_informational", fmt.Errorf("more than %d informational responses for request %q", maxInformational, f.RequestID))
+		default:
+			st.infos++
+			st.info <- informational{status: f.Status, header: f.Headers} // room for maxInformational
+		}
 	case wire.TypeHTTPResponse:
 		if !st.head(f) {
 			return
@@ -449,33 +486,90 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 		st.reset(err)
 		return nil, err
 	}
-	select {
-	case resp := <-st.start:
-		resp.Request = req
-		if req.Method == http.MethodHead {
-			resp.Body.Close()
-			resp.Body, resp.Trailer = http.NoBody, nil
-		}
-		return resp, nil
-	case <-req.Context().Done():
-		st.reset(req.Context().Err())
+	got1xx := got1xxFunc(req.Context())
+	for {
 		select {
-		case resp := <-st.start: // nobody reads it: its buffer goes back
-			resp.Body.Close()
-		default:
-		}
-		return nil, req.Context().Err()
-	case <-st.done:
-		select {
-		case resp := <-st.start: // a whole response arrived and ended at once
+		case in := <-st.info:
+			st.inform(in, got1xx)
+			continue
+		case resp := <-st.start:
+			st.informAll(got1xx) // the 1xx that came before it
+			st.proceedWith(false)
 			resp.Request = req
+			if req.Method == http.MethodHead {
+				resp.Body.Close()
+				resp.Body, resp.Trailer = http.NoBody, nil
+			}
 			return resp, nil
-		default:
+		case <-req.Context().Done():
+			st.reset(req.Context().Err())
+			select {
+			case resp := <-st.start: // nobody reads it: its buffer goes back
+				resp.Body.Close()
+			default:
+			}
+			return nil, req.Context().Err()
+		case <-st.done:
+			select {
+			case resp := <-st.start: // a whole response arrived and ended at once
+				st.informAll(got1xx)
+				resp.Request = req
+				return resp, nil
+			default:
+			}
+			st.errMu.Lock()
+			defer st.errMu.Unlock()
+			return nil, st.err
 		}
-		st.errMu.Lock()
-		defer st.errMu.Unlock()
-		return nil, st.err
 	}
+}
+
+// got1xxFunc returns the Got1xxResponse hook of ctx's client trace (that
+// of httputil.ReverseProxy, which writes the 1xx to the client), or nil.
+func got1xxFunc(ctx context.Context) func(int, textproto.MIMEHeader) error {
+	if t := httptrace.ContextClientTrace(ctx); t != nil {
+		return t.Got1xxResponse
+	}
+	return nil
+}
+
+// inform passes an informational response on to the client, on
+// RoundTrip's goroutine (a slow client holds only its own request); a 100
+// then lets the request body go.
+func (st *edgeStream) inform(in informational, got1xx func(int, textproto.MIMEHeader) error) {
+	if got1xx != nil {
+		if in.header == nil {
+			in.header = http.Header{}
+		}
+		got1xx(in.status, textproto.MIMEHeader(in.header))
+	}
+	if in.status == http.StatusContinue {
+		st.proceedWith(true)
+	}
+}
+
+// informAll passes on the informational responses received so far.
+func (st *edgeStream) informAll(got1xx func(int, textproto.MIMEHeader) error) {
+	for {
+		select {
+		case in := <-st.info:
+			st.inform(in, got1xx)
+		default:
+			return
+		}
+	}
+}
+
+// proceedWith ends the hold on a body that waits for 100 Continue: the
+// body goes (cont), or never will (a final response came first).
+func (st *edgeStream) proceedWith(cont bool) {
+	if st.proceed == nil {
+		return
+	}
+	st.proceeded.Do(func() {
+		st.continued.Store(cont)
+		close(st.proceed)
+	})
 }
 
 // open registers a new stream for a request with context ctx. As with
@@ -499,6 +593,9 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 		credit:  newCredit(int64(s.cfg.V1.Window)),
 		done:    make(chan struct{}),
 		upgrade: upgrade,
+	}
+	if s.cfg.has(wire.FeatureInformational) {
+		st.info = make(chan informational, maxInformational)
 	}
 	if s.cfg.has(wire.FeatureWindow) {
 		// The agent may send its first window at once, before any
@@ -619,6 +716,10 @@ func (s *v1Edge) send(st *edgeStream, req *http.Request) error {
 		}
 		return s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestEnd, RequestID: st.id})
 	}
+	if s.cfg.has(wire.FeatureInformational) && expectsContinue(h) {
+		// The body waits for the agent's 100 (see continue.go).
+		st.proceed = make(chan struct{})
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -679,6 +780,21 @@ func (s *v1Edge) writeHead(st *edgeStream, f *wire.Frame) error {
 func (st *edgeStream) pump(body io.ReadCloser) {
 	defer body.Close()
 	s := st.s
+	if st.proceed != nil {
+		t := time.NewTimer(continueTimeout)
+		select {
+		case <-st.proceed:
+			if !st.continued.Load() {
+				t.Stop()
+				return // a final response came first: the client sends no body
+			}
+		case <-t.C: // a broken agent: the body goes anyway
+		case <-st.done:
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
 	window := s.cfg.has(wire.FeatureWindow)
 	buf := make([]byte, chunkSize)
 	stop := st.done

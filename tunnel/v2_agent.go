@@ -57,8 +57,8 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg 
 	}
 	srv.ServeConn(conn, &http2.ServeConnOpts{
 		Context:    ctx,
-		Handler:    hs.wrap(serveUpgradeH2(handler)),
-		BaseConfig: &http.Server{ErrorLog: log.New(io.Discard, "", 0)},
+		Handler:    hs.wrap(takeExpectation(serveUpgradeH2(handler))),
+		BaseConfig: &http.Server{ErrorLog: log.New(io.Discard, "", 0), MaxHeaderBytes: MaxRequestHeaderBytes},
 	})
 	stop()
 	conn.Close()

@@ -52,13 +52,16 @@ type v2Edge struct {
 	mu   sync.Mutex // guards cc and win
 	cc   *http2.ClientConn
 	win  *h2Window // the agent's windows, from the budget
+	// informational: the agent takes Expect: 100-continue through
+	// (wire.FeatureInformational, see continue.go).
+	informational bool
 }
 
 // newV2Edge wraps an agent's WebSocket that negotiated the sluice.v2
 // subprotocol, before registered is sent. It does no I/O: start does,
 // after registered.
-func newV2Edge(ws *websocket.Conn, cfg Config) *v2Edge {
-	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg}
+func newV2Edge(ws *websocket.Conn, cfg Config, features []string) *v2Edge {
+	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg, informational: wire.HasFeature(features, wire.FeatureInformational)}
 	s.lifecycle = newLifecycle(func() {
 		s.mu.Lock()
 		cc, win := s.cc, s.win
@@ -97,6 +100,11 @@ func (s *v2Edge) start() error {
 			MaxReceiveBufferPerConnection: h2ConnWindow,
 			MaxReadFrameSize:              h2FrameSize,
 		},
+	}
+	if s.informational {
+		// A request that expects 100-continue sends its body after the
+		// agent's 100 (or never, after a final response first).
+		t1.ExpectContinueTimeout = continueTimeout
 	}
 	t2, err := http2.ConfigureTransports(t1)
 	if err != nil {
@@ -172,7 +180,7 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	if isUpgrade(req.Header) {
 		resp, err = s.roundTripUpgrade(req)
 	} else {
-		resp, err = s.cc.RoundTrip(req)
+		resp, err = s.cc.RoundTrip(s.expectation(req))
 	}
 	if err != nil {
 		s.release()
@@ -185,6 +193,24 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = countedBody(resp.Body, s.release)
 	return resp, nil
+}
+
+// expectation readies a request that expects 100-continue: an agent with
+// the feature gets the expectation (its HTTP/2 server takes Expect out, so
+// it also travels as headerExpect) and answers with one 100; to another,
+// Expect is not sent (its 100 would come on top of the edge's own).
+func (s *v2Edge) expectation(req *http.Request) *http.Request {
+	if req.Body == nil || req.Body == http.NoBody || !expectsContinue(req.Header) {
+		return req
+	}
+	r := *req
+	r.Header = req.Header.Clone()
+	if s.informational {
+		r.Header.Set(headerExpect, "100-continue")
+	} else {
+		r.Header.Del("Expect")
+	}
+	return &r
 }
 
 // countedBody calls done once when body is closed, keeping the Write of an

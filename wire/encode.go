@@ -55,7 +55,7 @@ func AppendFrame(dst []byte, f *Frame, opt EncodeOptions) []byte {
 	w.strIf("request_id", f.RequestID)
 	w.strIf("connection_id", f.ConnectionID)
 	isRequest := f.Type == TypeHTTPRequest || f.Type == TypeHTTPRequestStart
-	isResponse := f.Type == TypeHTTPResponse || f.Type == TypeHTTPResponseStart
+	isResponse := f.Type == TypeHTTPResponse || f.Type == TypeHTTPResponseStart || f.Type == TypeHTTPResponseInfo
 	if isRequest {
 		w.str("method", f.Method)
 		w.str("path", f.Path)

@@ -10,6 +10,7 @@ const (
 	TypeHTTPResponseStart = "http_response_start"
 	TypeHTTPResponseChunk = "http_response_chunk"
 	TypeHTTPResponseEnd   = "http_response_end"
+	TypeHTTPResponseInfo  = "http_response_info" // FeatureInformational
 
 	// Edge to agent.
 	TypeRegistered       = "registered"
@@ -61,11 +62,19 @@ const (
 	// window_update frames, which it sends only after the request's head.
 	// An edge confirms it only with FeatureWindow.
 	FeatureInitialWindow = "initial_window"
+	// FeatureInformational: the agent sends the informational responses
+	// (1xx but 101: 100 Continue, 103 Early Hints) of a request as
+	// http_response_info frames before its head; and a request that
+	// expects 100-continue reaches the agent with its Expect header while
+	// the edge holds its body back until the agent's 100 (or its final
+	// response). In v2 the 1xx are HTTP/2's own; the feature says the
+	// agent takes the expectation through (see docs/protocol.md).
+	FeatureInformational = "informational"
 )
 
 // Features lists every extension this implementation speaks, in the order
 // an agent announces them; an edge confirms the ones it shares.
-var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow}
+var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow, FeatureInformational}
 
 // Error codes: the code of an error frame (v1 and v2, before and after
 // registration), and of the edge's error pages and API errors where the

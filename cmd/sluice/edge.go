@@ -59,6 +59,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
 	maxBuffer := cli.Size(256 << 20)
 	fs.Var(&maxBuffer, "max-buffer", "body bytes the edge may buffer for all tunnels together, windows granted to agents included (a `size` such as 64MiB, 1GiB or plain bytes); under pressure streams get smaller windows")
+	maxHeader := cli.Size(64 << 10)
+	fs.Var(&maxHeader, "max-header-bytes", "largest request head a visitor may send, request line and header fields (a `size` such as 64KiB or 1MiB, at most 4MiB); 431 past it")
 	maxPerIP := fs.Int("max-streams-per-ip", 256, "concurrent public requests from one client address, over all tunnels (429 with Retry-After past it)")
 	maxHandshakes := fs.Int("max-pending-handshakes-per-ip", 32, "agent WebSocket handshakes from one address not yet registered or refused (429 past it); each costs the edge little until its agent is authenticated")
 	registerTimeout := fs.Duration("register-timeout", 5*time.Second, "how long an agent's WebSocket may wait before sending its register frame")
@@ -161,6 +163,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.RegisterTimeout = *registerTimeout
 	cfg.BodyIdleTimeout = *bodyIdle
 	cfg.WriteIdleTimeout = *writeIdle
+	cfg.MaxHeaderBytes = int(maxHeader)
 	cfg.Logger = newLogger(stderr, *verbose)
 	if err := cfg.Validate(); err != nil {
 		return err
