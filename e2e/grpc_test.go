@@ -99,6 +99,22 @@ func (s *grpcService) StreamingOutputCall(req *testgrpc.StreamingOutputCallReque
 	return nil
 }
 
+// StreamingInputCall answers, once the request stream ends, with the
+// total size of the payloads received.
+func (s *grpcService) StreamingInputCall(stream grpc.ClientStreamingServer[testgrpc.StreamingInputCallRequest, testgrpc.StreamingInputCallResponse]) error {
+	var n int32
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: n})
+		}
+		if err != nil {
+			return err
+		}
+		n += int32(len(req.GetPayload().GetBody()))
+	}
+}
+
 // FullDuplexCall answers each request at once with its payload, while the
 // request stream stays open.
 func (s *grpcService) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.StreamingOutputCallRequest, testgrpc.StreamingOutputCallResponse]) error {
@@ -234,6 +250,24 @@ func testGRPCCalls(t *testing.T, svc *grpcService, client testgrpc.TestServiceCl
 		}
 		if _, err := stream.Recv(); err != io.EOF {
 			t.Fatalf("after the messages: %v, want io.EOF (status OK)", err)
+		}
+	})
+
+	t.Run("client streaming", func(t *testing.T) {
+		stream, err := client.StreamingInputCall(ctx)
+		if err != nil {
+			t.Fatalf("StreamingInputCall: %v", err)
+		}
+		want := int32(0)
+		for _, size := range []int{3, 64 << 10, 0, 1} {
+			if err := stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: make([]byte, size)}}); err != nil {
+				t.Fatalf("send %d bytes: %v", size, err)
+			}
+			want += int32(size)
+		}
+		resp, err := stream.CloseAndRecv()
+		if err != nil || resp.GetAggregatedPayloadSize() != want {
+			t.Fatalf("CloseAndRecv: %v %v, want %d bytes received", resp, err, want)
 		}
 	})
 
