@@ -110,19 +110,7 @@ func TestManagedRetriesRefusedTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	status := &statusLog{}
-	m, err := NewManaged(ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mctx, mcancel := context.WithCancel(ctx)
-	mdone := make(chan error, 1)
-	go func() { mdone <- m.Run(mctx) }()
-	defer func() {
-		mcancel()
-		if err := <-mdone; err != nil {
-			t.Errorf("managed Run: %v", err)
-		}
-	}()
+	defer runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add})()
 	waitServes(t, addr, "web", "managed")
 
 	// Another agent with the same token takes the name: the managed
@@ -155,3 +143,22 @@ func TestManagedRetriesRefusedTunnel(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// runManaged runs a managed agent with cfg until the returned stop is
+// called, which checks that its Run ended without an error.
+func runManaged(t *testing.T, ctx context.Context, cfg ManagedConfig) (stop func()) {
+	t.Helper()
+	m, err := NewManaged(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithCancel(ctx)
+	mdone := make(chan error, 1)
+	go func() { mdone <- m.Run(mctx) }()
+	return func() {
+		mcancel()
+		if err := <-mdone; err != nil {
+			t.Errorf("managed Run: %v", err)
+		}
+	}
+}

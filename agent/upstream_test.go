@@ -128,18 +128,6 @@ func TestManagedH2CUpstream(t *testing.T) {
 	if _, err := admin.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("grpc"), Upstream: ptr(up.String()), AgentToken: ptr(secret)}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewManaged(ManagedConfig{Edge: "http://" + addr, Token: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mctx, mcancel := context.WithCancel(ctx)
-	mdone := make(chan error, 1)
-	go func() { mdone <- m.Run(mctx) }()
-	defer func() {
-		mcancel()
-		if err := <-mdone; err != nil {
-			t.Errorf("managed Run: %v", err)
-		}
-	}()
+	defer runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret})()
 	waitServes(t, addr, "grpc", "HTTP/2.0 grpc.localhost")
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
@@ -53,30 +52,7 @@ func TestV1InformationalFromAgent(t *testing.T) {
 			}}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			sessions := make(chan Session, 1)
-			runDone := make(chan struct{})
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				s, err := Accept(w, r, grantAll(cfg))
-				if err != nil {
-					close(runDone)
-					close(sessions)
-					return
-				}
-				sessions <- s
-				s.Run(ctx)
-				close(runDone)
-			}))
-			defer srv.Close()
-			ws, _, err := (&websocket.Dialer{}).Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ws.Close()
-			registerRaw(t, ws, append([]string{wire.FeatureRequestStream}, tc.features...)...)
-			s := <-sessions
-			if s == nil {
-				t.Fatal("the session did not open")
-			}
+			s, ws, runDone := rawAgentSession(t, ctx, cfg, false, append([]string{wire.FeatureRequestStream}, tc.features...)...)
 			drained := make(chan struct{})
 			go func() {
 				defer close(drained)

@@ -3,8 +3,6 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -64,30 +62,7 @@ func v1Input(t *testing.T, input []byte, features uint8) {
 			announce = append(announce, f)
 		}
 	}
-	sessions := make(chan Session, 1)
-	runDone := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := Accept(w, r, grantAll(Config{PongTimeout: 5 * time.Second, V1: V1Config{MaxFrameSize: 64 << 10}}))
-		if err != nil {
-			close(runDone)
-			close(sessions)
-			return
-		}
-		sessions <- s
-		s.Run(ctx)
-		close(runDone)
-	}))
-	defer srv.Close()
-	ws, _, err := (&websocket.Dialer{}).Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	registerRaw(t, ws, announce...)
-	s := <-sessions
-	if s == nil {
-		t.Fatal("the session did not open")
-	}
+	s, ws, runDone := rawAgentSession(t, ctx, Config{PongTimeout: 5 * time.Second, V1: V1Config{MaxFrameSize: 64 << 10}}, false, announce...)
 
 	// The agent waits for the request's head (its id is "1"), then sends
 	// the input; it reads on until the connection ends.

@@ -63,34 +63,7 @@ func FuzzV2Session(f *testing.F) {
 func v2Input(t *testing.T, valid, input []byte, split uint8) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sessions := make(chan Session, 1)
-	runDone := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := Accept(w, r, grantAll(Config{PongTimeout: 5 * time.Second}))
-		if err != nil {
-			close(runDone)
-			close(sessions)
-			return
-		}
-		sessions <- s
-		s.Run(ctx)
-		close(runDone)
-	}))
-	defer srv.Close()
-	ws, _, err := (&websocket.Dialer{Subprotocols: []string{Subprotocol}}).Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	registerRaw(t, ws)
-	var s Session
-	select {
-	case s = <-sessions:
-	case <-time.After(time.Minute):
-	}
-	if s == nil {
-		t.Fatal("the session did not open")
-	}
+	s, ws, runDone := rawAgentSession(t, ctx, Config{PongTimeout: 5 * time.Second}, true)
 	// The agent's side reads the edge's bytes (the connection preface,
 	// then frames) and sends the input once the request's HEADERS came
 	// (a reply to a stream not yet opened is an error of its own).
@@ -214,6 +187,47 @@ func wait(t *testing.T, ch <-chan struct{}, what string) {
 }
 
 // grantAll is an AcceptConfig that grants every registration.
+// rawAgentSession opens an edge session (Accept with cfg, Run with ctx)
+// for a raw agent WebSocket that asks for v2 (or not) and registers with
+// features. It returns the session, the agent's WebSocket (closed when the
+// test ends, as is the server) and a channel closed once Run returned.
+func rawAgentSession(t *testing.T, ctx context.Context, cfg Config, v2 bool, features ...string) (Session, *websocket.Conn, <-chan struct{}) {
+	t.Helper()
+	sessions := make(chan Session, 1)
+	runDone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := Accept(w, r, grantAll(cfg))
+		if err != nil {
+			close(runDone)
+			close(sessions)
+			return
+		}
+		sessions <- s
+		s.Run(ctx)
+		close(runDone)
+	}))
+	t.Cleanup(srv.Close)
+	var d websocket.Dialer
+	if v2 {
+		d.Subprotocols = []string{Subprotocol}
+	}
+	ws, _, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	registerRaw(t, ws, features...)
+	var s Session
+	select {
+	case s = <-sessions:
+	case <-time.After(time.Minute):
+	}
+	if s == nil {
+		t.Fatal("the session did not open")
+	}
+	return s, ws, runDone
+}
+
 func grantAll(cfg Config) AcceptConfig {
 	return AcceptConfig{Config: cfg, Authorize: func(_ context.Context, reg *Registration) (*Grant, error) {
 		return &Grant{TunnelID: reg.TunnelID}, nil
