@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +210,47 @@ func testGRPC(t *testing.T, proto string) {
 	} {
 		t.Run(l.name, func(t *testing.T) { testGRPCCalls(t, svc, l.client) })
 	}
+
+	// A local server that resets the stream (RST_STREAM) after its
+	// response head and part of a message: the client sees the reset, not
+	// a clean end of the stream (which gives "unexpected EOF").
+	t.Run("upstream reset", func(t *testing.T) {
+		resetPort := startResettingUpstream(t)
+		startHTTPAgent(t, "http://"+plain.addr, plain.publicURL("grpc-reset"), proto, "grpc-reset", fmt.Sprintf("h2c://127.0.0.1:%d", resetPort), nil)
+		client := grpcClient(t, plain.addr, fmt.Sprintf("grpc-reset.localhost:%d", plain.port), insecure.NewCredentials())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if st := status.Convert(err); st.Code() != codes.Internal || !strings.Contains(st.Message(), "RST_STREAM") {
+			t.Errorf("a call the upstream reset: %v, want Internal naming RST_STREAM", err)
+		}
+	})
+}
+
+// startResettingUpstream serves h2c on a loopback port until the test ends:
+// every request gets a gRPC response head and half a message, then its
+// stream is reset (net/http sends RST_STREAM for http.ErrAbortHandler).
+func startResettingUpstream(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte{0, 0, 0, 0, 10, 1, 2}) // a 10-byte message, cut short
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // testGRPCCalls runs each kind of call through client to svc.
