@@ -1,6 +1,7 @@
 package benchmark
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -14,6 +15,24 @@ func TestWriteProtocolTable(t *testing.T) {
 	want := strings.Repeat(" ", 42) + "sluice v1 sluice v2 \n" +
 		"value" + strings.Repeat(" ", 37) + "1.5       -         \n" +
 		"\nsluice v2 FAILED: edge died\n"
+	if b.String() != want {
+		t.Fatalf("table:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+func TestWriteRatioTable(t *testing.T) {
+	type res struct {
+		name string
+		v    float64
+		has  bool
+	}
+	results := []res{{"direct", 200, true}, {"a", 50, true}, {"b", 0, false}}
+	var b strings.Builder
+	writeRatioTable(&b, results, func(r *res) string { return r.name }, &results[0],
+		[]ratioRow[res]{{"rate", func(r *res) (float64, bool) { return r.v, r.has }, func(v float64) string { return fmt.Sprintf("%.0f", v) }}},
+		func(r *res, label string) string { return "none:" + label })
+	want := "       direct   a            b\n" +
+		"rate   200      50 (0.25×)   none:rate\n"
 	if b.String() != want {
 		t.Fatalf("table:\n%q\nwant\n%q", b.String(), want)
 	}
