@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +31,17 @@ type Config struct {
 	Token string
 	// Name is the tunnel's name: its public URL is NAME.DOMAIN.
 	Name string
-	// Upstream is the local server, such as http://127.0.0.1:3000.
+	// Upstream is the local server, such as http://127.0.0.1:3000:
+	// http:// (HTTP/1.1), https:// (HTTP/2 when the server offers it
+	// through ALPN, else HTTP/1.1) or h2c:// (HTTP/2 without TLS, with
+	// prior knowledge, as gRPC servers speak).
 	Upstream *url.URL
+	// UpstreamInsecure skips the verification of an https:// upstream's
+	// certificate (a self-signed local one). Default false: verified.
+	UpstreamInsecure bool
+	// UpstreamCA, if set, holds PEM certificates trusted for https://
+	// upstreams besides the system roots.
+	UpstreamCA []byte
 	// HostHeader is what the upstream sees as Host: "" or "preserve" keeps
 	// the public host, "rewrite" uses the upstream's, anything else is used
 	// as it is.
@@ -108,6 +118,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
 		return nil, errors.New("agent: no upstream")
 	}
+	if _, err := api.ParseUpstream(cfg.Upstream.String()); err != nil {
+		return nil, fmt.Errorf("agent: upstream %w", err)
+	}
+	upstreamTLS, err := newUpstreamTLS(cfg.UpstreamInsecure, cfg.UpstreamCA)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Name == "" {
 		return nil, errors.New("agent: no tunnel name")
 	}
@@ -135,11 +152,31 @@ func New(cfg Config) (*Agent, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/agent"
 	a := &Agent{cfg: cfg, wsURL: u.String(), backoff: sse.Backoff{Max: cfg.MaxBackoff, Min: 50 * time.Millisecond}, access: access}
 	a.SetUpstream(cfg.Upstream, cfg.HostHeader)
-	a.handler = newProxy(&a.cfg, a.target.Load)
+	a.handler = newProxy(&a.cfg, upstreamTLS, a.target.Load)
 	if cfg.Console != nil {
 		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
 	}
 	return a, nil
+}
+
+// newUpstreamTLS returns the TLS configuration for https:// upstreams: the
+// system roots plus the PEM certificates of ca, or no verification at all
+// when insecure. Nil means the defaults (the system roots).
+func newUpstreamTLS(insecure bool, ca []byte) (*tls.Config, error) {
+	switch {
+	case insecure:
+		return &tls.Config{InsecureSkipVerify: true}, nil
+	case len(ca) == 0:
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system roots here: the CA alone
+	}
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, errors.New("agent: the upstream CA holds no PEM certificate")
+	}
+	return &tls.Config{RootCAs: pool}, nil
 }
 
 // newAccess checks cfg's visitor rules and hashes the password (once, not

@@ -22,6 +22,16 @@ import (
 // tunnel is up.
 func tunnelTo(t *testing.T, protocol string, mut func(*edge.Config), h http.Handler) (addr string) {
 	t.Helper()
+	up := httptest.NewServer(h)
+	t.Cleanup(up.Close) // after the agent has stopped (cleanups run last first)
+	upURL, _ := url.Parse(up.URL)
+	return tunnelToConfig(t, protocol, mut, Config{Upstream: upURL})
+}
+
+// tunnelToConfig is tunnelTo with the agent's upstream and other settings
+// from ac (its edge, token, name, protocol and OnConnect are set here).
+func tunnelToConfig(t *testing.T, protocol string, mut func(*edge.Config), ac Config) (addr string) {
+	t.Helper()
 	cfg := edge.DefaultConfig()
 	cfg.Tokens = []string{"T"}
 	if mut != nil {
@@ -41,11 +51,10 @@ func tunnelTo(t *testing.T, protocol string, mut func(*edge.Config), h http.Hand
 		defer close(served)
 		srv.Serve(ctx, ln, time.Second)
 	}()
-	up := httptest.NewServer(h)
-	upURL, _ := url.Parse(up.URL)
 	connected := make(chan string, 4)
-	a, err := New(Config{Edge: "http://" + ln.Addr().String(), Token: "T", Name: "unit", Upstream: upURL, Protocol: protocol,
-		OnConnect: func(u, _ string) { connected <- u }})
+	ac.Edge, ac.Token, ac.Name, ac.Protocol = "http://"+ln.Addr().String(), "T", "unit", protocol
+	ac.OnConnect = func(u, _ string) { connected <- u }
+	a, err := New(ac)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +67,6 @@ func tunnelTo(t *testing.T, protocol string, mut func(*edge.Config), h http.Hand
 		cancel()
 		<-ran
 		<-served
-		up.Close()
 	})
 	select {
 	case <-connected:

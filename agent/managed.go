@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -27,6 +26,10 @@ type ManagedConfig struct {
 	Protocol string
 	// Session configures the tunnel sessions.
 	Session tunnel.Config
+	// UpstreamInsecure and UpstreamCA apply to every tunnel with an
+	// https:// upstream (see Config).
+	UpstreamInsecure bool
+	UpstreamCA       []byte
 	// HTTPClient makes the config and push requests. Nil means a client
 	// with no total timeout (the push channel is a stream).
 	HTTPClient *http.Client
@@ -259,9 +262,9 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 		}
 	}
 	for name, t := range want {
-		up, err := url.Parse(t.Upstream)
-		if err != nil || up.Host == "" {
-			m.cfg.Logger.Warn("tunnel with a bad upstream skipped", "tunnel", name, "upstream", t.Upstream)
+		up, err := api.ParseUpstream(t.Upstream)
+		if err != nil {
+			m.cfg.Logger.Warn("tunnel with a bad upstream skipped", "tunnel", name, "err", "upstream "+err.Error())
 			continue
 		}
 		if r := m.running[name]; r != nil {
@@ -274,6 +277,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 		}
 		a, err := New(Config{
 			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Upstream: up, HostHeader: t.HostHeader,
+			UpstreamInsecure: m.cfg.UpstreamInsecure, UpstreamCA: m.cfg.UpstreamCA,
 			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
 			UserAgent: m.cfg.UserAgent,
 			OnConnect: func(public, protocol string) {

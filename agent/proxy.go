@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/sluicehq/sluice/wire"
@@ -29,11 +30,12 @@ import (
 // the request head.
 var upstreamReadBuffer, upstreamWriteBuffer = 1 << 10, 1 << 10
 
-// newProxy returns the local reverse proxy to upstream: forwarding headers
+// newProxy returns the local reverse proxy to upstream (HTTP/1.1, h2c, or
+// HTTPS with HTTP/2 through ALPN, verified with upstreamTLS): forwarding headers
 // from the edge kept, Host as configured, every chunk flushed, no total
 // timeout (only one for the response headers), and errors that name the
 // upstream.
-func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
+func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarget) http.Handler {
 	transport := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
@@ -48,7 +50,13 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 		ExpectContinueTimeout: time.Second,
 		ReadBufferSize:        upstreamReadBuffer,
 		WriteBufferSize:       upstreamWriteBuffer,
+		TLSClientConfig:       upstreamTLS,
 	}
+	// https:// upstreams: HTTP/2 when the server offers it through ALPN
+	// (upgrades such as WebSocket still ask for HTTP/1.1 alone).
+	transport.Protocols = new(http.Protocols)
+	transport.Protocols.SetHTTP1(true)
+	transport.Protocols.SetHTTP2(true)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			tg := target()
@@ -69,7 +77,7 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 				pr.Out.Host = tg.hostHeader
 			}
 		},
-		Transport:     transport,
+		Transport:     newUpstreamTransport(transport),
 		BufferPool:    &tunnel.BufferPool{},
 		FlushInterval: -1,
 		ErrorLog:      log.New(io.Discard, "", 0),
@@ -80,12 +88,43 @@ func newProxy(cfg *Config, target func() *upstreamTarget) http.Handler {
 	return rp
 }
 
+// upstreamTransport sends requests for h2c:// upstreams over HTTP/2
+// without TLS (prior knowledge, as gRPC servers expect) and the others
+// (http://, https://) through the HTTP/1.1 transport, which negotiates
+// HTTP/2 with https:// upstreams that offer it.
+type upstreamTransport struct {
+	h1  *http.Transport
+	h2c *http.Transport
+}
+
+func newUpstreamTransport(h1 *http.Transport) *upstreamTransport {
+	h2c := h1.Clone() // the same timeouts and limits
+	h2c.Protocols = new(http.Protocols)
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	return &upstreamTransport{h1: h1, h2c: h2c}
+}
+
+func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "h2c" {
+		return t.h1.RoundTrip(req)
+	}
+	// A shallow copy with an http:// URL: a RoundTripper does not modify
+	// its request.
+	out := new(http.Request)
+	*out = *req
+	u := *req.URL
+	u.Scheme = "http"
+	out.URL = &u
+	return t.h2c.RoundTrip(out)
+}
+
 // upstreamError answers when the local server could not be reached. The
 // page names the upstream as configured and says what kind of failure it
 // was; the error itself (socket errors, resolver addresses) goes to the
 // agent's log under the page's request id, never to the visitor.
 func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err error, log *slog.Logger) {
 	var ne net.Error
+	var cve *tls.CertificateVerificationError
 	var id string
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -94,6 +133,9 @@ func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err erro
 	case errors.Is(err, syscall.ECONNREFUSED):
 		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamRefused, "Local server not reachable",
 			fmt.Sprintf("the agent could not connect to %s: connection refused. Is the local server running on that port?", up.Host))
+	case errors.As(err, &cve):
+		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamError, "Local server's certificate not trusted",
+			fmt.Sprintf("the agent does not trust the TLS certificate of %s. Start it with --upstream-ca FILE (the certificate's CA) or --upstream-insecure.", up.Host))
 	case errors.As(err, &ne) && ne.Timeout():
 		id = errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Local server timed out",
 			fmt.Sprintf("%s did not answer in time.", up.Host))

@@ -12,12 +12,24 @@ import (
 )
 
 // ParseURL parses s as an absolute http:// or https:// URL with a host,
-// the only kind the edge's URL, an upstream and a push URL can be. Its
-// error is a *URLError naming s.
+// the only kind the edge's URL and a push URL can be (an upstream's is
+// ParseUpstream's). Its error is a *URLError naming s.
 func ParseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &URLError{URL: s}
+	}
+	return u, nil
+}
+
+// ParseUpstream parses s as a local server's URL: http://, https:// (HTTP/2
+// when the server offers it through ALPN) or h2c:// (HTTP/2 without TLS,
+// with prior knowledge: what gRPC servers speak), with a host. Its error is
+// a *URLError naming s.
+func ParseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
+		return nil, &URLError{URL: s, Upstream: true}
 	}
 	return u, nil
 }

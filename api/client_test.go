@@ -31,6 +31,26 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
+func TestParseUpstream(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"http://127.0.0.1:3000", "https://localhost:8443/", "h2c://127.0.0.1:50051", "H2C://[::1]:50051"} {
+		if u, err := api.ParseUpstream(s); err != nil || u.Host == "" {
+			t.Errorf("ParseUpstream(%q) = %v, %v", s, u, err)
+		}
+	}
+	for _, s := range []string{"", "127.0.0.1:3000", "ftp://x", "h2c://", "h2://x", "grpc://x", "ws://x"} {
+		u, err := api.ParseUpstream(s)
+		var ue *api.URLError
+		if u != nil || !errors.As(err, &ue) || ue.URL != s {
+			t.Errorf("ParseUpstream(%q) = %v, %v; want a *URLError", s, u, err)
+			continue
+		}
+		if want := `"` + s + `" is not an http://, https:// or h2c:// URL`; err.Error() != want {
+			t.Errorf("ParseUpstream(%q): %q, want %q", s, err, want)
+		}
+	}
+}
+
 func TestNewClient(t *testing.T) {
 	t.Parallel()
 	var ue *api.URLError

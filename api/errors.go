@@ -17,7 +17,7 @@ const (
 	CodeBadJSON       = "bad_json"            // 400: the body is not the JSON expected
 	CodeBadKind       = "bad_kind"            // 400: a token kind other than agent or admin
 	CodeBadName       = "bad_name"            // 400: a name that is not a DNS label, or too long
-	CodeBadUpstream   = "bad_upstream"        // 400: not an http:// or https:// URL
+	CodeBadUpstream   = "bad_upstream"        // 400: not an http://, https:// or h2c:// URL
 	CodeBadAgentToken = "bad_agent_token"     // 400: no agent token, or not one of this edge
 	CodeBadBasicAuth  = "bad_basic_auth"      // 400: basic auth half given, or a user with ':'
 	CodeBadCIDR       = "bad_cidr"            // 400: an allow_cidrs entry that is not a CIDR
@@ -56,13 +56,18 @@ var ErrNoToken = errors.New("api: no token")
 // its edge.
 var ErrOtherHost = errors.New("api: not the edge's host: the token is not sent there")
 
-// URLError is the error of ParseURL. Its text has no package prefix and
-// starts with the value, so that a caller can name the field before it:
-// `upstream "ftp://x" is not an http:// or https:// URL`.
+// URLError is the error of ParseURL and ParseUpstream. Its text has no
+// package prefix and starts with the value, so that a caller can name the
+// field before it: `upstream "ftp://x" is not an http://, https:// or
+// h2c:// URL`.
 type URLError struct {
-	URL string // the value given
+	URL      string // the value given
+	Upstream bool   // from ParseUpstream: h2c:// is allowed too
 }
 
 func (e *URLError) Error() string {
+	if e.Upstream {
+		return fmt.Sprintf("%q is not an http://, https:// or h2c:// URL", e.URL)
+	}
 	return fmt.Sprintf("%q is not an http:// or https:// URL", e.URL)
 }

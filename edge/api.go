@@ -226,7 +226,7 @@ func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 		t.AgentTokenID = *req.AgentTokenID
 	}
 	if req.Upstream != nil {
-		if _, err := api.ParseURL(*req.Upstream); err != nil {
+		if _, err := api.ParseUpstream(*req.Upstream); err != nil {
 			return api.CodeBadUpstream, "upstream " + err.Error()
 		}
 		t.Upstream = *req.Upstream

@@ -125,8 +125,13 @@ func TestAPIClient(t *testing.T) {
 	_, err = c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("web"), Upstream: ptr("http://127.0.0.1:3000"), AgentTokenID: ptr(agentID)})
 	wantAPIError(t, "second web", err, 409, api.CodeExists)
 	_, err = c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("ftp"), Upstream: ptr("ftp://x"), AgentTokenID: ptr(agentID)})
-	if ae := wantAPIError(t, "ftp upstream", err, 400, api.CodeBadUpstream); ae.Message != `upstream "ftp://x" is not an http:// or https:// URL` {
+	if ae := wantAPIError(t, "ftp upstream", err, 400, api.CodeBadUpstream); ae.Message != `upstream "ftp://x" is not an http://, https:// or h2c:// URL` {
 		t.Errorf("bad upstream message %q", ae.Message)
+	}
+	if tun, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("grpc"), Upstream: ptr("h2c://127.0.0.1:50051"), AgentTokenID: ptr(agentID)}); err != nil || tun.Upstream != "h2c://127.0.0.1:50051" {
+		t.Errorf("h2c upstream: %+v %v", tun, err)
+	} else if _, err := c.DeleteTunnel(ctx, "grpc"); err != nil {
+		t.Fatal(err)
 	}
 	_, err = c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("Bad_Name"), Upstream: ptr("http://x"), AgentTokenID: ptr(agentID)})
 	wantAPIError(t, "bad name", err, 400, api.CodeBadName)

@@ -88,6 +88,12 @@ func (p *proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, tunnel.ErrUpgradeUnsupported):
 		errpage.Write(w, r, http.StatusNotImplemented, wire.CodeUpgradeUnsupported, "Upgrade not supported by this agent",
 			"the agent of "+host+" cannot carry WebSocket or other upgraded connections; a sluice agent (protocol v2, or v1 with the upgrade feature) can.")
+	case errors.Is(err, tunnel.ErrGRPCUnsupported):
+		// A gRPC status, which gRPC clients show (a trailers-only answer).
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "12") // UNIMPLEMENTED
+		w.Header().Set("Grpc-Message", "the agent of "+host+" cannot carry gRPC (a plain v1 agent, without the request_stream and trailers extensions); a sluice agent can")
+		w.WriteHeader(http.StatusOK)
 	case errors.Is(err, tunnel.ErrBusy):
 		w.Header().Set("Retry-After", "1")
 		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTooManyStreams, "Edge busy",

@@ -25,6 +25,12 @@ var (
 	// feature.
 	ErrUpgradeUnsupported = errors.New("tunnel: this agent cannot carry upgraded connections (WebSocket)")
 
+	// ErrGRPCUnsupported is returned by RoundTrip for a gRPC request when
+	// the agent did not announce both request_stream and trailers (a plain
+	// Jetty agent): its answers would lose grpc-status, and streaming
+	// calls would hang.
+	ErrGRPCUnsupported = errors.New("tunnel: this agent cannot carry gRPC (it lacks the request_stream and trailers extensions)")
+
 	// ErrStreamReset ends a body whose peer cancelled it or broke the
 	// protocol on it.
 	ErrStreamReset = errors.New("tunnel: stream reset")

@@ -67,3 +67,13 @@ func receivedTrailers(t http.Header) http.Header {
 	}
 	return out
 }
+
+// isGRPC reports whether h is the head of a gRPC request (Content-Type
+// application/grpc or application/grpc+CODEC; gRPC-Web carries its
+// trailers in the body and needs nothing of the tunnel). gRPC needs
+// trailers (grpc-status) and, for streaming calls, streamed request
+// bodies.
+func isGRPC(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
+}

@@ -434,6 +434,12 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, ErrUpgradeUnsupported
 	}
+	if isGRPC(req.Header) && (!s.cfg.has(wire.FeatureRequestStream) || !s.cfg.has(wire.FeatureTrailers)) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrGRPCUnsupported
+	}
 	err := s.waitOpen(req.Context())
 	var st *edgeStream
 	if err == nil {

@@ -171,7 +171,7 @@ func TestAdminVerbs(t *testing.T) {
 		t.Fatalf("create without --agent-token: exit %d, %q", code, stderr)
 	}
 	if code, _, stderr := runCmd(t, append([]string{"tunnels", "create", "x", "--upstream", "ftp://x", "--agent-token", secret}, admin...)...); code != 1 ||
-		!strings.Contains(stderr, `sluice: tunnels create x: upstream "ftp://x" is not an http:// or https:// URL (HTTP 400, bad_upstream)`) {
+		!strings.Contains(stderr, `sluice: tunnels create x: upstream "ftp://x" is not an http://, https:// or h2c:// URL (HTTP 400, bad_upstream)`) {
 		t.Fatalf("create with a bad upstream: exit %d, %q", code, stderr)
 	}
 	if out, _ = ok("tunnels", "delete", "web"); out != "deleted web\n" {

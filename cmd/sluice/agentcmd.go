@@ -21,6 +21,10 @@ revoked) without a restart. Tunnels are managed with "sluice tunnels".
   sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
   sluice tunnels create web --upstream http://127.0.0.1:3000 --agent-token T --edge http://127.0.0.1:8080 --admin-token A
   sluice agent --edge http://127.0.0.1:8080 --token T
+
+Upstreams are http:// (HTTP/1.1), h2c:// (HTTP/2 without TLS, such as a
+gRPC server) or https:// (HTTP/2 when the server offers it; its
+certificate verified, see --upstream-ca and --upstream-insecure).
 `
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +32,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com")
 	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "an agent token of the edge's store")
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
+	upstreamTLS := upstreamTLSFlags(fs)
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -48,13 +53,19 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
 		return cli.Usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
 	}
+	upstreamInsecure, upstreamCA, err := upstreamTLS()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	cfg := agent.ManagedConfig{
-		Edge:       *edgeURL,
-		Token:      token,
-		Protocol:   *protocol,
-		UserAgent:  userAgent(),
-		HTTPClient: httpClient(),
-		Logger:     newLogger(stderr, *verbose),
+		UpstreamInsecure: upstreamInsecure,
+		UpstreamCA:       upstreamCA,
+		Edge:             *edgeURL,
+		Token:            token,
+		Protocol:         *protocol,
+		UserAgent:        userAgent(),
+		HTTPClient:       httpClient(),
+		Logger:           newLogger(stderr, *verbose),
 		Status: func(line string) {
 			fmt.Fprintf(stderr, "%s  %s\n", time.Now().Format("15:04:05"), line)
 		},

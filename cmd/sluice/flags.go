@@ -1,7 +1,9 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -29,4 +31,22 @@ func cidrList(s string) []string {
 		}
 	}
 	return cidrs
+}
+
+// upstreamTLSFlags adds --upstream-insecure and --upstream-ca (http and
+// agent) to fs. Their values, read after parsing, are the agent's
+// UpstreamInsecure and UpstreamCA (the file's PEM).
+func upstreamTLSFlags(fs *flag.FlagSet) func() (insecure bool, ca []byte, err error) {
+	insecure := fs.Bool("upstream-insecure", false, "do not verify the certificate of an https:// local server (a self-signed one); default: verified")
+	caFile := fs.String("upstream-ca", "", "PEM file of CA certificates trusted for an https:// local server, besides the system roots (default: the system roots alone)")
+	return func() (bool, []byte, error) {
+		if *caFile == "" {
+			return *insecure, nil, nil
+		}
+		ca, err := os.ReadFile(*caFile)
+		if err != nil {
+			return false, nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		return *insecure, ca, nil
+	}
 }

@@ -31,7 +31,14 @@ works alone on a laptop.
   sluice http 3000
   sluice http 3000 --edge http://127.0.0.1:8080 --token T --name demo
   sluice http http://127.0.0.1:5173 --host-header rewrite
+  sluice http h2c://127.0.0.1:50051 --edge http://127.0.0.1:8080 --token T --name grpc
+  sluice http https://127.0.0.1:8443 --upstream-ca ./local-ca.pem
   sluice http 3000 --basic-auth-file ./visitor-pass --allow 10.0.0.0/8
+
+The local server is spoken to in HTTP/1.1 (PORT, http://), in HTTP/2
+without TLS with prior knowledge (h2c://, what gRPC servers speak), or over
+TLS with HTTP/2 when the server offers it (https://: its certificate is
+verified, see --upstream-ca and --upstream-insecure).
 
 Visitor rules: --basic-auth USER:PASSWORD (or --basic-auth-file, or
 $SLUICE_BASIC_AUTH) makes the edge ask every visitor for that user and
@@ -54,6 +61,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	headerTimeout := fs.Duration("header-timeout", 60*time.Second, "longest wait for the local server's response headers (bodies have no limit)")
 	basicAuth := cli.SecretFlag(fs, "basic-auth", "SLUICE_BASIC_AUTH", "USER:PASSWORD every visitor must give (basic auth, enforced by the edge)")
 	allow := fs.String("allow", "", "comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24 (enforced by the edge; default any address)")
+	upstreamTLS := upstreamTLSFlags(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -95,6 +103,10 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if !ok || authUser == "" || authPass == "" {
 			return cli.Usagef("http: --basic-auth wants USER:PASSWORD")
 		}
+	}
+	upstreamInsecure, upstreamCA, err := upstreamTLS()
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
 	}
 	allowCIDRs := cidrList(*allow)
 	for _, c := range allowCIDRs {
@@ -142,6 +154,8 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Token:                 token,
 		Name:                  *name,
 		Upstream:              upstream,
+		UpstreamInsecure:      upstreamInsecure,
+		UpstreamCA:            upstreamCA,
 		HostHeader:            *hostHeader,
 		Protocol:              *protocol,
 		ResponseHeaderTimeout: *headerTimeout,
@@ -187,7 +201,8 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return err
 }
 
-// parseUpstream takes "3000", "localhost:3000" or a URL.
+// parseUpstream takes "3000", "localhost:3000" or a URL (http://,
+// https:// or h2c://).
 func parseUpstream(s string) (*url.URL, error) {
 	if port, err := strconv.Atoi(s); err == nil {
 		if port < 1 || port > 65535 {
@@ -198,9 +213,9 @@ func parseUpstream(s string) (*url.URL, error) {
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
-	u, err := api.ParseURL(s)
+	u, err := api.ParseUpstream(s)
 	if err != nil {
-		return nil, cli.Usagef("http: %q is not a port or an http:// URL", s)
+		return nil, cli.Usagef("http: %q is not a port or an http://, https:// or h2c:// URL", s)
 	}
 	return u, nil
 }
