@@ -16,7 +16,7 @@ import (
 // relays and sluice (not nginx, which CI does not have): the sluice binary
 // is built from ../../cmd/sluice and run as edge and agent child
 // processes, the bench command from ../../bench/cmd/bench as the relays,
-// as the bench command runs them.
+// as the bench command runs them. Then the gRPC run, as small.
 func TestSmoke(t *testing.T) {
 	bin := buildCmd(t, "sluice", "../../cmd/sluice")
 	benchBin := buildCmd(t, "bench", "../../bench/cmd/bench")
@@ -92,6 +92,8 @@ func TestSmoke(t *testing.T) {
 	if testing.Verbose() {
 		t.Logf("\n%s", table.String())
 	}
+
+	t.Run("grpc", func(t *testing.T) { grpcSmoke(t, bin, []string{"v1", "v2"}) })
 }
 
 // buildCmd builds the main package at pkg into a temporary directory.
@@ -184,16 +186,18 @@ func TestScaleConfig(t *testing.T) {
 	}
 }
 
-// TestGRPCSmoke runs the gRPC benchmark for a fraction of a second per
-// phase, directly and through sluice: every call must succeed and every
-// figure be positive; no figure is compared with another.
-func TestGRPCSmoke(t *testing.T) {
+// grpcSmoke runs the gRPC benchmark for a fraction of a second per phase,
+// directly and through sluice (bin) with each protocol: every call must
+// succeed and every figure be positive; no figure is compared with
+// another.
+func grpcSmoke(t *testing.T, bin string, protocols []string) {
 	cfg := GRPCConfig{
-		Protocols:   []string{},
+		Protocols:   protocols,
+		SluiceBin:   bin,
 		Callers:     4,
 		Streams:     2,
 		MessageSize: 3000,
-		Duration:    200 * time.Millisecond,
+		Duration:    300 * time.Millisecond,
 	}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
