@@ -197,6 +197,7 @@ func grpcSmoke(t *testing.T, bin string, protocols []string) {
 		Callers:     4,
 		Streams:     2,
 		MessageSize: 3000,
+		Batch:       50,
 		Duration:    300 * time.Millisecond,
 	}
 	var progress bytes.Buffer
@@ -219,7 +220,7 @@ func grpcSmoke(t *testing.T, bin string, protocols []string) {
 		if u := r.Unary; u == nil || u.Calls <= 0 || u.Callers != cfg.Callers || !(u.CallsPerSec > 0) || !(u.P50Ms > 0) || u.P99Ms < u.P50Ms {
 			t.Errorf("%s unary: %+v", r.Name, u)
 		}
-		if s := r.Stream; s == nil || s.Calls <= 0 || s.Messages != s.Calls*grpcBatch || s.MessageSize != cfg.MessageSize ||
+		if s := r.Stream; s == nil || s.Calls <= 0 || s.Messages != s.Calls*int64(cfg.Batch) || s.MessageSize != cfg.MessageSize ||
 			!(s.MsgsPerSec > 0) || !(s.MBps > 0) {
 			t.Errorf("%s stream: %+v", r.Name, s)
 		}

@@ -36,6 +36,9 @@ type GRPCConfig struct {
 	// MessageSize is the payload of each streamed message (0: 1 KiB; at
 	// most 1 MiB).
 	MessageSize int
+	// Batch is the number of messages of each server-streaming call (0:
+	// 1,000).
+	Batch int
 	// Duration is the length of each measured phase, unary and streaming,
 	// for each target (0: 10 s); each is preceded by a warm-up of a fifth
 	// of it, at most 500 ms.
@@ -46,7 +49,6 @@ type GRPCConfig struct {
 
 const (
 	grpcUnarySize  = 100     // payload bytes of each unary request and response
-	grpcBatch      = 1000    // messages of each server-streaming call
 	grpcMaxMessage = 1 << 20 // the largest MessageSize (grpc-go receives at most 4 MiB)
 	grpcCeiling    = time.Minute
 )
@@ -64,12 +66,15 @@ func (c *GRPCConfig) defaults() error {
 	if c.MessageSize == 0 {
 		c.MessageSize = 1 << 10
 	}
+	if c.Batch == 0 {
+		c.Batch = 1000
+	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
 	}
 	switch {
-	case c.Callers < 0 || c.Streams < 0 || c.Duration < 0:
-		return errors.New("benchmark: grpc: callers, streams and duration must not be negative")
+	case c.Callers < 0 || c.Streams < 0 || c.Batch < 0 || c.Duration < 0:
+		return errors.New("benchmark: grpc: callers, streams, batch and duration must not be negative")
 	case c.MessageSize < 0 || c.MessageSize > grpcMaxMessage:
 		return fmt.Errorf("benchmark: grpc: the message size must be between 1 and %d bytes", grpcMaxMessage)
 	case len(c.Protocols) > 0 && c.SluiceBin == "":
@@ -123,6 +128,7 @@ type GRPCUnary struct {
 // of MessageSize bytes.
 type GRPCStreams struct {
 	Streams     int     `json:"streams"`
+	Batch       int     `json:"messages_per_call"`
 	Calls       int64   `json:"calls"`
 	Messages    int64   `json:"messages"`
 	Seconds     float64 `json:"seconds"`
@@ -156,7 +162,7 @@ func GRPC(ctx context.Context, cfg GRPCConfig) (*GRPCReport, error) {
 		Callers:     cfg.Callers,
 		UnaryBytes:  grpcUnarySize,
 		Streams:     cfg.Streams,
-		Batch:       grpcBatch,
+		Batch:       cfg.Batch,
 		MessageSize: cfg.MessageSize,
 		DurationS:   cfg.Duration.Seconds(),
 	}
@@ -243,7 +249,7 @@ func grpcTarget(ctx context.Context, cfg GRPCConfig, up *grpcUpstream, name stri
 	}
 	s := res.Stream
 	logf(cfg.Progress, "%s: server streaming: %d stream(s), %d calls of %d messages of %s in %.1f s: %.0f messages/s, %.0f MB/s",
-		name, s.Streams, s.Calls, grpcBatch, byteSize(int64(s.MessageSize)), s.Seconds, s.MsgsPerSec, s.MBps)
+		name, s.Streams, s.Calls, s.Batch, byteSize(int64(s.MessageSize)), s.Seconds, s.MsgsPerSec, s.MBps)
 	if t != nil {
 		if err := t.alive(); err != nil {
 			return fail("after the run", err)
@@ -312,11 +318,11 @@ func grpcUnary(ctx context.Context, cfg GRPCConfig, c testgrpc.TestServiceClient
 }
 
 // grpcStream runs Streams callers making StreamingOutputCall back to back
-// for Duration, each call answered with grpcBatch messages of MessageSize
+// for Duration, each call answered with Batch messages of MessageSize
 // bytes, all counted and checked.
 func grpcStream(ctx context.Context, cfg GRPCConfig, c testgrpc.TestServiceClient) (*GRPCStreams, error) {
 	req := &testgrpc.StreamingOutputCallRequest{}
-	for range grpcBatch {
+	for range cfg.Batch {
 		req.ResponseParameters = append(req.ResponseParameters, &testgrpc.ResponseParameters{Size: int32(cfg.MessageSize)})
 	}
 	lat, secs, err := closedLoop(ctx, cfg.Streams, cfg.Duration, func() func(context.Context) error {
@@ -330,8 +336,8 @@ func grpcStream(ctx context.Context, cfg GRPCConfig, c testgrpc.TestServiceClien
 			for got := 0; ; got++ {
 				msg, err := stream.Recv()
 				if err == io.EOF {
-					if got != grpcBatch {
-						return fmt.Errorf("StreamingOutputCall: %d messages, want %d", got, grpcBatch)
+					if got != cfg.Batch {
+						return fmt.Errorf("StreamingOutputCall: %d messages, want %d", got, cfg.Batch)
 					}
 					return nil
 				}
@@ -348,9 +354,10 @@ func grpcStream(ctx context.Context, cfg GRPCConfig, c testgrpc.TestServiceClien
 		return nil, err
 	}
 	sum := stats.Summarize(lat)
-	msgs := int64(sum.N) * grpcBatch
+	msgs := int64(sum.N) * int64(cfg.Batch)
 	return &GRPCStreams{
 		Streams:     cfg.Streams,
+		Batch:       cfg.Batch,
 		Calls:       int64(sum.N),
 		Messages:    msgs,
 		Seconds:     secs,

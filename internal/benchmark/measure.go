@@ -217,10 +217,12 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 
 // closedLoop runs n workers, each making calls back to back (a worker's
 // call comes from newCall, once per worker) through a warm-up of a fifth
-// of d (at most 500 ms), then for d. It returns the latencies of the calls
-// that started after the warm-up, and the seconds from the warm-up's end
-// to the last of them ending. The first call that fails ends the run with
-// its error.
+// of d (at most 500 ms), then for d; a worker none of whose calls started
+// after the warm-up makes one more, so that a target slower than d yields
+// a figure rather than none. It returns the latencies of the calls that
+// started after the warm-up, and the seconds from the warm-up's end to the
+// last of them ending. The first call that fails ends the run with its
+// error.
 func closedLoop(ctx context.Context, n int, d time.Duration, newCall func() func(context.Context) error) (lat []time.Duration, secs float64, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -235,7 +237,7 @@ func closedLoop(ctx context.Context, n int, d time.Duration, newCall func() func
 		wg.Go(func() {
 			for {
 				t0 := time.Now()
-				if !t0.Before(end) || ctx.Err() != nil {
+				if (!t0.Before(end) && len(lats[i]) > 0) || ctx.Err() != nil {
 					return
 				}
 				if err := call(ctx); err != nil {

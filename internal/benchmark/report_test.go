@@ -1,9 +1,13 @@
 package benchmark
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestWriteProtocolTable(t *testing.T) {
@@ -35,5 +39,26 @@ func TestWriteRatioTable(t *testing.T) {
 		"rate   200      50 (0.25×)   none:rate\n"
 	if b.String() != want {
 		t.Fatalf("table:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// A run shorter than a call still measures one call per worker.
+func TestClosedLoopSlowCalls(t *testing.T) {
+	var calls atomic.Int64
+	lat, secs, err := closedLoop(context.Background(), 3, time.Millisecond, func() func(context.Context) error {
+		return func(context.Context) error {
+			calls.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			return nil
+		}
+	})
+	if err != nil || len(lat) < 3 || !(secs > 0) {
+		t.Fatalf("%d latencies, %v s, %v (%d calls)", len(lat), secs, err, calls.Load())
+	}
+	boom := errors.New("boom")
+	if _, _, err := closedLoop(context.Background(), 2, time.Second, func() func(context.Context) error {
+		return func(context.Context) error { return boom }
+	}); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
 	}
 }

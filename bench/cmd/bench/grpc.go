@@ -20,11 +20,11 @@ two child processes of the sluice binary) for each protocol, the client
 reaching the edge's plain listener with h2c prior knowledge. Two phases per
 target: unary calls (UnaryCall, 100 bytes each way) from --callers callers
 back to back on one connection, and server streaming (StreamingOutputCall,
-1,000 messages of --message-size per call) from --streams calls at a time;
-each phase lasts --duration after a short warm-up. The table gives calls/s,
-latency, messages/s and MB/s, each with its ratio to direct. Every answer's
-size is checked; a failure ends with exit status 1. The default test suite
-runs the same for a fraction of a second (internal/benchmark).
+--messages messages of --message-size per call) from --streams calls at a
+time; each phase lasts --duration after a short warm-up. The table gives
+calls/s, latency, messages/s and MB/s, each with its ratio to direct. Every
+answer's size is checked; a failure ends with exit status 1. The default
+test suite runs the same for a fraction of a second (internal/benchmark).
 
   go run ./bench/cmd/bench grpc                      direct, v1, v2: about 25 s each
   go run ./bench/cmd/bench grpc --protocols v2 --message-size 64KiB
@@ -40,17 +40,18 @@ func runGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	streams := fs.Int("streams", 1, "concurrent server-streaming calls")
 	msgSize := cli.Size(1 << 10)
 	fs.Var(&msgSize, "message-size", "payload of each streamed message, at most 1MiB (suffixes KiB, MiB, KB, MB)")
+	batch := fs.Int("messages", 1000, "messages of each server-streaming call")
 	duration := fs.Duration("duration", 10*time.Second, "length of each measured phase (unary, streaming) per target")
 	if err := sc.parse(args); err != nil {
 		return err
 	}
-	if *callers <= 0 || *streams <= 0 || *duration <= 0 {
-		return cli.Usagef("grpc: --callers, --streams and --duration must be positive")
+	if *callers <= 0 || *streams <= 0 || *batch <= 0 || *duration <= 0 {
+		return cli.Usagef("grpc: --callers, --streams, --messages and --duration must be positive")
 	}
 	if msgSize > 1<<20 {
 		return cli.Usagef("grpc: --message-size must be at most 1MiB")
 	}
-	cfg := benchmark.GRPCConfig{Callers: *callers, Streams: *streams, MessageSize: int(msgSize), Duration: *duration}
+	cfg := benchmark.GRPCConfig{Callers: *callers, Streams: *streams, MessageSize: int(msgSize), Batch: *batch, Duration: *duration}
 	var err error
 	if cfg.Protocols, err = parseProtocols("grpc", *protocols); err != nil {
 		return err
