@@ -10,6 +10,7 @@
 #   bash bench/run.sh --json      one JSON object with every number
 #   bash bench/run.sh scale       10,000 SSE streams per protocol
 #   bash bench/run.sh hol         head-of-line blocking beside a stalled download
+#   bash bench/run.sh grpc        gRPC unary calls/s and streaming rate, direct and through sluice
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ find_nginx() {
   done
 }
 
-# A first argument that is not a flag names another run (scale, hol), which
+# A first argument that is not a flag names another run (scale, hol, grpc), which
 # needs no nginx.
 verb=
 case "${1:-}" in

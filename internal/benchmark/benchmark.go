@@ -3,9 +3,11 @@
 // download and upload throughput, small-request rate and latency,
 // Server-Sent Events delivery delay with one and with many streams, and
 // memory per held stream. Scale holds 10,000 streams through one tunnel,
-// and HeadOfLine measures a client's latency beside a stalled stream. It is
-// what the bench command (bench/cmd/bench) runs; the e2e tests run Scale
-// and HeadOfLine small, for correctness.
+// HeadOfLine measures a client's latency beside a stalled stream, and GRPC
+// gRPC unary calls and server streaming to an h2c server, directly and
+// through sluice. It is what the bench command (bench/cmd/bench) runs; the
+// e2e tests run Scale and HeadOfLine small, for correctness, and this
+// package's smoke test the comparison and GRPC.
 //
 // The upstream is a Go net/http server inside the benchmark process, shared
 // by every target. The targets are "direct" (the upstream itself),

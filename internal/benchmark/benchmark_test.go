@@ -16,7 +16,7 @@ import (
 // relays and sluice (not nginx, which CI does not have): the sluice binary
 // is built from ../../cmd/sluice and run as edge and agent child
 // processes, the bench command from ../../bench/cmd/bench as the relays,
-// as the bench command runs them.
+// as the bench command runs them. Then the gRPC run, as small.
 func TestSmoke(t *testing.T) {
 	bin := buildCmd(t, "sluice", "../../cmd/sluice")
 	benchBin := buildCmd(t, "bench", "../../bench/cmd/bench")
@@ -92,6 +92,8 @@ func TestSmoke(t *testing.T) {
 	if testing.Verbose() {
 		t.Logf("\n%s", table.String())
 	}
+
+	t.Run("grpc", func(t *testing.T) { grpcSmoke(t, bin, []string{"v1", "v2"}) })
 }
 
 // buildCmd builds the main package at pkg into a temporary directory.
@@ -181,5 +183,61 @@ func TestScaleConfig(t *testing.T) {
 		if err := c.defaults(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// grpcSmoke runs the gRPC benchmark for a fraction of a second per phase,
+// directly and through sluice (bin) with each protocol: every call must
+// succeed and every figure be positive; no figure is compared with
+// another.
+func grpcSmoke(t *testing.T, bin string, protocols []string) {
+	cfg := GRPCConfig{
+		Protocols:   protocols,
+		SluiceBin:   bin,
+		Callers:     4,
+		Streams:     2,
+		MessageSize: 3000,
+		Batch:       50,
+		Duration:    300 * time.Millisecond,
+	}
+	var progress bytes.Buffer
+	cfg.Progress = &progress
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := GRPC(ctx, cfg)
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
+	}
+	want := append([]string{"direct"}, prefixAll("sluice-", cfg.Protocols)...)
+	if len(rep.Targets) != len(want) {
+		t.Fatalf("targets: %+v, want %v", rep.Targets, want)
+	}
+	for i, r := range rep.Targets {
+		if r.Name != want[i] || r.Error != "" {
+			t.Errorf("target %d: %s, error %q; want %s", i, r.Name, r.Error, want[i])
+			continue
+		}
+		if u := r.Unary; u == nil || u.Calls <= 0 || u.Callers != cfg.Callers || !(u.CallsPerSec > 0) || !(u.P50Ms > 0) || u.P99Ms < u.P50Ms {
+			t.Errorf("%s unary: %+v", r.Name, u)
+		}
+		if s := r.Stream; s == nil || s.Calls <= 0 || s.Messages != s.Calls*int64(cfg.Batch) || s.MessageSize != cfg.MessageSize ||
+			!(s.MsgsPerSec > 0) || !(s.MBps > 0) {
+			t.Errorf("%s stream: %+v", r.Name, s)
+		}
+	}
+	var table strings.Builder
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"unary calls/s (4 callers)", "streamed messages/s (3000 B each)", "direct"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		t.Logf("\n%s\nprogress:\n%s", table.String(), progress.String())
 	}
 }

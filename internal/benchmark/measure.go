@@ -166,58 +166,87 @@ func (r *patternReader) Read(p []byte) (int, error) {
 // Duration, after a short warm-up that opens the connections, and checks
 // every answer.
 func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	n := b.cfg.Clients
 	tr := newTransport(n, 0)
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
-	warm := min(b.cfg.Duration/5, 500*time.Millisecond)
-	start := time.Now()
-	measureFrom := start.Add(warm)
-	end := measureFrom.Add(b.cfg.Duration)
-	lat := make([][]time.Duration, n)
+	lat, secs, err := closedLoop(ctx, n, b.cfg.Duration, func() func(context.Context) error {
+		buf := make([]byte, len(smallBody)+1)
+		return func(ctx context.Context) error {
+			req, err := c.request(ctx, http.MethodGet, "/small", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			m, err := io.ReadFull(resp.Body, buf)
+			if err == io.ErrUnexpectedEOF {
+				err = nil
+			} else if err == nil {
+				err = errors.New("the body is longer than expected")
+			}
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode != http.StatusOK:
+				err = fmt.Errorf("%s: %q", resp.Status, buf[:m])
+			case err != nil:
+			case !bytes.Equal(buf[:m], smallBody):
+				err = fmt.Errorf("wrong body %q", buf[:m])
+			}
+			if err != nil {
+				return fmt.Errorf("GET /small: %w", err)
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	sum := stats.Summarize(lat)
+	return &SmallResult{
+		Clients:   n,
+		Requests:  int64(sum.N),
+		Seconds:   secs,
+		ReqPerSec: float64(sum.N) / secs,
+		P50Ms:     durMs(sum.P50),
+		P99Ms:     durMs(sum.P99),
+	}, nil
+}
+
+// closedLoop runs n workers, each making calls back to back (a worker's
+// call comes from newCall, once per worker) through a warm-up of a fifth
+// of d (at most 500 ms), then for d; a worker none of whose calls started
+// after the warm-up makes one more, so that a target slower than d yields
+// a figure rather than none. It returns the latencies of the calls that
+// started after the warm-up, and the seconds from the warm-up's end to the
+// last of them ending. The first call that fails ends the run with its
+// error.
+func closedLoop(ctx context.Context, n int, d time.Duration, newCall func() func(context.Context) error) (lat []time.Duration, secs float64, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	warm := min(d/5, 500*time.Millisecond)
+	measureFrom := time.Now().Add(warm)
+	end := measureFrom.Add(d)
+	lats := make([][]time.Duration, n)
 	var lastDone atomic.Int64
 	var wg sync.WaitGroup
 	for i := range n {
+		call := newCall()
 		wg.Go(func() {
-			buf := make([]byte, len(smallBody)+1)
 			for {
 				t0 := time.Now()
-				if !t0.Before(end) || ctx.Err() != nil {
+				if (!t0.Before(end) && len(lats[i]) > 0) || ctx.Err() != nil {
 					return
 				}
-				req, err := c.request(ctx, http.MethodGet, "/small", nil)
-				if err != nil {
+				if err := call(ctx); err != nil {
 					cancel(err)
 					return
 				}
-				resp, err := hc.Do(req)
-				if err != nil {
-					cancel(err)
-					return
-				}
-				m, err := io.ReadFull(resp.Body, buf)
-				if err == io.ErrUnexpectedEOF {
-					err = nil
-				} else if err == nil {
-					err = errors.New("the body is longer than expected")
-				}
-				resp.Body.Close()
 				t1 := time.Now()
-				switch {
-				case resp.StatusCode != http.StatusOK:
-					err = fmt.Errorf("%s: %q", resp.Status, buf[:m])
-				case err != nil:
-				case !bytes.Equal(buf[:m], smallBody):
-					err = fmt.Errorf("wrong body %q", buf[:m])
-				}
-				if err != nil {
-					cancel(fmt.Errorf("GET /small: %w", err))
-					return
-				}
 				if !t0.Before(measureFrom) {
-					lat[i] = append(lat[i], t1.Sub(t0))
+					lats[i] = append(lats[i], t1.Sub(t0))
 					for {
 						old := lastDone.Load()
 						if t1.UnixNano() <= old || lastDone.CompareAndSwap(old, t1.UnixNano()) {
@@ -230,22 +259,13 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	all := slices.Concat(lat...)
-	if len(all) == 0 {
-		return nil, errors.New("no request completed")
+	lat = slices.Concat(lats...)
+	if len(lat) == 0 {
+		return nil, 0, errors.New("no call completed")
 	}
-	sum := stats.Summarize(all)
-	secs := time.Unix(0, lastDone.Load()).Sub(measureFrom).Seconds()
-	return &SmallResult{
-		Clients:   n,
-		Requests:  int64(sum.N),
-		Seconds:   secs,
-		ReqPerSec: float64(sum.N) / secs,
-		P50Ms:     durMs(sum.P50),
-		P99Ms:     durMs(sum.P99),
-	}, nil
+	return lat, time.Unix(0, lastDone.Load()).Sub(measureFrom).Seconds(), nil
 }
 
 // openStream GETs an event stream and reads its first event, which must

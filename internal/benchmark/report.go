@@ -9,14 +9,46 @@ import (
 	"text/tabwriter"
 )
 
-// row is one line of the table: a figure of every target.
-type row struct {
+// ratioRow is one line of a table with a column per target: a figure of
+// every target, shown with its ratio to the baseline's.
+type ratioRow[R any] struct {
 	label string
-	get   func(*TargetResult) (float64, bool)
+	get   func(*R) (float64, bool)
 	fmt   func(float64) string
 }
 
-func (r *Report) rows() []row {
+// writeRatioTable writes rows with a column per result (named by name),
+// each figure followed by its ratio to base's when base (one of results,
+// or nil) has it; missing gives the cell of a figure a result lacks.
+func writeRatioTable[R any](b *strings.Builder, results []R, name func(*R) string, base *R, rows []ratioRow[R], missing func(r *R, label string) string) {
+	tw := tabwriter.NewWriter(b, 0, 0, 3, ' ', 0)
+	for i := range results {
+		fmt.Fprintf(tw, "\t%s", name(&results[i]))
+	}
+	fmt.Fprintln(tw)
+	for _, row := range rows {
+		fmt.Fprint(tw, row.label)
+		for i := range results {
+			r := &results[i]
+			v, ok := row.get(r)
+			if !ok {
+				fmt.Fprintf(tw, "\t%s", missing(r, row.label))
+				continue
+			}
+			cell := row.fmt(v)
+			if base != nil && r != base {
+				if bv, bok := row.get(base); bok && bv != 0 {
+					cell += fmt.Sprintf(" (%s×)", ratio(v/bv))
+				}
+			}
+			fmt.Fprintf(tw, "\t%s", cell)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
+func (r *Report) rows() []ratioRow[TargetResult] {
 	mbps := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	kb := func(v float64) string { return fmt.Sprintf("%.1f", v) }
 	sse := func(which func(*TargetResult) *SSEResult, p99 bool) func(*TargetResult) (float64, bool) {
@@ -34,7 +66,7 @@ func (r *Report) rows() []row {
 	one := func(t *TargetResult) *SSEResult { return t.SSEOne }
 	many := func(t *TargetResult) *SSEResult { return t.SSEMany }
 	c := r.Config
-	return []row{
+	return []ratioRow[TargetResult]{
 		{"download MB/s", func(t *TargetResult) (float64, bool) {
 			if t.Download == nil {
 				return 0, false
@@ -103,34 +135,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 			direct = &r.Targets[i]
 		}
 	}
-	tw := tabwriter.NewWriter(&b, 0, 0, 3, ' ', 0)
-	for _, t := range r.Targets {
-		fmt.Fprintf(tw, "\t%s", t.Name)
-	}
-	fmt.Fprintln(tw)
-	for _, row := range r.rows() {
-		fmt.Fprint(tw, row.label)
-		for i := range r.Targets {
-			t := &r.Targets[i]
-			v, ok := row.get(t)
+	writeRatioTable(&b, r.Targets, func(t *TargetResult) string { return t.Name }, direct, r.rows(),
+		func(t *TargetResult, label string) string {
 			switch {
-			case ok:
-				cell := row.fmt(v)
-				if base, bok := rowBase(row, direct); bok && t != direct && base != 0 {
-					cell += fmt.Sprintf(" (%s×)", ratio(v/base))
-				}
-				fmt.Fprintf(tw, "\t%s", cell)
-			case t.Name == "direct" && strings.HasPrefix(row.label, "memory"):
-				fmt.Fprint(tw, "\tn/a")
+			case t.Name == "direct" && strings.HasPrefix(label, "memory"):
+				return "n/a"
 			case t.Error != "":
-				fmt.Fprint(tw, "\tfailed")
+				return "failed"
 			default:
-				fmt.Fprint(tw, "\t-")
+				return "-"
 			}
-		}
-		fmt.Fprintln(tw)
-	}
-	tw.Flush()
+		})
 
 	b.WriteString("\n(×: the figure over direct's. Higher is better for MB/s and req/s, lower for ms and KB.)\n")
 	if direct != nil {
@@ -150,13 +165,6 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func rowBase(r row, direct *TargetResult) (float64, bool) {
-	if direct == nil {
-		return 0, false
-	}
-	return r.get(direct)
 }
 
 func ratio(x float64) string {

@@ -139,6 +139,14 @@ func (t *procTarget) stop() error {
 // http UPPORT --protocol PROTOCOL" as child processes of bin, and waits
 // until GET readyPath goes through the tunnel.
 func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
+	return startSluiceTo(ctx, bin, strconv.Itoa(upPort), protocol, maxStreams, perIP, readyPath)
+}
+
+// startSluiceTo is startSluice with the agent's upstream argument as
+// "sluice http" takes it (a port, or a URL such as h2c://127.0.0.1:PORT);
+// with readyPath empty it waits for the edge only, and the caller for the
+// tunnel.
+func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -165,12 +173,15 @@ func startSluice(ctx context.Context, bin string, upPort int, protocol string, m
 		return nil, fmt.Errorf("the edge did not start: %w\n%s", err, t.output())
 	}
 	agent, err := startChild("sluice http", bin,
-		"http", strconv.Itoa(upPort), "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol)
+		"http", upstream, "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol)
 	if err != nil {
 		t.stop()
 		return nil, err
 	}
 	t.children = append(t.children, agent)
+	if readyPath == "" {
+		return t, nil
+	}
 	if err := waitReady(ctx, t, readyPath, t.hostHdr); err != nil {
 		t.stop()
 		return nil, fmt.Errorf("the tunnel did not come up: %w\n%s", err, t.output())
