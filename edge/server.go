@@ -5,6 +5,7 @@ import (
 	"errors"
 	"html"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -189,7 +190,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(slogWriter{s.cfg.Logger}, "", 0), // TLS handshake errors (refused SNI names), clients that left: debug
 	}
 	// HTTP/2 through ALPN on a TLS listener, and with prior knowledge
 	// (h2c, what gRPC clients speak without TLS) on a plain one.
