@@ -21,6 +21,8 @@ const (
 	CodeBadAgentToken = "bad_agent_token"     // 400: no agent token, or not one of this edge
 	CodeBadBasicAuth  = "bad_basic_auth"      // 400: basic auth half given, or a user with ':'
 	CodeBadCIDR       = "bad_cidr"            // 400: an allow_cidrs entry that is not a CIDR
+	CodeBadHostname   = "bad_hostname"        // 400: a hostname that is not a DNS name, or under the edge's domain
+	CodeHostnameTaken = "hostname_taken"      // 409: a hostname that belongs to another tunnel
 	CodeStoreError    = "store_error"         // 500: the store failed
 	CodeNoStore       = "no_store"            // 404: the edge has no store, hence no API
 )

@@ -27,13 +27,16 @@ type Tunnel struct {
 	Upstream string `json:"upstream"`
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
-	HostHeader    string    `json:"host_header,omitempty"`
-	BasicAuthUser string    `json:"basic_auth_user,omitempty"`
-	AllowCIDRs    []string  `json:"allow_cidrs,omitempty"`
-	Enabled       bool      `json:"enabled"`
-	Version       int64     `json:"version"` // incremented by each update
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	HostHeader    string   `json:"host_header,omitempty"`
+	BasicAuthUser string   `json:"basic_auth_user,omitempty"`
+	AllowCIDRs    []string `json:"allow_cidrs,omitempty"`
+	// Hostnames are the tunnel's custom hostnames, sorted: the edge
+	// serves the tunnel at each, besides NAME.DOMAIN.
+	Hostnames []string  `json:"hostnames,omitempty"`
+	Enabled   bool      `json:"enabled"`
+	Version   int64     `json:"version"` // incremented by each update
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Agent is what the edge last saw of an agent token's connection.
@@ -85,7 +88,11 @@ type TunnelRequest struct {
 	// AllowCIDRs, when not empty, are the only visitor addresses let in;
 	// an empty list clears it.
 	AllowCIDRs *[]string `json:"allow_cidrs,omitempty"`
-	Enabled    *bool     `json:"enabled,omitempty"`
+	// Hostnames, when given, replace the tunnel's custom hostnames (DNS
+	// names not under the edge's domain, each of one tunnel at most; any
+	// case, a trailing dot is dropped); an empty list clears them.
+	Hostnames *[]string `json:"hostnames,omitempty"`
+	Enabled   *bool     `json:"enabled,omitempty"`
 }
 
 // TunnelResponse answers POST (201), GET, PATCH and DELETE of a tunnel.

@@ -88,10 +88,11 @@ func runEnv(t *testing.T, env []string, args ...string) result {
 }
 
 // Automatic TLS with the built binary against Pebble (real HTTP-01 and
-// TLS-ALPN-01 validation): the stored tunnel's name and the apex get
-// certificates; a client trusting only Pebble's issuing root reaches the
-// tunnel over HTTPS through an agent that connected over wss://; an SNI
-// name nobody claims gets a TLS error and no ACME order; a restart with
+// TLS-ALPN-01 validation): the stored tunnel's name, its custom hostname
+// (sluice tunnels create --hostname) and the apex get certificates; a
+// client trusting only Pebble's issuing root reaches the tunnel over HTTPS
+// at both names through an agent that connected over wss://; an SNI name
+// nobody claims gets a TLS error and no ACME order; a restart with
 // the same --data serves the same certificates without a new order.
 func TestACMEEdge(t *testing.T) {
 	t.Parallel()
@@ -120,7 +121,7 @@ func TestACMEEdge(t *testing.T) {
 	}
 	secret := strings.TrimSpace(r.stdout)
 	if r := runEnv(t, trust, "tunnels", "create", "app", "--upstream", "http://127.0.0.1:"+strconv.Itoa(up.port),
-		"--agent-token", secret, "--edge", edgeURL, "--admin-token", "A"); r.code != 0 {
+		"--agent-token", secret, "--hostname", "shop.example.test", "--edge", edgeURL, "--admin-token", "A"); r.code != 0 {
 		t.Fatalf("tunnels create: %d %s", r.code, r.stderr)
 	}
 	a := startProcEnv(t, "agent", trust, "http", strconv.Itoa(up.port), "--edge", edgeURL, "--token", secret, "--name", "app")
@@ -147,6 +148,15 @@ func TestACMEEdge(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != fmt.Sprintf("upstream saw app.localhost:%d https", ca.tlsPort) || resp.ProtoMajor != 2 {
 		t.Fatalf("GET app: %s %s %q", resp.Proto, resp.Status, body)
 	}
+	resp, err = c.Get(fmt.Sprintf("https://shop.example.test:%d/", ca.tlsPort))
+	if err != nil {
+		t.Fatalf("GET https://shop.example.test: %v\nedge: %s", err, e.stderr)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != fmt.Sprintf("upstream saw shop.example.test:%d https", ca.tlsPort) || resp.ProtoMajor != 2 {
+		t.Fatalf("GET the custom hostname: %s %s %q", resp.Proto, resp.Status, body)
+	}
 
 	handshake := func(sni string) (*x509.Certificate, error) {
 		d := &tls.Dialer{Config: &tls.Config{ServerName: sni, RootCAs: pool}}
@@ -160,15 +170,17 @@ func TestACMEEdge(t *testing.T) {
 		return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 	}
 	orders := ca.Orders()
-	if _, err := handshake("nobody.localhost"); err == nil {
-		t.Fatal("nobody.localhost got a certificate")
+	for _, name := range []string{"nobody.localhost", "unclaimed.example.test"} {
+		if _, err := handshake(name); err == nil {
+			t.Fatalf("%s got a certificate", name)
+		}
 	}
 	if n := ca.Orders(); n != orders {
 		t.Fatalf("an unclaimed name caused %d orders", n-orders)
 	}
 
 	serials := map[string]string{}
-	for _, name := range []string{"localhost", "app.localhost"} {
+	for _, name := range []string{"localhost", "app.localhost", "shop.example.test"} {
 		leaf, err := handshake(name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -177,7 +189,7 @@ func TestACMEEdge(t *testing.T) {
 	}
 	e.kill()
 	e = startACME()
-	for _, name := range []string{"localhost", "app.localhost"} {
+	for _, name := range []string{"localhost", "app.localhost", "shop.example.test"} {
 		leaf, err := handshake(name)
 		if err != nil {
 			t.Fatalf("after the restart, %s: %v\nedge: %s", name, err, e.stderr)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -105,9 +106,18 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // storeError answers for an error of the store.
 func storeError(w http.ResponseWriter, err error, what string) {
+	var taken *store.HostnameTakenError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		apiError(w, http.StatusNotFound, api.CodeNotFound, what+" not found")
+	case errors.As(err, &taken):
+		msg := "hostname " + taken.Hostname + " belongs to another tunnel"
+		if taken.Tunnel != "" {
+			msg = "hostname " + taken.Hostname + " belongs to tunnel " + taken.Tunnel
+		}
+		apiError(w, http.StatusConflict, api.CodeHostnameTaken, msg+"; remove it there first (sluice tunnels update "+cmp.Or(taken.Tunnel, "NAME")+" --hostname ...)")
+	case errors.Is(err, store.ErrBadHostname):
+		apiError(w, http.StatusBadRequest, api.CodeBadHostname, strings.TrimPrefix(err.Error(), "store: "))
 	case errors.Is(err, store.ErrExists):
 		apiError(w, http.StatusConflict, api.CodeExists, what+" already exists")
 	default:
@@ -123,7 +133,7 @@ func apiToken(t store.Token) api.Token {
 // apiTunnel is t as the API shows it: without its basic-auth hash.
 func apiTunnel(t store.Tunnel) api.Tunnel {
 	return api.Tunnel{Name: t.Name, AgentTokenID: t.AgentTokenID, Upstream: t.Upstream, HostHeader: t.HostHeader,
-		BasicAuthUser: t.BasicAuthUser, AllowCIDRs: t.AllowCIDRs, Enabled: t.Enabled, Version: t.Version,
+		BasicAuthUser: t.BasicAuthUser, AllowCIDRs: t.AllowCIDRs, Hostnames: t.Hostnames, Enabled: t.Enabled, Version: t.Version,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 }
 
@@ -251,6 +261,13 @@ func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 		}
 		t.AllowCIDRs = *req.AllowCIDRs
 	}
+	if req.Hostnames != nil {
+		hs, code, msg := s.checkHostnames(*req.Hostnames)
+		if code != "" {
+			return code, msg
+		}
+		t.Hostnames = hs
+	}
 	if req.Enabled != nil {
 		t.Enabled = *req.Enabled
 	}
@@ -295,6 +312,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
+	s.hosts.changed()
 	// The name is the owner's from now on: an agent that held it with
 	// another token (before it was stored) is ended, before the owner's
 	// agent hears of the tunnel.
@@ -357,6 +375,7 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
+	s.hosts.changed()
 	switch {
 	case !t.Enabled:
 		s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDisabled, "the tunnel was disabled by its operator")
@@ -377,6 +396,7 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.access.forget(t.Name)
+	s.hosts.changed()
 	s.push.send(t.AgentTokenID, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
 	s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDeleted, "the tunnel was deleted by its operator")
 	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})

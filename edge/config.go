@@ -190,15 +190,4 @@ func (c Config) withDefaults() Config {
 // ValidName reports whether name is a usable tunnel name: a DNS label of
 // lowercase letters, digits and hyphens, 1 to 63 long, not starting or
 // ending with a hyphen.
-func ValidName(name string) bool {
-	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func ValidName(name string) bool { return store.ValidLabel(name) }

@@ -15,13 +15,13 @@ import (
 // reach one, the Host an upstream sees has one spelling, and a tunnel
 // cannot set cookies for the apex or for the other tunnels.
 
-// forwardHost is the Host forwarded for tunnel name when the visitor sent
-// inHost: the tunnel's host in lowercase, without a trailing dot, with the
-// port the visitor gave unless it is the default port of the edge's public
-// scheme (so "Demo.Example.com.:443" reaches the upstream of an https edge
-// as "demo.example.com").
-func (s *Server) forwardHost(name, inHost string) string {
-	host := name + "." + s.cfg.Domain
+// forwardHost is the Host forwarded for a tunnel reached at host (its
+// NAME.DOMAIN or custom hostname, see publicHost) when the visitor sent
+// inHost: host in lowercase, without a trailing dot, with the port the
+// visitor gave unless it is the default port of the edge's public scheme
+// (so "Demo.Example.com.:443" reaches the upstream of an https edge as
+// "demo.example.com").
+func (s *Server) forwardHost(host, inHost string) string {
 	_, port, err := net.SplitHostPort(inHost)
 	if err != nil {
 		return host
@@ -41,7 +41,8 @@ func defaultPort(scheme string) int {
 }
 
 // cleanResponse removes the tunnel's own fields from a response for a
-// visitor of host (NAME.DOMAIN) and keeps its cookies to that host.
+// visitor of host (NAME.DOMAIN or a custom hostname) and keeps its cookies
+// to that host.
 func cleanResponse(resp *http.Response, host string) {
 	tunnel.RemoveInternal(resp.Header)
 	tunnel.RemoveInternal(resp.Trailer)

@@ -31,7 +31,8 @@ type metrics struct {
 	// agentConns counts result="too_many_pending".
 	handshakesPending prometheus.Gauge
 	// accessQueries are the store queries for visitor rules: "tunnel"
-	// (one name) and "list" (the set of stored names).
+	// (one name) and "list" (the set of stored names), and for custom
+	// hostnames: "hostnames" (the map of them) and "hostname" (one).
 	accessQueries *prometheus.CounterVec
 	bcryptRuns    prometheus.Counter // basic-auth checks that ran bcrypt
 	limited       *prometheus.CounterVec
@@ -73,7 +74,7 @@ func newMetrics() *metrics {
 		Name: "sluice_agent_handshakes_pending", Help: "Agent WebSocket handshakes in progress (not yet registered or refused).",
 	})
 	m.accessQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_access_store_queries_total", Help: "Store queries for tunnels' visitor rules, by kind (tunnel, list).",
+		Name: "sluice_access_store_queries_total", Help: "Store queries for tunnels' visitor rules and custom hostnames, by kind (tunnel, list, hostnames, hostname).",
 	}, []string{"kind"})
 	m.bcryptRuns = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_basic_auth_bcrypt_total", Help: "Visitor basic-auth checks that ran bcrypt (credentials not verified before).",

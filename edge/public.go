@@ -35,7 +35,7 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 			if xff := pr.In.Header["X-Forwarded-For"]; xff != nil {
 				pr.Out.Header["X-Forwarded-For"] = append([]string(nil), xff...)
 			}
-			host := s.forwardHost(name, pr.In.Host)
+			host := s.forwardHost(s.publicHost(pr.In.Context(), name), pr.In.Host)
 			pr.SetXForwarded()
 			pr.Out.Header.Set("X-Forwarded-Host", host)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", host
@@ -53,7 +53,7 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 
 // modifyResponse readies the agent's response for the visitor.
 func (p *proxy) modifyResponse(resp *http.Response) error {
-	cleanResponse(resp, p.name+"."+p.s.cfg.Domain)
+	cleanResponse(resp, p.s.publicHost(resp.Request.Context(), p.name))
 	return markStreamed(resp)
 }
 

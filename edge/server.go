@@ -29,6 +29,7 @@ type Server struct {
 	metrics    *metrics
 	push       *pushRegistry
 	access     accessCache    // visitor rules of stored tunnels
+	hosts      hostCache      // custom hostnames of stored tunnels
 	handshakes handshakeLimit // pending agent handshakes per address
 	authFails  authFailures   // failed basic-auth attempts per address and tunnel
 	bcrypt     chan struct{}  // a slot per concurrent bcrypt check
@@ -97,8 +98,9 @@ func (s *Server) publicURLOf(host string) string {
 	return s.cfg.PublicScheme + "://" + host
 }
 
-// ServeHTTP routes by Host: NAME.DOMAIN to tunnel NAME, anything else to
-// the apex (agents, health, metrics, landing page).
+// ServeHTTP routes by Host: NAME.DOMAIN to tunnel NAME, a custom hostname
+// of a stored tunnel to that tunnel (hostnames.go), anything else to the
+// apex (agents, health, metrics, landing page).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host := strings.ToLower(r.Host)
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -106,9 +108,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	host = strings.TrimSuffix(host, ".")
 	name, ok := strings.CutSuffix(host, "."+s.cfg.Domain)
+	custom := false
 	if !ok {
-		s.apex.ServeHTTP(w, r)
-		return
+		var err error
+		if name, custom, err = s.hostTunnel(r.Context(), host); err != nil {
+			errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
+				"the edge could not read which tunnel "+host+" belongs to; try again.")
+			return
+		}
+		if !custom {
+			s.apex.ServeHTTP(w, r)
+			return
+		}
+		r = withPublicHost(r, host)
 	}
 	// Every answer to a tunnel's host is counted (statusWriter), including
 	// the limits' own (guard).
@@ -117,7 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	gw, r := s.guard(sw, r)
 	defer gw.finish()
 	w = gw
-	if !ValidName(name) {
+	if !custom && !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
 		return

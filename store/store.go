@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,11 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
 	ErrRevoked  = errors.New("store: token revoked")
+	// ErrHostnameTaken: a hostname belongs to another tunnel (the error
+	// is a *HostnameTakenError, which names it).
+	ErrHostnameTaken = errors.New("store: hostname taken")
+	// ErrBadHostname: a hostname that ValidHostname refuses.
+	ErrBadHostname = errors.New("store: not a valid hostname")
 )
 
 // Token kinds.
@@ -67,10 +73,13 @@ type Tunnel struct {
 	BasicAuthHash string
 	// AllowCIDRs, when not empty, are the only visitor addresses let in.
 	AllowCIDRs []string
-	Enabled    bool
-	Version    int64 // incremented by each update
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// Hostnames are the tunnel's custom hostnames (see ValidHostname),
+	// sorted; each belongs to this tunnel alone.
+	Hostnames []string
+	Enabled   bool
+	Version   int64 // incremented by each update
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Agent is what the edge last saw of an agent token's connection.
@@ -135,7 +144,9 @@ func (s *Store) Backend() string {
 	return "sqlite"
 }
 
-const schema = `
+// schemaV1 is the schema of the first stores, before it was versioned:
+// migration 1 (see migrate.go).
+const schemaV1 = `
 CREATE TABLE IF NOT EXISTS tokens (
 	id          TEXT PRIMARY KEY,
 	kind        TEXT NOT NULL,
@@ -165,18 +176,6 @@ CREATE TABLE IF NOT EXISTS agents (
 	edge       TEXT NOT NULL
 );
 `
-
-func (s *Store) migrate(ctx context.Context) error {
-	for _, stmt := range strings.Split(schema, ";") {
-		if strings.TrimSpace(stmt) == "" {
-			continue
-		}
-		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("store: schema: %w", err)
-		}
-	}
-	return nil
-}
 
 // q rewrites a query's ? placeholders as $1, $2, ... for PostgreSQL.
 func (s *Store) q(query string) string {
@@ -326,20 +325,38 @@ func scanTunnel(row interface{ Scan(...any) error }) (Tunnel, error) {
 }
 
 // CreateTunnel stores a new tunnel (ErrExists if the name is taken,
-// ErrNotFound if its agent token does not exist).
+// ErrNotFound if its agent token does not exist, a *HostnameTakenError if
+// one of its hostnames belongs to another tunnel, ErrBadHostname for an
+// invalid one).
 func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 	if _, err := s.Token(ctx, t.AgentTokenID); err != nil {
 		return Tunnel{}, err
 	}
+	hostnames, err := normHostnames(t.Hostnames)
+	if err != nil {
+		return Tunnel{}, err
+	}
+	t.Hostnames = hostnames
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	t.Version, t.CreatedAt, t.UpdatedAt = 1, now, now
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		t.Name, t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash,
 		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now))
 	if err != nil {
 		if s.isUniqueViolation(err) {
 			return Tunnel{}, ErrExists
 		}
+		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
+	}
+	if err := s.setHostnames(ctx, tx, t.Name, t.Hostnames); err != nil {
+		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
 	}
 	return t, nil
@@ -357,6 +374,9 @@ func (s *Store) Tunnel(ctx context.Context, name string) (Tunnel, error) {
 		return Tunnel{}, ErrNotFound
 	}
 	if err != nil {
+		return Tunnel{}, fmt.Errorf("store: tunnel: %w", err)
+	}
+	if t.Hostnames, err = s.hostnamesOf(ctx, s.db, name); err != nil {
 		return Tunnel{}, fmt.Errorf("store: tunnel: %w", err)
 	}
 	return t, nil
@@ -381,12 +401,37 @@ func (s *Store) Tunnels(ctx context.Context, agentTokenID string) ([]Tunnel, err
 		}
 		out = append(out, t)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: tunnels: %w", err)
+	}
+	rows.Close()
+	if len(out) == 0 {
+		return out, nil
+	}
+	hosts, err := s.Hostnames(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: tunnels: %w", err)
+	}
+	at := make(map[string]int, len(out))
+	for i, t := range out {
+		at[t.Name] = i
+	}
+	for h, name := range hosts {
+		if i, ok := at[name]; ok {
+			out[i].Hostnames = append(out[i].Hostnames, h)
+		}
+	}
+	for i := range out {
+		slices.Sort(out[i].Hostnames)
+	}
+	return out, nil
 }
 
 // UpdateTunnel changes the tunnel name with fn inside a transaction that
 // holds the row, so that concurrent updates apply one after the other and
 // none is lost; the version goes up by one. fn must not change the name.
+// A hostname fn adds that belongs to another tunnel is refused (a
+// *HostnameTakenError), an invalid one too (ErrBadHostname).
 func (s *Store) UpdateTunnel(ctx context.Context, name string, fn func(*Tunnel) error) (Tunnel, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -404,11 +449,23 @@ func (s *Store) UpdateTunnel(ctx context.Context, name string, fn func(*Tunnel) 
 	if err != nil {
 		return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
 	}
+	if t.Hostnames, err = s.hostnamesOf(ctx, tx, name); err != nil {
+		return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
+	}
+	hostsBefore := slices.Clone(t.Hostnames)
 	if err := fn(&t); err != nil {
 		return Tunnel{}, err
 	}
 	if t.Name != name {
 		return Tunnel{}, errors.New("store: a tunnel's name cannot change")
+	}
+	if t.Hostnames, err = normHostnames(t.Hostnames); err != nil {
+		return Tunnel{}, err
+	}
+	if !slices.Equal(t.Hostnames, hostsBefore) {
+		if err := s.setHostnames(ctx, tx, name, t.Hostnames); err != nil {
+			return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
+		}
 	}
 	if t.AgentTokenID != "" {
 		var one int

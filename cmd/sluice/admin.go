@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -41,9 +42,12 @@ through its admin API. A tunnel belongs to an agent token; a remotely
 managed agent (sluice agent) serves its tunnels, each to its upstream.
 
   sluice tunnels create NAME --upstream http://127.0.0.1:3000 --agent-token T --edge URL --admin-token A
+      [--hostname app.example.com ...]   custom hostnames the edge also serves NAME at
   sluice tunnels list --edge URL --admin-token A
   sluice tunnels get NAME --edge URL --admin-token A
   sluice tunnels update NAME --upstream http://127.0.0.1:4000 --edge URL --admin-token A
+  sluice tunnels update NAME --hostname app.example.com --hostname www.example.com ...
+      replaces the custom hostnames; --hostname "" clears them
   sluice tunnels delete NAME --edge URL --admin-token A
 
 --edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN;
@@ -282,6 +286,8 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 	authUser := fs.String("basic-auth", "", `USER:PASSWORD visitors must give (basic auth); "" with update clears it`)
 	allow := fs.String("allow", "", `comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24; "" with update clears them`)
 	disabled := fs.Bool("disabled", false, "the tunnel refuses visitors until enabled (update --disabled=false enables it)")
+	var hostnames hostnameList
+	fs.Var(&hostnames, "hostname", `a custom hostname `+"`HOST`"+` the edge also serves the tunnel at, such as app.example.com (a DNS name outside the edge's domain, pointing at the edge; one tunnel's at most), repeatable; with update the list given replaces the tunnel's, and --hostname "" clears it (default: none, and update leaves them)`)
 	return func(name string) (api.TunnelRequest, error) {
 		var req api.TunnelRequest
 		if name != "" {
@@ -308,10 +314,28 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 			case "disabled":
 				enabled := !*disabled
 				req.Enabled = &enabled
+			case "hostname":
+				hs := []string(hostnames)
+				req.Hostnames = &hs
 			}
 		})
 		return req, err
 	}
+}
+
+// hostnameList is the value of the repeatable --hostname: the hostnames
+// given, in order, without the empty ones ("" alone clears the list).
+type hostnameList []string
+
+func (l *hostnameList) String() string { return strings.Join(*l, ", ") }
+
+func (l *hostnameList) Set(s string) error {
+	if s = strings.TrimSpace(s); s != "" {
+		*l = append(*l, s)
+	} else if *l == nil {
+		*l = []string{}
+	}
+	return nil
 }
 
 // oneName is the NAME of a verb that wants one.
@@ -356,8 +380,8 @@ func tunnelsUpdate(fs *flag.FlagSet) adminRun {
 		if err != nil {
 			return err
 		}
-		if req == (api.TunnelRequest{}) {
-			return cli.Usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow or --disabled)")
+		if reflect.ValueOf(req).IsZero() {
+			return cli.Usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow, --hostname or --disabled)")
 		}
 		t, err := c.UpdateTunnel(ctx, name, req)
 		if err != nil {
@@ -404,9 +428,13 @@ func tunnelsList(*flag.FlagSet) adminRun {
 			return fmt.Errorf("tunnels list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tUPSTREAM\tAGENT TOKEN\tENABLED\tVERSION")
+		fmt.Fprintln(tw, "NAME\tUPSTREAM\tAGENT TOKEN\tENABLED\tVERSION\tHOSTNAMES")
 		for _, t := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version)
+			hostnames := "-"
+			if len(t.Hostnames) > 0 {
+				hostnames = strings.Join(t.Hostnames, ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version, hostnames)
 		}
 		return tw.Flush()
 	}
@@ -419,5 +447,8 @@ func printTunnel(w io.Writer, t api.Tunnel) {
 	}
 	if len(t.AllowCIDRs) > 0 {
 		fmt.Fprintf(w, "  allowed: %s\n", strings.Join(t.AllowCIDRs, ", "))
+	}
+	if len(t.Hostnames) > 0 {
+		fmt.Fprintf(w, "  hostnames: %s\n", strings.Join(t.Hostnames, ", "))
 	}
 }

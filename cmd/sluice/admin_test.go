@@ -60,7 +60,7 @@ func TestAdminVerbRejectsOthersFlags(t *testing.T) {
 // The help of the commands and of each verb explains each flag.
 func TestAdminHelp(t *testing.T) {
 	t.Parallel()
-	tunnelFlags := []string{"-upstream", "-agent-token", "-host-header", "-basic-auth", "-allow", "-disabled", "-edge", "-admin-token"}
+	tunnelFlags := []string{"-upstream", "-agent-token", "-host-header", "-basic-auth", "-allow", "-disabled", "-hostname", "-edge", "-admin-token"}
 	cases := []struct {
 		args  []string
 		usage string
@@ -189,6 +189,64 @@ func TestAdminVerbs(t *testing.T) {
 	}
 	if code, _, stderr := runCmd(t, "tunnels", "list", "--edge", "127.0.0.1:1", "--admin-token", "A"); code != 2 || !strings.Contains(stderr, "--edge must be") {
 		t.Fatalf("edge without scheme: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// --hostname: repeatable with create, replaces the list with update,
+// clears it with ""; shown by create, get, update and list; the edge's
+// refusals (taken, invalid, under its domain) are clear errors.
+func TestAdminHostnames(t *testing.T) {
+	t.Parallel()
+	url := startAPIEdge(t)
+	admin := []string{"--edge", url, "--admin-token", "A"}
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCmd(t, append(args, admin...)...)
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		code, stdout, stderr := run(args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+		return stdout
+	}
+	secret := strings.TrimSpace(ok("tokens", "create"))
+	out := ok("tunnels", "create", "web", "--upstream", "http://127.0.0.1:3000", "--agent-token", secret,
+		"--hostname", "www.example.com", "--hostname", "App.Example.com.")
+	if !strings.HasSuffix(out, ", version 1)\n  hostnames: app.example.com, www.example.com\n") {
+		t.Fatalf("create with hostnames: %q", out)
+	}
+	if out := ok("tunnels", "get", "web"); !strings.Contains(out, "\n  hostnames: app.example.com, www.example.com\n") {
+		t.Fatalf("get: %q", out)
+	}
+	out = ok("tunnels", "list")
+	if lines := strings.Split(out, "\n"); !strings.HasSuffix(strings.TrimSpace(lines[0]), "HOSTNAMES") || !strings.HasSuffix(strings.TrimSpace(lines[1]), " app.example.com,www.example.com") {
+		t.Fatalf("list: %q", out)
+	}
+	code, _, stderr := run("tunnels", "create", "api", "--upstream", "http://127.0.0.1:3001", "--agent-token", secret, "--hostname", "app.example.com")
+	if code != 1 || !strings.Contains(stderr, "sluice: tunnels create api: hostname app.example.com belongs to tunnel web") || !strings.Contains(stderr, "(HTTP 409, hostname_taken)") {
+		t.Fatalf("a taken hostname: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = run("tunnels", "update", "web", "--hostname", "app_example.com")
+	if code != 1 || !strings.Contains(stderr, `hostname "app_example.com" is not a DNS name`) || !strings.Contains(stderr, "bad_hostname") {
+		t.Fatalf("an invalid hostname: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = run("tunnels", "update", "web", "--hostname", "web.localhost")
+	if code != 1 || !strings.Contains(stderr, "under this edge's domain localhost") || !strings.Contains(stderr, "name the tunnel instead") {
+		t.Fatalf("a hostname under the domain: exit %d, %q", code, stderr)
+	}
+	if out := ok("tunnels", "update", "web", "--hostname", "www.example.com"); !strings.HasSuffix(out, ", version 2)\n  hostnames: www.example.com\n") {
+		t.Fatalf("replace: %q", out)
+	}
+	if out := ok("tunnels", "update", "web", "--upstream", "http://127.0.0.1:4000"); !strings.HasSuffix(out, "\n  hostnames: www.example.com\n") {
+		t.Fatalf("an update without --hostname changed them: %q", out)
+	}
+	if out := ok("tunnels", "update", "web", "--hostname", ""); strings.Contains(out, "hostnames") {
+		t.Fatalf("clear: %q", out)
+	}
+	if out := ok("tunnels", "list"); !strings.HasSuffix(strings.TrimSpace(strings.Split(out, "\n")[1]), " -") {
+		t.Fatalf("list without hostnames: %q", out)
 	}
 }
 
