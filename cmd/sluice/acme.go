@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/certstore"
 	"github.com/sluicehq/sluice/internal/cli"
 )
 
@@ -16,7 +16,7 @@ import (
 const acmeHelp = `
 Automatic TLS (ACME) is on when --acme-email is given: the edge serves
 HTTPS on --listen with certificates from --acme-ca (Let's Encrypt by
-default), kept under --data DIR/certs so that a restart reuses them, and
+default), kept in the store (--data or --store) so that a restart reuses them, and
 renewed ahead of expiry. The apex DOMAIN gets its certificate at start;
 NAME.DOMAIN gets one at the first visit when NAME is a stored tunnel or a
 tunnel online at this edge, never for names nobody registered. Without a
@@ -44,9 +44,9 @@ func addACMEFlags(fs *flag.FlagSet) *acmeFlags {
 	}
 }
 
-// configure sets cfg.ACME from the flags; dataDir is --data, tlsFiles
+// configure sets cfg.ACME from the flags, after cfg.Store; tlsFiles says
 // whether --tls-cert was given.
-func (f *acmeFlags) configure(cfg *edge.Config, dataDir string, tlsFiles bool) error {
+func (f *acmeFlags) configure(cfg *edge.Config, tlsFiles bool) error {
 	if *f.email == "" {
 		if *f.caRoot != "" || *f.ca != certmagic.LetsEncryptProductionCA {
 			return cli.Usagef("edge: --acme-ca and --acme-ca-root need --acme-email (which turns ACME on)")
@@ -58,6 +58,9 @@ func (f *acmeFlags) configure(cfg *edge.Config, dataDir string, tlsFiles bool) e
 	}
 	if tlsFiles {
 		return cli.Usagef("edge: --acme-email gets certificates by ACME; --tls-cert/--tls-key bring one: give one or the other")
+	}
+	if cfg.Store == nil {
+		return cli.Usagef("edge: --acme-email keeps certificates and the ACME account in the store: give --data DIR or --store postgres://...")
 	}
 	cfg.PublicScheme = "https"
 	cfg.ACME.Email = *f.email
@@ -76,8 +79,8 @@ func (f *acmeFlags) configure(cfg *edge.Config, dataDir string, tlsFiles bool) e
 		}
 		cfg.ACME.CARoots = pool
 	}
-	if dataDir != "" {
-		cfg.ACME.Storage = &certmagic.FileStorage{Path: filepath.Join(dataDir, "certs")}
-	}
+	// In the store, so that a restart (or another edge on the same
+	// PostgreSQL) reuses them instead of ordering again.
+	cfg.ACME.Storage = certstore.New(cfg.Store)
 	return nil
 }

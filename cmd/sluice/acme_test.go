@@ -22,6 +22,7 @@ func TestEdgeACMEFlagConflicts(t *testing.T) {
 		{"ca without email", []string{"--acme-ca", "https://ca.example/dir"}, "--acme-email"},
 		{"ca root without email", []string{"--acme-ca-root", "roots.pem"}, "--acme-email"},
 		{"http listen without https", []string{"--http-listen", "127.0.0.1:0"}, "--http-listen"},
+		{"without a store", []string{"--acme-email", "a@b.c"}, "--data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"edge", "--listen", "127.0.0.1:0", "--token", "T"}, tc.args...)

@@ -131,7 +131,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *certFile != "" {
 		cfg.PublicScheme = "https"
 	}
-	if err := acmeOpts.configure(&cfg, *dataDir, *certFile != ""); err != nil {
+	if err := acmeOpts.configure(&cfg, *certFile != ""); err != nil {
 		return err
 	}
 	switch strings.ReplaceAll(*protocols, " ", "") {
