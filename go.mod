@@ -8,6 +8,8 @@ require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/libdns/libdns v1.1.1
+	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sluicehq/sluice/sse v0.0.0-00010101000000-000000000000
 	golang.org/x/crypto v0.58.0
