@@ -46,11 +46,6 @@ type Exec struct {
 	TTL     time.Duration // SLUICE_DNS_TTL for records without one; 0 means DefaultTTL
 }
 
-var (
-	_ libdns.RecordAppender = (*Exec)(nil)
-	_ libdns.RecordDeleter  = (*Exec)(nil)
-)
-
 // Validate reports a hook that cannot be run.
 func (p *Exec) Validate() error {
 	if p.Command == "" {

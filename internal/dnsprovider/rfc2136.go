@@ -40,11 +40,6 @@ type RFC2136 struct {
 	TTL     time.Duration // for records without one; 0 means DefaultTTL
 }
 
-var (
-	_ libdns.RecordAppender = (*RFC2136)(nil)
-	_ libdns.RecordDeleter  = (*RFC2136)(nil)
-)
-
 // Validate reports a configuration that cannot work.
 func (p *RFC2136) Validate() error {
 	if p.Server == "" {
