@@ -271,3 +271,30 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Hook writes into a temporary directory an exec hook for the edge's
+// --acme-dns exec (docs/dns-01.md: CMD set|clear FQDN VALUE) that updates
+// s with BIND's nsupdate and Key, as a user's script for a DNS host
+// would, and returns its path. It fails tb when nsupdate is missing: CI
+// installs bind9-dnsutils.
+func (s *Server) Hook(tb testing.TB) string {
+	tb.Helper()
+	nsupdate, err := exec.LookPath("nsupdate")
+	if err != nil {
+		tb.Fatalf("bindtest: nsupdate is not installed: apt-get install bind9-dnsutils (bash .ci/run does)")
+	}
+	host, port, _ := strings.Cut(s.Addr, ":")
+	script := fmt.Sprintf(`#!/bin/sh
+case "$1" in set) op=add ;; clear) op=delete ;; *) echo "unknown action $1" >&2; exit 2 ;; esac
+%s -y %s <<EOF
+server %s %s
+update $op $2 60 TXT "$3"
+send
+EOF
+`, nsupdate, s.Key.Algorithm+":"+s.Key.Name+":"+s.Key.Secret, host, port)
+	p := filepath.Join(tb.TempDir(), "dns-hook")
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -17,25 +16,6 @@ import (
 	"github.com/sluicehq/sluice/internal/dnsprovider"
 	"github.com/sluicehq/sluice/internal/pebbletest"
 )
-
-// nsupdateHook writes an exec hook that does what a user's script for a
-// DNS host does, here with BIND's nsupdate against ns (the contract of
-// docs/dns-01.md: set|clear FQDN VALUE).
-func nsupdateHook(t *testing.T, ns *bindtest.Server) string {
-	t.Helper()
-	nsupdate, err := exec.LookPath("nsupdate")
-	if err != nil {
-		t.Fatalf("nsupdate is not installed: apt-get install bind9-dnsutils (bash .ci/run does)")
-	}
-	host, port, _ := strings.Cut(ns.Addr, ":")
-	return hook(t, fmt.Sprintf(`case "$1" in set) op=add ;; clear) op=delete ;; *) echo "unknown action $1" >&2; exit 2 ;; esac
-%s -y %s <<EOF
-server %s %s
-update $op $2 60 TXT "$3"
-send
-EOF
-`, nsupdate, "hmac-sha256:"+ns.Key.Name+":"+ns.Key.Secret, host, port))
-}
 
 // TestDNS01Wildcard obtains *.sluice.test and sluice.test from Pebble,
 // which validates DNS-01 by reading the TXT records from BIND, with
@@ -57,7 +37,7 @@ func TestDNS01Wildcard(t *testing.T) {
 		p    dnsprovider.Provider
 	}{
 		{"rfc2136", &dnsprovider.RFC2136{Server: ns.Addr, Key: key(ns.Key)}},
-		{"exec", &dnsprovider.Exec{Command: nsupdateHook(t, ns)}},
+		{"exec", &dnsprovider.Exec{Command: ns.Hook(t)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.p.Validate(); err != nil {
