@@ -85,6 +85,9 @@ type Config struct {
 	// answers 431. Default 64 KiB; at most tunnel.MaxRequestHeaderBytes
 	// (4 MiB).
 	MaxHeaderBytes int
+	// ACME, when its Email is set, gives the edge certificates of its own
+	// (edge/acme.go): Serve then serves TLS, and public URLs are https.
+	ACME ACMEConfig
 	// DisableV2 makes the edge speak protocol v1 only: it does not offer
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
@@ -137,6 +140,9 @@ func (c Config) withDefaults() Config {
 	c.Domain = strings.ToLower(strings.TrimSuffix(c.Domain, "."))
 	if c.PublicScheme == "" {
 		c.PublicScheme = d.PublicScheme
+	}
+	if c.ACME.enabled() {
+		c.PublicScheme = "https"
 	}
 	if c.RegisterTimeout <= 0 {
 		c.RegisterTimeout = d.RegisterTimeout

@@ -42,6 +42,9 @@ type Server struct {
 	agents   sync.WaitGroup // agent connections and closing sessions
 	port     atomic.Int32   // the listener's port, for public URLs
 
+	acmeMu sync.Mutex // guards acme
+	acme   *acme      // the certificate manager, once Serve started it (ACME on)
+
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 	perIP   ipStreams         // public streams in flight per client IP
 }
@@ -172,10 +175,14 @@ func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops
 // accepting, lets requests in flight run for up to grace, then aborts them
 // and closes the agents' sessions. It returns nil after a shutdown asked
-// for by ctx.
+// for by ctx. With ACME (Config.ACME), ln is a plain listener on which
+// Serve serves TLS with the managed certificates.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
 		s.port.Store(int32(tcp.Port))
+	}
+	if s.cfg.ACME.enabled() {
+		ln = s.serveACME(ln)
 	}
 	hs := &http.Server{
 		Handler:           s,
@@ -221,5 +228,8 @@ func (s *Server) Close() error {
 		sess.Close()
 	}
 	s.agents.Wait()
+	if a := s.acmeReady(); a != nil {
+		a.stop()
+	}
 	return nil
 }

@@ -33,7 +33,7 @@ outlive restarts and are managed through the admin API (/api/):
 
   sluice edge --listen 127.0.0.1:8080 --data /var/lib/sluice --admin-token A
   sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
-`
+` + acmeHelp
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("edge", edgeHelp, stderr)
@@ -66,6 +66,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	registerTimeout := fs.Duration("register-timeout", 5*time.Second, "how long an agent's WebSocket may wait before sending its register frame")
 	bodyIdle := fs.Duration("body-idle-timeout", time.Minute, "end a request body that sends nothing for this long (the upstream sees the upload fail)")
 	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
+	acmeOpts := addACMEFlags(fs)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -130,6 +131,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *certFile != "" {
 		cfg.PublicScheme = "https"
 	}
+	if err := acmeOpts.configure(&cfg, *dataDir, *certFile != ""); err != nil {
+		return err
+	}
 	switch strings.ReplaceAll(*protocols, " ", "") {
 	case "v1,v2", "v2,v1":
 	case "v1":
@@ -178,6 +182,17 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.PublicPort == 0 {
 		cfg.PublicPort = ln.Addr().(*net.TCPAddr).Port
 	}
+	var httpLn net.Listener
+	if *acmeOpts.httpListen != "" {
+		if httpLn, err = net.Listen("tcp", *acmeOpts.httpListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("edge: --http-listen: %w", err)
+		}
+		defer httpLn.Close()
+		if cfg.ACME.Email != "" {
+			cfg.ACME.HTTPAddr = httpLn.Addr().String()
+		}
+	}
 	srv, err := edge.New(cfg)
 	if err != nil {
 		ln.Close()
@@ -193,7 +208,19 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stderr, "sluice edge listening on %s; tunnels at %s\n", ln.Addr(), srv.PublicURL("NAME"))
 	cli.Draining(ctx, *grace, "public requests in flight may finish")
-	return srv.Serve(ctx, ln, *grace)
+	if httpLn == nil {
+		return srv.Serve(ctx, ln, *grace)
+	}
+	fmt.Fprintf(stderr, "sluice edge redirecting plain HTTP on %s to HTTPS\n", httpLn.Addr())
+	sctx, stop := context.WithCancel(ctx)
+	redirected := make(chan error, 1)
+	go func() { redirected <- srv.ServeRedirect(sctx, httpLn) }()
+	err = srv.Serve(ctx, ln, *grace)
+	stop()
+	if rerr := <-redirected; err == nil && rerr != nil {
+		err = fmt.Errorf("edge: --http-listen: %w", rerr)
+	}
+	return err
 }
 
 func readTokens(path string) ([]string, error) {
