@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/edge"
 	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/internal/dnsprovider"
 )
@@ -54,6 +55,26 @@ func TestDNSFlags(t *testing.T) {
 			t.Errorf("%q: %#v %q %v; want %#v %q", tc.args, p, r, err, tc.want, tc.resolvers)
 		}
 	}
+
+	t.Run("configure", func(t *testing.T) {
+		fs := cli.NewFlagSet("edge", "", io.Discard)
+		f := addDNSFlags(fs)
+		if _, err := cli.ParseInterleaved(fs, []string{"--acme-dns", "exec", "--dns-exec", hookPath, "--dns-resolvers", "127.0.0.1:53", "--dns-propagation-timeout", "1m"}); err != nil {
+			t.Fatal(err)
+		}
+		var c edge.ACMEConfig
+		var ue *cli.UsageError
+		if err := f.configure(&c); !errors.As(err, &ue) || !strings.Contains(err.Error(), "needs --acme-email") {
+			t.Fatalf("without --acme-email: %v", err)
+		}
+		c.Email = "ops@example.com"
+		if err := f.configure(&c); err != nil {
+			t.Fatal(err)
+		}
+		if c.DNSProvider == nil || !reflect.DeepEqual(c.DNSResolvers, []string{"127.0.0.1:53"}) || c.DNSPropagationTimeout != time.Minute {
+			t.Fatalf("%+v", c)
+		}
+	})
 
 	t.Run("environment", func(t *testing.T) {
 		t.Setenv("SLUICE_DNS_TSIG_KEY", "hmac-sha1:envkey:"+secret)
