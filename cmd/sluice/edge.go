@@ -33,7 +33,7 @@ outlive restarts and are managed through the admin API (/api/):
 
   sluice edge --listen 127.0.0.1:8080 --data /var/lib/sluice --admin-token A
   sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
-` + acmeHelp
+` + acmeHelp + dnsHelp
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("edge", edgeHelp, stderr)
@@ -67,6 +67,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bodyIdle := fs.Duration("body-idle-timeout", time.Minute, "end a request body that sends nothing for this long (the upstream sees the upload fail)")
 	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
 	acmeOpts := addACMEFlags(fs)
+	dnsOpts := addDNSFlags(fs)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -132,6 +133,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.PublicScheme = "https"
 	}
 	if err := acmeOpts.configure(&cfg, *certFile != ""); err != nil {
+		return err
+	}
+	if err := dnsOpts.configure(&cfg.ACME); err != nil {
 		return err
 	}
 	switch strings.ReplaceAll(*protocols, " ", "") {
