@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,11 @@ type grpcCall struct {
 	hadDeadline bool          // the handler's context had a deadline (grpc-timeout)
 	err         error         // its context's error, once ended is closed
 }
+
+// callIDs numbers the tagged calls: an id is never reused (a test's
+// address, once used for this, was: a finished subtest's memory went to
+// the next one, and its call found the first one's record closed).
+var callIDs atomic.Int64
 
 // call returns the record of the call tagged id, created on first use by
 // the handler or the test, whichever comes first.
@@ -381,7 +387,7 @@ func testGRPCCalls(t *testing.T, svc *grpcService, client testgrpc.TestServiceCl
 		// handler's; a deadline so short that the call never reached the
 		// handler proves nothing, so it is tried again, longer.
 		for timeout := time.Second; ; timeout *= 2 {
-			id := fmt.Sprintf("deadline-%p-%v", t, timeout)
+			id := fmt.Sprintf("deadline-%d", callIDs.Add(1))
 			c := svc.call(id)
 			dctx, dcancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-call", id), timeout)
 			_, err := client.EmptyCall(dctx, &testgrpc.Empty{})
@@ -407,7 +413,7 @@ func testGRPCCalls(t *testing.T, svc *grpcService, client testgrpc.TestServiceCl
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		id := fmt.Sprintf("cancel-%p", t)
+		id := fmt.Sprintf("cancel-%d", callIDs.Add(1))
 		c := svc.call(id)
 		cctx, ccancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "x-call", id))
 		errc := make(chan error, 1)
