@@ -204,12 +204,14 @@ func newAccess(cfg Config) (*tunnel.Access, error) {
 	return a, nil
 }
 
-// Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
-// refuses the registration (a *RegisterError). After a lost connection it
+// Run keeps the tunnel up until ctx ends (then it returns nil), the edge
+// refuses the registration (a *RegisterError), or the edge's certificate
+// fails verification CertAttempts times in a row (a *CertError). After a
+// lost connection it
 // reconnects with exponential backoff and full jitter, capped at
 // MaxBackoff, starting over after a session that lasted.
 func (a *Agent) Run(ctx context.Context) error {
-	failures := 0
+	failures, certFailures := 0, 0
 	for {
 		start := time.Now()
 		err := a.session(ctx)
@@ -227,6 +229,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			// the operator deleted or disabled the tunnel or revoked the
 			// token: the edge wants this agent gone.
 			return &RegisterError{Code: pe.Code, Message: pe.Message}
+		}
+		if !isCertError(err) {
+			certFailures = 0
+		} else if certFailures++; certFailures >= CertAttempts {
+			return &CertError{Edge: a.cfg.Edge, Attempts: certFailures, Err: err}
 		}
 		if a.backoff.Healthy(time.Since(start)) {
 			failures = 0 // a healthy session: start the backoff over
