@@ -169,12 +169,24 @@ func newUpstreamTLS(insecure bool, ca []byte) (*tls.Config, error) {
 	case len(ca) == 0:
 		return nil, nil
 	}
+	c, err := TrustCA(ca)
+	if err != nil {
+		return nil, fmt.Errorf("agent: the upstream CA: %w", err)
+	}
+	return c, nil
+}
+
+// TrustCA returns a TLS client configuration that trusts the system roots
+// plus the PEM certificates of ca: for an edge (Config.TLSClientConfig,
+// sluice --ca) or an upstream (Config.UpstreamCA) whose certificate comes
+// from a private CA.
+func TrustCA(ca []byte) (*tls.Config, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool() // no system roots here: the CA alone
 	}
 	if !pool.AppendCertsFromPEM(ca) {
-		return nil, errors.New("agent: the upstream CA holds no PEM certificate")
+		return nil, ErrNoPEM
 	}
 	return &tls.Config{RootCAs: pool}, nil
 }
@@ -230,7 +242,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// token: the edge wants this agent gone.
 			return &RegisterError{Code: pe.Code, Message: pe.Message}
 		}
-		if !isCertError(err) {
+		if !IsCertError(err) {
 			certFailures = 0
 		} else if certFailures++; certFailures >= CertAttempts {
 			return &CertError{Edge: a.cfg.Edge, Attempts: certFailures, Err: err}

@@ -8,6 +8,9 @@ import (
 	"strings"
 )
 
+// ErrNoPEM is a CA file (--ca, --upstream-ca) without a PEM certificate.
+var ErrNoPEM = errors.New("agent: no PEM certificate in the CA file")
+
 // CertAttempts is how many connections in a row an agent tries while the
 // edge's certificate fails verification before it stops with a
 // *CertError: a certificate that is not trusted, not for the edge's name,
@@ -61,10 +64,10 @@ func certNames(c *x509.Certificate) string {
 	return "it is for " + strings.Join(names, ", ")
 }
 
-// isCertError reports whether err is a failed verification of the edge's
-// certificate, as opposed to a connection that could succeed if tried
-// again.
-func isCertError(err error) bool {
+// IsCertError reports whether err is a failed verification of a server's
+// certificate (the edge's), as opposed to a connection that could succeed
+// if tried again.
+func IsCertError(err error) bool {
 	var (
 		cv *tls.CertificateVerificationError
 		ua x509.UnknownAuthorityError

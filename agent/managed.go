@@ -154,7 +154,7 @@ func (m *Managed) Run(ctx context.Context) error {
 			}
 		},
 		OnRetry: func(err error, delay time.Duration) {
-			if !isCertError(err) {
+			if !IsCertError(err) {
 				certFailures = 0
 			} else if certFailures++; certFailures >= CertAttempts {
 				m.fail(&CertError{Edge: m.cfg.Edge, Attempts: certFailures, Err: err})
@@ -259,7 +259,7 @@ func (m *Managed) fetch(ctx context.Context) (api.AgentConfig, error) {
 	switch {
 	case err == nil:
 		return cfg, nil
-	case isCertError(err):
+	case IsCertError(err):
 		return cfg, &CertError{Edge: m.cfg.Edge, Attempts: 1, Err: err}
 	case !errors.As(err, &ae) || (ae.Status != http.StatusUnauthorized && ae.Status != http.StatusForbidden):
 		return cfg, fmt.Errorf("agent: config: %w", err)
