@@ -144,6 +144,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// A copy of our own: an http.Transport that shares the caller's
+	// config adds "h2" to its NextProtos, which a WebSocket cannot speak.
+	cfg.TLSClientConfig = cfg.TLSClientConfig.Clone()
 	access, err := newAccess(cfg)
 	if err != nil {
 		return nil, err

@@ -97,7 +97,7 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 	}
 	if cfg.HTTPClient == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = cfg.TLSClientConfig
+		t.TLSClientConfig = cfg.TLSClientConfig.Clone() // the transport adds "h2" to it
 		cfg.HTTPClient = &http.Client{Transport: t}
 	}
 	if cfg.Status == nil {

@@ -34,7 +34,7 @@ func httpClient(tc *tls.Config) *http.Client {
 		return dialer.DialContext(ctx, network, addr)
 	}
 	if tc != nil {
-		t.TLSClientConfig = tc
+		t.TLSClientConfig = tc.Clone() // the transport adds "h2": not to the agents' copy
 	}
 	return &http.Client{Transport: t}
 }
