@@ -2,9 +2,15 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
+	"net"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -21,11 +27,20 @@ import (
 // it returns the edge's port and a pool that trusts the certificate.
 func tlsEdge(t *testing.T, cfg edge.Config) (port string, pool *x509.CertPool) {
 	t.Helper()
+	return tlsEdgeCert(t, cfg, nil)
+}
+
+// tlsEdgeCert is tlsEdge with cert instead of httptest's, if not nil.
+func tlsEdgeCert(t *testing.T, cfg edge.Config, cert *tls.Certificate) (port string, pool *x509.CertPool) {
+	t.Helper()
 	srv, err := edge.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewUnstartedServer(srv)
+	if cert != nil {
+		ts.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
 	ts.StartTLS()
 	t.Cleanup(func() {
 		srv.Close()
@@ -33,6 +48,9 @@ func tlsEdge(t *testing.T, cfg edge.Config) (port string, pool *x509.CertPool) {
 	})
 	pool = x509.NewCertPool()
 	pool.AddCert(ts.Certificate())
+	if cert != nil {
+		pool.AddCert(cert.Leaf)
+	}
 	u, _ := url.Parse(ts.URL)
 	return u.Port(), pool
 }
@@ -87,6 +105,23 @@ func TestAgentCertError(t *testing.T) {
 			}
 		})
 	}
+	t.Run("expired", func(t *testing.T) {
+		t.Parallel()
+		cert, pool := expiredCert(t)
+		port, _ := tlsEdgeCert(t, cfg, cert)
+		var retries atomic.Int32
+		a, _ := New(Config{Edge: "https://127.0.0.1:" + port, Token: "T", Name: "c", Upstream: up, TLSClientConfig: &tls.Config{RootCAs: pool},
+			OnRetry: func(error, time.Duration) { retries.Add(1) }})
+		err := a.Run(context.Background())
+		var ce *CertError
+		var ci x509.CertificateInvalidError
+		if !errors.As(err, &ce) || !errors.As(err, &ci) || ci.Reason != x509.Expired || !strings.Contains(err.Error(), "has expired") {
+			t.Fatalf("Run = %v, want a *CertError for an expired certificate", err)
+		}
+		if got := retries.Load(); got != CertAttempts-1 {
+			t.Errorf("%d retries, want %d", got, CertAttempts-1)
+		}
+	})
 	t.Run("trusted", func(t *testing.T) {
 		t.Parallel()
 		connected := make(chan string, 1)
@@ -151,4 +186,36 @@ func TestManagedCertError(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// expiredCert returns a self-signed certificate for 127.0.0.1 that
+// expired an hour ago, and a pool that trusts it.
+func expiredCert(t *testing.T) (*tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "expired"},
+		NotBefore:             time.Now().Add(-2 * time.Hour),
+		NotAfter:              time.Now().Add(-time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
