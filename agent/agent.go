@@ -144,6 +144,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// A copy of our own: an http.Transport that shares the caller's
+	// config adds "h2" to its NextProtos, which a WebSocket cannot speak.
+	cfg.TLSClientConfig = cfg.TLSClientConfig.Clone()
 	access, err := newAccess(cfg)
 	if err != nil {
 		return nil, err
@@ -169,12 +172,24 @@ func newUpstreamTLS(insecure bool, ca []byte) (*tls.Config, error) {
 	case len(ca) == 0:
 		return nil, nil
 	}
+	c, err := TrustCA(ca)
+	if err != nil {
+		return nil, fmt.Errorf("agent: the upstream CA: %w", err)
+	}
+	return c, nil
+}
+
+// TrustCA returns a TLS client configuration that trusts the system roots
+// plus the PEM certificates of ca: for an edge (Config.TLSClientConfig,
+// sluice --ca) or an upstream (Config.UpstreamCA) whose certificate comes
+// from a private CA.
+func TrustCA(ca []byte) (*tls.Config, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool() // no system roots here: the CA alone
 	}
 	if !pool.AppendCertsFromPEM(ca) {
-		return nil, errors.New("agent: the upstream CA holds no PEM certificate")
+		return nil, ErrNoPEM
 	}
 	return &tls.Config{RootCAs: pool}, nil
 }
@@ -204,12 +219,14 @@ func newAccess(cfg Config) (*tunnel.Access, error) {
 	return a, nil
 }
 
-// Run keeps the tunnel up until ctx ends (then it returns nil) or the edge
-// refuses the registration (a *RegisterError). After a lost connection it
+// Run keeps the tunnel up until ctx ends (then it returns nil), the edge
+// refuses the registration (a *RegisterError), or the edge's certificate
+// fails verification CertAttempts times in a row (a *CertError). After a
+// lost connection it
 // reconnects with exponential backoff and full jitter, capped at
 // MaxBackoff, starting over after a session that lasted.
 func (a *Agent) Run(ctx context.Context) error {
-	failures := 0
+	failures, certFailures := 0, 0
 	for {
 		start := time.Now()
 		err := a.session(ctx)
@@ -227,6 +244,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			// the operator deleted or disabled the tunnel or revoked the
 			// token: the edge wants this agent gone.
 			return &RegisterError{Code: pe.Code, Message: pe.Message}
+		}
+		if !IsCertError(err) {
+			certFailures = 0
+		} else if certFailures++; certFailures >= CertAttempts {
+			return &CertError{Edge: a.cfg.Edge, Attempts: certFailures, Err: err}
 		}
 		if a.backoff.Healthy(time.Since(start)) {
 			failures = 0 // a healthy session: start the backoff over

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,10 @@ type ManagedConfig struct {
 	// https:// upstream (see Config).
 	UpstreamInsecure bool
 	UpstreamCA       []byte
+	// TLSClientConfig, if set, is used for the tunnels' connections to an
+	// https:// edge (see Config), and for the config and push requests
+	// when HTTPClient is nil.
+	TLSClientConfig *tls.Config
 	// HTTPClient makes the config and push requests. Nil means a client
 	// with no total timeout (the push channel is a stream).
 	HTTPClient *http.Client
@@ -55,6 +60,8 @@ type Managed struct {
 	mu      sync.Mutex
 	running map[string]*managedTunnel // tunnels being served, or waiting to retry
 	refused map[string]*refusal       // tunnels the edge refused or retired, by name
+	fatal   error                     // what ends Run, set once by fail
+	stop    context.CancelFunc        // ends Run; set by Run
 	wg      sync.WaitGroup
 }
 
@@ -89,7 +96,9 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = cfg.TLSClientConfig.Clone() // the transport adds "h2" to it
+		cfg.HTTPClient = &http.Client{Transport: t}
 	}
 	if cfg.Status == nil {
 		cfg.Status = func(string) {}
@@ -102,11 +111,16 @@ func NewManaged(cfg ManagedConfig) (*Managed, error) {
 }
 
 // Run serves the configured tunnels until ctx ends (nil) or the token is
-// revoked or refused (an error). The push channel reconnects with backoff;
-// after every (re)connection the config is fetched again, since events may
-// have been missed.
+// revoked or refused, or the edge's certificate fails verification (a
+// *CertError: at once for the first config request, after CertAttempts
+// tries for the push channel and the tunnels). The push channel
+// reconnects with backoff; after every (re)connection the config is
+// fetched again, since events may have been missed.
 func (m *Managed) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	m.mu.Lock()
+	m.stop = cancel
+	m.mu.Unlock()
 	defer func() {
 		cancel()
 		m.wg.Wait()
@@ -124,22 +138,28 @@ func (m *Managed) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	var fatal error
+	certFailures := 0 // push connections in a row that failed on the certificate
 	client, err := sse.NewClient(push, sse.ClientConfig{
 		HTTPClient:  m.cfg.HTTPClient,
 		Header:      preq.Header,
 		IdleTimeout: time.Minute, // the edge sends keepalives every 15 s by default
 		Retry:       time.Second, // back soon after an edge restart; failures back off
 		OnConnect: func(*http.Response) {
+			certFailures = 0
 			m.cfg.Status("push channel connected")
 			if cfg, err := m.fetch(ctx); err == nil {
 				m.reconcile(ctx, cfg)
-			} else if isAuthError(err) {
-				fatal = err
-				cancel()
+			} else if isFatal(err) {
+				m.fail(err)
 			}
 		},
 		OnRetry: func(err error, delay time.Duration) {
+			if !IsCertError(err) {
+				certFailures = 0
+			} else if certFailures++; certFailures >= CertAttempts {
+				m.fail(&CertError{Edge: m.cfg.Edge, Attempts: certFailures, Err: err})
+				return
+			}
 			m.cfg.Status(fmt.Sprintf("push channel lost (%v); reconnecting in %v", err, delay.Round(time.Millisecond)))
 		},
 	})
@@ -159,7 +179,7 @@ func (m *Managed) Run(ctx context.Context) error {
 			break
 		}
 		var se *sse.StatusError
-		if errors.Is(err, ErrTokenRevoked) || isAuthError(err) {
+		if errors.Is(err, ErrTokenRevoked) || isFatal(err) {
 			return err
 		}
 		if errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden) {
@@ -176,10 +196,19 @@ func (m *Managed) Run(ctx context.Context) error {
 		case <-time.After(delay):
 		}
 	}
-	if fatal != nil {
-		return fatal
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fatal
+}
+
+// fail ends Run with err, unless something else ended it first.
+func (m *Managed) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fatal == nil {
+		m.fatal = err
 	}
-	return nil
+	m.stop()
 }
 
 // listen follows the push channel until it fails for good (the error),
@@ -197,7 +226,7 @@ func (m *Managed) listen(ctx context.Context, client *sse.Client) error {
 			m.cfg.Logger.Info("push event", "type", ev.Type, "data", ev.Data)
 			if cfg, err := m.fetch(ctx); err == nil {
 				m.reconcile(ctx, cfg)
-			} else if isAuthError(err) {
+			} else if isFatal(err) {
 				return err
 			}
 		case api.EventTokenRevoked:
@@ -213,9 +242,12 @@ type authError struct{ msg string }
 
 func (e *authError) Error() string { return e.msg }
 
-func isAuthError(err error) bool {
+// isFatal reports whether err ends the managed agent: a refused token, or
+// an edge certificate that failed verification.
+func isFatal(err error) bool {
 	var ae *authError
-	return errors.As(err, &ae)
+	var ce *CertError
+	return errors.As(err, &ae) || errors.As(err, &ce)
 }
 
 // fetch gets the agent's config. A refused token is an *authError.
@@ -227,6 +259,8 @@ func (m *Managed) fetch(ctx context.Context) (api.AgentConfig, error) {
 	switch {
 	case err == nil:
 		return cfg, nil
+	case IsCertError(err):
+		return cfg, &CertError{Edge: m.cfg.Edge, Attempts: 1, Err: err}
 	case !errors.As(err, &ae) || (ae.Status != http.StatusUnauthorized && ae.Status != http.StatusForbidden):
 		return cfg, fmt.Errorf("agent: config: %w", err)
 	case ae.Code == api.CodeTokenRevoked:
@@ -279,7 +313,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Upstream: up, HostHeader: t.HostHeader,
 			UpstreamInsecure: m.cfg.UpstreamInsecure, UpstreamCA: m.cfg.UpstreamCA,
 			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
-			UserAgent: m.cfg.UserAgent,
+			UserAgent: m.cfg.UserAgent, TLSClientConfig: m.cfg.TLSClientConfig,
 			OnConnect: func(public, protocol string) {
 				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, up, protocol))
 			},
@@ -312,6 +346,11 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			start := time.Now()
 			err := a.Run(tctx)
 			if err == nil || tctx.Err() != nil {
+				return
+			}
+			var ce *CertError
+			if errors.As(err, &ce) {
+				m.fail(err) // every tunnel dials the same edge: stop them all
 				return
 			}
 			m.refuse(name, mt, time.Since(start))

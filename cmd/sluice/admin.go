@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"github.com/sluicehq/sluice/internal/cli"
@@ -32,7 +33,8 @@ through its admin API.
   sluice tokens revoke ID --edge URL --admin-token A
 
 --edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN;
---admin-token-file FILE reads the token from a file instead.
+--admin-token-file FILE reads the token from a file instead; --ca FILE
+trusts a private CA for an https:// edge.
 `
 
 const tunnelsHelp = `Usage: sluice tunnels create|list|get|update|delete [NAME] [flags]
@@ -51,7 +53,8 @@ managed agent (sluice agent) serves its tunnels, each to its upstream.
   sluice tunnels delete NAME --edge URL --admin-token A
 
 --edge and --admin-token default to $SLUICE_EDGE and $SLUICE_ADMIN_TOKEN;
---admin-token-file FILE reads the token from a file instead.
+--admin-token-file FILE reads the token from a file instead; --ca FILE
+trusts a private CA for an https:// edge.
 `
 
 // adminGroup is a command made of verbs, each with its own flag set.
@@ -76,6 +79,7 @@ type adminFlags struct {
 	fs    *flag.FlagSet
 	edge  string
 	token *cli.Secret
+	ca    func() (string, *tls.Config, error)
 	hc    *http.Client // made by client
 }
 
@@ -83,6 +87,7 @@ func addAdminFlags(fs *flag.FlagSet) *adminFlags {
 	a := &adminFlags{fs: fs}
 	fs.StringVar(&a.edge, "edge", "", "the edge's URL, such as https://tunnel.example.com (default $SLUICE_EDGE)")
 	a.token = cli.SecretFlag(fs, "admin-token", "SLUICE_ADMIN_TOKEN", "an admin token of the edge")
+	a.ca = caFlag(fs)
 	return a
 }
 
@@ -104,7 +109,11 @@ func (a *adminFlags) client(cmd string) (*api.Client, error) {
 	if token == "" {
 		return nil, cli.Usagef("%s: --admin-token is required", cmd)
 	}
-	a.hc = httpClient()
+	_, tc, err := a.ca()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	a.hc = httpClient(tc)
 	a.hc.Timeout = 30 * time.Second
 	return api.NewClient(a.edge, token, a.hc)
 }

@@ -21,6 +21,7 @@ revoked) without a restart. Tunnels are managed with "sluice tunnels".
   sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
   sluice tunnels create web --upstream http://127.0.0.1:3000 --agent-token T --edge http://127.0.0.1:8080 --admin-token A
   sluice agent --edge http://127.0.0.1:8080 --token T
+  sluice agent --edge https://tunnel.example.com --ca ./edge-ca.pem --token-file ./token
 
 Upstreams are http:// (HTTP/1.1), h2c:// (HTTP/2 without TLS, such as a
 gRPC server) or https:// (HTTP/2 when the server offers it; its
@@ -28,9 +29,11 @@ certificate verified, see --upstream-ca and --upstream-insecure).
 `
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("agent", agentHelp, stderr)
-	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com")
-	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "an agent token of the edge's store")
+	fs := cli.NewFlagSet("agent", agentHelp+"\n"+configHelp, stderr)
+	edgeURL := fs.String("edge", "", "the edge's URL, such as https://tunnel.example.com (default: the config file's)")
+	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "an agent token of the edge's store (default: the config file's, for its edge)")
+	ca := caFlag(fs)
+	config := configFlag(fs)
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
 	upstreamTLS := upstreamTLSFlags(fs)
 	quiet := fs.Bool("quiet", false, "print no line per request")
@@ -42,13 +45,17 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) != 0 {
 		return cli.Usagef("agent: unexpected argument %q (tunnels come from the edge: see sluice tunnels)", pos[0])
 	}
-	token, _, err := tokenFlag.Value()
+	d, err := agentDefaults(fs, "agent", *edgeURL, tokenFlag, ca, config)
+	if err != nil {
+		return err
+	}
+	if d.edge == "" || d.token == "" {
+		fs.Usage()
+		return cli.Usagef("agent: --edge and --token (or --token-file, or $SLUICE_TOKEN, or sluice login) are required")
+	}
+	tc, err := loadCA(d.ca)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
-	}
-	if *edgeURL == "" || token == "" {
-		fs.Usage()
-		return cli.Usagef("agent: --edge and --token (or --token-file, or $SLUICE_TOKEN) are required")
 	}
 	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
 		return cli.Usagef(`agent: --protocol must be "auto", "v1" or "v2"`)
@@ -60,11 +67,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := agent.ManagedConfig{
 		UpstreamInsecure: upstreamInsecure,
 		UpstreamCA:       upstreamCA,
-		Edge:             *edgeURL,
-		Token:            token,
+		Edge:             d.edge,
+		Token:            d.token,
+		TLSClientConfig:  tc,
 		Protocol:         *protocol,
 		UserAgent:        userAgent(),
-		HTTPClient:       httpClient(),
+		HTTPClient:       httpClient(tc),
 		Logger:           newLogger(stderr, *verbose),
 		Status: func(line string) {
 			fmt.Fprintf(stderr, "%s  %s\n", time.Now().Format("15:04:05"), line)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type eventsOptions struct {
 	headers     headerFlag
 	maxEvents   int
 	quiet       bool
+	tls         *tls.Config // --ca, or nil
 	client      sse.ClientConfig
 }
 
@@ -59,9 +61,13 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&o.client.ResponseHeaderTimeout, "header-timeout", sse.DefaultResponseHeaderTimeout, "longest wait for the response headers (negative: none)")
 	fs.DurationVar(&o.client.IdleTimeout, "idle-timeout", 0, "reconnect when no byte (event or keepalive) arrives for this long (0: never)")
 	fs.IntVar(&o.client.MaxEventSize, "max-event-size", sse.DefaultMaxEventSize, "largest event accepted, in bytes")
+	ca := caFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if _, o.tls, err = ca(); err != nil {
+		return fmt.Errorf("events: %w", err)
 	}
 	if len(pos) != 1 {
 		fs.Usage()
@@ -80,7 +86,7 @@ func streamEvents(ctx context.Context, rawURL string, o eventsOptions, stdout, s
 	cfg.LastEventID = o.lastEventID
 	cfg.Header = http.Header{}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = httpClient()
+		cfg.HTTPClient = httpClient(o.tls)
 	}
 	for _, h := range o.headers {
 		name, value, _ := strings.Cut(h, ":")

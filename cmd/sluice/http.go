@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
-	"github.com/sluicehq/sluice/internal/cli"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/agent"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -34,6 +37,8 @@ works alone on a laptop.
   sluice http h2c://127.0.0.1:50051 --edge http://127.0.0.1:8080 --token T --name grpc
   sluice http https://127.0.0.1:8443 --upstream-ca ./local-ca.pem
   sluice http 3000 --basic-auth-file ./visitor-pass --allow 10.0.0.0/8
+  sluice http 3000 --edge https://tunnel.example.com --ca ./edge-ca.pem --token-file ./token
+  sluice login --edge https://tunnel.example.com --token-file ./token; sluice http 3000
 
 The local server is spoken to in HTTP/1.1 (PORT, http://), in HTTP/2
 without TLS with prior knowledge (h2c://, what gRPC servers speak), or over
@@ -52,9 +57,11 @@ rules sent for it.
 `
 
 func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("http", httpHelp, stderr)
-	edgeURL := fs.String("edge", "", "edge URL, such as https://tunnel.example.com (default: an embedded edge on 127.0.0.1)")
-	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential the edge accepts")
+	fs := cli.NewFlagSet("http", httpHelp+"\n"+configHelp, stderr)
+	edgeURL := fs.String("edge", "", `edge URL, such as https://tunnel.example.com (default: the config file's, else an embedded edge on 127.0.0.1; --edge "" forces the embedded one)`)
+	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential the edge accepts (default: the config file's, for its edge)")
+	ca := caFlag(fs)
+	config := configFlag(fs)
 	name := fs.String("name", "", "tunnel name, the NAME of NAME.DOMAIN (default: a random readable name)")
 	hostHeader := fs.String("host-header", "preserve", `Host the local server sees: "preserve" (the public host), "rewrite" (the upstream's), or a literal host`)
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "v2" (binary, multiplexed), "v1" (JSON frames, Jetty-compatible), or "auto" (v2 when the edge offers it, else v1)`)
@@ -74,72 +81,134 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return cli.Usagef("http: want one PORT or URL, got %d arguments", len(pos))
 	}
-	upstream, err := parseUpstream(pos[0])
-	if err != nil {
+	o := tunnelOptions{name: *name, hostHeader: *hostHeader, protocol: *protocol, headerTimeout: *headerTimeout, allow: cidrList(*allow)}
+	if o.upstream, err = parseUpstream(pos[0]); err != nil {
 		return err
 	}
-	if *protocol != "v1" && *protocol != "v2" && *protocol != "auto" {
-		return cli.Usagef(`http: --protocol must be "auto", "v1" or "v2"`)
-	}
-	if *name == "" {
-		*name = randomName()
-	}
-	*name = strings.ToLower(*name)
-	if !edge.ValidName(*name) {
-		return cli.Usagef("http: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", *name)
-	}
-	token, _, err := tokenFlag.Value()
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
+	if o.name == "" {
+		o.name = randomName()
 	}
 	auth, _, err := basicAuth.Value()
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	var authUser, authPass string
-	if auth != "" {
-		var ok bool
-		authUser, authPass, ok = strings.Cut(auth, ":")
-		if !ok || authUser == "" || authPass == "" {
-			return cli.Usagef("http: --basic-auth wants USER:PASSWORD")
-		}
+	if err := o.setBasicAuth(auth); err != nil {
+		return err
 	}
-	upstreamInsecure, upstreamCA, err := upstreamTLS()
-	if err != nil {
+	if o.upstreamInsecure, o.upstreamCA, err = upstreamTLS(); err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	allowCIDRs := cidrList(*allow)
-	for _, c := range allowCIDRs {
-		if _, _, err := net.ParseCIDR(c); err != nil {
-			return cli.Usagef("http: --allow: %q is not a CIDR such as 10.0.0.0/8", c)
-		}
+	if err := o.check("http"); err != nil {
+		return err
+	}
+	d, err := agentDefaults(fs, "http", *edgeURL, tokenFlag, ca, config)
+	if err != nil {
+		return err
 	}
 	logger := newLogger(stderr, *verbose)
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
 	}
+	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, logger, stdout, stderr)
+}
 
+// agentDefaults reads --edge, the token and --ca of an agent command
+// (http, start), with the config file's values where they are not given.
+func agentDefaults(fs *flag.FlagSet, cmd, edgeURL string, tokenFlag *cli.Secret, ca func() (string, *tls.Config, error), config func() (string, bool, error)) (edgeDefaults, error) {
+	d := edgeDefaults{edge: edgeURL}
+	fs.Visit(func(f *flag.Flag) { d.edgeGiven = d.edgeGiven || f.Name == "edge" })
+	var err error
+	if d.token, _, err = tokenFlag.Value(); err != nil {
+		return d, fmt.Errorf("%s: %w", cmd, err)
+	}
+	if d.ca, _, err = ca(); err != nil {
+		return d, fmt.Errorf("%s: %w", cmd, err)
+	}
+	path, given, err := config()
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", cmd, err)
+	}
+	c, err := loadConfig(path, given)
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", cmd, err)
+	}
+	d.resolve(c)
+	return d, nil
+}
+
+// tunnelOptions is one tunnel of sluice http or sluice start: what its
+// agent needs besides the edge.
+type tunnelOptions struct {
+	upstream           *url.URL
+	name               string
+	hostHeader         string
+	protocol           string
+	headerTimeout      time.Duration
+	authUser, authPass string
+	allow              []string
+	upstreamInsecure   bool
+	upstreamCA         []byte
+}
+
+// setBasicAuth sets the visitors' USER:PASSWORD ("" for none).
+func (o *tunnelOptions) setBasicAuth(auth string) error {
+	if auth == "" {
+		return nil
+	}
+	var ok bool
+	o.authUser, o.authPass, ok = strings.Cut(auth, ":")
+	if !ok || o.authUser == "" || o.authPass == "" {
+		return cli.Usagef("http: --basic-auth wants USER:PASSWORD")
+	}
+	return nil
+}
+
+// check validates o, lowercasing its name.
+func (o *tunnelOptions) check(cmd string) error {
+	if o.protocol != "v1" && o.protocol != "v2" && o.protocol != "auto" {
+		return cli.Usagef(`%s: --protocol must be "auto", "v1" or "v2"`, cmd)
+	}
+	o.name = strings.ToLower(o.name)
+	if !edge.ValidName(o.name) {
+		return cli.Usagef("%s: --name %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", cmd, o.name)
+	}
+	for _, c := range o.allow {
+		if _, _, err := net.ParseCIDR(c); err != nil {
+			return cli.Usagef("%s: --allow: %q is not a CIDR such as 10.0.0.0/8", cmd, c)
+		}
+	}
+	return nil
+}
+
+// runAgents runs one agent per tunnel at the edge of d (an embedded edge
+// on listen if none) until ctx ends or one of them stops with an error,
+// which stops the others.
+func runAgents(ctx context.Context, d edgeDefaults, tunnels []tunnelOptions, listen string, console bool, logger *slog.Logger, stdout, stderr io.Writer) error {
+	tc, err := loadCA(d.ca)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if *edgeURL == "" {
+	if d.edge == "" {
 		// The embedded edge: local only, with a one-off token.
 		tok := make([]byte, 16)
 		rand.Read(tok)
-		token = hex.EncodeToString(tok)
+		d.token = hex.EncodeToString(tok)
 		cfg := edge.DefaultConfig()
-		cfg.Tokens = []string{token}
+		cfg.Tokens = []string{d.token}
 		cfg.Logger = logger
 		srv, err := edge.New(cfg)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", *listen)
+		ln, err := net.Listen("tcp", listen)
 		if err != nil {
 			return fmt.Errorf("http: embedded edge: %w", err)
 		}
-		*edgeURL = "http://" + ln.Addr().String()
+		d.edge = "http://" + ln.Addr().String()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -148,44 +217,74 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}()
 	}
-	cfg := agent.Config{
-		UserAgent:             userAgent(),
-		Edge:                  *edgeURL,
-		Token:                 token,
-		Name:                  *name,
-		Upstream:              upstream,
-		UpstreamInsecure:      upstreamInsecure,
-		UpstreamCA:            upstreamCA,
-		HostHeader:            *hostHeader,
-		Protocol:              *protocol,
-		ResponseHeaderTimeout: *headerTimeout,
-		BasicAuthUser:         authUser,
-		BasicAuthPassword:     authPass,
-		AllowCIDRs:            allowCIDRs,
-		Logger:                logger,
-		OnConnect: func(public, protocol string) {
-			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, upstream)
-			fmt.Fprintf(stderr, "tunnel up, protocol %s\n", protocol)
-			if authUser != "" {
-				fmt.Fprintf(stderr, "visitors must give basic auth, user %q (enforced by the edge)\n", authUser)
+	agents := make([]*agent.Agent, len(tunnels))
+	for i, o := range tunnels {
+		cfg := o.agentConfig(d.edge, d.token, tc, logger, stdout, stderr, len(tunnels) > 1)
+		if console {
+			cfg.Console = stdout
+		}
+		if agents[i], err = agent.New(cfg); err != nil {
+			return err
+		}
+	}
+	var once sync.Once
+	var first error
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := agentError(a.Run(ctx))
+			if err != nil || len(agents) == 1 {
+				once.Do(func() { first = err })
+				cancel()
 			}
-			if len(allowCIDRs) > 0 {
-				fmt.Fprintf(stderr, "visitors must come from %s (enforced by the edge)\n", strings.Join(allowCIDRs, ", "))
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// agentConfig returns the agent's configuration for tunnel o at edgeURL.
+// With named, its status lines on stderr name the tunnel.
+func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger *slog.Logger, stdout, stderr io.Writer, named bool) agent.Config {
+	prefix := ""
+	if named {
+		prefix = o.name + ": "
+	}
+	return agent.Config{
+		UserAgent:             userAgent(),
+		Edge:                  edgeURL,
+		Token:                 token,
+		TLSClientConfig:       tc,
+		Name:                  o.name,
+		Upstream:              o.upstream,
+		UpstreamInsecure:      o.upstreamInsecure,
+		UpstreamCA:            o.upstreamCA,
+		HostHeader:            o.hostHeader,
+		Protocol:              o.protocol,
+		ResponseHeaderTimeout: o.headerTimeout,
+		BasicAuthUser:         o.authUser,
+		BasicAuthPassword:     o.authPass,
+		AllowCIDRs:            o.allow,
+		Logger:                logger.With("tunnel", o.name),
+		OnConnect: func(public, protocol string) {
+			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, o.upstream)
+			fmt.Fprintf(stderr, "%stunnel up, protocol %s\n", prefix, protocol)
+			if o.authUser != "" {
+				fmt.Fprintf(stderr, "%svisitors must give basic auth, user %q (enforced by the edge)\n", prefix, o.authUser)
+			}
+			if len(o.allow) > 0 {
+				fmt.Fprintf(stderr, "%svisitors must come from %s (enforced by the edge)\n", prefix, strings.Join(o.allow, ", "))
 			}
 		},
 		OnRetry: func(err error, delay time.Duration) {
-			fmt.Fprintf(stderr, "tunnel lost (%v); reconnecting in %v\n", err, delay.Round(time.Millisecond))
+			fmt.Fprintf(stderr, "%stunnel lost (%v); reconnecting in %v\n", prefix, err, delay.Round(time.Millisecond))
 		},
 	}
-	if !*quiet {
-		cfg.Console = stdout
-	}
-	a, err := agent.New(cfg)
-	if err != nil {
-		return err
-	}
-	err = a.Run(ctx)
-	cancel()
+}
+
+// agentError is the message for what ended an agent's Run.
+func agentError(err error) error {
 	var re *agent.RegisterError
 	if errors.As(err, &re) {
 		switch re.Code {

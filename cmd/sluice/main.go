@@ -16,7 +16,7 @@ import (
 // SIGTERM followed by a clean drain is their normal end (exit 0). Any other
 // command stopped by a signal was cut short (128+signal). See
 // cli.ExitConvention.
-var servers = map[string]bool{"edge": true, "http": true, "agent": true, "demo": true}
+var servers = map[string]bool{"edge": true, "http": true, "agent": true, "demo": true, "start": true}
 
 func main() {
 	stop := cli.NotifyStop(os.Stderr)
@@ -38,6 +38,8 @@ Commands:
   edge         run an edge: the public side, routing NAME.DOMAIN to tunnels
   http PORT    expose a local HTTP server through a tunnel
   agent        run a remotely managed agent: the tunnels its token has at the edge
+  login        store an edge and its token in the config file, for http, agent and start
+  start        start the tunnels the config file declares (--all, or by name)
   events URL   print the events of a Server-Sent Events stream
   demo         run an edge, an agent and a demo app in one process
   tokens       create, list and revoke the tokens of an edge with a store
@@ -71,6 +73,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "agent":
 		err = runAgent(ctx, rest, stdout, stderr)
+	case "login":
+		err = runLogin(ctx, rest, stdout, stderr)
+	case "start":
+		err = runStart(ctx, rest, stdout, stderr)
 	case "tokens":
 		err = runTokens(ctx, rest, stdout, stderr)
 	case "tunnels":
