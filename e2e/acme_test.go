@@ -114,17 +114,23 @@ func TestACMEEdge(t *testing.T) {
 		return p
 	}
 	e := startACME()
-	trust := []string{"SSL_CERT_FILE=" + ca.IssuerRootFile}
-	r := runEnv(t, trust, "tokens", "create", "--edge", edgeURL, "--admin-token", "A")
+	// Every command trusts Pebble's issuing root with --ca, as a user of
+	// an edge with a private CA does.
+	r := runEnv(t, nil, "tokens", "create", "--edge", edgeURL, "--admin-token", "A", "--ca", ca.IssuerRootFile)
 	if r.code != 0 {
 		t.Fatalf("tokens create: %d %s\nedge: %s", r.code, r.stderr, e.stderr)
 	}
 	secret := strings.TrimSpace(r.stdout)
-	if r := runEnv(t, trust, "tunnels", "create", "app", "--upstream", "http://127.0.0.1:"+strconv.Itoa(up.port),
-		"--agent-token", secret, "--hostname", "shop.example.test", "--edge", edgeURL, "--admin-token", "A"); r.code != 0 {
+	if r := runEnv(t, nil, "tunnels", "create", "app", "--upstream", "http://127.0.0.1:"+strconv.Itoa(up.port),
+		"--agent-token", secret, "--hostname", "shop.example.test", "--edge", edgeURL, "--admin-token", "A", "--ca", ca.IssuerRootFile); r.code != 0 {
 		t.Fatalf("tunnels create: %d %s", r.code, r.stderr)
 	}
-	a := startProcEnv(t, "agent", trust, "http", strconv.Itoa(up.port), "--edge", edgeURL, "--token", secret, "--name", "app")
+	// Without --ca the agent stops, saying what to fix.
+	if r := runEnv(t, nil, "http", strconv.Itoa(up.port), "--edge", edgeURL, "--token", secret, "--name", "app"); r.code != 1 ||
+		!strings.Contains(r.stderr, "--ca FILE") {
+		t.Fatalf("an agent without --ca: exit %d, stderr %s; want 1 and a message naming --ca FILE", r.code, r.stderr)
+	}
+	a := startProc(t, "agent", "http", strconv.Itoa(up.port), "--edge", edgeURL, "--token", secret, "--name", "app", "--ca", ca.IssuerRootFile)
 	want := fmt.Sprintf("Forwarding https://app.localhost:%d -> http://127.0.0.1:%d\n", ca.tlsPort, up.port)
 	if !a.waitOutput(a.stdout, want, 2*time.Minute) {
 		t.Fatalf("agent never printed %q\nstdout: %s\nstderr: %s", want, a.stdout, a.stderr)

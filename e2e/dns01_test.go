@@ -91,10 +91,10 @@ func TestDNS01Wildcard(t *testing.T) {
 				}
 			}
 			// The agent reaches the apex (localhost resolves to 127.0.0.1),
-			// trusting Pebble's root.
+			// trusting Pebble's root (--ca).
 			up := namedUpstream(t, "behind the wildcard "+tc.name)
-			a := startProcEnv(t, "agent dns01", []string{"SSL_CERT_FILE=" + pb.IssuerRootFile},
-				"http", strconv.Itoa(up.port), "--edge", fmt.Sprintf("https://localhost:%d", e.port), "--token", "dns01-agent-token-0123", "--name", "demo")
+			a := startProcEnv(t, "agent dns01", nil,
+				"http", strconv.Itoa(up.port), "--edge", fmt.Sprintf("https://localhost:%d", e.port), "--token", "dns01-agent-token-0123", "--name", "demo", "--ca", pb.IssuerRootFile)
 			want := fmt.Sprintf("Forwarding https://demo.localhost:%d -> http://127.0.0.1:%d\n", e.port, up.port)
 			if !a.waitOutput(a.stdout, want, 30*time.Second) {
 				fail("agent never printed %q\nstdout: %s\nstderr: %s", want, a.stdout, a.stderr)
