@@ -92,6 +92,21 @@ type Config struct {
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
 	DisableV2 bool
+	// TCPPorts is the range of public ports TCP tunnels get (sluice edge
+	// --tcp-ports): the one an agent asks for if it is in the range and
+	// free, else any free one of the range. Default none: the edge refuses
+	// TCP tunnels, unless TCPAnyPort.
+	TCPPorts PortRange
+	// TCPAnyPort lets TCP tunnels have any free port (the one asked for,
+	// else one the system chooses), TCPPorts aside: the embedded edge of
+	// sluice tcp, on a laptop. Default false.
+	TCPAnyPort bool
+	// TCPListenHost is the address the TCP tunnels' public ports listen
+	// on (the host of sluice edge --listen). Default "": all addresses.
+	TCPListenHost string
+	// TCPHost is the host of TCP tunnels' public URLs (tcp://HOST:PORT),
+	// what a visitor connects to. Default Domain.
+	TCPHost string
 	// Logger receives the edge's logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -129,6 +144,9 @@ func (c *Config) Validate() error {
 	if c.MaxHeaderBytes > tunnel.MaxRequestHeaderBytes {
 		return fmt.Errorf("edge: the largest request head may be at most %d bytes (4MiB), not %d", tunnel.MaxRequestHeaderBytes, c.MaxHeaderBytes)
 	}
+	if err := c.TCPPorts.validate(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -138,6 +156,9 @@ func (c Config) withDefaults() Config {
 		c.Domain = d.Domain
 	}
 	c.Domain = strings.ToLower(strings.TrimSuffix(c.Domain, "."))
+	if c.TCPHost == "" {
+		c.TCPHost = c.Domain
+	}
 	if c.PublicScheme == "" {
 		c.PublicScheme = d.PublicScheme
 	}
