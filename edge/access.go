@@ -227,21 +227,14 @@ func (s *Server) rules(ctx context.Context, name string) (*accessRules, error) {
 // admitted request loses the visitor's basic-auth header, which was for
 // the edge, not for the upstream.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string, e *entry) bool {
-	rules := notStored
-	if s.cfg.Store != nil {
-		var err error
-		rules, err = s.rules(r.Context(), name)
-		if err != nil {
-			errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
-				"the edge could not read the tunnel's settings; try again.")
-			return false
-		}
+	rules, err := s.visitorRules(r.Context(), name, e)
+	if err != nil {
+		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeStoreUnavailable, "Edge store unavailable",
+			"the edge could not read the tunnel's settings; try again.")
+		return false
 	}
-	if !rules.found {
-		if e == nil || e.access == nil {
-			return true // an ad-hoc tunnel without rules
-		}
-		rules = e.access
+	if rules == nil {
+		return true // an ad-hoc tunnel without rules
 	}
 	if !rules.enabled {
 		errpage.Write(w, r, http.StatusServiceUnavailable, wire.CodeTunnelDisabled, "Tunnel disabled",
@@ -249,20 +242,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string, e *e
 		return false
 	}
 	host := s.clientIP(r)
-	if len(rules.nets) > 0 {
-		ip := net.ParseIP(host)
-		allowed := false
-		for _, n := range rules.nets {
-			if ip != nil && n.Contains(ip) {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			errpage.Write(w, r, http.StatusForbidden, wire.CodeIPNotAllowed, "Address not allowed",
-				"the tunnel "+r.Host+" admits visitors from listed networks only, and "+host+" is not in them.")
-			return false
-		}
+	if !rules.allows(host) {
+		errpage.Write(w, r, http.StatusForbidden, wire.CodeIPNotAllowed, "Address not allowed",
+			"the tunnel "+r.Host+" admits visitors from listed networks only, and "+host+" is not in them.")
+		return false
 	}
 	if rules.user != "" {
 		user, pass, ok := r.BasicAuth()
@@ -287,6 +270,41 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name string, e *e
 		r.Header.Del("Authorization")
 	}
 	return true
+}
+
+// visitorRules returns the visitor rules of tunnel name: the stored
+// tunnel's, else those its agent sent at registration (e, the registry's
+// entry for name, may be nil), else nil (anyone is admitted).
+func (s *Server) visitorRules(ctx context.Context, name string, e *entry) (*accessRules, error) {
+	rules := notStored
+	if s.cfg.Store != nil {
+		var err error
+		if rules, err = s.rules(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	if rules.found {
+		return rules, nil
+	}
+	if e == nil || e.access == nil {
+		return nil, nil
+	}
+	return e.access, nil
+}
+
+// allows reports whether the visitor at ip (text) may come in by the
+// rules' networks (any address when there are none).
+func (a *accessRules) allows(ip string) bool {
+	if len(a.nets) == 0 {
+		return true
+	}
+	addr := net.ParseIP(ip)
+	for _, n := range a.nets {
+		if addr != nil && n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Bounds on the visitor rules an agent sends for an ad-hoc tunnel: its

@@ -36,6 +36,15 @@ type metrics struct {
 	accessQueries *prometheus.CounterVec
 	bcryptRuns    prometheus.Counter // basic-auth checks that ran bcrypt
 	limited       *prometheus.CounterVec
+	// conns are the public connections of TCP tunnels, by tunnel type and
+	// result (ok, refused: not_allowed, streams_per_ip, open_failed);
+	// openConns those in progress; connBytes their bytes, in (from public
+	// clients) and out.
+	conns       *prometheus.CounterVec
+	openConns   *prometheus.GaugeVec
+	connBytes   *prometheus.CounterVec
+	tcpBytesIn  prometheus.Counter // connBytes{type="tcp",direction="in"}, resolved once
+	tcpBytesOut prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -83,6 +92,17 @@ func newMetrics() *metrics {
 		Name: "sluice_limited_total", Help: "Public requests refused or cut by a per-visitor limit: streams_per_ip (429), body_idle (an upload that sent nothing for --body-idle-timeout), write_idle (a client that read nothing for --write-idle-timeout).",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.handshakesPending, m.accessQueries, m.bcryptRuns, m.limited)
+	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_connections_total", Help: "Public connections to TCP tunnels' ports, by tunnel type and result: ok (carried to the agent), not_allowed (visitor allowlist, disabled or gone tunnel), streams_per_ip, open_failed (the session refused or died).",
+	}, []string{"type", "result"})
+	m.openConns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_open_connections", Help: "Public connections to TCP tunnels' ports carried now, by tunnel type.",
+	}, []string{"type"})
+	m.connBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_connection_bytes_total", Help: "Bytes of public connections to TCP tunnels' ports, by tunnel type: in (from public clients) and out.",
+	}, []string{"type", "direction"})
+	m.tcpBytesIn, m.tcpBytesOut = m.connBytes.WithLabelValues("tcp", "in"), m.connBytes.WithLabelValues("tcp", "out")
+	m.reg.MustRegister(m.conns, m.openConns, m.connBytes)
 	m.bytesIn, m.bytesOut = m.bytes.WithLabelValues("in"), m.bytes.WithLabelValues("out")
 	m.reg.MustRegister(m.tunnelsOnline, m.requests, m.bytes, m.openStreams, m.frameErrors, m.agentConns, m.pushConns, m.upgrades, upgraded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
