@@ -86,6 +86,10 @@ type Config struct {
 
 	V1 V1Config
 	V2 V2Config
+
+	// tcp: the agent registered a TCP tunnel (set by Accept), so the
+	// edge's session may open TCP streams.
+	tcp bool
 }
 
 // V1Config is what only protocol v1 (JSON frames) uses.

@@ -31,6 +31,10 @@ var (
 	// calls would hang.
 	ErrGRPCUnsupported = errors.New("tunnel: this agent cannot carry gRPC (it lacks the request_stream and trailers extensions)")
 
+	// ErrNotTCP is returned by OpenTCP on a session whose agent did not
+	// register a TCP tunnel (tunnel_type "tcp").
+	ErrNotTCP = errors.New("tunnel: the agent did not register a TCP tunnel")
+
 	// ErrStreamReset ends a body whose peer cancelled it or broke the
 	// protocol on it.
 	ErrStreamReset = errors.New("tunnel: stream reset")

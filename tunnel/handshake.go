@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +43,14 @@ type Registration struct {
 	Access *Access
 	// Protocol is ProtocolV1 or ProtocolV2, as the WebSocket negotiated.
 	Protocol string
+	// Type is the kind of tunnel asked for: wire.TunnelHTTP (also when
+	// register had no tunnel_type) or wire.TunnelTCP; Accept refuses any
+	// other with wire.CodeBadRegister.
+	Type string
+	// RemotePort is the public port a TCP tunnel asked for, as sent (0:
+	// any); Accept refuses one outside 0-65535, or one for an HTTP
+	// tunnel, with wire.CodeBadRegister.
+	RemotePort int
 	// Request is the agent's WebSocket request (remote address,
 	// User-Agent).
 	Request *http.Request
@@ -183,6 +193,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	if grant.Logger != nil {
 		sc.Logger = grant.Logger
 	}
+	sc.tcp = reg.Type == wire.TunnelTCP
 	// The session exists before registered goes out (Attach may route to
 	// it), but holds every request until then.
 	var s interface {
@@ -251,7 +262,15 @@ func readRegister(ws *websocket.Conn, timeout time.Duration) (*Registration, err
 	if f.Type != wire.TypeRegister {
 		return nil, fmt.Errorf("first frame must be register, got %q", f.Type)
 	}
-	reg := &Registration{TunnelID: f.TunnelID, Token: f.AgentToken, Features: f.Features}
+	reg := &Registration{TunnelID: f.TunnelID, Token: f.AgentToken, Features: f.Features, Type: cmp.Or(f.TunnelType, wire.TunnelHTTP), RemotePort: f.RemotePort}
+	switch {
+	case reg.Type != wire.TunnelHTTP && reg.Type != wire.TunnelTCP:
+		return nil, fmt.Errorf("tunnel_type %q is not %q or %q", f.TunnelType, wire.TunnelHTTP, wire.TunnelTCP)
+	case reg.RemotePort < 0 || reg.RemotePort > 65535:
+		return nil, fmt.Errorf("remote_port %d is not a port (0-65535)", reg.RemotePort)
+	case reg.RemotePort != 0 && reg.Type != wire.TunnelTCP:
+		return nil, fmt.Errorf("remote_port is for tunnel_type %q only", wire.TunnelTCP)
+	}
 	if a := (&Access{BasicAuthUser: f.BasicAuthUser, BasicAuthBcrypt: f.BasicAuthBcrypt, AllowCIDRs: f.AllowCIDRs}); !a.empty() {
 		reg.Access = a
 	}
@@ -287,6 +306,18 @@ type DialConfig struct {
 	// refused here with wire.CodeNoAccess, so that the tunnel never serves
 	// without the rules.
 	Access *Access
+	// Type is the kind of tunnel: wire.TunnelHTTP or "" (HTTP; no
+	// tunnel_type is sent, as a Jetty agent does), or wire.TunnelTCP.
+	Type string
+	// RemotePort is the public port asked for a TCP tunnel (0: any the
+	// edge chooses).
+	RemotePort int
+	// DialTCP opens the local connection for each TCP connection the edge
+	// opens (a TCP tunnel); the session copies bytes both ways, passes
+	// half-closes on with CloseWrite when the conn has it, and sends a
+	// dial error's text to the edge as the reason the connection closed.
+	// Nil refuses every TCP connection.
+	DialTCP func(ctx context.Context, remoteAddr string) (net.Conn, error)
 	// UserAgent is sent with the WebSocket handshake; the edge records it
 	// as the agent's version. Empty means "sluice-agent".
 	UserAgent string
@@ -311,8 +342,9 @@ type AgentSession struct {
 	// wire.FeatureInitialWindow).
 	window int64
 
-	ws  *websocket.Conn
-	cfg Config
+	ws      *websocket.Conn
+	cfg     Config
+	dialTCP func(ctx context.Context, remoteAddr string) (net.Conn, error)
 }
 
 // Dial connects to the edge, registers and returns the open session, or
@@ -376,7 +408,10 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	ws.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { ws.SetReadDeadline(time.Now()) })
 	defer stop()
-	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: cfg.TunnelID, AgentToken: cfg.Token, Features: features}
+	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: cfg.TunnelID, AgentToken: cfg.Token, Features: features, RemotePort: cfg.RemotePort}
+	if cfg.Type != wire.TunnelHTTP {
+		reg.TunnelType = cfg.Type
+	}
 	if !cfg.Access.empty() {
 		reg.Features = append(slices.Clip(features), wire.FeatureAccess)
 		reg.BasicAuthUser, reg.BasicAuthBcrypt, reg.AllowCIDRs = cfg.Access.BasicAuthUser, cfg.Access.BasicAuthBcrypt, cfg.Access.AllowCIDRs
@@ -409,7 +444,10 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	if !cfg.Access.empty() && !wire.HasFeature(answer.Features, wire.FeatureAccess) {
 		return nil, &RegisterError{Code: wire.CodeNoAccess, Message: "the edge does not enforce visitor rules (basic auth, allowed networks): it is older than this agent; the tunnel was not opened"}
 	}
-	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config}, nil
+	if cfg.Type == wire.TunnelTCP && !strings.HasPrefix(answer.PublicURL, "tcp://") {
+		return nil, &RegisterError{Code: wire.CodeNoTCP, Message: "the edge does not offer TCP tunnels: it is older than this agent; the tunnel was not opened"}
+	}
+	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config, dialTCP: cfg.DialTCP}, nil
 }
 
 // Serve serves the requests that arrive with handler until the connection
@@ -418,9 +456,9 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 // wire.Final), the connection's failure otherwise.
 func (s *AgentSession) Serve(ctx context.Context, handler http.Handler) error {
 	if s.Protocol == ProtocolV2 {
-		return serveV2(ctx, s.ws, handler, s.cfg)
+		return serveV2(ctx, s.ws, handler, s.dialTCP, s.cfg)
 	}
-	return serveV1(ctx, s.ws, handler, v1Session(s.cfg, s.Features, s.window))
+	return serveV1(ctx, s.ws, handler, s.dialTCP, v1Session(s.cfg, s.Features, s.window))
 }
 
 // Close closes a session that will not be served.

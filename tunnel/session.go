@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,26 @@ type Session interface {
 	Close() error
 	// Protocol is "v1" or "v2".
 	Protocol() string
+	// OpenTCP opens a stream to the agent for a public TCP connection
+	// from remoteAddr, counted with the requests in the stream limit: it
+	// fails with ErrTooManyStreams, ErrSessionClosed, or ErrNotTCP when
+	// the agent did not register a TCP tunnel. The agent's failure to
+	// connect reaches the stream's Read as an error carrying its reason.
+	// The caller must Close the stream.
+	OpenTCP(ctx context.Context, remoteAddr string) (Stream, error)
+}
+
+// Stream is one TCP connection through the tunnel, at the edge. Read gets
+// the agent's bytes: io.EOF once the agent's side finished writing, an
+// error wrapping ErrStreamReset when the connection broke (the agent reset
+// it, could not connect, or the session ended), never io.EOF for a
+// broken connection. Write sends to the agent within its flow-control
+// window. CloseWrite says this side finished writing (a half-close); Close
+// ends both ways, resetting the connection at the agent if it was not
+// finished. Read may run concurrently with Write, CloseWrite and Close.
+type Stream interface {
+	io.ReadWriteCloser
+	CloseWrite() error
 }
 
 // Protocol names, as Session.Protocol and AgentSession.Protocol give them.

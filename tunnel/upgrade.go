@@ -200,11 +200,8 @@ func (s *v2Edge) roundTripUpgrade(req *http.Request) (*http.Response, error) {
 	out.Header.Del("Connection")
 	out.Header.Del("Upgrade")
 	out.Header.Set(upgradeHeader, proto)
-	pr, pw := io.Pipe()
-	out.Body, out.ContentLength = pr, -1
-	resp, err := s.cc.RoundTrip(out)
+	resp, pw, err := s.duplex(out)
 	if err != nil {
-		pw.Close()
 		return nil, err
 	}
 	up := resp.Header.Get(upgradedHeader)

@@ -31,12 +31,13 @@ var agentServer = &http.Server{}
 // (after the register/registered exchange) with handler, each on its own
 // goroutine, until the connection fails or ctx ends. It then cancels the
 // requests in flight and returns once their handlers have returned.
-func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg v1Settings) error {
+func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialTCP, cfg v1Settings) error {
 	parent := ctx
 	a := &agentSession{
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,
 		handler: handler,
+		dialTCP: dial,
 		streams: make(map[string]*agentStream),
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -73,6 +74,7 @@ type agentSession struct {
 	conn    *frameConn
 	cfg     v1Settings
 	handler http.Handler
+	dialTCP dialTCP // nil: TCP connections are refused
 	ctx     context.Context
 	mu      sync.Mutex
 	streams map[string]*agentStream

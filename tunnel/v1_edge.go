@@ -885,3 +885,11 @@ func isUpgrade(h http.Header) bool {
 }
 
 var _ Session = (*v1Edge)(nil)
+
+// OpenTCP opens a TCP stream to the agent (see tcp_v1.go).
+func (s *v1Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error) {
+	if !s.cfg.tcp {
+		return nil, ErrNotTCP
+	}
+	return nil, errors.New("tunnel: v1 TCP streams are not implemented yet")
+}

@@ -13,11 +13,11 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// serveV2 serves the requests of a protocol v2 connection (after the
+// serveV2 serves the requests (and the TCP connections, with dial) of a protocol v2 connection (after the
 // register/registered exchange) with handler until the connection fails or
 // ctx ends, then returns once the handlers have returned. An error frame
 // the edge sent as a text message is returned as a *PeerError.
-func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg Config) error {
+func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialTCP, cfg Config) error {
 	parent := ctx
 	conn := NewWSConn(ws, cfg.PongTimeout)
 	defer conn.Close()
@@ -57,7 +57,7 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, cfg 
 	}
 	srv.ServeConn(conn, &http2.ServeConnOpts{
 		Context:    ctx,
-		Handler:    hs.wrap(takeExpectation(serveUpgradeH2(handler))),
+		Handler:    hs.wrap(serveTCPH2(dial, takeExpectation(serveUpgradeH2(handler)))),
 		BaseConfig: &http.Server{ErrorLog: log.New(io.Discard, "", 0), MaxHeaderBytes: MaxRequestHeaderBytes},
 	})
 	stop()

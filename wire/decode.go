@@ -141,6 +141,12 @@ func (d *decoder) frame(f *Frame) error {
 			f.BasicAuthBcrypt, err = d.string()
 		case "allow_cidrs":
 			f.AllowCIDRs, err = d.strings()
+		case "tunnel_type":
+			f.TunnelType, err = d.string()
+		case "remote_port":
+			var n int64
+			n, err = d.int(1 << 31)
+			f.RemotePort = int(n)
 		case "message":
 			f.Message, err = d.string()
 		case "code":

@@ -50,6 +50,11 @@ func AppendFrame(dst []byte, f *Frame, opt EncodeOptions) []byte {
 	if f.AllowCIDRs != nil {
 		w.strings("allow_cidrs", f.AllowCIDRs)
 	}
+	w.strIf("tunnel_type", f.TunnelType)
+	if f.RemotePort != 0 {
+		w.key("remote_port")
+		w.dst = strconv.AppendInt(w.dst, int64(f.RemotePort), 10)
+	}
 	w.strIf("message", f.Message)
 	w.strIf("code", f.Code)
 	w.strIf("request_id", f.RequestID)

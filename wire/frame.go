@@ -70,11 +70,28 @@ const (
 	// response). In v2 the 1xx are HTTP/2's own; the feature says the
 	// agent takes the expectation through (see docs/protocol.md).
 	FeatureInformational = "informational"
+	// FeatureTCPHalfClose: a tcp_close whose reason is "eof" says only that
+	// its sender finished writing (a half-close); the connection ends when
+	// both sides sent one. Any other reason, or none, is a full close (a
+	// reset when the connection was not finished). Without it every
+	// tcp_close is a full close, as for the Jetty agent.
+	FeatureTCPHalfClose = "tcp_half_close"
 )
+
+// Tunnel types: the tunnel_type of register. An absent tunnel_type is
+// TunnelHTTP.
+const (
+	TunnelHTTP = "http" // HTTP requests to a public URL
+	TunnelTCP  = "tcp"  // TCP connections to a public port, each one a stream (tcp_* frames in v1)
+)
+
+// ReasonEOF is the reason of a tcp_close that half-closes (with
+// FeatureTCPHalfClose).
+const ReasonEOF = "eof"
 
 // Features lists every extension this implementation speaks, in the order
 // an agent announces them; an edge confirms the ones it shares.
-var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow, FeatureInformational}
+var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow, FeatureInformational, FeatureTCPHalfClose}
 
 // Error codes: the code of an error frame (v1 and v2, before and after
 // registration), and of the edge's error pages and API errors where the
@@ -87,6 +104,7 @@ const (
 	CodeTunnelTaken     = "tunnel_taken"      // the name belongs to another token
 	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
 	CodeNoAccess        = "no_access"         // the agent sent visitor rules and the edge did not confirm "access" (agent side)
+	CodeNoTCP           = "no_tcp"            // the agent asked for a TCP tunnel and the edge answered with no tcp:// public URL (agent side)
 	CodeBadAccess       = "bad_access"        // the visitor rules of register are malformed (a CIDR, the bcrypt hash)
 	CodeAccessStored    = "access_stored"     // visitor rules sent for a stored tunnel, whose own rules apply
 	CodeInternal        = "internal_error"    // the edge failed to decide (a store error); details are in its log
@@ -149,6 +167,12 @@ type Frame struct {
 	BasicAuthUser   string   // basic_auth_user
 	BasicAuthBcrypt string   // basic_auth_bcrypt: a bcrypt hash of the password, never the password
 	AllowCIDRs      []string // allow_cidrs
+
+	// register: the kind of tunnel (tunnel_type: TunnelHTTP when empty,
+	// TunnelTCP) and, for TCP, the public port asked for (remote_port: 0
+	// or absent = any the edge chooses).
+	TunnelType string // tunnel_type
+	RemotePort int    // remote_port
 
 	// http_*
 	RequestID string      // request_id (a number is read as its decimal text)

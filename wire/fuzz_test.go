@@ -25,6 +25,11 @@ func FuzzDecode(f *testing.F) {
 		`{"type":"registered","window":0,"window":null,"window":4611686018427387903}`,
 		`{"type":"http_response_end","request_id":"9","trailers":{"x-checksum":"abc","Grpc-Status":["0","1"]}}`,
 		`{"type":"http_response_end","request_id":"9","trailers":[]}`,
+		`{"type":"register","tunnel_id":"db","agent_token":"T","features":["window","tcp_half_close"],"tunnel_type":"tcp","remote_port":5432}`,
+		`{"type":"tcp_connect","connection_id":"c1","remote_addr":"203.0.113.7:51234"}`,
+		`{"type":"tcp_data","connection_id":17,"data_b64":"AAEC"}`,
+		`{"type":"tcp_close","connection_id":"c1","reason":"eof"}`,
+		`{"type":"window_update","connection_id":"c1","bytes":4096}`,
 		`{"type":"a" "b":1}`, `{"status":01}`, `{`, ``,
 	}
 	for _, s := range seeds {

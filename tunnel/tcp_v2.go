@@ -1,0 +1,241 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// Protocol v2 carries a TCP connection as one full-duplex HTTP/2 stream,
+// opened like an upgrade (duplex): the edge's request carries the public
+// client's address in Sluice-Tcp, and its body, raw, the client's bytes;
+// END_STREAM on it is the client's half-close. The agent dials, then
+// answers 200 (or 502 with the dial error's text in Sluice-Tcp-Error), and
+// its response body carries the local server's bytes in chunks, each a
+// 4-byte big-endian length and that many bytes; a zero length is the local
+// server's half-close. (An HTTP/2 server cannot end its response while it
+// still reads the request, so that end is said inside the body: the
+// stream's END_STREAM follows once both sides finished.) RST_STREAM either
+// way is a reset, and so is an end without the zero-length chunk.
+const (
+	tcpHeader      = "Sluice-Tcp"
+	tcpErrorHeader = "Sluice-Tcp-Error"
+	// maxTCPChunk bounds a chunk of the agent's bytes.
+	maxTCPChunk = 1 << 20
+)
+
+// duplex sends out with a request body that stays open for the caller's
+// writes (w), and returns the response: the machinery of upgrades and TCP
+// streams.
+func (s *v2Edge) duplex(out *http.Request) (*http.Response, *io.PipeWriter, error) {
+	pr, pw := io.Pipe()
+	out.Body, out.ContentLength = pr, -1
+	resp, err := s.cc.RoundTrip(out)
+	if err != nil {
+		pw.Close()
+		return nil, nil, err
+	}
+	return resp, pw, nil
+}
+
+// OpenTCP opens a TCP stream to the agent; ctx bounds the opening (the
+// agent's dial), not the stream.
+func (s *v2Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error) {
+	if !s.cfg.tcp {
+		return nil, ErrNotTCP
+	}
+	if err := s.waitOpen(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.acquire(s.cfg.MaxStreams); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, "http://tcp/", nil)
+	req.Header.Set(tcpHeader, remoteAddr)
+	resp, pw, err := s.duplex(req)
+	opening := stop()
+	if err != nil || !opening {
+		if err == nil {
+			resp.Body.Close()
+			pw.Close()
+			err = ctx.Err()
+		}
+		cancel()
+		s.release()
+		select {
+		case <-s.done:
+			return nil, ErrSessionClosed
+		default:
+		}
+		return nil, fmt.Errorf("tunnel: open tcp: %w", err)
+	}
+	st := &v2Stream{body: resp.Body, r: tcpChunkReader{r: resp.Body}, w: pw, cancel: cancel, release: s.release}
+	if resp.StatusCode != http.StatusOK {
+		st.err = dialError(resp.Header.Get(tcpErrorHeader))
+	}
+	return st, nil
+}
+
+// v2Stream is a TCP stream at the edge.
+type v2Stream struct {
+	body    io.ReadCloser
+	r       tcpChunkReader
+	err     error // the agent could not connect
+	w       *io.PipeWriter
+	cancel  context.CancelFunc
+	release func()
+	once    sync.Once
+}
+
+func (st *v2Stream) Read(p []byte) (int, error) {
+	if st.err != nil {
+		return 0, st.err
+	}
+	n, err := st.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", ErrStreamReset, err)
+	}
+	return n, err
+}
+
+func (st *v2Stream) Write(p []byte) (int, error) {
+	if st.err != nil {
+		return 0, st.err
+	}
+	return st.w.Write(p)
+}
+
+// CloseWrite ends the request body: END_STREAM, the half-close.
+func (st *v2Stream) CloseWrite() error { return st.w.Close() }
+
+// Close resets what did not end, and uncounts the stream.
+func (st *v2Stream) Close() error {
+	st.once.Do(func() {
+		st.w.CloseWithError(ErrStreamReset)
+		st.body.Close()
+		st.cancel()
+		st.release()
+	})
+	return nil
+}
+
+// tcpChunkReader reads the agent's chunks: io.EOF after the zero-length
+// one, errTCPTruncated if the body ends before it.
+type tcpChunkReader struct {
+	r    io.Reader
+	left int
+	hdr  [4]byte
+	eof  bool
+}
+
+var errTCPTruncated = errors.New("the agent's side ended without finishing")
+
+func (c *tcpChunkReader) Read(p []byte) (int, error) {
+	for c.left == 0 {
+		if c.eof {
+			return 0, io.EOF
+		}
+		if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = errTCPTruncated
+			}
+			return 0, err
+		}
+		n := binary.BigEndian.Uint32(c.hdr[:])
+		if n > maxTCPChunk {
+			return 0, fmt.Errorf("a chunk of %d bytes from the agent", n)
+		}
+		c.left = int(n)
+		c.eof = n == 0
+	}
+	n, err := c.r.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	if err == io.EOF {
+		if c.left > 0 {
+			return n, errTCPTruncated
+		}
+		err = nil
+	}
+	return n, err
+}
+
+// serveTCPH2 wraps the agent's handler for v2: a request with Sluice-Tcp
+// is a TCP connection, dialed with dial and pumped on the stream.
+func serveTCPH2(dial dialTCP, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Header[tcpHeader]; !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		err := errNoDialTCP
+		var conn net.Conn
+		if dial != nil {
+			conn, err = dial(r.Context(), r.Header.Get(tcpHeader))
+		}
+		if err != nil {
+			w.Header().Set(tcpErrorHeader, tcpReason(err))
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		p := &h2Peer{w: w, rc: http.NewResponseController(w), body: r.Body}
+		if err := p.rc.Flush(); err != nil {
+			conn.Close()
+			return
+		}
+		stop := context.AfterFunc(r.Context(), func() { abortConn(conn) })
+		defer stop()
+		if err := pumpTCP(conn, p, copyBufferSize); err != nil {
+			panic(http.ErrAbortHandler) // RST_STREAM: the edge sees a reset
+		}
+	})
+}
+
+// h2Peer is a TCP stream at the agent, in v2.
+type h2Peer struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	body io.ReadCloser
+	hdr  [4]byte
+}
+
+func (p *h2Peer) Read(b []byte) (int, error) { return p.body.Read(b) }
+
+func (p *h2Peer) Write(b []byte) (int, error) {
+	written := 0
+	for written < len(b) {
+		n := min(len(b)-written, maxTCPChunk)
+		if err := p.chunk(b[written : written+n]); err != nil {
+			return written, err
+		}
+		written += n
+	}
+	return written, nil
+}
+
+// chunk writes one chunk and flushes it.
+func (p *h2Peer) chunk(b []byte) error {
+	binary.BigEndian.PutUint32(p.hdr[:], uint32(len(b)))
+	if _, err := p.w.Write(p.hdr[:]); err != nil {
+		return err
+	}
+	if len(b) > 0 {
+		if _, err := p.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return p.rc.Flush()
+}
+
+// CloseWrite sends the zero-length chunk.
+func (p *h2Peer) CloseWrite() error { return p.chunk(nil) }
+
+// reset makes a blocked Read return; the handler then aborts the stream.
+func (p *h2Peer) reset(string) { p.body.Close() }
