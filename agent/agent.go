@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +32,16 @@ type Config struct {
 	Token string
 	// Name is the tunnel's name: its public URL is NAME.DOMAIN.
 	Name string
-	// Upstream is the local server, such as http://127.0.0.1:3000:
+	// Type is the kind of tunnel: "http" (the default: requests to
+	// Upstream) or "tcp" (connections to LocalAddr, on a public port).
+	Type string
+	// LocalAddr is, for a TCP tunnel, the local HOST:PORT each public
+	// connection is carried to (within DialTimeout).
+	LocalAddr string
+	// RemotePort is, for a TCP tunnel, the public port asked for; 0: any
+	// port the edge gives.
+	RemotePort int
+	// Upstream is, for an HTTP tunnel, the local server, such as http://127.0.0.1:3000:
 	// http:// (HTTP/1.1), https:// (HTTP/2 when the server offers it
 	// through ALPN, else HTTP/1.1) or h2c:// (HTTP/2 without TLS, with
 	// prior knowledge, as gRPC servers speak).
@@ -58,7 +68,8 @@ type Config struct {
 	Session tunnel.Config
 	// Logger receives the agent's logs. Nil discards.
 	Logger *slog.Logger
-	// Console, if set, gets one line per request.
+	// Console, if set, gets one line per request (per connection for a
+	// TCP tunnel).
 	Console io.Writer
 	// OnConnect, if set, is called with the public URL and the protocol
 	// ("v1" or "v2") each time the tunnel is registered.
@@ -94,6 +105,8 @@ type Agent struct {
 	backoff sse.Backoff // between sessions
 	target  atomic.Pointer[upstreamTarget]
 	access  *tunnel.Access // the visitor rules sent at registration, or nil
+
+	consoleMu sync.Mutex // one console line at a time (TCP tunnels)
 }
 
 // upstreamTarget is where requests go, and the Host they carry.
@@ -115,11 +128,28 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: edge %w", err)
 	}
-	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
-		return nil, errors.New("agent: no upstream")
-	}
-	if _, err := api.ParseUpstream(cfg.Upstream.String()); err != nil {
-		return nil, fmt.Errorf("agent: upstream %w", err)
+	switch cfg.Type {
+	case "", wire.TunnelHTTP:
+		cfg.Type = wire.TunnelHTTP
+		if cfg.Upstream == nil || cfg.Upstream.Host == "" {
+			return nil, errors.New("agent: no upstream")
+		}
+		if _, err := api.ParseUpstream(cfg.Upstream.String()); err != nil {
+			return nil, fmt.Errorf("agent: upstream %w", err)
+		}
+	case wire.TunnelTCP:
+		if _, _, err := net.SplitHostPort(cfg.LocalAddr); err != nil {
+			return nil, fmt.Errorf("agent: local address %q is not HOST:PORT", cfg.LocalAddr)
+		}
+		if cfg.RemotePort < 0 || cfg.RemotePort > 65535 {
+			return nil, fmt.Errorf("agent: remote port %d is not a port", cfg.RemotePort)
+		}
+		if cfg.BasicAuthUser != "" || cfg.BasicAuthPassword != "" {
+			return nil, errors.New("agent: basic auth does not apply to TCP tunnels; use allowed networks")
+		}
+		cfg.Upstream = &url.URL{Scheme: "tcp", Host: cfg.LocalAddr} // for the handler below, which a TCP tunnel never calls
+	default:
+		return nil, fmt.Errorf(`agent: tunnel type %q is not "http" or "tcp"`, cfg.Type)
 	}
 	upstreamTLS, err := newUpstreamTLS(cfg.UpstreamInsecure, cfg.UpstreamCA)
 	if err != nil {
@@ -271,6 +301,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // session connects, registers and serves until the connection ends.
 func (a *Agent) session(ctx context.Context) error {
+	var dial func(context.Context, string) (net.Conn, error)
+	if a.cfg.Type == wire.TunnelTCP {
+		dial = a.dialTCP
+	}
 	sess, err := tunnel.Dial(ctx, tunnel.DialConfig{
 		Config:          a.cfg.Session,
 		URL:             a.wsURL,
@@ -280,6 +314,9 @@ func (a *Agent) session(ctx context.Context) error {
 		UserAgent:       a.cfg.UserAgent,
 		TLSClientConfig: a.cfg.TLSClientConfig,
 		Access:          a.access,
+		Type:            a.cfg.Type,
+		RemotePort:      a.cfg.RemotePort,
+		DialTCP:         dial,
 	})
 	if err != nil {
 		var re *tunnel.RegisterError

@@ -52,6 +52,12 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	var name string
 	var attached, old tunnel.Session
 	var features []string
+	var tcp *tcpPort // the public port of a TCP tunnel
+	defer func() {
+		if tcp != nil {
+			tcp.close()
+		}
+	}()
 	session, err := tunnel.Accept(w, r, tunnel.AcceptConfig{
 		Config:    cfg,
 		DisableV2: s.cfg.DisableV2,
@@ -69,8 +75,27 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			}
 			g.Access = true // the rules sent are enforced (admit), or refused above
 			name = g.TunnelID
+			switch reg.Type {
+			case "", wire.TunnelHTTP:
+			case wire.TunnelTCP:
+				if access != nil && access.user != "" {
+					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
+					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to TCP tunnels (there is no HTTP request to ask it of); use allowed networks"}
+				}
+				if tcp, err = s.listenTCP(reg, name, g.Logger); err != nil {
+					return nil, err
+				}
+				g.PublicURL = tcp.url
+			default:
+				s.metrics.agentConns.WithLabelValues("bad_register").Inc()
+				return nil, &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel_type %q is not %q or %q", reg.Type, wire.TunnelHTTP, wire.TunnelTCP)}
+			}
 			g.Attach = func(session tunnel.Session) error {
-				o, res := s.registry.claim(name, reg.Token, owner, mark, session, s.newProxy(name, session), access)
+				var p *proxy
+				if tcp == nil {
+					p = s.newProxy(name, session)
+				}
+				o, res := s.registry.claim(name, reg.Token, owner, mark, session, p, access)
 				switch res {
 				case claimTaken:
 					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
@@ -113,6 +138,10 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.agentConns.WithLabelValues("ok").Inc()
 	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "features", features, "replaced", old != nil)
+	if tcp != nil {
+		log.Info("tcp tunnel listening", "tunnel", name, "url", tcp.url)
+		tcp.serve(session)
+	}
 
 	err = session.Run(s.ctx)
 	if s.registry.release(name, session) {

@@ -49,6 +49,7 @@ type Server struct {
 
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 	perIP   ipStreams         // public streams in flight per client IP
+	tcp     portPool          // TCP tunnels' public ports
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.
@@ -59,6 +60,7 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
+	s.tcp = portPool{host: cfg.TCPListenHost, rng: cfg.TCPPorts, any: cfg.TCPAnyPort}
 	s.initAccess()
 	s.buffers.Budget = cfg.Session.Budget
 	s.metrics.watchBudget(cfg.Session.Budget)
@@ -147,6 +149,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case e.session == nil:
 		errpage.Write(w, r, http.StatusBadGateway, wire.CodeAgentOffline, "agent offline",
 			"the agent for "+host+" is not connected (it left "+time.Since(e.since).Round(time.Second).String()+" ago); the tunnel serves again when it reconnects.")
+	case e.proxy == nil:
+		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "A TCP tunnel",
+			"the tunnel "+host+" is a TCP tunnel: it serves connections to its own port of this edge, not HTTP requests.")
 	default:
 		e.proxy.ServeHTTP(w, r)
 	}

@@ -33,6 +33,15 @@ outlive restarts and are managed through the admin API (/api/):
 
   sluice edge --listen 127.0.0.1:8080 --data /var/lib/sluice --admin-token A
   sluice tokens create --edge http://127.0.0.1:8080 --admin-token A
+
+TCP tunnels (sluice tcp) get public ports from --tcp-ports LOW-HIGH, on the
+host of --listen; their public address is tcp://DOMAIN:PORT, so DOMAIN must
+resolve to this machine for visitors. Without --tcp-ports the edge refuses
+TCP tunnels. The visitor allowlist (--allow, or a stored tunnel's) applies
+to each connection; basic auth does not (there is no HTTP request).
+
+  sluice edge --listen 0.0.0.0:8080 --domain tunnel.example.com --token T --tcp-ports 20000-20099
+  sluice tcp 5432 --edge http://tunnel.example.com:8080 --token T
 ` + acmeHelp + dnsHelp
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,6 +77,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
 	acmeOpts := addACMEFlags(fs)
 	dnsOpts := addDNSFlags(fs)
+	tcpPorts := fs.String("tcp-ports", "", "public ports for TCP tunnels, LOW-HIGH such as 20000-20099, on the host of --listen (default none: TCP tunnels refused)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -173,6 +183,12 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.WriteIdleTimeout = *writeIdle
 	cfg.MaxHeaderBytes = int(maxHeader)
 	cfg.Logger = newLogger(stderr, *verbose)
+	if *tcpPorts != "" {
+		if cfg.TCPPorts, err = edge.ParsePortRange(*tcpPorts); err != nil {
+			return cli.Usagef("edge: --tcp-ports: %v", err)
+		}
+		cfg.TCPListenHost, _, _ = net.SplitHostPort(*listen)
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

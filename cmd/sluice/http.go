@@ -139,7 +139,9 @@ func agentDefaults(fs *flag.FlagSet, cmd, edgeURL string, tokenFlag *cli.Secret,
 // tunnelOptions is one tunnel of sluice http or sluice start: what its
 // agent needs besides the edge.
 type tunnelOptions struct {
-	upstream           *url.URL
+	upstream           *url.URL // an HTTP tunnel's local server
+	tcp                string   // a TCP tunnel's local HOST:PORT ("" for HTTP)
+	remotePort         int      // the public port a TCP tunnel asks for (0: any)
 	name               string
 	hostHeader         string
 	protocol           string
@@ -200,6 +202,15 @@ func runAgents(ctx context.Context, d edgeDefaults, tunnels []tunnelOptions, lis
 		cfg := edge.DefaultConfig()
 		cfg.Tokens = []string{d.token}
 		cfg.Logger = logger
+		for _, o := range tunnels {
+			if o.tcp != "" {
+				// TCP tunnels on any free port of the listen host,
+				// named by it: what a local client connects to.
+				cfg.TCPAnyPort = true
+				cfg.TCPListenHost, _, _ = net.SplitHostPort(listen)
+				cfg.TCPHost = cfg.TCPListenHost
+			}
+		}
 		srv, err := edge.New(cfg)
 		if err != nil {
 			return err
@@ -251,7 +262,11 @@ func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger
 	if named {
 		prefix = o.name + ": "
 	}
-	return agent.Config{
+	target := o.tcp
+	if target == "" {
+		target = o.upstream.String()
+	}
+	cfg := agent.Config{
 		UserAgent:             userAgent(),
 		Edge:                  edgeURL,
 		Token:                 token,
@@ -268,7 +283,7 @@ func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger
 		AllowCIDRs:            o.allow,
 		Logger:                logger.With("tunnel", o.name),
 		OnConnect: func(public, protocol string) {
-			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, o.upstream)
+			fmt.Fprintf(stdout, "Forwarding %s -> %s\n", public, target)
 			fmt.Fprintf(stderr, "%stunnel up, protocol %s\n", prefix, protocol)
 			if o.authUser != "" {
 				fmt.Fprintf(stderr, "%svisitors must give basic auth, user %q (enforced by the edge)\n", prefix, o.authUser)
@@ -281,6 +296,10 @@ func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger
 			fmt.Fprintf(stderr, "%stunnel lost (%v); reconnecting in %v\n", prefix, err, delay.Round(time.Millisecond))
 		},
 	}
+	if o.tcp != "" {
+		cfg.Type, cfg.LocalAddr, cfg.RemotePort = wire.TunnelTCP, o.tcp, o.remotePort
+	}
+	return cfg
 }
 
 // agentError is the message for what ended an agent's Run.

@@ -1,0 +1,247 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
+)
+
+// Refusal codes of TCP tunnels' registrations.
+// TODO(wire): move to wire's codes with the tunnel engineer.
+const (
+	codePortUnavailable = "port_unavailable" // the public port asked for is out of the range or in use
+	codeNoTCPPorts      = "no_tcp_ports"     // the edge serves no TCP tunnels, or has no free port left
+)
+
+// tcpRefusal is the agent's answer for a port the pool did not give.
+func tcpRefusal(err error, asked int, rng PortRange) error {
+	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
+	switch {
+	case errors.Is(err, errNoTCP):
+		return refuse(codeNoTCPPorts, "this edge serves no TCP tunnels (its operator can start it with --tcp-ports LOW-HIGH)")
+	case errors.Is(err, errNoFreePort):
+		return refuse(codeNoTCPPorts, fmt.Sprintf("every port of this edge's TCP range %v is taken", rng))
+	case errors.Is(err, errPortOutOfRange):
+		return refuse(codePortUnavailable, fmt.Sprintf("port %d is outside this edge's TCP port range %v", asked, rng))
+	default:
+		return refuse(codePortUnavailable, fmt.Sprintf("port %d is in use at this edge", asked))
+	}
+}
+
+// tcpPort is the public port of one TCP tunnel's session: the edge
+// accepts connections on it while the session runs, each carried to the
+// agent as a stream (tunnel.Session.OpenTCP). close stops accepting,
+// gives the port back to the pool and waits for the connections, which
+// end with the session.
+type tcpPort struct {
+	s       *Server
+	name    string
+	ln      net.Listener
+	url     string // tcp://HOST:PORT
+	log     *slog.Logger
+	session tunnel.Session
+	wg      sync.WaitGroup
+	once    sync.Once
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[*net.TCPConn]struct{}
+	closed bool
+}
+
+// listenTCP gives registration reg a public port, or the refusal to send.
+func (s *Server) listenTCP(reg *tunnel.Registration, name string, log *slog.Logger) (*tcpPort, error) {
+	ln, port, err := s.tcp.listen(reg.RemotePort)
+	if err != nil {
+		s.metrics.agentConns.WithLabelValues("no_port").Inc()
+		return nil, tcpRefusal(err, reg.RemotePort, s.cfg.TCPPorts)
+	}
+	u := "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
+	return &tcpPort{s: s, name: name, ln: ln, url: u, log: log}, nil
+}
+
+// serve accepts public connections for session until close.
+func (p *tcpPort) serve(session tunnel.Session) {
+	p.session = session
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := p.ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return // closed
+			}
+			tc := c.(*net.TCPConn)
+			if !p.track(tc) {
+				reset(tc)
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer p.untrack(tc)
+				p.serveConn(tc)
+			}()
+		}
+	}()
+}
+
+// close stops accepting, gives the port back, resets the connections
+// still open (their session is gone: none is complete) and waits for
+// them. It is idempotent.
+func (p *tcpPort) close() {
+	p.once.Do(func() {
+		p.ln.Close()
+		p.mu.Lock()
+		p.closed = true
+		for c := range p.conns {
+			reset(c)
+		}
+		p.mu.Unlock()
+	})
+	p.wg.Wait()
+}
+
+func (p *tcpPort) track(c *net.TCPConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	if p.conns == nil {
+		p.conns = map[*net.TCPConn]struct{}{}
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *tcpPort) untrack(c *net.TCPConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, c)
+}
+
+// serveConn carries one public connection: the tunnel's visitor rules
+// and the per-address stream limit apply, then a stream to the agent
+// with bytes copied both ways.
+func (p *tcpPort) serveConn(c *net.TCPConn) {
+	s := p.s
+	m := s.metrics
+	ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	refuse := func(result string) {
+		m.conns.WithLabelValues(wire.TunnelTCP, result).Inc()
+		c.Close()
+	}
+	e := s.registry.lookup(p.name)
+	if e == nil || e.session != p.session {
+		refuse("not_allowed") // replaced, or ended by an admin
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	rules, err := s.visitorRules(ctx, p.name, e)
+	if err != nil {
+		refuse("store_error")
+		return
+	}
+	if rules != nil && (!rules.enabled || !rules.allows(ip)) {
+		s.cfg.Session.LogLimiter.Log(p.log, slog.LevelInfo, "tcp:not_allowed", "public connection refused by the tunnel's visitor rules", "visitor", ip)
+		refuse("not_allowed")
+		return
+	}
+	if !s.perIP.acquire(ip, s.cfg.MaxStreamsPerIP) {
+		m.limited.WithLabelValues("streams_per_ip").Inc()
+		refuse("streams_per_ip")
+		return
+	}
+	defer s.perIP.release(ip)
+	st, err := p.session.OpenTCP(ctx, c.RemoteAddr().String())
+	if err != nil {
+		p.log.Debug("public connection not carried", "visitor", ip, "err", err)
+		m.conns.WithLabelValues(wire.TunnelTCP, "open_failed").Inc()
+		reset(c)
+		return
+	}
+	m.conns.WithLabelValues(wire.TunnelTCP, "ok").Inc()
+	open := m.openConns.WithLabelValues(wire.TunnelTCP)
+	open.Inc()
+	defer open.Dec()
+	pipe(c, st, &s.buffers, m.tcpBytesIn, m.tcpBytesOut)
+}
+
+// counter is the part of prometheus.Counter pipe needs.
+type counter interface{ Add(float64) }
+
+// pipe copies c to st and st to c, with their half-closes, until both
+// ways are done, through buffers of pool. A stream that fails (the agent
+// reset it, its local connection failed, the session died) resets c: the
+// visitor never takes a broken connection for a complete one. A
+// connection that fails closes st, which tells the agent.
+func pipe(c *net.TCPConn, st tunnel.Stream, pool *tunnel.BufferPool, in, out counter) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // visitor -> agent
+		defer wg.Done()
+		buf := pool.Get()
+		defer pool.Put(buf)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := st.Write(buf[:n]); werr != nil {
+					reset(c)
+					return
+				}
+				in.Add(float64(n))
+			}
+			if errors.Is(err, io.EOF) {
+				st.CloseWrite()
+				return
+			}
+			if err != nil {
+				st.Close()
+				return
+			}
+		}
+	}()
+	buf := pool.Get()
+	defer pool.Put(buf)
+	for { // agent -> visitor
+		n, err := st.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				st.Close()
+				break
+			}
+			out.Add(float64(n))
+		}
+		if errors.Is(err, io.EOF) {
+			c.CloseWrite()
+			break
+		}
+		if err != nil {
+			reset(c)
+			st.Close()
+			break
+		}
+	}
+	wg.Wait()
+	st.Close()
+	c.Close()
+}
+
+// reset ends c with a TCP reset, not a clean close.
+func reset(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
