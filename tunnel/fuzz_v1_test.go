@@ -35,6 +35,11 @@ func FuzzV1Session(f *testing.F) {
 		`{"type":"http_response","request_id":"1","status":99999,"headers":{"":""}}`,
 		`{"type":"surprise"}` + "\n" + `not json` + "\n" + "\x00binary" + "\n" + v1Reply,
 		`{"type":"register","tunnel_id":"again"}` + "\n" + v1Reply,
+		// TCP frames from an agent the session opened no connection for.
+		`{"type":"tcp_data","connection_id":"1","data_b64":"b2s="}` + "\n" + v1Reply,
+		`{"type":"tcp_close","connection_id":"1","reason":"eof"}` + "\n" + `{"type":"tcp_close","connection_id":"1"}` + "\n" + v1Reply,
+		`{"type":"window_update","connection_id":"1","bytes":65536}` + "\n" + `{"type":"tcp_data","connection_id":77,"data_b64":"!!"}` + "\n" + v1Reply,
+		`{"type":"tcp_connect","connection_id":"2","remote_addr":"1.2.3.4:5"}` + "\n" + v1Reply,
 		`{"type":"http_response_start","request_id":"1","status":101,"headers":{"Upgrade":"websocket"}}`,
 		`{"type":"http_response","request_id":"1","status":200,"body_b64":"!!"}`,
 		`{"type":"http_response","request_id":1,"status":"200"}`,
