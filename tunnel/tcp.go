@@ -81,7 +81,9 @@ func closeWrite(c net.Conn) {
 // abortConn closes c so that its peer sees a reset, not an end: with no
 // linger on TCP.
 func abortConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	// An interface, not *net.TCPConn: the agent's console wraps the
+	// connection (embedding it), and a wrapped one must reset too.
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Protocol v2 carries a TCP connection as one full-duplex HTTP/2 stream,
@@ -92,14 +94,25 @@ type v2Stream struct {
 	cancel  context.CancelFunc
 	release func()
 	once    sync.Once
+	// Both set when that way ended cleanly: CloseWrite was called, Read
+	// returned io.EOF (the agent's half-close).
+	wroteEOF, readEOF atomic.Bool
 }
+
+// tcpFinish bounds Close's wait, after both ways ended cleanly, for the
+// stream's end (the agent's handler returning once it read the whole
+// request body).
+const tcpFinish = 10 * time.Second
 
 func (st *v2Stream) Read(p []byte) (int, error) {
 	if st.err != nil {
 		return 0, st.err
 	}
 	n, err := st.r.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		st.readEOF.Store(true)
+	case err != nil:
 		err = fmt.Errorf("%w: %w", ErrStreamReset, err)
 	}
 	return n, err
@@ -113,11 +126,22 @@ func (st *v2Stream) Write(p []byte) (int, error) {
 }
 
 // CloseWrite ends the request body: END_STREAM, the half-close.
-func (st *v2Stream) CloseWrite() error { return st.w.Close() }
+func (st *v2Stream) CloseWrite() error {
+	st.wroteEOF.Store(true)
+	return st.w.Close()
+}
 
-// Close resets what did not end, and uncounts the stream.
+// Close resets what did not end, and uncounts the stream. After both ways
+// ended cleanly it first waits (up to tcpFinish) for the stream's own end:
+// the last of the client's bytes may still be on their way to the agent,
+// and a reset now would drop them.
 func (st *v2Stream) Close() error {
 	st.once.Do(func() {
+		if st.err == nil && st.wroteEOF.Load() && st.readEOF.Load() {
+			t := time.AfterFunc(tcpFinish, func() { st.body.Close() })
+			io.Copy(io.Discard, st.body)
+			t.Stop()
+		}
 		st.w.CloseWithError(ErrStreamReset)
 		st.body.Close()
 		st.cancel()
