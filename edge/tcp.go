@@ -14,25 +14,18 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
-// Refusal codes of TCP tunnels' registrations.
-// TODO(wire): move to wire's codes with the tunnel engineer.
-const (
-	codePortUnavailable = "port_unavailable" // the public port asked for is out of the range or in use
-	codeNoTCPPorts      = "no_tcp_ports"     // the edge serves no TCP tunnels, or has no free port left
-)
-
 // tcpRefusal is the agent's answer for a port the pool did not give.
 func tcpRefusal(err error, asked int, rng PortRange) error {
 	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
 	switch {
 	case errors.Is(err, errNoTCP):
-		return refuse(codeNoTCPPorts, "this edge serves no TCP tunnels (its operator can start it with --tcp-ports LOW-HIGH)")
+		return refuse(wire.CodeNoTCPPorts, "this edge serves no TCP tunnels (its operator can start it with --tcp-ports LOW-HIGH)")
 	case errors.Is(err, errNoFreePort):
-		return refuse(codeNoTCPPorts, fmt.Sprintf("every port of this edge's TCP range %v is taken", rng))
+		return refuse(wire.CodeNoTCPPorts, fmt.Sprintf("every port of this edge's TCP range %v is taken", rng))
 	case errors.Is(err, errPortOutOfRange):
-		return refuse(codePortUnavailable, fmt.Sprintf("port %d is outside this edge's TCP port range %v", asked, rng))
+		return refuse(wire.CodePortUnavailable, fmt.Sprintf("port %d is outside this edge's TCP port range %v", asked, rng))
 	default:
-		return refuse(codePortUnavailable, fmt.Sprintf("port %d is in use at this edge", asked))
+		return refuse(wire.CodePortUnavailable, fmt.Sprintf("port %d is in use at this edge", asked))
 	}
 }
 

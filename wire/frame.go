@@ -106,6 +106,8 @@ const (
 	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
 	CodeNoAccess        = "no_access"         // the agent sent visitor rules and the edge did not confirm "access" (agent side)
 	CodeNoTCP           = "no_tcp"            // the agent asked for a TCP tunnel and the edge answered with no tcp:// public URL (agent side)
+	CodePortUnavailable = "port_unavailable"  // the public port asked for is outside the edge's TCP range, or in use
+	CodeNoTCPPorts      = "no_tcp_ports"      // the edge serves no TCP tunnels, or has no free port left
 	CodeBadAccess       = "bad_access"        // the visitor rules of register are malformed (a CIDR, the bcrypt hash)
 	CodeAccessStored    = "access_stored"     // visitor rules sent for a stored tunnel, whose own rules apply
 	CodeInternal        = "internal_error"    // the edge failed to decide (a store error); details are in its log
