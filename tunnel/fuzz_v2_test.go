@@ -193,6 +193,12 @@ func wait(t *testing.T, ch <-chan struct{}, what string) {
 // test ends, as is the server) and a channel closed once Run returned.
 func rawAgentSession(t *testing.T, ctx context.Context, cfg Config, v2 bool, features ...string) (Session, *websocket.Conn, <-chan struct{}) {
 	t.Helper()
+	return rawAgentSessionWith(t, ctx, cfg, v2, wire.Frame{Type: wire.TypeRegister, TunnelID: "t", AgentToken: "k", Features: features})
+}
+
+// rawAgentSessionWith is rawAgentSession registering with reg.
+func rawAgentSessionWith(t *testing.T, ctx context.Context, cfg Config, v2 bool, reg wire.Frame) (Session, *websocket.Conn, <-chan struct{}) {
+	t.Helper()
 	sessions := make(chan Session, 1)
 	runDone := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -216,7 +222,7 @@ func rawAgentSession(t *testing.T, ctx context.Context, cfg Config, v2 bool, fea
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	registerRaw(t, ws, features...)
+	registerRawFrame(t, ws, &reg)
 	var s Session
 	select {
 	case s = <-sessions:
@@ -238,8 +244,13 @@ func grantAll(cfg Config) AcceptConfig {
 // answer, which must be registered.
 func registerRaw(t *testing.T, ws *websocket.Conn, features ...string) {
 	t.Helper()
-	reg := wire.Frame{Type: wire.TypeRegister, TunnelID: "t", AgentToken: "k", Features: features}
-	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
+	registerRawFrame(t, ws, &wire.Frame{Type: wire.TypeRegister, TunnelID: "t", AgentToken: "k", Features: features})
+}
+
+// registerRawFrame is registerRaw with a register frame of the caller's.
+func registerRawFrame(t *testing.T, ws *websocket.Conn, reg *wire.Frame) {
+	t.Helper()
+	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, reg, wire.EncodeOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	typ, msg, err := ws.ReadMessage()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
 )
 
 // tcpProtocols are the protocols the TCP tests run over: our agent over
 // v1 (with its features) and over v2.
-var tcpProtocols = []string{ProtocolV2}
+var tcpProtocols = []string{ProtocolV1, ProtocolV2}
 
 // tcpSession starts an edge session and an agent of a TCP tunnel whose
 // connections go to local (a loopback listener's handler, run per
@@ -378,4 +380,198 @@ func TestRegisterTunnelType(t *testing.T) {
 	if seen[len(seen)-1].Type != wire.TunnelHTTP {
 		t.Errorf("a register without tunnel_type is %q, want http", seen[len(seen)-1].Type)
 	}
+}
+
+// rawTCPAgent opens a session for a raw agent registering a TCP tunnel
+// with features, counting the edge's frame errors.
+func rawTCPAgent(t *testing.T, features ...string) (Session, *websocket.Conn, func() map[string]int) {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	cfg := Config{PongTimeout: 5 * time.Second, OnFrameError: func(kind string) {
+		mu.Lock()
+		counts[kind]++
+		mu.Unlock()
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, ws, _ := rawAgentSessionWith(t, ctx, cfg, false, wire.Frame{Type: wire.TypeRegister, TunnelID: "t", AgentToken: "k", Features: features, TunnelType: wire.TunnelTCP})
+	return s, ws, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(counts)
+	}
+}
+
+func writeRaw(t *testing.T, ws *websocket.Conn, f *wire.Frame) {
+	t.Helper()
+	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, f, wire.EncodeOptions{})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitCounts waits until the edge counted want.
+func waitCounts(t *testing.T, counts func() map[string]int, want map[string]int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !maps.Equal(counts(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("frame errors %v, want %v", counts(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTCPJettyAgent: a plain Jetty agent (no features) gets tcp_connect,
+// tcp_data and, at Close, tcp_close, and never a window_update; its
+// tcp_data reaches Read, its tcp_close without a reason ends it cleanly
+// (a full close), with one as a reset carrying it. Bad frames are counted
+// and lose nothing else.
+func TestTCPJettyAgent(t *testing.T) {
+	t.Parallel()
+	sess, ws, counts := rawTCPAgent(t)
+	st, err := sess.OpenTCP(context.Background(), "203.0.113.7:51234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f := readRaw(t, ws)
+	if f.Type != wire.TypeTCPConnect || f.RemoteAddr != "203.0.113.7:51234" || f.ConnectionID == "" {
+		t.Fatalf("first frame %+v, want tcp_connect", f)
+	}
+	id := f.ConnectionID
+	if _, err := st.Write([]byte("SSH-2.0-client\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if f := readRaw(t, ws); f.Type != wire.TypeTCPData || f.ConnectionID != id || string(f.Data) != "SSH-2.0-client\r\n" {
+		t.Fatalf("frame %+v, want the client's tcp_data", f)
+	}
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: "999", Data: []byte("lost")})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPConnect, ConnectionID: "5", RemoteAddr: "x:1"})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: id, Data: []byte("SSH-2.0-server\r\n")})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPClose, ConnectionID: id})
+	b, err := io.ReadAll(st)
+	if err != nil || string(b) != "SSH-2.0-server\r\n" {
+		t.Fatalf("read %q, %v; want the server's line and a clean end", b, err)
+	}
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPClose, ConnectionID: id}) // twice
+	waitCounts(t, counts, map[string]int{"unknown_connection_id": 1, "unknown_type": 1, "late": 1})
+	if _, err := st.Write([]byte("x")); !errors.Is(err, ErrStreamReset) {
+		t.Errorf("write after the agent's close: %v, want ErrStreamReset", err)
+	}
+
+	// The local server refused: the reason reaches Read.
+	st2, err := sess.OpenTCP(context.Background(), "203.0.113.7:51235")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	f = readRaw(t, ws)
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPClose, ConnectionID: f.ConnectionID, Reason: "dial tcp 127.0.0.1:22: connect: connection refused"})
+	if _, err := io.ReadAll(st2); !errors.Is(err, ErrStreamReset) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("read %v, want a reset carrying the reason", err)
+	}
+
+	// CloseWrite sends nothing to a plain agent; Close sends tcp_close.
+	st3, err := sess.OpenTCP(context.Background(), "203.0.113.7:51236")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id3 := readRaw(t, ws).ConnectionID
+	st3.CloseWrite()
+	st3.Close()
+	if f := readRaw(t, ws); f.Type != wire.TypeTCPClose || f.ConnectionID != id3 {
+		t.Fatalf("frame %+v, want tcp_close for %s", f, id3)
+	}
+	if c := counts(); len(c) != 3 {
+		t.Errorf("frame errors %v", c)
+	}
+}
+
+// TestTCPBadFramesWithExtensions: with window and tcp_half_close, a second
+// eof and data past the window are counted; the eof alone is a clean end.
+func TestTCPBadFramesWithExtensions(t *testing.T) {
+	t.Parallel()
+	sess, ws, counts := rawTCPAgent(t, wire.FeatureWindow, wire.FeatureTCPHalfClose)
+	st, err := sess.OpenTCP(context.Background(), "203.0.113.7:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	id := readRaw(t, ws).ConnectionID
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: id, Data: []byte("bye")})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPClose, ConnectionID: id, Reason: wire.ReasonEOF})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPClose, ConnectionID: id, Reason: wire.ReasonEOF})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: id, Data: []byte("after")})
+	if b, err := io.ReadAll(st); err != nil || string(b) != "bye" {
+		t.Fatalf("read %q, %v; want bye and a clean half-close", b, err)
+	}
+	waitCounts(t, counts, map[string]int{"duplicate_close": 1, "invalid": 1})
+	// The edge still writes after the agent's half-close, then half-closes.
+	if _, err := st.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if f := readRaw(t, ws); f.Type != wire.TypeTCPData || string(f.Data) != "more" {
+		t.Fatalf("frame %+v, want tcp_data more", f)
+	}
+	st.CloseWrite()
+	if f := readRaw(t, ws); f.Type != wire.TypeTCPClose || f.Reason != wire.ReasonEOF || f.ConnectionID != id {
+		t.Fatalf("frame %+v, want tcp_close eof", f)
+	}
+
+	// Data past the window resets that connection only.
+	st2, err := sess.OpenTCP(context.Background(), "203.0.113.7:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	id2 := readRaw(t, ws).ConnectionID
+	window := DefaultWindowV1
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: id2, Data: make([]byte, window)})
+	writeRaw(t, ws, &wire.Frame{Type: wire.TypeTCPData, ConnectionID: id2, Data: []byte("x")})
+	if f := readRaw(t, ws); f.Type != wire.TypeTCPClose || f.ConnectionID != id2 || f.Reason == wire.ReasonEOF {
+		t.Fatalf("frame %+v, want a reset of %s", f, id2)
+	}
+	if b, err := io.ReadAll(st2); !errors.Is(err, ErrFlowControl) || len(b) != window {
+		t.Fatalf("read %d bytes, %v; want the window, then ErrFlowControl", len(b), err)
+	}
+	waitCounts(t, counts, map[string]int{"duplicate_close": 1, "invalid": 1, "flow_control": 1})
+}
+
+// TestTCPSessionEnd: the session ends mid-transfer; the edge's Read gets a
+// reset, never a clean end, and a blocked Write returns.
+func TestTCPSessionEnd(t *testing.T) {
+	forTCP(t, func(t *testing.T, proto string) {
+		release := make(chan struct{})
+		sess := tcpSession(t, proto, Config{}, func(c *net.TCPConn) {
+			c.Write([]byte("partial"))
+			<-release // reading nothing
+		}, nil)
+		t.Cleanup(func() { close(release) })
+		st, err := sess.OpenTCP(context.Background(), "203.0.113.1:5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		b := make([]byte, 7)
+		if _, err := io.ReadFull(st, b); err != nil {
+			t.Fatal(err)
+		}
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := st.Write(make([]byte, 64<<20)) // far past every window and buffer
+			wrote <- err
+		}()
+		sess.Close()
+		if _, err := io.ReadAll(st); !errors.Is(err, ErrStreamReset) {
+			t.Fatalf("read after the session ended: %v, want ErrStreamReset", err)
+		}
+		select {
+		case err := <-wrote:
+			if err == nil {
+				t.Fatal("a write of 64 MiB succeeded on a dead session")
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("a blocked Write never returned")
+		}
+	})
 }

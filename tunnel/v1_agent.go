@@ -39,6 +39,7 @@ func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 		handler: handler,
 		dialTCP: dial,
 		streams: make(map[string]*agentStream),
+		tcp:     make(map[string]*agentTCP),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -58,7 +59,14 @@ func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 	for _, st := range a.streams {
 		st.body.closeWrite(ErrSessionClosed)
 	}
+	conns := make([]*agentTCP, 0, len(a.tcp))
+	for _, p := range a.tcp {
+		conns = append(conns, p)
+	}
 	a.mu.Unlock()
+	for _, p := range conns {
+		p.end(ErrSessionClosed)
+	}
 	a.wg.Wait()
 	wg.Wait()
 	if parent.Err() != nil {
@@ -78,8 +86,9 @@ type agentSession struct {
 	ctx     context.Context
 	mu      sync.Mutex
 	streams map[string]*agentStream
-	peerErr *PeerError     // an error frame from the edge, if any
-	wg      sync.WaitGroup // handlers
+	tcp     map[string]*agentTCP // TCP connections (tcp_v1.go)
+	peerErr *PeerError           // an error frame from the edge, if any
+	wg      sync.WaitGroup       // handlers
 }
 
 type agentStream struct {
@@ -120,7 +129,18 @@ func (a *agentSession) handle(f *wire.Frame) {
 	case wire.TypeHTTPRequest, wire.TypeHTTPRequestStart:
 		a.start(f)
 		return
-	case wire.TypeHTTPRequestChunk, wire.TypeHTTPRequestEnd, wire.TypeHTTPCancel, wire.TypeWindowUpdate:
+	case wire.TypeTCPConnect:
+		a.startTCP(f)
+		return
+	case wire.TypeTCPData, wire.TypeTCPClose:
+		a.handleTCP(f)
+		return
+	case wire.TypeWindowUpdate:
+		if f.ConnectionID != "" {
+			a.handleTCP(f)
+			return
+		}
+	case wire.TypeHTTPRequestChunk, wire.TypeHTTPRequestEnd, wire.TypeHTTPCancel:
 	case wire.TypeRegistered:
 		return
 	case wire.TypeError:

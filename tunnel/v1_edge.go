@@ -26,8 +26,9 @@ type v1Edge struct {
 	conn *frameConn
 	cfg  v1Settings
 
-	mu      sync.Mutex // guards streams and nextID
+	mu      sync.Mutex // guards streams, tcp and nextID
 	streams map[string]*edgeStream
+	tcp     map[string]*v1TCP // TCP connections (tcp_v1.go)
 	nextID  uint64
 
 	wg sync.WaitGroup // request-body pumps
@@ -39,6 +40,7 @@ func newV1Edge(ws *websocket.Conn, cfg v1Settings) *v1Edge {
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,
 		streams: make(map[string]*edgeStream),
+		tcp:     make(map[string]*v1TCP),
 	}
 	s.lifecycle = newLifecycle(func() { ws.Close() })
 	return s
@@ -61,10 +63,9 @@ const (
 
 // edgeStream is one request in flight.
 type edgeStream struct {
-	id      string
-	s       *v1Edge
-	start   chan *http.Response // cap 1: the response head
-	body    *pipe
+	id    string
+	start chan *http.Response // cap 1: the response head
+	recvWindow
 	credit  *credit // request body bytes the agent lets us send
 	done    chan struct{}
 	once    sync.Once
@@ -88,15 +89,58 @@ type edgeStream struct {
 	proceed   chan struct{}
 	proceeded sync.Once
 	continued atomic.Bool
+}
 
-	// With the window feature, the agent's response credit (avail) is
-	// reserved from the budget until it arrives (then the pipe holds it)
-	// or the stream ends; owed is the rest of the window: what was read
-	// and not credited back, or not granted yet (wire.FeatureInitialWindow).
-	winMu sync.Mutex // guards avail, owed, ended
-	avail int64
-	owed  int64
-	ended bool
+// recvWindow is what a stream at the edge receives from the agent (a
+// response body, a TCP connection's bytes): the pipe it is read from and,
+// with the window feature, the agent's credit. That credit (avail) is
+// reserved from the budget until it arrives (then the pipe holds it) or
+// the stream ends; owed is the rest of the window: what was read and not
+// credited back, or not granted yet (wire.FeatureInitialWindow).
+type recvWindow struct {
+	s      *v1Edge
+	body   *pipe
+	update wire.Frame // the window_update that credits this stream, without its bytes
+	winMu  sync.Mutex // guards avail, owed, ended
+	avail  int64
+	owed   int64
+	ended  bool
+}
+
+// init sets up the receiving side of a new stream of s, whose
+// window_update frames are update with bytes set. The caller holds s.mu.
+func (w *recvWindow) init(s *v1Edge, update wire.Frame) {
+	w.s, w.update = s, update
+	if s.cfg.has(wire.FeatureWindow) {
+		// The agent may send its first window at once, before any
+		// window_update: the protocol's (512 KiB), or the one registered
+		// announced (wire.FeatureInitialWindow), so it is taken whatever
+		// is left. The rest of the window is owed: granted as the budget
+		// allows once the stream's first frame went out (grant), and as
+		// the consumer reads (creditAgent).
+		s.cfg.Budget.Force(s.cfg.window)
+		w.avail = s.cfg.window
+		w.owed = max(int64(s.cfg.V1.Window)-s.cfg.window, 0)
+		w.body = newPipe(s.cfg.V1.Window, w.creditAgent)
+	} else {
+		// Without flow control, the read loop stops (back-pressure on
+		// the whole connection) once a stream holds plainBuffer, or
+		// holds anything while the budget is spent.
+		w.body = newPipe(plainBuffer, nil)
+		w.body.reserve = true
+	}
+	w.body.budget = s.cfg.Budget
+}
+
+// endWindow stops crediting the agent and gives the credit it did not
+// use back to the budget.
+func (w *recvWindow) endWindow() {
+	w.winMu.Lock()
+	w.ended = true
+	avail := w.avail
+	w.avail = 0
+	w.winMu.Unlock()
+	w.s.cfg.Budget.Release(avail)
 }
 
 // informational is a 1xx response (not 101) from the agent.
@@ -139,9 +183,14 @@ func (s *v1Edge) Run(ctx context.Context) error {
 	s.mu.Lock()
 	streams := s.streams
 	s.streams = map[string]*edgeStream{}
+	conns := s.tcp
+	s.tcp = map[string]*v1TCP{}
 	s.mu.Unlock()
 	for _, st := range streams {
 		st.reset(ErrSessionClosed)
+	}
+	for _, st := range conns {
+		st.fail(fmt.Errorf("%w: %w", ErrStreamReset, ErrSessionClosed))
 	}
 	s.wg.Wait()
 	return err
@@ -179,8 +228,16 @@ func (s *v1Edge) lookup(id string) *edgeStream {
 // handle applies one frame from the agent.
 func (s *v1Edge) handle(f *wire.Frame) {
 	switch f.Type {
+	case wire.TypeTCPData, wire.TypeTCPClose:
+		s.handleTCP(f)
+		return
+	case wire.TypeWindowUpdate:
+		if f.ConnectionID != "" {
+			s.handleTCP(f)
+			return
+		}
 	case wire.TypeHTTPResponse, wire.TypeHTTPResponseStart, wire.TypeHTTPResponseChunk,
-		wire.TypeHTTPResponseEnd, wire.TypeWindowUpdate:
+		wire.TypeHTTPResponseEnd:
 	case wire.TypeHTTPResponseInfo:
 		if !s.cfg.has(wire.FeatureInformational) {
 			s.conn.frameError("unknown_type", fmt.Errorf("frame type %q from an agent without the informational feature", f.Type))
@@ -194,17 +251,9 @@ func (s *v1Edge) handle(f *wire.Frame) {
 	}
 	st := s.lookup(f.RequestID)
 	if st == nil {
-		if !s.issued(f.RequestID) {
-			s.conn.frameError("unknown_request_id", fmt.Errorf("%s for unknown request %q", f.Type, f.RequestID))
-			return
-		}
-		// Otherwise a frame for a stream that already ended (its client
-		// left, or a duplicate end): counted as "late" and dropped, logged
-		// only at debug level since cancellations make it normal.
-		s.cfg.Logger.Debug("frame for an ended stream", "type", f.Type, "request_id", f.RequestID)
-		if s.cfg.OnFrameError != nil {
-			s.cfg.OnFrameError("late")
-		}
+		// A frame for a stream that already ended (its client left, or
+		// a duplicate end) is "late"; one never issued is an error.
+		s.unknownStream(f, f.RequestID, "unknown_request_id")
 		return
 	}
 	switch f.Type {
@@ -260,7 +309,7 @@ func (s *v1Edge) handle(f *wire.Frame) {
 // arrived puts response bytes in the stream's pipe. With the window
 // feature they were reserved as credit; what the pipe does not take (its
 // consumer left) goes back to the budget.
-func (st *edgeStream) arrived(data []byte, wait bool) error {
+func (st *recvWindow) arrived(data []byte, wait bool) error {
 	n := int64(len(data))
 	if st.body.reserve {
 		_, err := st.body.write(data, wait, st.s.done)
@@ -378,12 +427,7 @@ func (st *edgeStream) forget() {
 		delete(st.s.streams, st.id)
 		unwatch := st.unwatch
 		st.s.mu.Unlock()
-		st.winMu.Lock()
-		st.ended = true
-		avail := st.avail
-		st.avail = 0
-		st.winMu.Unlock()
-		st.s.cfg.Budget.Release(avail)
+		st.endWindow()
 		st.s.release()
 		close(st.done)
 		unwatch()
@@ -594,7 +638,6 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 	s.nextID++
 	st := &edgeStream{
 		id:      strconv.FormatUint(s.nextID, 10),
-		s:       s,
 		start:   make(chan *http.Response, 1),
 		credit:  newCredit(int64(s.cfg.V1.Window)),
 		done:    make(chan struct{}),
@@ -603,33 +646,15 @@ func (s *v1Edge) open(ctx context.Context, upgrade bool) (*edgeStream, error) {
 	if s.cfg.has(wire.FeatureInformational) {
 		st.info = make(chan informational, maxInformational)
 	}
-	if s.cfg.has(wire.FeatureWindow) {
-		// The agent may send its first window at once, before any
-		// window_update: the protocol's (512 KiB), or the one registered
-		// announced (wire.FeatureInitialWindow), so it is taken whatever
-		// is left. The rest of the window is owed: granted as the budget
-		// allows once the request's head went out (grant), and as the
-		// client reads (creditAgent).
-		s.cfg.Budget.Force(s.cfg.window)
-		st.avail = s.cfg.window
-		st.owed = max(int64(s.cfg.V1.Window)-s.cfg.window, 0)
-		st.body = newPipe(s.cfg.V1.Window, st.creditAgent)
-	} else {
-		// Without flow control, the read loop stops (back-pressure on
-		// the whole connection) once a stream holds plainBuffer, or
-		// holds anything while the budget is spent.
-		st.body = newPipe(plainBuffer, nil)
-		st.body.reserve = true
-	}
-	st.body.budget = s.cfg.Budget
+	st.init(s, wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id})
 	st.unwatch = context.AfterFunc(ctx, func() { st.reset(context.Cause(ctx)) })
 	s.streams[st.id] = st
 	return st, nil
 }
 
-// creditAgent gives response-body credit back once half a window is
-// owed (read, or not granted yet), as far as the budget allows (grant).
-func (st *edgeStream) creditAgent(n int) {
+// creditAgent gives credit back once half a window is owed (read, or not
+// granted yet), as far as the budget allows (grant).
+func (st *recvWindow) creditAgent(n int) {
 	st.winMu.Lock()
 	st.owed += int64(n)
 	due := st.owed >= int64(st.s.cfg.V1.Window/2)
@@ -639,11 +664,12 @@ func (st *edgeStream) creditAgent(n int) {
 	}
 }
 
-// grant gives the agent the response credit owed, as far as the budget
-// allows: under pressure the credit shrinks, down to one chunk in flight
+// grant gives the agent the credit owed, as far as the budget allows:
+// under pressure the credit shrinks, down to one chunk in flight
 // (budgetFloor), so every stream still moves. It must not run before the
-// request's head went out: the agent does not know the stream before.
-func (st *edgeStream) grant() {
+// stream's first frame (a request's head, tcp_connect) went out: the agent
+// does not know the stream before.
+func (st *recvWindow) grant() {
 	b := st.s.cfg.Budget
 	st.winMu.Lock()
 	if st.ended || st.owed == 0 {
@@ -660,7 +686,9 @@ func (st *edgeStream) grant() {
 	st.avail += c
 	st.winMu.Unlock()
 	if c > 0 {
-		st.s.conn.writeFrame(&wire.Frame{Type: wire.TypeWindowUpdate, RequestID: st.id, Bytes: c})
+		f := st.update
+		f.Bytes = c
+		st.s.conn.writeFrame(&f)
 	}
 }
 
@@ -885,11 +913,3 @@ func isUpgrade(h http.Header) bool {
 }
 
 var _ Session = (*v1Edge)(nil)
-
-// OpenTCP opens a TCP stream to the agent (see tcp_v1.go).
-func (s *v1Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error) {
-	if !s.cfg.tcp {
-		return nil, ErrNotTCP
-	}
-	return nil, errors.New("tunnel: v1 TCP streams are not implemented yet")
-}

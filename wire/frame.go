@@ -91,8 +91,7 @@ const ReasonEOF = "eof"
 
 // Features lists every extension this implementation speaks, in the order
 // an agent announces them; an edge confirms the ones it shares.
-// (FeatureTCPHalfClose joins them once v1 carries TCP connections.)
-var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow, FeatureInformational}
+var Features = []string{FeatureRequestStream, FeatureWindow, FeatureCancel, FeatureMultiValueHeaders, FeatureTrailers, FeatureUpgrade, FeatureInitialWindow, FeatureInformational, FeatureTCPHalfClose}
 
 // Error codes: the code of an error frame (v1 and v2, before and after
 // registration), and of the edge's error pages and API errors where the
