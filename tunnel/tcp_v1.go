@@ -74,28 +74,15 @@ func (st *v1TCP) Read(p []byte) (int, error) { return st.body.Read(p) }
 // Write sends p as tcp_data frames within the agent's window.
 func (st *v1TCP) Write(p []byte) (int, error) {
 	s := st.s
-	window := s.cfg.has(wire.FeatureWindow)
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), chunkSize)
-		if window {
-			if n = st.credit.take(n, st.done); n == 0 {
-				return written, ErrStreamReset
-			}
-		}
+	ended := func() bool {
 		st.mu.Lock()
 		closed := st.sentEOF
 		st.mu.Unlock()
-		if closed || st.over() {
-			return written, ErrStreamReset
-		}
-		if err := s.conn.writeFrame(&wire.Frame{Type: wire.TypeTCPData, ConnectionID: st.id, Data: p[:n]}); err != nil {
-			return written, err
-		}
-		written += n
-		p = p[n:]
+		return closed || st.over()
 	}
-	return written, nil
+	return s.conn.sendChunks(p, s.cfg.has(wire.FeatureWindow), st.credit, st.done, ended, func(data []byte) *wire.Frame {
+		return &wire.Frame{Type: wire.TypeTCPData, ConnectionID: st.id, Data: data}
+	})
 }
 
 // over reports whether the stream ended (both ways, or reset).
@@ -303,28 +290,14 @@ func (p *agentTCP) Read(b []byte) (int, error) { return p.in.Read(b) }
 // Write sends b as tcp_data within the edge's window.
 func (p *agentTCP) Write(b []byte) (int, error) {
 	a := p.a
-	window := a.cfg.has(wire.FeatureWindow)
-	written := 0
-	for len(b) > 0 {
-		n := min(len(b), chunkSize)
-		if window {
-			if n = p.credit.take(n, p.done); n == 0 {
-				return written, ErrStreamReset
-			}
-		}
+	ended := func() bool {
 		p.mu.Lock()
-		closed := p.closed
-		p.mu.Unlock()
-		if closed {
-			return written, ErrStreamReset
-		}
-		if err := a.conn.writeFrame(&wire.Frame{Type: wire.TypeTCPData, ConnectionID: p.id, Data: b[:n]}); err != nil {
-			return written, err
-		}
-		written += n
-		b = b[n:]
+		defer p.mu.Unlock()
+		return p.closed
 	}
-	return written, nil
+	return a.conn.sendChunks(b, a.cfg.has(wire.FeatureWindow), p.credit, p.done, ended, func(data []byte) *wire.Frame {
+		return &wire.Frame{Type: wire.TypeTCPData, ConnectionID: p.id, Data: data}
+	})
 }
 
 // CloseWrite sends tcp_close "eof" to an edge with the half-close

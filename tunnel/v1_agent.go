@@ -531,22 +531,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 // sendChunks sends p as chunk frames within the edge's window.
 func (w *responseWriter) sendChunks(p []byte) (int, error) {
 	a := w.st.a
-	window := a.cfg.has(wire.FeatureWindow)
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), chunkSize)
-		if window {
-			if n = w.st.credit.take(n, w.st.ctx.Done()); n == 0 {
-				return written, ErrStreamReset
-			}
-		}
-		if err := a.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPResponseChunk, RequestID: w.st.id, Data: p[:n]}); err != nil {
-			return written, err
-		}
-		written += n
-		p = p[n:]
-	}
-	return written, nil
+	return a.conn.sendChunks(p, a.cfg.has(wire.FeatureWindow), w.st.credit, w.st.ctx.Done(), nil, func(data []byte) *wire.Frame {
+		return &wire.Frame{Type: wire.TypeHTTPResponseChunk, RequestID: w.st.id, Data: data}
+	})
 }
 
 // Flush sends the head if it was not sent yet, unless it is held: a held

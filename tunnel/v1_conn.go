@@ -227,3 +227,29 @@ func (c *credit) take(max int, stop <-chan struct{}) int {
 		}
 	}
 }
+
+// sendChunks sends p as frames of at most chunkSize bytes (frame makes one
+// for its data), each within cr's credit when window is on: the body
+// chunks of both ends and the bytes of TCP connections. It stops with
+// ErrStreamReset when stop closes while it waits for credit, or when ended
+// (if set) says the stream is over before a frame goes out.
+func (c *frameConn) sendChunks(p []byte, window bool, cr *credit, stop <-chan struct{}, ended func() bool, frame func(data []byte) *wire.Frame) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), chunkSize)
+		if window {
+			if n = cr.take(n, stop); n == 0 {
+				return written, ErrStreamReset
+			}
+		}
+		if ended != nil && ended() {
+			return written, ErrStreamReset
+		}
+		if err := c.writeFrame(frame(p[:n])); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}

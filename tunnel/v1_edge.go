@@ -875,25 +875,9 @@ type upgradedConn struct{ *edgeBody }
 func (c *upgradedConn) Write(p []byte) (int, error) {
 	st := c.st
 	s := st.s
-	window := s.cfg.has(wire.FeatureWindow)
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), chunkSize)
-		if window {
-			if n = st.credit.take(n, st.done); n == 0 {
-				return written, ErrStreamReset
-			}
-		}
-		if st.over() {
-			return written, ErrStreamReset
-		}
-		if err := s.conn.writeFrame(&wire.Frame{Type: wire.TypeHTTPRequestChunk, RequestID: st.id, Data: p[:n]}); err != nil {
-			return written, err
-		}
-		written += n
-		p = p[n:]
-	}
-	return written, nil
+	return s.conn.sendChunks(p, s.cfg.has(wire.FeatureWindow), st.credit, st.done, st.over, func(data []byte) *wire.Frame {
+		return &wire.Frame{Type: wire.TypeHTTPRequestChunk, RequestID: st.id, Data: data}
+	})
 }
 
 // isUpgrade reports whether h asks for a protocol upgrade (Connection:
