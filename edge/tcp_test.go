@@ -1,6 +1,8 @@
 package edge_test
 
 import (
+	"encoding/base64"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -91,5 +93,43 @@ func TestTCPRegistration(t *testing.T) {
 			t.Fatalf("the port was not given back after its session ended: %s", f.raw)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTCPPlainJettyAgent: an agent that speaks only Jetty's frames (no
+// features) registers a TCP tunnel and serves a public connection with
+// tcp_connect, tcp_data both ways and its tcp_close, which the public
+// client sees as the connection's clean end.
+func TestTCPPlainJettyAgent(t *testing.T) {
+	t.Parallel()
+	rng := freeRange(t, 1)
+	e := startEdge(t, func(c *edge.Config) { c.TCPPorts, c.TCPListenHost = rng, "127.0.0.1" })
+	a, f := registerTCP(t, e, "jetty", 0, "")
+	if f.typ() != "registered" {
+		t.Fatalf("registered: %s", f.raw)
+	}
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(rng.Low))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitFor(10 * time.Second)))
+	connect := a.read(t, 10*time.Second)
+	id := connect.str("connection_id")
+	if connect.typ() != "tcp_connect" || id == "" || !strings.HasPrefix(connect.str("remote_addr"), "127.0.0.1:") {
+		t.Fatalf("first frame for a connection: %s", connect.raw)
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	data := a.read(t, 10*time.Second)
+	if data.typ() != "tcp_data" || data.str("connection_id") != id || data.str("data_b64") != base64.StdEncoding.EncodeToString([]byte("ping")) {
+		t.Fatalf("the client's bytes reached the agent as %s", data.raw)
+	}
+	a.send(t, `{"type":"tcp_data","connection_id":"`+id+`","data_b64":"`+base64.StdEncoding.EncodeToString([]byte("pong"))+`"}`)
+	a.send(t, `{"type":"tcp_close","connection_id":"`+id+`"}`)
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "pong" {
+		t.Fatalf("the client read %q, %v; want pong and a clean end", b, err)
 	}
 }
