@@ -11,6 +11,7 @@
 #   bash bench/run.sh scale       10,000 SSE streams per protocol
 #   bash bench/run.sh hol         head-of-line blocking beside a stalled download
 #   bash bench/run.sh grpc        gRPC unary calls/s and streaming rate, direct and through sluice
+#   bash bench/run.sh tcp         TCP tunnels: direct, sluice tcp v1 and v2, frp and chisel if given
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,7 @@ find_nginx() {
   done
 }
 
-# A first argument that is not a flag names another run (scale, hol, grpc), which
+# A first argument that is not a flag names another run (scale, hol, grpc, tcp), which
 # needs no nginx.
 verb=
 case "${1:-}" in

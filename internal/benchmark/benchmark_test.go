@@ -94,6 +94,7 @@ func TestSmoke(t *testing.T) {
 	}
 
 	t.Run("grpc", func(t *testing.T) { grpcSmoke(t, bin, []string{"v1", "v2"}) })
+	t.Run("tcp", func(t *testing.T) { tcpSmoke(t, bin) })
 }
 
 // buildCmd builds the main package at pkg into a temporary directory.

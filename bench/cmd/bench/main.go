@@ -1,7 +1,8 @@
 // Command bench measures sluice on loopback: against the upstream it
 // fronts, two bare TCP relays and nginx (the default run), with many
 // concurrent streams (scale), beside a stalled stream (hol), under
-// injected network faults (faults), and with gRPC calls (grpc). It is not part of the sluice binary, so that
+// injected network faults (faults), with gRPC calls (grpc), and as TCP
+// tunnels beside frp and chisel (tcp). It is not part of the sluice binary, so that
 // sluice does not link the harness; bash bench/run.sh builds and runs it.
 //
 //	go run ./bench/cmd/bench [flags]          the comparative run
@@ -11,6 +12,7 @@
 //	go run ./bench/cmd/bench budget [flags]   1,000 clients that never read: the edge's memory within --max-buffer
 //	go run ./bench/cmd/bench limits [flags]   200,000 random names (the edge's heap), 1,030 slow uploads from one address
 //	go run ./bench/cmd/bench grpc [flags]     gRPC unary calls/s and server-streaming rate, direct and through v1 and v2
+//	go run ./bench/cmd/bench tcp [flags]      TCP tunnels: direct, sluice tcp v1 and v2, frp and chisel if given
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -61,12 +63,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runLimits(ctx, rest, stdout, stderr)
 	case "grpc":
 		err = runGRPC(ctx, rest, stdout, stderr)
+	case "tcp":
+		err = runTCP(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc, tcp or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

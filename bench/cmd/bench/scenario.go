@@ -9,7 +9,7 @@ import (
 )
 
 // scenario is what every scenario command (scale, hol, budget, faults,
-// limits, grpc) shares: the flags --sluice, --json and --quiet, no positional
+// limits, grpc, tcp) shares: the flags --sluice, --json and --quiet, no positional
 // argument, the sluice binary built unless given, progress on stderr, and
 // the report as a table or JSON.
 type scenario struct {
