@@ -82,7 +82,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to TCP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if tcp, err = s.listenTCP(reg, name, g.Logger); err != nil {
+				if tcp, err = s.listenTCP(reg, name, owner, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = tcp.url
