@@ -25,7 +25,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
+	"github.com/sluicehq/sluice/wire"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
 // Errors the store returns; callers map them to HTTP statuses.
@@ -61,9 +62,16 @@ type Token struct {
 type Tunnel struct {
 	Name         string
 	AgentTokenID string
+	// Type is the tunnel's kind, wire.TunnelHTTP (the default, also for
+	// "") or wire.TunnelTCP.
+	Type string
 	// Upstream is where a remotely managed agent sends this tunnel's
-	// requests, such as http://127.0.0.1:3000.
+	// requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 for a
+	// tcp tunnel).
 	Upstream string
+	// RemotePort is a tcp tunnel's public port at the edge; 0 for one
+	// from the edge's range (and for http tunnels).
+	RemotePort int
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
 	HostHeader string
@@ -307,14 +315,14 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
 	return s.Token(ctx, id)
 }
 
-const tunnelCols = `name, agent_token_id, upstream, host_header, basic_auth_user, basic_auth_hash, allow_cidrs, enabled, version, created_at, updated_at`
+const tunnelCols = `name, agent_token_id, upstream, host_header, basic_auth_user, basic_auth_hash, allow_cidrs, enabled, version, created_at, updated_at, type, remote_port`
 
 func scanTunnel(row interface{ Scan(...any) error }) (Tunnel, error) {
 	var t Tunnel
 	var cidrs string
 	var created, updated int64
 	if err := row.Scan(&t.Name, &t.AgentTokenID, &t.Upstream, &t.HostHeader, &t.BasicAuthUser, &t.BasicAuthHash,
-		&cidrs, &t.Enabled, &t.Version, &created, &updated); err != nil {
+		&cidrs, &t.Enabled, &t.Version, &created, &updated, &t.Type, &t.RemotePort); err != nil {
 		return Tunnel{}, err
 	}
 	if cidrs != "" {
@@ -337,6 +345,9 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 		return Tunnel{}, err
 	}
 	t.Hostnames = hostnames
+	if t.Type == "" {
+		t.Type = wire.TunnelHTTP
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	t.Version, t.CreatedAt, t.UpdatedAt = 1, now, now
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -344,9 +355,9 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		t.Name, t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash,
-		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now))
+		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now), t.Type, t.RemotePort)
 	if err != nil {
 		if s.isUniqueViolation(err) {
 			return Tunnel{}, ErrExists
@@ -479,9 +490,9 @@ func (s *Store) UpdateTunnel(ctx context.Context, name string, fn func(*Tunnel) 
 	t.Version++
 	t.UpdatedAt = time.Now().UTC().Truncate(time.Microsecond)
 	_, err = tx.ExecContext(ctx, s.q(`UPDATE tunnels SET agent_token_id = ?, upstream = ?, host_header = ?, basic_auth_user = ?,
-		basic_auth_hash = ?, allow_cidrs = ?, enabled = ?, version = ?, updated_at = ? WHERE name = ?`),
+		basic_auth_hash = ?, allow_cidrs = ?, enabled = ?, version = ?, updated_at = ?, type = ?, remote_port = ? WHERE name = ?`),
 		t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash, strings.Join(t.AllowCIDRs, ","),
-		t.Enabled, t.Version, toMicros(t.UpdatedAt), name)
+		t.Enabled, t.Version, toMicros(t.UpdatedAt), t.Type, t.RemotePort, name)
 	if err != nil {
 		return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
 	}
