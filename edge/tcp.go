@@ -97,8 +97,12 @@ func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, lo
 		t.ports[port] = pub
 	}
 	pub.refs++
-	u := "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(pub.port))
-	return &tcpPort{s: s, name: name, pub: pub, url: u, log: log}, nil
+	return &tcpPort{s: s, name: name, pub: pub, url: s.tcpURL(pub.port), log: log}, nil
+}
+
+// tcpURL is the public URL of a TCP tunnel's port, tcp://HOST:PORT.
+func (s *Server) tcpURL(port int) string {
+	return "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
 }
 
 // serve makes p the holder of its port, for session: the port's
