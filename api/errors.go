@@ -24,6 +24,7 @@ const (
 	CodeBadCIDR       = "bad_cidr"            // 400: an allow_cidrs entry that is not a CIDR
 	CodeBadHostname   = "bad_hostname"        // 400: a hostname that is not a DNS name, or under the edge's domain
 	CodeHostnameTaken = "hostname_taken"      // 409: a hostname that belongs to another tunnel
+	CodePortTaken     = "port_taken"          // 409: a remote_port that belongs to another tunnel
 	CodeStoreError    = "store_error"         // 500: the store failed
 	CodeNoStore       = "no_store"            // 404: the edge has no store, hence no API
 )

@@ -118,6 +118,8 @@ func storeError(w http.ResponseWriter, err error, what string) {
 		apiError(w, http.StatusConflict, api.CodeHostnameTaken, msg+"; remove it there first (sluice tunnels update "+cmp.Or(taken.Tunnel, "NAME")+" --hostname ...)")
 	case errors.Is(err, store.ErrBadHostname):
 		apiError(w, http.StatusBadRequest, api.CodeBadHostname, strings.TrimPrefix(err.Error(), "store: "))
+	case errors.Is(err, store.ErrPortTaken):
+		apiError(w, http.StatusConflict, api.CodePortTaken, "remote_port belongs to another stored tunnel; give another, or 0 for any")
 	case errors.Is(err, store.ErrExists):
 		apiError(w, http.StatusConflict, api.CodeExists, what+" already exists")
 	default:

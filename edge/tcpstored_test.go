@@ -75,6 +75,10 @@ func TestAPITCPTunnels(t *testing.T) {
 			}
 		})
 	}
+	_, err = c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db2"), Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:5433"), RemotePort: ptr(20001), AgentTokenID: ptr(agentID)})
+	if ae := wantAPIError(t, "a second tunnel on port 20001", err, 409, api.CodePortTaken); !strings.Contains(ae.Message, "remote_port belongs to another stored tunnel") {
+		t.Errorf("message %q", ae.Message)
+	}
 	// PATCH checks the tunnel as it would be.
 	_, err = c.UpdateTunnel(ctx, "web", api.TunnelRequest{Type: ptr("tcp")})
 	wantAPIError(t, "web to tcp with its http upstream", err, 400, api.CodeBadUpstream)

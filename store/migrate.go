@@ -56,6 +56,7 @@ CREATE TABLE cert_locks (
 		return `
 ALTER TABLE tunnels ADD COLUMN type TEXT NOT NULL DEFAULT 'http';
 ALTER TABLE tunnels ADD COLUMN remote_port BIGINT NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX tunnels_by_remote_port ON tunnels(remote_port) WHERE remote_port <> 0;
 `
 	}},
 }

@@ -33,7 +33,9 @@ import (
 var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
-	ErrRevoked  = errors.New("store: token revoked")
+	// ErrPortTaken: a tcp tunnel's remote port is another tunnel's.
+	ErrPortTaken = errors.New("store: remote port taken")
+	ErrRevoked   = errors.New("store: token revoked")
 	// ErrHostnameTaken: a hostname belongs to another tunnel (the error
 	// is a *HostnameTakenError, which names it).
 	ErrHostnameTaken = errors.New("store: hostname taken")
@@ -360,6 +362,9 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now), t.Type, t.RemotePort)
 	if err != nil {
 		if s.isUniqueViolation(err) {
+			if isPortViolation(err) {
+				return Tunnel{}, ErrPortTaken
+			}
 			return Tunnel{}, ErrExists
 		}
 		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
@@ -372,6 +377,10 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 	}
 	return t, nil
 }
+
+// isPortViolation tells a unique violation of tunnels_by_remote_port
+// (SQLite names the column, PostgreSQL the index).
+func isPortViolation(err error) bool { return strings.Contains(err.Error(), "remote_port") }
 
 func (s *Store) isUniqueViolation(err error) bool {
 	msg := err.Error()
@@ -494,6 +503,9 @@ func (s *Store) UpdateTunnel(ctx context.Context, name string, fn func(*Tunnel) 
 		t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash, strings.Join(t.AllowCIDRs, ","),
 		t.Enabled, t.Version, toMicros(t.UpdatedAt), t.Type, t.RemotePort, name)
 	if err != nil {
+		if s.isUniqueViolation(err) && isPortViolation(err) {
+			return Tunnel{}, ErrPortTaken
+		}
 		return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

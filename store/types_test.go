@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,6 +37,23 @@ func TestTunnelTypes(t *testing.T) {
 		}
 		if got, err := s.UpdateTunnel(ctx, "db", func(t *Tunnel) error { t.RemotePort = 20002; return nil }); err != nil || got.RemotePort != 20002 {
 			t.Fatalf("update the remote port: %+v, %v", got, err)
+		}
+		// A remote port is one tunnel's at most (0, any, is everyone's).
+		if _, err := s.CreateTunnel(ctx, Tunnel{Name: "db2", AgentTokenID: tok.ID, Type: wire.TunnelTCP, Upstream: "tcp://127.0.0.1:5433", RemotePort: 20002}); !errors.Is(err, ErrPortTaken) {
+			t.Fatalf("a second tunnel on port 20002: %v, want ErrPortTaken", err)
+		}
+		if _, err := s.UpdateTunnel(ctx, "web", func(t *Tunnel) error { t.Type, t.RemotePort = wire.TunnelTCP, 20002; return nil }); !errors.Is(err, ErrPortTaken) {
+			t.Fatalf("web onto port 20002: %v, want ErrPortTaken", err)
+		}
+		for _, n := range []string{"any1", "any2"} {
+			if _, err := s.CreateTunnel(ctx, Tunnel{Name: n, AgentTokenID: tok.ID, Type: wire.TunnelTCP, Upstream: "tcp://127.0.0.1:1"}); err != nil {
+				t.Fatalf("a tcp tunnel on any port: %v", err)
+			}
+		}
+		for _, n := range []string{"any1", "any2"} {
+			if _, err := s.DeleteTunnel(ctx, n); err != nil {
+				t.Fatal(err)
+			}
 		}
 		list, err := s.Tunnels(ctx, "")
 		if err != nil || len(list) != 2 {
