@@ -43,51 +43,25 @@ func echoTCP(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// A managed agent serves a stored tunnel of type tcp: it registers it as
-// a TCP tunnel on the stored port, and bytes go through both ways.
-func TestManagedTCPTunnel(t *testing.T) {
-	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-
-	st, err := store.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg := edge.DefaultConfig()
-	cfg.Store, cfg.AdminTokens = st, []string{"A"}
-	cfg.TCPPorts, cfg.TCPListenHost = edge.PortRange{Low: port, High: port}, "127.0.0.1"
-	addr := serveEdge(t, cfg)
-	admin, err := api.NewClient("http://"+addr, "A", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	_, secret, err := st.CreateToken(ctx, store.KindAgent, "owner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := echoTCP(t)
-	if _, err := admin.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://" + local),
-		RemotePort: ptr(port), AgentToken: ptr(secret)}); err != nil {
-		t.Fatal(err)
-	}
-	status := &statusLog{}
-	defer runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add})()
-	want := "Forwarding tcp://localhost:" + strconv.Itoa(port) + " -> " + local
-	deadline := time.Now().Add(patience)
-	for !strings.Contains(status.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q line within %v; status:\n%s", want, patience, status)
+// freePorts returns two ports free a moment ago, lower first.
+func freePorts(t *testing.T) (int, int) {
+	t.Helper()
+	var ports []int
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
+	return min(ports[0], ports[1]), max(ports[0], ports[1])
+}
 
+// echoThrough sends 1 MiB through the public port and checks that the
+// same bytes come back.
+func echoThrough(t *testing.T, port int) {
+	t.Helper()
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
@@ -114,4 +88,58 @@ func TestManagedTCPTunnel(t *testing.T) {
 	if !bytes.Equal(got, sent) {
 		t.Fatalf("got %d bytes back, not the %d sent", len(got), len(sent))
 	}
+}
+
+// waitStatus waits for a status line containing want.
+func waitStatus(t *testing.T, status *statusLog, want string) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for !strings.Contains(status.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q line within %v; status:\n%s", want, patience, status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A managed agent serves a stored tunnel of type tcp: it registers it as
+// a TCP tunnel on the stored port, and bytes go through both ways. When
+// the stored port changes, it registers again on the new one.
+func TestManagedTCPTunnel(t *testing.T) {
+	t.Parallel()
+	port, port2 := freePorts(t)
+
+	st, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := edge.DefaultConfig()
+	cfg.Store, cfg.AdminTokens = st, []string{"A"}
+	cfg.TCPPorts, cfg.TCPListenHost = edge.PortRange{Low: port, High: port2}, "127.0.0.1"
+	addr := serveEdge(t, cfg)
+	admin, err := api.NewClient("http://"+addr, "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, secret, err := st.CreateToken(ctx, store.KindAgent, "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := echoTCP(t)
+	if _, err := admin.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://" + local),
+		RemotePort: ptr(port), AgentToken: ptr(secret)}); err != nil {
+		t.Fatal(err)
+	}
+	status := &statusLog{}
+	defer runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add})()
+	waitStatus(t, status, "Forwarding tcp://localhost:"+strconv.Itoa(port)+" -> "+local)
+	echoThrough(t, port)
+
+	if _, err := admin.UpdateTunnel(ctx, "db", api.TunnelRequest{RemotePort: ptr(port2)}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, status, "Forwarding tcp://localhost:"+strconv.Itoa(port2)+" -> "+local)
+	echoThrough(t, port2)
 }
