@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,12 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // ManagedConfig configures a remotely managed agent: it serves the tunnels
@@ -68,8 +71,10 @@ type Managed struct {
 type managedTunnel struct {
 	agent    *Agent
 	cancel   context.CancelFunc
+	typ      string // wire.TunnelHTTP or wire.TunnelTCP
 	upstream string
 	host     string
+	port     int // a TCP tunnel's remote port
 }
 
 // refusal is a tunnel the edge refused (tunnel_taken and the like) or
@@ -296,26 +301,52 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 		}
 	}
 	for name, t := range want {
-		up, err := api.ParseUpstream(t.Upstream)
+		typ := cmp.Or(t.Type, wire.TunnelHTTP)
+		var up *url.URL
+		var local string // a TCP tunnel's local HOST:PORT
+		var err error
+		switch typ {
+		case wire.TunnelHTTP:
+			up, err = api.ParseUpstream(t.Upstream)
+		case wire.TunnelTCP:
+			local, err = api.ParseTCPUpstream(t.Upstream)
+		default:
+			m.cfg.Logger.Warn("tunnel of an unknown type skipped", "tunnel", name, "type", typ)
+			continue
+		}
 		if err != nil {
 			m.cfg.Logger.Warn("tunnel with a bad upstream skipped", "tunnel", name, "err", "upstream "+err.Error())
 			continue
 		}
 		if r := m.running[name]; r != nil {
-			if r.upstream != t.Upstream || r.host != t.HostHeader {
+			switch {
+			case r.typ != typ || typ == wire.TunnelTCP && (r.upstream != t.Upstream || r.port != t.RemotePort):
+				// A TCP tunnel's local address and port are its
+				// registration's: register again.
+				r.cancel()
+				delete(m.running, name)
+				m.cfg.Status(fmt.Sprintf("%s changed: registering again", name))
+			case r.upstream != t.Upstream || r.host != t.HostHeader:
 				r.agent.SetUpstream(up, t.HostHeader)
 				r.upstream, r.host = t.Upstream, t.HostHeader
 				m.cfg.Status(fmt.Sprintf("%s now -> %s", name, t.Upstream))
+				continue
+			default:
+				continue
 			}
-			continue
+		}
+		target := t.Upstream
+		if typ == wire.TunnelTCP {
+			target = local
 		}
 		a, err := New(Config{
-			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Upstream: up, HostHeader: t.HostHeader,
+			Edge: m.cfg.Edge, Token: m.cfg.Token, Name: name, Type: typ, Upstream: up, HostHeader: t.HostHeader,
+			LocalAddr: local, RemotePort: t.RemotePort,
 			UpstreamInsecure: m.cfg.UpstreamInsecure, UpstreamCA: m.cfg.UpstreamCA,
 			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
 			UserAgent: m.cfg.UserAgent, TLSClientConfig: m.cfg.TLSClientConfig,
 			OnConnect: func(public, protocol string) {
-				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, up, protocol))
+				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, target, protocol))
 			},
 		})
 		if err != nil {
@@ -328,7 +359,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			m.cfg.Status(fmt.Sprintf("retrying %s in %v", name, max(wait, 0).Round(time.Millisecond)))
 		}
 		tctx, tcancel := context.WithCancel(ctx)
-		mt := &managedTunnel{agent: a, cancel: tcancel, upstream: t.Upstream, host: t.HostHeader}
+		mt := &managedTunnel{agent: a, cancel: tcancel, typ: typ, upstream: t.Upstream, host: t.HostHeader, port: t.RemotePort}
 		m.running[name] = mt
 		m.wg.Add(1)
 		go func() {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -32,6 +33,20 @@ func ParseUpstream(s string) (*url.URL, error) {
 		return nil, &URLError{URL: s, Upstream: true}
 	}
 	return u, nil
+}
+
+// ParseTCPUpstream parses s as a tcp tunnel's local address,
+// tcp://HOST:PORT with a port from 1 to 65535, and returns HOST:PORT. Its
+// error is a *URLError naming s.
+func ParseTCPUpstream(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "tcp" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return "", &URLError{URL: s, TCP: true}
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 || u.Hostname() == "" {
+		return "", &URLError{URL: s, TCP: true}
+	}
+	return u.Host, nil
 }
 
 // maxAnswer bounds the answers the client reads.

@@ -17,12 +17,14 @@ const (
 	CodeBadJSON       = "bad_json"            // 400: the body is not the JSON expected
 	CodeBadKind       = "bad_kind"            // 400: a token kind other than agent or admin
 	CodeBadName       = "bad_name"            // 400: a name that is not a DNS label, or too long
-	CodeBadUpstream   = "bad_upstream"        // 400: not an http://, https:// or h2c:// URL
+	CodeBadUpstream   = "bad_upstream"        // 400: not an http://, https:// or h2c:// URL (tcp://HOST:PORT for a tcp tunnel)
+	CodeBadType       = "bad_type"            // 400: a type other than http or tcp, or an option its type does not have
 	CodeBadAgentToken = "bad_agent_token"     // 400: no agent token, or not one of this edge
 	CodeBadBasicAuth  = "bad_basic_auth"      // 400: basic auth half given, or a user with ':'
 	CodeBadCIDR       = "bad_cidr"            // 400: an allow_cidrs entry that is not a CIDR
 	CodeBadHostname   = "bad_hostname"        // 400: a hostname that is not a DNS name, or under the edge's domain
 	CodeHostnameTaken = "hostname_taken"      // 409: a hostname that belongs to another tunnel
+	CodePortTaken     = "port_taken"          // 409: a remote_port that belongs to another tunnel
 	CodeStoreError    = "store_error"         // 500: the store failed
 	CodeNoStore       = "no_store"            // 404: the edge has no store, hence no API
 )
@@ -65,9 +67,13 @@ var ErrOtherHost = errors.New("api: not the edge's host: the token is not sent t
 type URLError struct {
 	URL      string // the value given
 	Upstream bool   // from ParseUpstream: h2c:// is allowed too
+	TCP      bool   // from ParseTCPUpstream
 }
 
 func (e *URLError) Error() string {
+	if e.TCP {
+		return fmt.Sprintf("%q is not a tcp://HOST:PORT URL", e.URL)
+	}
 	if e.Upstream {
 		return fmt.Sprintf("%q is not an http://, https:// or h2c:// URL", e.URL)
 	}

@@ -22,9 +22,15 @@ type Token struct {
 type Tunnel struct {
 	Name         string `json:"name"`
 	AgentTokenID string `json:"agent_token_id"`
+	// Type is wire.TunnelHTTP or wire.TunnelTCP.
+	Type string `json:"type"`
 	// Upstream is where the managed agent sends the tunnel's requests,
-	// such as http://127.0.0.1:3000.
+	// such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 for a tcp
+	// tunnel: see ParseTCPUpstream).
 	Upstream string `json:"upstream"`
+	// RemotePort is a tcp tunnel's public port at the edge; 0 (left out)
+	// for one from the edge's --tcp-ports range.
+	RemotePort int `json:"remote_port,omitempty"`
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
 	HostHeader    string   `json:"host_header,omitempty"`
@@ -74,8 +80,13 @@ type ListTokensResponse struct {
 // /api/tunnels/{name}. A nil field is left as it is by PATCH (and takes
 // its default with POST); Name is required by POST and cannot change.
 type TunnelRequest struct {
-	Name     *string `json:"name,omitempty"`
-	Upstream *string `json:"upstream,omitempty"`
+	Name *string `json:"name,omitempty"`
+	// Type is wire.TunnelHTTP (the default) or wire.TunnelTCP. A tcp
+	// tunnel has a tcp:// upstream, may have a RemotePort, and has no
+	// hostnames, host header or basic auth.
+	Type       *string `json:"type,omitempty"`
+	Upstream   *string `json:"upstream,omitempty"`
+	RemotePort *int    `json:"remote_port,omitempty"`
 	// AgentToken (the secret) or AgentTokenID names the agent token the
 	// tunnel belongs to.
 	AgentToken   *string `json:"agent_token,omitempty"`
@@ -128,7 +139,9 @@ type AgentConfig struct {
 // AgentTunnel is a tunnel of an AgentConfig.
 type AgentTunnel struct {
 	Name       string `json:"name"`
+	Type       string `json:"type,omitempty"` // "" is wire.TunnelHTTP
 	Upstream   string `json:"upstream"`
+	RemotePort int    `json:"remote_port,omitempty"` // a tcp tunnel's public port; 0 for any
 	HostHeader string `json:"host_header,omitempty"`
 	Enabled    bool   `json:"enabled"`
 	Version    int64  `json:"version"`

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -82,7 +83,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to TCP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if tcp, err = s.listenTCP(reg, name, g.Logger); err != nil {
+				if tcp, err = s.listenTCP(reg, name, owner, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = tcp.url
@@ -211,7 +212,13 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tu
 		s.metrics.agentConns.WithLabelValues("bad_name").Inc()
 		return nil, false, &tunnel.RegisterError{Code: wire.CodeInvalidTunnelID, Message: fmt.Sprintf("tunnel_id %q is not a DNS label (a-z, 0-9 and '-', 1 to 63 long)", reg.TunnelID)}
 	}
-	owner, err = s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent())
+	owner, stored, err := s.authAgent(ctx, reg.Token, name, reg.Request.UserAgent())
+	if err == nil && owner {
+		if err := storedType(reg, stored); err != nil {
+			s.metrics.agentConns.WithLabelValues("bad_register").Inc()
+			return nil, false, err
+		}
+	}
 	if err != nil {
 		var re *tunnel.RegisterError
 		if errors.As(err, &re) {
@@ -223,6 +230,22 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tu
 		return nil, false, err
 	}
 	return &tunnel.Grant{TunnelID: name, PublicURL: s.PublicURL(name), Logger: log.With("tunnel", name)}, owner, nil
+}
+
+// storedType checks a registration of a stored tunnel against the stored
+// type, and gives a tcp tunnel its stored port (when it has one).
+func storedType(reg *tunnel.Registration, stored store.Tunnel) error {
+	typ := cmp.Or(reg.Type, wire.TunnelHTTP)
+	if want := cmp.Or(stored.Type, wire.TunnelHTTP); typ != want {
+		return &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel %q is stored as a tunnel of type %s, not %s", stored.Name, want, typ)}
+	}
+	if typ == wire.TunnelTCP && stored.RemotePort != 0 {
+		if reg.RemotePort != 0 && reg.RemotePort != stored.RemotePort {
+			return &tunnel.RegisterError{Code: wire.CodePortUnavailable, Message: fmt.Sprintf("tunnel %q is stored with port %d, not %d", stored.Name, stored.RemotePort, reg.RemotePort)}
+		}
+		reg.RemotePort = stored.RemotePort
+	}
+	return nil
 }
 
 func (s *Server) validToken(token string) bool {
@@ -241,9 +264,10 @@ func (s *Server) validToken(token string) bool {
 //
 // With a store token, the agent's connection is recorded in the store
 // (version from its User-Agent, this edge's name).
-func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (owner bool, err error) {
+func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (owner bool, stored store.Tunnel, err error) {
 	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
-	// storedOwner returns the stored tunnel's token, "" if none is stored.
+	// storedOwner returns the stored tunnel's token, "" if none is stored
+	// (and keeps the stored tunnel in stored).
 	storedOwner := func() (string, error) {
 		t, err := s.cfg.Store.Tunnel(ctx, name)
 		switch {
@@ -252,38 +276,39 @@ func (s *Server) authAgent(ctx context.Context, token, name, userAgent string) (
 		case err != nil:
 			return "", fmt.Errorf("edge: look up tunnel %q: %w", name, err)
 		}
+		stored = t
 		return t.AgentTokenID, nil
 	}
 	if s.validToken(token) {
 		if s.cfg.Store != nil {
 			if id, err := storedOwner(); err != nil {
-				return false, err
+				return false, stored, err
 			} else if id != "" {
-				return false, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
+				return false, stored, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 			}
 		}
-		return false, nil
+		return false, stored, nil
 	}
 	if s.cfg.Store == nil || token == "" {
-		return false, refuse(wire.CodeUnauthorized, "wrong agent token")
+		return false, stored, refuse(wire.CodeUnauthorized, "wrong agent token")
 	}
 	tok, err := s.cfg.Store.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, store.ErrRevoked):
-		return false, refuse(wire.CodeTokenRevoked, "this agent token was revoked")
+		return false, stored, refuse(wire.CodeTokenRevoked, "this agent token was revoked")
 	case errors.Is(err, store.ErrNotFound) || err == nil && tok.Kind != store.KindAgent:
-		return false, refuse(wire.CodeUnauthorized, "wrong agent token")
+		return false, stored, refuse(wire.CodeUnauthorized, "wrong agent token")
 	case err != nil:
-		return false, fmt.Errorf("edge: authenticate an agent: %w", err)
+		return false, stored, fmt.Errorf("edge: authenticate an agent: %w", err)
 	}
 	id, err := storedOwner()
 	if err != nil {
-		return false, err
+		return false, stored, err
 	} else if id != "" && id != tok.ID {
-		return false, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
+		return false, stored, refuse(wire.CodeTunnelTaken, fmt.Sprintf("tunnel %q belongs to another agent token", name))
 	}
 	if err := s.cfg.Store.SeenAgent(ctx, store.Agent{TokenID: tok.ID, Version: userAgent, LastSeen: time.Now(), Edge: s.cfg.EdgeName}); err != nil {
 		s.cfg.Logger.Warn("recording the agent in the store failed", "err", err)
 	}
-	return id != "", nil
+	return id != "", stored, nil
 }

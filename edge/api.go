@@ -118,6 +118,8 @@ func storeError(w http.ResponseWriter, err error, what string) {
 		apiError(w, http.StatusConflict, api.CodeHostnameTaken, msg+"; remove it there first (sluice tunnels update "+cmp.Or(taken.Tunnel, "NAME")+" --hostname ...)")
 	case errors.Is(err, store.ErrBadHostname):
 		apiError(w, http.StatusBadRequest, api.CodeBadHostname, strings.TrimPrefix(err.Error(), "store: "))
+	case errors.Is(err, store.ErrPortTaken):
+		apiError(w, http.StatusConflict, api.CodePortTaken, "remote_port belongs to another stored tunnel; give another, or 0 for any")
 	case errors.Is(err, store.ErrExists):
 		apiError(w, http.StatusConflict, api.CodeExists, what+" already exists")
 	default:
@@ -132,7 +134,7 @@ func apiToken(t store.Token) api.Token {
 
 // apiTunnel is t as the API shows it: without its basic-auth hash.
 func apiTunnel(t store.Tunnel) api.Tunnel {
-	return api.Tunnel{Name: t.Name, AgentTokenID: t.AgentTokenID, Upstream: t.Upstream, HostHeader: t.HostHeader,
+	return api.Tunnel{Name: t.Name, AgentTokenID: t.AgentTokenID, Type: t.Type, Upstream: t.Upstream, RemotePort: t.RemotePort, HostHeader: t.HostHeader,
 		BasicAuthUser: t.BasicAuthUser, AllowCIDRs: t.AllowCIDRs, Hostnames: t.Hostnames, Enabled: t.Enabled, Version: t.Version,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 }
@@ -235,11 +237,14 @@ func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 	if req.AgentTokenID != nil {
 		t.AgentTokenID = *req.AgentTokenID
 	}
+	if req.Type != nil {
+		t.Type = *req.Type
+	}
 	if req.Upstream != nil {
-		if _, err := api.ParseUpstream(*req.Upstream); err != nil {
-			return api.CodeBadUpstream, "upstream " + err.Error()
-		}
 		t.Upstream = *req.Upstream
+	}
+	if req.RemotePort != nil {
+		t.RemotePort = *req.RemotePort
 	}
 	if req.HostHeader != nil {
 		t.HostHeader = *req.HostHeader
@@ -274,8 +279,55 @@ func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 	if (t.BasicAuthUser == "") != (t.BasicAuthHash == "") {
 		return api.CodeBadBasicAuth, "basic auth needs both basic_auth_user and basic_auth_password"
 	}
+	if code, msg := checkType(req, t); code != "" {
+		return code, msg
+	}
 	if t.AgentTokenID == "" {
 		return api.CodeBadAgentToken, "a tunnel needs its agent's token: agent_token (the secret) or agent_token_id"
+	}
+	return "", ""
+}
+
+// checkType checks that t's upstream, remote port and options go with its
+// type (an http tunnel when it has none).
+func checkType(req *tunnelChange, t *store.Tunnel) (code, msg string) {
+	tcp := wire.TunnelTCP
+	switch t.Type {
+	case "":
+		t.Type = wire.TunnelHTTP
+	case wire.TunnelHTTP, tcp:
+	default:
+		return api.CodeBadType, fmt.Sprintf("type %q is not %q or %q", t.Type, wire.TunnelHTTP, tcp)
+	}
+	if t.Type != tcp {
+		if t.RemotePort != 0 {
+			return api.CodeBadType, "remote_port is for tunnels of type tcp"
+		}
+		if t.Upstream != "" && (req.Upstream != nil || req.Type != nil) {
+			if _, err := api.ParseUpstream(t.Upstream); err != nil {
+				msg := "upstream " + err.Error()
+				if strings.HasPrefix(t.Upstream, "tcp://") {
+					msg += " (tcp:// upstreams are for tunnels of type tcp)"
+				}
+				return api.CodeBadUpstream, msg
+			}
+		}
+		return "", ""
+	}
+	if t.Upstream != "" && (req.Upstream != nil || req.Type != nil) {
+		if _, err := api.ParseTCPUpstream(t.Upstream); err != nil {
+			return api.CodeBadUpstream, "upstream " + err.Error() + ", as a tunnel of type tcp needs, such as tcp://127.0.0.1:5432"
+		}
+	}
+	switch {
+	case t.RemotePort < 0 || t.RemotePort > 65535:
+		return api.CodeBadType, fmt.Sprintf("remote_port %d is not a port (1 to 65535, or 0 for one from the edge's range)", t.RemotePort)
+	case len(t.Hostnames) > 0:
+		return api.CodeBadType, "a tunnel of type tcp has no hostnames (its visitors come to its port, not to a hostname)"
+	case t.BasicAuthUser != "":
+		return api.CodeBadType, "basic auth does not apply to a tunnel of type tcp (there is no HTTP request to ask it of); use allow_cidrs"
+	case t.HostHeader != "":
+		return api.CodeBadType, "host_header does not apply to a tunnel of type tcp"
 	}
 	return "", ""
 }
@@ -303,7 +355,11 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.Upstream == "" {
-		apiError(w, http.StatusBadRequest, api.CodeBadUpstream, "a tunnel needs an upstream URL, such as http://127.0.0.1:3000")
+		example := "http://127.0.0.1:3000"
+		if t.Type == wire.TunnelTCP {
+			example = "tcp://127.0.0.1:5432"
+		}
+		apiError(w, http.StatusBadRequest, api.CodeBadUpstream, "a tunnel needs an upstream URL, such as "+example)
 		return
 	}
 	t, err := s.cfg.Store.CreateTunnel(r.Context(), t)

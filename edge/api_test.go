@@ -271,10 +271,10 @@ func TestAPIJSONShape(t *testing.T) {
 		t.Fatalf("create tunnel: %d %v", st, v)
 	}
 	check("create tunnel", v, "tunnel")
-	full := "agent_token_id,allow_cidrs,basic_auth_user,created_at,enabled,host_header,name,updated_at,upstream,version"
+	full := "agent_token_id,allow_cidrs,basic_auth_user,created_at,enabled,host_header,name,type,updated_at,upstream,version"
 	check("tunnel", v["tunnel"], full)
 	_, v = call("PATCH", "/api/tunnels/web", "A", `{"host_header":"","basic_auth_user":"","basic_auth_password":"","allow_cidrs":[]}`)
-	check("patched tunnel", v["tunnel"], "agent_token_id,created_at,enabled,name,updated_at,upstream,version")
+	check("patched tunnel", v["tunnel"], "agent_token_id,created_at,enabled,name,type,updated_at,upstream,version")
 	_, v = call("GET", "/api/tunnels", "A", "")
 	check("list tunnels", v, "tunnels")
 	_, v = call("GET", "/api/tunnels/web", "A", "")
@@ -286,7 +286,7 @@ func TestAPIJSONShape(t *testing.T) {
 
 	_, v = call("GET", "/api/agent/config", secret, "")
 	check("agent config", v, "agent_token_id,edge,push_url,tunnels")
-	check("agent config tunnel", first(v["tunnels"]), "enabled,name,public_url,upstream,version")
+	check("agent config tunnel", first(v["tunnels"]), "enabled,name,public_url,type,upstream,version")
 	check("agent config edge", v["edge"], "domain")
 
 	st, v = call("GET", "/api/tunnels", "nope", "")

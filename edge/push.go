@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/store"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // The push channel: GET /api/agent/push (bearer agent token) is an SSE
@@ -145,8 +146,15 @@ func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	cfg := api.AgentConfig{AgentTokenID: tok.ID, Tunnels: make([]api.AgentTunnel, 0, len(list)), PushURL: s.pushURL(),
 		Edge: api.AgentEdge{Domain: s.cfg.Domain}}
 	for _, t := range list {
-		cfg.Tunnels = append(cfg.Tunnels, api.AgentTunnel{Name: t.Name, Upstream: t.Upstream, HostHeader: t.HostHeader,
-			Enabled: t.Enabled, Version: t.Version, PublicURL: s.PublicURL(t.Name)})
+		at := api.AgentTunnel{Name: t.Name, Type: t.Type, Upstream: t.Upstream, RemotePort: t.RemotePort, HostHeader: t.HostHeader,
+			Enabled: t.Enabled, Version: t.Version, PublicURL: s.PublicURL(t.Name)}
+		if t.Type == wire.TunnelTCP {
+			at.PublicURL = "" // known once the agent has a port
+			if t.RemotePort != 0 {
+				at.PublicURL = s.tcpURL(t.RemotePort)
+			}
+		}
+		cfg.Tunnels = append(cfg.Tunnels, at)
 	}
 	writeJSON(w, http.StatusOK, cfg)
 }

@@ -88,6 +88,15 @@ func (r *registry) claim(name, token string, owner bool, mark uint64, session tu
 	return old, claimed
 }
 
+// mayClaim reports whether a claim of name for token (owner: see claim)
+// would be granted now.
+func (r *registry) mayClaim(name, token string, owner bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.tunnels[name]
+	return e == nil || owner || r.freeLocked(e, token)
+}
+
 // freeLocked reports whether token may take e's name: e is held or
 // reserved by the same token, or ended by an admin, or forgotten.
 func (r *registry) freeLocked(e *entry, token string) bool {

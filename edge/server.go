@@ -50,6 +50,7 @@ type Server struct {
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 	perIP   ipStreams         // public streams in flight per client IP
 	tcp     portPool          // TCP tunnels' public ports
+	ports   publicPorts       // the ports held, by number
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.

@@ -29,19 +29,46 @@ func tcpRefusal(err error, asked int, rng PortRange) error {
 	}
 }
 
+// publicPorts is the table of the public ports TCP tunnels hold, by
+// number, owned by one mutex (which also guards each publicPort's refs
+// and current). A port belongs to a tunnel name: a registration of the
+// same name that would replace the session holding it (registry.mayClaim:
+// an agent reconnecting before the edge saw its old connection die) takes
+// the port over instead of being refused; another tunnel asking for it is
+// refused.
+type publicPorts struct {
+	mu    sync.Mutex
+	ports map[int]*publicPort
+}
+
+// publicPort is one listening public port. Its accept loop (started by
+// the first serve) hands each connection to the tcpPort of the session
+// that holds the port now (current); refs counts the tcpPorts using it,
+// and the last to close closes the listener.
+type publicPort struct {
+	ln      net.Listener
+	port    int
+	name    string
+	refs    int
+	current *tcpPort
+	started bool
+	wg      sync.WaitGroup // the accept loop
+}
+
 // tcpPort is the public port of one TCP tunnel's session: the edge
-// accepts connections on it while the session runs, each carried to the
-// agent as a stream (tunnel.Session.OpenTCP). close stops accepting,
-// gives the port back to the pool and waits for the connections, which
-// end with the session.
+// accepts connections on it while the session holds it, each carried to
+// the agent as a stream (tunnel.Session.OpenTCP). close stops using the
+// port, gives it back to the pool when no session of the tunnel uses it
+// any more, and waits for the session's connections, which end with the
+// session.
 type tcpPort struct {
 	s       *Server
 	name    string
-	ln      net.Listener
+	pub     *publicPort
 	url     string // tcp://HOST:PORT
 	log     *slog.Logger
 	session tunnel.Session
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the connections
 	once    sync.Once
 
 	mu     sync.Mutex // guards conns and closed
@@ -49,25 +76,53 @@ type tcpPort struct {
 	closed bool
 }
 
-// listenTCP gives registration reg a public port, or the refusal to send.
-func (s *Server) listenTCP(reg *tunnel.Registration, name string, log *slog.Logger) (*tcpPort, error) {
-	ln, port, err := s.tcp.listen(reg.RemotePort)
-	if err != nil {
-		s.metrics.agentConns.WithLabelValues("no_port").Inc()
-		return nil, tcpRefusal(err, reg.RemotePort, s.cfg.TCPPorts)
+// listenTCP gives registration reg a public port, or the refusal to send:
+// the port it asks for (a new listener, or the one of the session of the
+// same tunnel it replaces) or one from the pool.
+func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, log *slog.Logger) (*tcpPort, error) {
+	t := &s.ports
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pub := t.ports[reg.RemotePort]
+	if reg.RemotePort == 0 || pub == nil || pub.name != name || !s.registry.mayClaim(name, reg.Token, owner) {
+		ln, port, err := s.tcp.listen(reg.RemotePort)
+		if err != nil {
+			s.metrics.agentConns.WithLabelValues("no_port").Inc()
+			return nil, tcpRefusal(err, reg.RemotePort, s.cfg.TCPPorts)
+		}
+		pub = &publicPort{ln: ln, port: port, name: name}
+		if t.ports == nil {
+			t.ports = map[int]*publicPort{}
+		}
+		t.ports[port] = pub
 	}
-	u := "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
-	return &tcpPort{s: s, name: name, ln: ln, url: u, log: log}, nil
+	pub.refs++
+	return &tcpPort{s: s, name: name, pub: pub, url: s.tcpURL(pub.port), log: log}, nil
 }
 
-// serve accepts public connections for session until close.
+// tcpURL is the public URL of a TCP tunnel's port, tcp://HOST:PORT.
+func (s *Server) tcpURL(port int) string {
+	return "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
+}
+
+// serve makes p the holder of its port, for session: the port's
+// connections go to it from now on.
 func (p *tcpPort) serve(session tunnel.Session) {
 	p.session = session
-	p.wg.Add(1)
+	t := &p.s.ports
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pub := p.pub
+	pub.current = p
+	if pub.started {
+		return
+	}
+	pub.started = true
+	pub.wg.Add(1)
 	go func() {
-		defer p.wg.Done()
+		defer pub.wg.Done()
 		for {
-			c, err := p.ln.Accept()
+			c, err := pub.ln.Accept()
 			if err != nil {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
@@ -76,26 +131,43 @@ func (p *tcpPort) serve(session tunnel.Session) {
 				return // closed
 			}
 			tc := c.(*net.TCPConn)
-			if !p.track(tc) {
+			t.mu.Lock()
+			cur := pub.current
+			t.mu.Unlock()
+			if cur == nil || !cur.track(tc) {
 				reset(tc)
-				return
+				continue
 			}
-			p.wg.Add(1)
 			go func() {
-				defer p.wg.Done()
-				defer p.untrack(tc)
-				p.serveConn(tc)
+				defer cur.untrack(tc)
+				cur.serveConn(tc)
 			}()
 		}
 	}()
 }
 
-// close stops accepting, gives the port back, resets the connections
-// still open (their session is gone: none is complete) and waits for
-// them. It is idempotent.
+// close stops taking connections, gives the port back when no other
+// session of the tunnel took it over, resets the connections still open
+// (their session is gone: none is complete) and waits for them. It is
+// idempotent.
 func (p *tcpPort) close() {
 	p.once.Do(func() {
-		p.ln.Close()
+		t := &p.s.ports
+		t.mu.Lock()
+		pub := p.pub
+		if pub.current == p {
+			pub.current = nil
+		}
+		pub.refs--
+		last := pub.refs == 0
+		if last {
+			delete(t.ports, pub.port)
+		}
+		t.mu.Unlock()
+		if last {
+			pub.ln.Close()
+			pub.wg.Wait()
+		}
 		p.mu.Lock()
 		p.closed = true
 		for c := range p.conns {
@@ -106,6 +178,7 @@ func (p *tcpPort) close() {
 	p.wg.Wait()
 }
 
+// track adds c to p's connections (counted in p.wg), unless p is closed.
 func (p *tcpPort) track(c *net.TCPConn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -116,13 +189,15 @@ func (p *tcpPort) track(c *net.TCPConn) bool {
 		p.conns = map[*net.TCPConn]struct{}{}
 	}
 	p.conns[c] = struct{}{}
+	p.wg.Add(1)
 	return true
 }
 
 func (p *tcpPort) untrack(c *net.TCPConn) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	delete(p.conns, c)
+	p.mu.Unlock()
+	p.wg.Done()
 }
 
 // serveConn carries one public connection: the tunnel's visitor rules

@@ -165,7 +165,7 @@ func testMigrateFromUnversioned(t *testing.T, db *sql.DB, postgres bool, target 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(old.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, '', '', '', '', TRUE, 1, 0, 0)`), "kept", tok.ID, "http://127.0.0.1:9"); err != nil {
+	if _, err := db.Exec(old.q(`INSERT INTO tunnels (`+tunnelColsV1+`) VALUES (?, ?, ?, '', '', '', '', TRUE, 1, 0, 0)`), "kept", tok.ID, "http://127.0.0.1:9"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -52,6 +52,13 @@ CREATE TABLE cert_locks (
 );
 `
 	}},
+	{4, "tunnel types (http, tcp) and the public port of a tcp tunnel", func(bool) string {
+		return `
+ALTER TABLE tunnels ADD COLUMN type TEXT NOT NULL DEFAULT 'http';
+ALTER TABLE tunnels ADD COLUMN remote_port BIGINT NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX tunnels_by_remote_port ON tunnels(remote_port) WHERE remote_port <> 0;
+`
+	}},
 }
 
 // migrationLock is the PostgreSQL advisory lock that makes edges migrate

@@ -25,14 +25,17 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
+	"github.com/sluicehq/sluice/wire"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
 // Errors the store returns; callers map them to HTTP statuses.
 var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
-	ErrRevoked  = errors.New("store: token revoked")
+	// ErrPortTaken: a tcp tunnel's remote port is another tunnel's.
+	ErrPortTaken = errors.New("store: remote port taken")
+	ErrRevoked   = errors.New("store: token revoked")
 	// ErrHostnameTaken: a hostname belongs to another tunnel (the error
 	// is a *HostnameTakenError, which names it).
 	ErrHostnameTaken = errors.New("store: hostname taken")
@@ -61,9 +64,16 @@ type Token struct {
 type Tunnel struct {
 	Name         string
 	AgentTokenID string
+	// Type is the tunnel's kind, wire.TunnelHTTP (the default, also for
+	// "") or wire.TunnelTCP.
+	Type string
 	// Upstream is where a remotely managed agent sends this tunnel's
-	// requests, such as http://127.0.0.1:3000.
+	// requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 for a
+	// tcp tunnel).
 	Upstream string
+	// RemotePort is a tcp tunnel's public port at the edge; 0 for one
+	// from the edge's range (and for http tunnels).
+	RemotePort int
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
 	HostHeader string
@@ -307,14 +317,14 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
 	return s.Token(ctx, id)
 }
 
-const tunnelCols = `name, agent_token_id, upstream, host_header, basic_auth_user, basic_auth_hash, allow_cidrs, enabled, version, created_at, updated_at`
+const tunnelCols = `name, agent_token_id, upstream, host_header, basic_auth_user, basic_auth_hash, allow_cidrs, enabled, version, created_at, updated_at, type, remote_port`
 
 func scanTunnel(row interface{ Scan(...any) error }) (Tunnel, error) {
 	var t Tunnel
 	var cidrs string
 	var created, updated int64
 	if err := row.Scan(&t.Name, &t.AgentTokenID, &t.Upstream, &t.HostHeader, &t.BasicAuthUser, &t.BasicAuthHash,
-		&cidrs, &t.Enabled, &t.Version, &created, &updated); err != nil {
+		&cidrs, &t.Enabled, &t.Version, &created, &updated, &t.Type, &t.RemotePort); err != nil {
 		return Tunnel{}, err
 	}
 	if cidrs != "" {
@@ -337,6 +347,9 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 		return Tunnel{}, err
 	}
 	t.Hostnames = hostnames
+	if t.Type == "" {
+		t.Type = wire.TunnelHTTP
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	t.Version, t.CreatedAt, t.UpdatedAt = 1, now, now
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -344,11 +357,14 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tunnels (`+tunnelCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		t.Name, t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash,
-		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now))
+		strings.Join(t.AllowCIDRs, ","), t.Enabled, t.Version, toMicros(now), toMicros(now), t.Type, t.RemotePort)
 	if err != nil {
 		if s.isUniqueViolation(err) {
+			if isPortViolation(err) {
+				return Tunnel{}, ErrPortTaken
+			}
 			return Tunnel{}, ErrExists
 		}
 		return Tunnel{}, fmt.Errorf("store: create tunnel: %w", err)
@@ -361,6 +377,10 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 	}
 	return t, nil
 }
+
+// isPortViolation tells a unique violation of tunnels_by_remote_port
+// (SQLite names the column, PostgreSQL the index).
+func isPortViolation(err error) bool { return strings.Contains(err.Error(), "remote_port") }
 
 func (s *Store) isUniqueViolation(err error) bool {
 	msg := err.Error()
@@ -479,10 +499,13 @@ func (s *Store) UpdateTunnel(ctx context.Context, name string, fn func(*Tunnel) 
 	t.Version++
 	t.UpdatedAt = time.Now().UTC().Truncate(time.Microsecond)
 	_, err = tx.ExecContext(ctx, s.q(`UPDATE tunnels SET agent_token_id = ?, upstream = ?, host_header = ?, basic_auth_user = ?,
-		basic_auth_hash = ?, allow_cidrs = ?, enabled = ?, version = ?, updated_at = ? WHERE name = ?`),
+		basic_auth_hash = ?, allow_cidrs = ?, enabled = ?, version = ?, updated_at = ?, type = ?, remote_port = ? WHERE name = ?`),
 		t.AgentTokenID, t.Upstream, t.HostHeader, t.BasicAuthUser, t.BasicAuthHash, strings.Join(t.AllowCIDRs, ","),
-		t.Enabled, t.Version, toMicros(t.UpdatedAt), name)
+		t.Enabled, t.Version, toMicros(t.UpdatedAt), t.Type, t.RemotePort, name)
 	if err != nil {
+		if s.isUniqueViolation(err) && isPortViolation(err) {
+			return Tunnel{}, ErrPortTaken
+		}
 		return Tunnel{}, fmt.Errorf("store: update tunnel: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"flag"
@@ -10,11 +11,13 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // "sluice tokens" and "sluice tunnels": clients of an edge's admin API
@@ -45,6 +48,8 @@ managed agent (sluice agent) serves its tunnels, each to its upstream.
 
   sluice tunnels create NAME --upstream http://127.0.0.1:3000 --agent-token T --edge URL --admin-token A
       [--hostname app.example.com ...]   custom hostnames the edge also serves NAME at
+  sluice tunnels create NAME --type tcp --upstream tcp://127.0.0.1:5432 [--remote-port N] --agent-token T ...
+      a TCP tunnel: public port N of the edge (default: one of its --tcp-ports range)
   sluice tunnels list --edge URL --admin-token A
   sluice tunnels get NAME --edge URL --admin-token A
   sluice tunnels update NAME --upstream http://127.0.0.1:4000 --edge URL --admin-token A
@@ -289,7 +294,9 @@ func runTunnels(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // tunnelFlags declares the flags of tunnels create and update and returns
 // the function that makes the request of those given.
 func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) {
-	upstream := fs.String("upstream", "", "where the agent sends the tunnel's requests, such as http://127.0.0.1:3000")
+	upstream := fs.String("upstream", "", "where the agent sends the tunnel's requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 with --type tcp)")
+	typ := fs.String("type", "", `the tunnel's type: "http" or "tcp" (default http; update leaves it)`)
+	remotePort := fs.Int("remote-port", 0, "a tcp tunnel's public `PORT` at the edge, in its --tcp-ports range (default 0: any of the range)")
 	agentToken := fs.String("agent-token", "", "the secret of the agent token the tunnel belongs to")
 	hostHeader := fs.String("host-header", "", `Host the upstream sees: "preserve", "rewrite" or a literal host`)
 	authUser := fs.String("basic-auth", "", `USER:PASSWORD visitors must give (basic auth); "" with update clears it`)
@@ -307,6 +314,10 @@ func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) 
 			switch f.Name {
 			case "upstream":
 				req.Upstream = upstream
+			case "type":
+				req.Type = typ
+			case "remote-port":
+				req.RemotePort = remotePort
 			case "agent-token":
 				req.AgentToken = agentToken
 			case "host-header":
@@ -390,7 +401,7 @@ func tunnelsUpdate(fs *flag.FlagSet) adminRun {
 			return err
 		}
 		if reflect.ValueOf(req).IsZero() {
-			return cli.Usagef("tunnels update: nothing to change (give --upstream, --agent-token, --host-header, --basic-auth, --allow, --hostname or --disabled)")
+			return cli.Usagef("tunnels update: nothing to change (give --type, --upstream, --remote-port, --agent-token, --host-header, --basic-auth, --allow, --hostname or --disabled)")
 		}
 		t, err := c.UpdateTunnel(ctx, name, req)
 		if err != nil {
@@ -437,13 +448,13 @@ func tunnelsList(*flag.FlagSet) adminRun {
 			return fmt.Errorf("tunnels list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tUPSTREAM\tAGENT TOKEN\tENABLED\tVERSION\tHOSTNAMES")
+		fmt.Fprintln(tw, "NAME\tUPSTREAM\tAGENT TOKEN\tENABLED\tVERSION\tHOSTNAMES\tTYPE")
 		for _, t := range list {
 			hostnames := "-"
 			if len(t.Hostnames) > 0 {
 				hostnames = strings.Join(t.Hostnames, ",")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version, hostnames)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version, hostnames, cmp.Or(t.Type, wire.TunnelHTTP))
 		}
 		return tw.Flush()
 	}
@@ -451,6 +462,13 @@ func tunnelsList(*flag.FlagSet) adminRun {
 
 func printTunnel(w io.Writer, t api.Tunnel) {
 	fmt.Fprintf(w, "%s -> %s (agent token %s, enabled %v, version %d)\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version)
+	if t.Type == wire.TunnelTCP {
+		port := "any of the edge's range"
+		if t.RemotePort != 0 {
+			port = strconv.Itoa(t.RemotePort)
+		}
+		fmt.Fprintf(w, "  type: tcp, remote port %s\n", port)
+	}
 	if t.BasicAuthUser != "" {
 		fmt.Fprintf(w, "  basic auth: user %q\n", t.BasicAuthUser)
 	}

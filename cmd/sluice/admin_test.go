@@ -6,6 +6,7 @@ import (
 	"errors"
 	"github.com/sluicehq/sluice/internal/cli"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,7 +61,7 @@ func TestAdminVerbRejectsOthersFlags(t *testing.T) {
 // The help of the commands and of each verb explains each flag.
 func TestAdminHelp(t *testing.T) {
 	t.Parallel()
-	tunnelFlags := []string{"-upstream", "-agent-token", "-host-header", "-basic-auth", "-allow", "-disabled", "-hostname", "-edge", "-admin-token"}
+	tunnelFlags := []string{"-type", "-upstream", "-remote-port", "-agent-token", "-host-header", "-basic-auth", "-allow", "-disabled", "-hostname", "-edge", "-admin-token"}
 	cases := []struct {
 		args  []string
 		usage string
@@ -221,7 +222,7 @@ func TestAdminHostnames(t *testing.T) {
 		t.Fatalf("get: %q", out)
 	}
 	out = ok("tunnels", "list")
-	if lines := strings.Split(out, "\n"); !strings.HasSuffix(strings.TrimSpace(lines[0]), "HOSTNAMES") || !strings.HasSuffix(strings.TrimSpace(lines[1]), " app.example.com,www.example.com") {
+	if lines := strings.Split(out, "\n"); !slices.Equal(strings.Fields(lines[0])[6:], []string{"HOSTNAMES", "TYPE"}) || !slices.Equal(strings.Fields(lines[1])[5:], []string{"app.example.com,www.example.com", "http"}) {
 		t.Fatalf("list: %q", out)
 	}
 	code, _, stderr := run("tunnels", "create", "api", "--upstream", "http://127.0.0.1:3001", "--agent-token", secret, "--hostname", "app.example.com")
@@ -245,7 +246,7 @@ func TestAdminHostnames(t *testing.T) {
 	if out := ok("tunnels", "update", "web", "--hostname", ""); strings.Contains(out, "hostnames") {
 		t.Fatalf("clear: %q", out)
 	}
-	if out := ok("tunnels", "list"); !strings.HasSuffix(strings.TrimSpace(strings.Split(out, "\n")[1]), " -") {
+	if out := ok("tunnels", "list"); !slices.Equal(strings.Fields(strings.Split(out, "\n")[1])[5:], []string{"-", "http"}) {
 		t.Fatalf("list without hostnames: %q", out)
 	}
 }
@@ -269,5 +270,66 @@ func TestAdminEnvironment(t *testing.T) {
 	var ue *cli.UsageError
 	if err := Run(context.Background(), []string{"tokens", "list", "--edge", "ftp://x"}, &bytes.Buffer{}, &bytes.Buffer{}); !errors.As(err, &ue) {
 		t.Fatalf("ftp edge: %v", err)
+	}
+}
+
+// Tunnels of type tcp: created with --type tcp, a tcp:// upstream and
+// --remote-port, shown by get and in list's TYPE column; what does not go
+// with the type is refused with the API's message.
+func TestAdminTCPTunnels(t *testing.T) {
+	t.Parallel()
+	url := startAPIEdge(t)
+	admin := []string{"--edge", url, "--admin-token", "A"}
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCmd(t, append(args, admin...)...)
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		code, stdout, stderr := run(args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+		return stdout
+	}
+	secret := strings.TrimSpace(ok("tokens", "create"))
+	out := ok("tunnels", "create", "db", "--type", "tcp", "--upstream", "tcp://127.0.0.1:5432", "--remote-port", "20001", "--agent-token", secret)
+	if !strings.HasPrefix(out, "db -> tcp://127.0.0.1:5432 (agent token ") || !strings.HasSuffix(out, ", version 1)\n  type: tcp, remote port 20001\n") {
+		t.Fatalf("create: %q", out)
+	}
+	if out := ok("tunnels", "get", "db"); !strings.Contains(out, "\n  type: tcp, remote port 20001\n") {
+		t.Fatalf("get: %q", out)
+	}
+	ok("tunnels", "create", "web", "--upstream", "http://127.0.0.1:3000", "--agent-token", secret)
+	if out := ok("tunnels", "get", "web"); strings.Contains(out, "type:") {
+		t.Fatalf("get of an http tunnel: %q", out)
+	}
+	lines := strings.Split(strings.TrimSpace(ok("tunnels", "list")), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], "  TYPE") {
+		t.Fatalf("list: %q", lines)
+	}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if want := map[string]string{"db": "tcp", "web": "http"}[f[0]]; f[len(f)-1] != want {
+			t.Errorf("list line %q: TYPE %q, want %q", l, f[len(f)-1], want)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tunnels", "create", "x", "--type", "tcp", "--upstream", "http://127.0.0.1:1", "--agent-token", secret}, `upstream "http://127.0.0.1:1" is not a tcp://HOST:PORT URL`},
+		{[]string{"tunnels", "create", "x", "--upstream", "tcp://127.0.0.1:1", "--agent-token", secret}, "tcp:// upstreams are for tunnels of type tcp"},
+		{[]string{"tunnels", "create", "x", "--upstream", "http://127.0.0.1:1", "--remote-port", "20002", "--agent-token", secret}, "remote_port is for tunnels of type tcp"},
+		{[]string{"tunnels", "create", "x", "--type", "tcp", "--upstream", "tcp://127.0.0.1:1", "--hostname", "db.example.com", "--agent-token", secret}, "has no hostnames"},
+		{[]string{"tunnels", "create", "x", "--type", "tcp", "--upstream", "tcp://127.0.0.1:1", "--basic-auth", "u:p", "--agent-token", secret}, "basic auth does not apply"},
+		{[]string{"tunnels", "create", "x", "--type", "udp", "--upstream", "tcp://127.0.0.1:1", "--agent-token", secret}, "(HTTP 400, bad_type)"},
+	} {
+		if code, _, stderr := run(c.args...); code != 1 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%q: exit %d, stderr %q, want it to say %q", c.args, code, stderr, c.want)
+		}
+	}
+	if out := ok("tunnels", "update", "db", "--remote-port", "0"); !strings.HasSuffix(out, "\n  type: tcp, remote port any of the edge's range\n") {
+		t.Fatalf("update --remote-port 0: %q", out)
 	}
 }

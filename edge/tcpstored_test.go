@@ -1,0 +1,131 @@
+package edge_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/store"
+)
+
+// tcpStoreEdge starts an edge with a store, the admin token "A" and the
+// TCP port range rng; it returns the edge and an agent token's id and
+// secret.
+func tcpStoreEdge(t *testing.T, rng edge.PortRange) (*testEdge, string, string) {
+	t.Helper()
+	st, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := startEdge(t, func(c *edge.Config) {
+		c.Store, c.AdminTokens, c.TCPPorts, c.TCPListenHost = st, []string{"A"}, rng, "127.0.0.1"
+	})
+	tok, secret, err := st.CreateToken(context.Background(), store.KindAgent, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, tok.ID, secret
+}
+
+// Stored tunnels of type tcp through the API: what they keep, and the
+// 400s for what does not go with their type.
+func TestAPITCPTunnels(t *testing.T) {
+	t.Parallel()
+	e, agentID, _ := tcpStoreEdge(t, edge.PortRange{})
+	ctx := context.Background()
+	c := adminClient(t, e, "A")
+	tun, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:5432"), RemotePort: ptr(20001), AgentTokenID: ptr(agentID)})
+	if err != nil || tun.Type != "tcp" || tun.Upstream != "tcp://127.0.0.1:5432" || tun.RemotePort != 20001 {
+		t.Fatalf("create a tcp tunnel: %+v %v", tun, err)
+	}
+	if got, err := c.Tunnel(ctx, "db"); err != nil || got.Type != "tcp" || got.RemotePort != 20001 {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	if tun, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("web"), Upstream: ptr("http://127.0.0.1:3000"), AgentTokenID: ptr(agentID)}); err != nil || tun.Type != "http" || tun.RemotePort != 0 {
+		t.Fatalf("an http tunnel by default: %+v %v", tun, err)
+	}
+	for _, tc := range []struct {
+		name string
+		req  api.TunnelRequest
+		code string
+		msg  string
+	}{
+		{"unknown type", api.TunnelRequest{Type: ptr("udp"), Upstream: ptr("tcp://127.0.0.1:53")}, api.CodeBadType, `type "udp" is not "http" or "tcp"`},
+		{"tcp upstream for http", api.TunnelRequest{Upstream: ptr("tcp://127.0.0.1:5432")}, api.CodeBadUpstream, "tcp:// upstreams are for tunnels of type tcp"},
+		{"http upstream for tcp", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("http://127.0.0.1:3000")}, api.CodeBadUpstream, `upstream "http://127.0.0.1:3000" is not a tcp://HOST:PORT URL`},
+		{"no port", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1")}, api.CodeBadUpstream, "is not a tcp://HOST:PORT URL"},
+		{"no upstream", api.TunnelRequest{Type: ptr("tcp")}, api.CodeBadUpstream, "such as tcp://127.0.0.1:5432"},
+		{"remote port for http", api.TunnelRequest{Upstream: ptr("http://127.0.0.1:3000"), RemotePort: ptr(20002)}, api.CodeBadType, "remote_port is for tunnels of type tcp"},
+		{"port out of range", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:1"), RemotePort: ptr(70000)}, api.CodeBadType, "remote_port 70000 is not a port"},
+		{"hostname", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:1"), Hostnames: ptr([]string{"db.example.com"})}, api.CodeBadType, "has no hostnames"},
+		{"basic auth", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:1"), BasicAuthUser: ptr("u"), BasicAuthPassword: ptr("p")}, api.CodeBadType, "basic auth does not apply"},
+		{"host header", api.TunnelRequest{Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:1"), HostHeader: ptr("rewrite")}, api.CodeBadType, "host_header does not apply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := tc.req
+			req.Name, req.AgentTokenID = ptr("x"+strings.ReplaceAll(tc.name, " ", "-")), ptr(agentID)
+			_, err := c.CreateTunnel(ctx, req)
+			if ae := wantAPIError(t, tc.name, err, 400, tc.code); !strings.Contains(ae.Message, tc.msg) {
+				t.Errorf("message %q, want it to say %q", ae.Message, tc.msg)
+			}
+		})
+	}
+	_, err = c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db2"), Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:5433"), RemotePort: ptr(20001), AgentTokenID: ptr(agentID)})
+	if ae := wantAPIError(t, "a second tunnel on port 20001", err, 409, api.CodePortTaken); !strings.Contains(ae.Message, "remote_port belongs to another stored tunnel") {
+		t.Errorf("message %q", ae.Message)
+	}
+	// PATCH checks the tunnel as it would be.
+	_, err = c.UpdateTunnel(ctx, "web", api.TunnelRequest{Type: ptr("tcp")})
+	wantAPIError(t, "web to tcp with its http upstream", err, 400, api.CodeBadUpstream)
+	_, err = c.UpdateTunnel(ctx, "db", api.TunnelRequest{Hostnames: ptr([]string{"db.example.com"})})
+	wantAPIError(t, "a hostname for db", err, 400, api.CodeBadType)
+	if tun, err := c.UpdateTunnel(ctx, "db", api.TunnelRequest{RemotePort: ptr(20005)}); err != nil || tun.RemotePort != 20005 || tun.Type != "tcp" {
+		t.Fatalf("change db's port: %+v %v", tun, err)
+	}
+	if tun, err := c.UpdateTunnel(ctx, "db", api.TunnelRequest{Type: ptr("http"), Upstream: ptr("http://127.0.0.1:80"), RemotePort: ptr(0)}); err != nil || tun.Type != "http" {
+		t.Fatalf("db to http: %+v %v", tun, err)
+	}
+}
+
+// The edge gives a stored tcp tunnel its stored port, and refuses its
+// agent when the registration's type or port is not the stored one.
+func TestStoredTCPTunnelRegistration(t *testing.T) {
+	t.Parallel()
+	rng := freeRange(t, 2)
+	e, agentID, secret := tcpStoreEdge(t, rng)
+	ctx := context.Background()
+	c := adminClient(t, e, "A")
+	if _, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:5432"),
+		RemotePort: ptr(rng.High), AgentTokenID: ptr(agentID)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("web"), Upstream: ptr("http://127.0.0.1:3000"), AgentTokenID: ptr(agentID)}); err != nil {
+		t.Fatal(err)
+	}
+	reg := func(name, typ string, port int) frame {
+		t.Helper()
+		a := e.dial(t)
+		a.send(t, `{"type":"register","tunnel_id":"`+name+`","agent_token":"`+secret+`","tunnel_type":"`+typ+`","remote_port":`+strconv.Itoa(port)+`}`)
+		f := a.read(t, 5*time.Second)
+		a.ws.Close()
+		return f
+	}
+	if f := reg("db", "http", 0); f.typ() != "error" || f.str("code") != "bad_register" || !strings.Contains(f.str("message"), "stored as a tunnel of type tcp") {
+		t.Fatalf("db as http: %s", f.raw)
+	}
+	if f := reg("web", "tcp", 0); f.typ() != "error" || f.str("code") != "bad_register" || !strings.Contains(f.str("message"), "type http, not tcp") {
+		t.Fatalf("web as tcp: %s", f.raw)
+	}
+	if f := reg("db", "tcp", rng.Low); f.typ() != "error" || f.str("code") != "port_unavailable" {
+		t.Fatalf("db on another port: %s", f.raw)
+	}
+	want := "tcp://localhost:" + strconv.Itoa(rng.High)
+	if f := reg("db", "tcp", 0); f.typ() != "registered" || f.str("public_url") != want {
+		t.Fatalf("db without a port: %s, want public_url %s", f.raw, want)
+	}
+}
