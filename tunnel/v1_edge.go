@@ -533,8 +533,13 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if err := s.send(st, req); err != nil {
+		// The first reason the stream ended is the true one: a session
+		// that closed while the head went out makes send see only a
+		// stream already ended.
 		st.reset(err)
-		return nil, err
+		st.errMu.Lock()
+		defer st.errMu.Unlock()
+		return nil, st.err
 	}
 	got1xx := got1xxFunc(req.Context())
 	for {
