@@ -33,10 +33,12 @@ type Config struct {
 	// Name is the tunnel's name: its public URL is NAME.DOMAIN.
 	Name string
 	// Type is the kind of tunnel: "http" (the default: requests to
-	// Upstream) or "tcp" (connections to LocalAddr, on a public port).
+	// Upstream), "tcp" (connections to LocalAddr, on a public port) or
+	// "udp" (datagrams to LocalAddr, a session per remote address).
 	Type string
 	// LocalAddr is, for a TCP tunnel, the local HOST:PORT each public
-	// connection is carried to (within DialTimeout).
+	// connection is carried to (within DialTimeout); for a UDP tunnel,
+	// the one each session's datagrams go to.
 	LocalAddr string
 	// RemotePort is, for a TCP tunnel, the public port asked for; 0: any
 	// port the edge gives.
@@ -137,7 +139,7 @@ func New(cfg Config) (*Agent, error) {
 		if _, err := api.ParseUpstream(cfg.Upstream.String()); err != nil {
 			return nil, fmt.Errorf("agent: upstream %w", err)
 		}
-	case wire.TunnelTCP:
+	case wire.TunnelTCP, wire.TunnelUDP:
 		if _, _, err := net.SplitHostPort(cfg.LocalAddr); err != nil {
 			return nil, fmt.Errorf("agent: local address %q is not HOST:PORT", cfg.LocalAddr)
 		}
@@ -145,11 +147,11 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: remote port %d is not a port", cfg.RemotePort)
 		}
 		if cfg.BasicAuthUser != "" || cfg.BasicAuthPassword != "" {
-			return nil, errors.New("agent: basic auth does not apply to TCP tunnels; use allowed networks")
+			return nil, errors.New("agent: basic auth does not apply to TCP and UDP tunnels; use allowed networks")
 		}
-		cfg.Upstream = &url.URL{Scheme: "tcp", Host: cfg.LocalAddr} // for the handler below, which a TCP tunnel never calls
+		cfg.Upstream = &url.URL{Scheme: cfg.Type, Host: cfg.LocalAddr} // for the handler below, which a TCP or UDP tunnel never calls
 	default:
-		return nil, fmt.Errorf(`agent: tunnel type %q is not "http" or "tcp"`, cfg.Type)
+		return nil, fmt.Errorf(`agent: tunnel type %q is not "http", "tcp" or "udp"`, cfg.Type)
 	}
 	upstreamTLS, err := newUpstreamTLS(cfg.UpstreamInsecure, cfg.UpstreamCA)
 	if err != nil {
@@ -301,9 +303,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // session connects, registers and serves until the connection ends.
 func (a *Agent) session(ctx context.Context) error {
-	var dial func(context.Context, string) (net.Conn, error)
-	if a.cfg.Type == wire.TunnelTCP {
+	var dial, dialUDP func(context.Context, string) (net.Conn, error)
+	switch a.cfg.Type {
+	case wire.TunnelTCP:
 		dial = a.dialTCP
+	case wire.TunnelUDP:
+		dialUDP = a.dialUDP
 	}
 	sess, err := tunnel.Dial(ctx, tunnel.DialConfig{
 		Config:          a.cfg.Session,
@@ -317,6 +322,7 @@ func (a *Agent) session(ctx context.Context) error {
 		Type:            a.cfg.Type,
 		RemotePort:      a.cfg.RemotePort,
 		DialTCP:         dial,
+		DialUDP:         dialUDP,
 	})
 	if err != nil {
 		var re *tunnel.RegisterError

@@ -63,17 +63,24 @@ var forwardingTCP = regexp.MustCompile(`Forwarding tcp://([^:\s]+):(\d+) -> (\S+
 // the public address to dial.
 func startTCPAgent(t *testing.T, e *edgeProc, proto, name, token, local string, extra ...string) (*proc, string) {
 	t.Helper()
-	args := []string{"tcp", local, "--name", name, "--protocol", proto}
+	return startPortAgent(t, "tcp", forwardingTCP, e, proto, name, token, local, extra...)
+}
+
+// startPortAgent runs "sluice KIND LOCAL" (tcp or udp) as startTCPAgent
+// does; forwarding matches its line.
+func startPortAgent(t *testing.T, kind string, forwarding *regexp.Regexp, e *edgeProc, proto, name, token, local string, extra ...string) (*proc, string) {
+	t.Helper()
+	args := []string{kind, local, "--name", name, "--protocol", proto}
 	if e != nil {
 		args = append(args, "--edge", "http://"+e.addr, "--token", token)
 	}
-	p := startProc(t, "tcp agent "+name, append(args, extra...)...)
-	if !p.waitOutput(p.stdout, "Forwarding tcp://", 15*time.Second) || !p.waitOutput(p.stdout, "\n", time.Second) {
-		t.Fatalf("tcp agent %s printed no Forwarding line (exited: %v, %v)\nstdout: %s\nstderr: %s", name, p.exited(), p.err, p.stdout, p.stderr)
+	p := startProc(t, kind+" agent "+name, append(args, extra...)...)
+	if !p.waitOutput(p.stdout, "Forwarding "+kind+"://", 15*time.Second) || !p.waitOutput(p.stdout, "\n", time.Second) {
+		t.Fatalf("%s agent %s printed no Forwarding line (exited: %v, %v)\nstdout: %s\nstderr: %s", kind, name, p.exited(), p.err, p.stdout, p.stderr)
 	}
-	m := forwardingTCP.FindStringSubmatch(p.stdout.String())
+	m := forwarding.FindStringSubmatch(p.stdout.String())
 	if m == nil || m[3] != local {
-		t.Fatalf("tcp agent %s: Forwarding line %q is not tcp://HOST:PORT -> %s", name, p.stdout, local)
+		t.Fatalf("%s agent %s: Forwarding line %q is not %s://HOST:PORT -> %s", kind, name, p.stdout, kind, local)
 	}
 	want := "localhost"
 	if e == nil {

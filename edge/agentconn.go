@@ -54,9 +54,13 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	var attached, old tunnel.Session
 	var features []string
 	var tcp *tcpPort // the public port of a TCP tunnel
+	var udp *udpPort // the public port of a UDP tunnel
 	defer func() {
 		if tcp != nil {
 			tcp.close()
+		}
+		if udp != nil {
+			udp.close()
 		}
 	}()
 	session, err := tunnel.Accept(w, r, tunnel.AcceptConfig{
@@ -87,13 +91,22 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					return nil, err
 				}
 				g.PublicURL = tcp.url
+			case wire.TunnelUDP:
+				if access != nil && access.user != "" {
+					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
+					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to UDP tunnels (there is no HTTP request to ask it of); use allowed networks"}
+				}
+				if udp, err = s.listenUDP(reg, name, g.Logger); err != nil {
+					return nil, err
+				}
+				g.PublicURL = udp.url
 			default:
 				s.metrics.agentConns.WithLabelValues("bad_register").Inc()
-				return nil, &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel_type %q is not %q or %q", reg.Type, wire.TunnelHTTP, wire.TunnelTCP)}
+				return nil, &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel_type %q is not %q, %q or %q", reg.Type, wire.TunnelHTTP, wire.TunnelTCP, wire.TunnelUDP)}
 			}
 			g.Attach = func(session tunnel.Session) error {
 				var p *proxy
-				if tcp == nil {
+				if tcp == nil && udp == nil {
 					p = s.newProxy(name, session)
 				}
 				o, res := s.registry.claim(name, reg.Token, owner, mark, session, p, access)
@@ -142,6 +155,10 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if tcp != nil {
 		log.Info("tcp tunnel listening", "tunnel", name, "url", tcp.url)
 		tcp.serve(session)
+	}
+	if udp != nil {
+		log.Info("udp tunnel listening", "tunnel", name, "url", udp.url)
+		udp.serve(session)
 	}
 
 	err = session.Run(s.ctx)

@@ -101,6 +101,17 @@ type Config struct {
 	// else one the system chooses), TCPPorts aside: the embedded edge of
 	// sluice tcp, on a laptop. Default false.
 	TCPAnyPort bool
+	// UDPPorts is the range of public ports UDP tunnels get (sluice edge
+	// --udp-ports). Default TCPPorts; with NoUDP, none (UDP tunnels are
+	// refused unless TCPAnyPort, which gives them any free port too).
+	UDPPorts PortRange
+	// NoUDP refuses UDP tunnels whatever TCPPorts is (sluice edge
+	// --udp-ports none), TCPAnyPort aside. Default false.
+	NoUDP bool
+	// UDPIdleTimeout ends a UDP tunnel's session of one remote address
+	// after that long without a datagram either way (sluice edge
+	// --udp-idle-timeout). Default 60 s.
+	UDPIdleTimeout time.Duration
 	// TCPListenHost is the address the TCP tunnels' public ports listen
 	// on (the host of sluice edge --listen). Default "": all addresses.
 	TCPListenHost string
@@ -147,6 +158,12 @@ func (c *Config) Validate() error {
 	if err := c.TCPPorts.validate(); err != nil {
 		return err
 	}
+	if err := c.UDPPorts.validate(); err != nil {
+		return err
+	}
+	if c.UDPIdleTimeout < 0 {
+		return errors.New("edge: the UDP idle timeout must not be negative")
+	}
 	return nil
 }
 
@@ -158,6 +175,12 @@ func (c Config) withDefaults() Config {
 	c.Domain = strings.ToLower(strings.TrimSuffix(c.Domain, "."))
 	if c.TCPHost == "" {
 		c.TCPHost = c.Domain
+	}
+	if c.UDPPorts.Empty() && !c.NoUDP {
+		c.UDPPorts = c.TCPPorts
+	}
+	if c.UDPIdleTimeout == 0 {
+		c.UDPIdleTimeout = tunnel.DefaultUDPIdleTimeout
 	}
 	if c.PublicScheme == "" {
 		c.PublicScheme = d.PublicScheme

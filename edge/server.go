@@ -50,7 +50,8 @@ type Server struct {
 	buffers tunnel.BufferPool // the public proxies' copy buffers
 	perIP   ipStreams         // public streams in flight per client IP
 	tcp     portPool          // TCP tunnels' public ports
-	ports   publicPorts       // the ports held, by number
+	ports   publicPorts       // the TCP ports held, by number
+	udp     portPool          // UDP tunnels' public ports
 }
 
 // New returns an edge for cfg, or the reason cfg is not usable.
@@ -62,6 +63,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, registry: newRegistry(cfg.OfflineMemory), metrics: newMetrics(), push: newPushRegistry()}
 	s.handshakes.max = cfg.MaxPendingHandshakesPerIP
 	s.tcp = portPool{host: cfg.TCPListenHost, rng: cfg.TCPPorts, any: cfg.TCPAnyPort}
+	s.udp = portPool{host: cfg.TCPListenHost, rng: cfg.UDPPorts, any: cfg.TCPAnyPort}
 	s.initAccess()
 	s.buffers.Budget = cfg.Session.Budget
 	s.metrics.watchBudget(cfg.Session.Budget)

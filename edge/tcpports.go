@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -76,9 +77,39 @@ type portPool struct {
 	inUse map[int]bool
 }
 
-// listen returns a listener on port (0: any free port of the pool), or why
-// not: errNoTCP, errPortOutOfRange, errPortInUse, errNoFreePort.
+// listen returns a TCP listener on port (0: any free port of the pool),
+// or why not: errNoTCP, errPortOutOfRange, errPortInUse, errNoFreePort.
 func (p *portPool) listen(port int) (net.Listener, int, error) {
+	c, port, err := p.take(port, func(addr string) (io.Closer, int, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		return ln, ln.Addr().(*net.TCPAddr).Port, nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return &poolListener{Listener: c.(net.Listener), pool: p, port: port}, port, nil
+}
+
+// listenPacket returns a UDP socket on port, as listen does a listener.
+func (p *portPool) listenPacket(port int) (net.PacketConn, int, error) {
+	c, port, err := p.take(port, func(addr string) (io.Closer, int, error) {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		return pc, pc.LocalAddr().(*net.UDPAddr).Port, nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return &poolPacketConn{PacketConn: c.(net.PacketConn), pool: p, port: port}, port, nil
+}
+
+// take binds port (0: any free port of the pool) with bind, holding it.
+func (p *portPool) take(port int, bind func(addr string) (io.Closer, int, error)) (io.Closer, int, error) {
 	switch {
 	case !p.any && p.rng.Empty():
 		return nil, 0, errNoTCP
@@ -90,17 +121,16 @@ func (p *portPool) listen(port int) (net.Listener, int, error) {
 	if p.inUse == nil {
 		p.inUse = map[int]bool{}
 	}
-	try := func(port int) (net.Listener, int, error) {
+	try := func(port int) (io.Closer, int, error) {
 		if port != 0 && p.inUse[port] {
 			return nil, 0, errPortInUse
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(port)))
+		c, port, err := bind(net.JoinHostPort(p.host, strconv.Itoa(port)))
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %w", errPortInUse, err)
 		}
-		port = ln.Addr().(*net.TCPAddr).Port
 		p.inUse[port] = true
-		return &poolListener{Listener: ln, pool: p, port: port}, port, nil
+		return c, port, nil
 	}
 	if port != 0 || p.any {
 		return try(port)
@@ -114,8 +144,8 @@ func (p *portPool) listen(port int) (net.Listener, int, error) {
 		if p.inUse[port] {
 			continue
 		}
-		if ln, port, err := try(port); err == nil {
-			return ln, port, nil
+		if c, port, err := try(port); err == nil {
+			return c, port, nil
 		}
 	}
 	return nil, 0, errNoFreePort
@@ -145,5 +175,19 @@ type poolListener struct {
 func (l *poolListener) Close() error {
 	err := l.Listener.Close()
 	l.once.Do(func() { l.pool.release(l.port) })
+	return err
+}
+
+// poolPacketConn gives its port back to the pool when closed (once).
+type poolPacketConn struct {
+	net.PacketConn
+	pool *portPool
+	port int
+	once sync.Once
+}
+
+func (c *poolPacketConn) Close() error {
+	err := c.PacketConn.Close()
+	c.once.Do(func() { c.pool.release(c.port) })
 	return err
 }

@@ -90,6 +90,8 @@ type Config struct {
 	// tcp: the agent registered a TCP tunnel (set by Accept), so the
 	// edge's session may open TCP streams.
 	tcp bool
+	// udp: the agent registered a UDP tunnel (set by Accept).
+	udp bool
 }
 
 // V1Config is what only protocol v1 (JSON frames) uses.

@@ -35,6 +35,14 @@ var (
 	// register a TCP tunnel (tunnel_type "tcp").
 	ErrNotTCP = errors.New("tunnel: the agent did not register a TCP tunnel")
 
+	// ErrNotUDP is returned by OpenUDP on a session whose agent did not
+	// register a UDP tunnel (tunnel_type "udp").
+	ErrNotUDP = errors.New("tunnel: the agent did not register a UDP tunnel")
+
+	// ErrDatagramTooLarge is returned by WriteDatagram for a datagram
+	// longer than MaxDatagram; nothing is sent (never truncated).
+	ErrDatagramTooLarge = errors.New("tunnel: datagram too large")
+
 	// ErrStreamReset ends a body whose peer cancelled it or broke the
 	// protocol on it.
 	ErrStreamReset = errors.New("tunnel: stream reset")

@@ -236,7 +236,11 @@ func rawAgentSessionWith(t *testing.T, ctx context.Context, cfg Config, v2 bool,
 
 func grantAll(cfg Config) AcceptConfig {
 	return AcceptConfig{Config: cfg, Authorize: func(_ context.Context, reg *Registration) (*Grant, error) {
-		return &Grant{TunnelID: reg.TunnelID}, nil
+		g := &Grant{TunnelID: reg.TunnelID}
+		if reg.Type != wire.TunnelHTTP {
+			g.PublicURL = reg.Type + "://127.0.0.1:1"
+		}
+		return g, nil
 	}}
 }
 

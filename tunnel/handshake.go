@@ -194,6 +194,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 		sc.Logger = grant.Logger
 	}
 	sc.tcp = reg.Type == wire.TunnelTCP
+	sc.udp = reg.Type == wire.TunnelUDP
 	// The session exists before registered goes out (Attach may route to
 	// it), but holds every request until then.
 	var s interface {
@@ -264,12 +265,12 @@ func readRegister(ws *websocket.Conn, timeout time.Duration) (*Registration, err
 	}
 	reg := &Registration{TunnelID: f.TunnelID, Token: f.AgentToken, Features: f.Features, Type: cmp.Or(f.TunnelType, wire.TunnelHTTP), RemotePort: f.RemotePort}
 	switch {
-	case reg.Type != wire.TunnelHTTP && reg.Type != wire.TunnelTCP:
-		return nil, fmt.Errorf("tunnel_type %q is not %q or %q", f.TunnelType, wire.TunnelHTTP, wire.TunnelTCP)
+	case reg.Type != wire.TunnelHTTP && reg.Type != wire.TunnelTCP && reg.Type != wire.TunnelUDP:
+		return nil, fmt.Errorf("tunnel_type %q is not %q, %q or %q", f.TunnelType, wire.TunnelHTTP, wire.TunnelTCP, wire.TunnelUDP)
 	case reg.RemotePort < 0 || reg.RemotePort > 65535:
 		return nil, fmt.Errorf("remote_port %d is not a port (0-65535)", reg.RemotePort)
-	case reg.RemotePort != 0 && reg.Type != wire.TunnelTCP:
-		return nil, fmt.Errorf("remote_port is for tunnel_type %q only", wire.TunnelTCP)
+	case reg.RemotePort != 0 && reg.Type == wire.TunnelHTTP:
+		return nil, fmt.Errorf("remote_port is for tunnel_type %q and %q only", wire.TunnelTCP, wire.TunnelUDP)
 	}
 	if a := (&Access{BasicAuthUser: f.BasicAuthUser, BasicAuthBcrypt: f.BasicAuthBcrypt, AllowCIDRs: f.AllowCIDRs}); !a.empty() {
 		reg.Access = a
@@ -307,10 +308,11 @@ type DialConfig struct {
 	// without the rules.
 	Access *Access
 	// Type is the kind of tunnel: wire.TunnelHTTP or "" (HTTP; no
-	// tunnel_type is sent, as a Jetty agent does), or wire.TunnelTCP.
+	// tunnel_type is sent, as a Jetty agent does), wire.TunnelTCP or
+	// wire.TunnelUDP.
 	Type string
-	// RemotePort is the public port asked for a TCP tunnel (0: any the
-	// edge chooses).
+	// RemotePort is the public port asked for a TCP or UDP tunnel (0: any
+	// the edge chooses).
 	RemotePort int
 	// DialTCP opens the local connection for each TCP connection the edge
 	// opens (a TCP tunnel); the session copies bytes both ways, passes
@@ -318,6 +320,15 @@ type DialConfig struct {
 	// dial error's text to the edge as the reason the connection closed.
 	// Nil refuses every TCP connection.
 	DialTCP func(ctx context.Context, remoteAddr string) (net.Conn, error)
+	// DialUDP opens the local socket for each UDP session the edge opens
+	// (a UDP tunnel): a connected UDP net.Conn (or any net.Conn whose Read
+	// and Write keep datagram boundaries), read with MaxDatagram-byte
+	// buffers. The session ends when no datagram went either way for
+	// UDPIdleTimeout, and then closes it. Nil refuses every UDP session.
+	DialUDP func(ctx context.Context, remoteAddr string) (net.Conn, error)
+	// UDPIdleTimeout ends an idle UDP session at the agent. Zero means
+	// DefaultUDPIdleTimeout (60 s).
+	UDPIdleTimeout time.Duration
 	// UserAgent is sent with the WebSocket handshake; the edge records it
 	// as the agent's version. Empty means "sluice-agent".
 	UserAgent string
@@ -342,9 +353,9 @@ type AgentSession struct {
 	// wire.FeatureInitialWindow).
 	window int64
 
-	ws      *websocket.Conn
-	cfg     Config
-	dialTCP func(ctx context.Context, remoteAddr string) (net.Conn, error)
+	ws   *websocket.Conn
+	cfg  Config
+	dial dialers
 }
 
 // Dial connects to the edge, registers and returns the open session, or
@@ -447,7 +458,11 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	if cfg.Type == wire.TunnelTCP && !strings.HasPrefix(answer.PublicURL, "tcp://") {
 		return nil, &RegisterError{Code: wire.CodeNoTCP, Message: "the edge does not offer TCP tunnels: it is older than this agent; the tunnel was not opened"}
 	}
-	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config, dialTCP: cfg.DialTCP}, nil
+	if cfg.Type == wire.TunnelUDP && !strings.HasPrefix(answer.PublicURL, "udp://") {
+		return nil, &RegisterError{Code: wire.CodeNoUDP, Message: "the edge does not offer UDP tunnels: it is older than this agent; the tunnel was not opened"}
+	}
+	d := dialers{tcp: cfg.DialTCP, udp: cfg.DialUDP, udpIdle: cmp.Or(cfg.UDPIdleTimeout, DefaultUDPIdleTimeout)}
+	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config, dial: d}, nil
 }
 
 // Serve serves the requests that arrive with handler until the connection
@@ -456,9 +471,9 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 // wire.Final), the connection's failure otherwise.
 func (s *AgentSession) Serve(ctx context.Context, handler http.Handler) error {
 	if s.Protocol == ProtocolV2 {
-		return serveV2(ctx, s.ws, handler, s.dialTCP, s.cfg)
+		return serveV2(ctx, s.ws, handler, s.dial, s.cfg)
 	}
-	return serveV1(ctx, s.ws, handler, s.dialTCP, v1Session(s.cfg, s.Features, s.window))
+	return serveV1(ctx, s.ws, handler, s.dial, v1Session(s.cfg, s.Features, s.window))
 }
 
 // Close closes a session that will not be served.

@@ -38,6 +38,11 @@ type Session interface {
 	// connect reaches the stream's Read as an error carrying its reason.
 	// The caller must Close the stream.
 	OpenTCP(ctx context.Context, remoteAddr string) (Stream, error)
+	// OpenUDP opens a datagram stream to the agent for the UDP session of
+	// remoteAddr, counted with the requests in the stream limit: it fails
+	// like OpenTCP, with ErrNotUDP when the agent did not register a UDP
+	// tunnel. The caller must Close it.
+	OpenUDP(ctx context.Context, remoteAddr string) (Datagrams, error)
 }
 
 // Stream is one TCP connection through the tunnel, at the edge. Read gets

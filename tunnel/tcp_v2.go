@@ -191,9 +191,15 @@ func (c *tcpChunkReader) Read(p []byte) (int, error) {
 }
 
 // serveTCPH2 wraps the agent's handler for v2: a request with Sluice-Tcp
-// is a TCP connection, dialed with dial and pumped on the stream.
-func serveTCPH2(dial dialTCP, next http.Handler) http.Handler {
+// is a TCP connection, dialed with d.tcp and pumped on the stream; one
+// with Sluice-Udp a UDP session (udp_v2.go).
+func serveTCPH2(d dialers, next http.Handler) http.Handler {
+	dial := d.tcp
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Header[udpHeader]; ok {
+			serveUDPH2(w, r, d)
+			return
+		}
 		if _, ok := r.Header[tcpHeader]; !ok {
 			next.ServeHTTP(w, r)
 			return

@@ -31,13 +31,15 @@ var agentServer = &http.Server{}
 // (after the register/registered exchange) with handler, each on its own
 // goroutine, until the connection fails or ctx ends. It then cancels the
 // requests in flight and returns once their handlers have returned.
-func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialTCP, cfg v1Settings) error {
+func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialers, cfg v1Settings) error {
 	parent := ctx
 	a := &agentSession{
 		conn:    newFrameConn(ws, cfg),
 		cfg:     cfg,
 		handler: handler,
-		dialTCP: dial,
+		dialTCP: dial.tcp,
+		dial:    dial,
+		udp:     make(map[string]*agentUDP),
 		streams: make(map[string]*agentStream),
 		tcp:     make(map[string]*agentTCP),
 	}
@@ -67,6 +69,7 @@ func serveV1(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 	for _, p := range conns {
 		p.end(ErrSessionClosed)
 	}
+	a.endUDP()
 	a.wg.Wait()
 	wg.Wait()
 	if parent.Err() != nil {
@@ -83,10 +86,12 @@ type agentSession struct {
 	cfg     v1Settings
 	handler http.Handler
 	dialTCP dialTCP // nil: TCP connections are refused
+	dial    dialers
 	ctx     context.Context
 	mu      sync.Mutex
 	streams map[string]*agentStream
 	tcp     map[string]*agentTCP // TCP connections (tcp_v1.go)
+	udp     map[string]*agentUDP // UDP sessions (udp_v1.go)
 	peerErr *PeerError           // an error frame from the edge, if any
 	wg      sync.WaitGroup       // handlers
 }
@@ -132,7 +137,13 @@ func (a *agentSession) handle(f *wire.Frame) {
 	case wire.TypeTCPConnect:
 		a.startTCP(f)
 		return
+	case wire.TypeUDPData:
+		a.handleUDP(f)
+		return
 	case wire.TypeTCPData, wire.TypeTCPClose:
+		if a.closeUDP(f) {
+			return
+		}
 		a.handleTCP(f)
 		return
 	case wire.TypeWindowUpdate:

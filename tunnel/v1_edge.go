@@ -26,9 +26,10 @@ type v1Edge struct {
 	conn *frameConn
 	cfg  v1Settings
 
-	mu      sync.Mutex // guards streams, tcp and nextID
+	mu      sync.Mutex // guards streams, tcp, udp and nextID
 	streams map[string]*edgeStream
 	tcp     map[string]*v1TCP // TCP connections (tcp_v1.go)
+	udp     map[string]*v1UDP // UDP sessions (udp_v1.go)
 	nextID  uint64
 
 	wg sync.WaitGroup // request-body pumps
@@ -41,6 +42,7 @@ func newV1Edge(ws *websocket.Conn, cfg v1Settings) *v1Edge {
 		cfg:     cfg,
 		streams: make(map[string]*edgeStream),
 		tcp:     make(map[string]*v1TCP),
+		udp:     make(map[string]*v1UDP),
 	}
 	s.lifecycle = newLifecycle(func() { ws.Close() })
 	return s
@@ -185,7 +187,12 @@ func (s *v1Edge) Run(ctx context.Context) error {
 	s.streams = map[string]*edgeStream{}
 	conns := s.tcp
 	s.tcp = map[string]*v1TCP{}
+	udp := s.udp
+	s.udp = map[string]*v1UDP{}
 	s.mu.Unlock()
+	for _, d := range udp {
+		d.fail(fmt.Errorf("%w: %w", ErrStreamReset, ErrSessionClosed))
+	}
 	for _, st := range streams {
 		st.reset(ErrSessionClosed)
 	}
@@ -228,7 +235,13 @@ func (s *v1Edge) lookup(id string) *edgeStream {
 // handle applies one frame from the agent.
 func (s *v1Edge) handle(f *wire.Frame) {
 	switch f.Type {
+	case wire.TypeUDPData:
+		s.handleUDP(f)
+		return
 	case wire.TypeTCPData, wire.TypeTCPClose:
+		if s.closeUDP(f) {
+			return
+		}
 		s.handleTCP(f)
 		return
 	case wire.TypeWindowUpdate:

@@ -17,7 +17,7 @@ import (
 // register/registered exchange) with handler until the connection fails or
 // ctx ends, then returns once the handlers have returned. An error frame
 // the edge sent as a text message is returned as a *PeerError.
-func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialTCP, cfg Config) error {
+func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialers, cfg Config) error {
 	parent := ctx
 	conn := NewWSConn(ws, cfg.PongTimeout)
 	defer conn.Close()

@@ -83,6 +83,7 @@ const (
 const (
 	TunnelHTTP = "http" // HTTP requests to a public URL
 	TunnelTCP  = "tcp"  // TCP connections to a public port, each one a stream (tcp_* frames in v1)
+	TunnelUDP  = "udp"  // UDP datagrams to a public port, a session per remote address (udp_data in v1)
 )
 
 // ReasonEOF is the reason of a tcp_close that half-closes (with
@@ -105,6 +106,7 @@ const (
 	CodeNoV2            = "no_v2"             // the agent asked for v2 and the edge offers only v1 (agent side)
 	CodeNoAccess        = "no_access"         // the agent sent visitor rules and the edge did not confirm "access" (agent side)
 	CodeNoTCP           = "no_tcp"            // the agent asked for a TCP tunnel and the edge answered with no tcp:// public URL (agent side)
+	CodeNoUDP           = "no_udp"            // the agent asked for a UDP tunnel and the edge answered with no udp:// public URL (agent side)
 	CodePortUnavailable = "port_unavailable"  // the public port asked for is outside the edge's TCP range, or in use
 	CodeNoTCPPorts      = "no_tcp_ports"      // the edge serves no TCP tunnels, or has no free port left
 	CodeBadAccess       = "bad_access"        // the visitor rules of register are malformed (a CIDR, the bcrypt hash)

@@ -77,6 +77,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
 	acmeOpts := addACMEFlags(fs)
 	dnsOpts := addDNSFlags(fs)
+	udpPorts := fs.String("udp-ports", "", `public ports for UDP tunnels, LOW-HIGH, or "none" (default: the --tcp-ports range)`)
+	udpIdle := fs.Duration("udp-idle-timeout", 0, "end a UDP tunnel's session of one remote address after this long without a datagram (default 1m0s)")
 	tcpPorts := fs.String("tcp-ports", "", "public ports for TCP tunnels, LOW-HIGH such as 20000-20099, on the host of --listen (default none: TCP tunnels refused)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
@@ -189,6 +191,17 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		cfg.TCPListenHost, _, _ = net.SplitHostPort(*listen)
 	}
+	switch *udpPorts {
+	case "":
+	case "none":
+		cfg.NoUDP = true
+	default:
+		if cfg.UDPPorts, err = edge.ParsePortRange(*udpPorts); err != nil {
+			return cli.Usagef("edge: --udp-ports: %v", err)
+		}
+		cfg.TCPListenHost, _, _ = net.SplitHostPort(*listen)
+	}
+	cfg.UDPIdleTimeout = *udpIdle
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

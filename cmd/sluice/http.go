@@ -140,7 +140,8 @@ func agentDefaults(fs *flag.FlagSet, cmd, edgeURL string, tokenFlag *cli.Secret,
 // agent needs besides the edge.
 type tunnelOptions struct {
 	upstream           *url.URL // an HTTP tunnel's local server
-	tcp                string   // a TCP tunnel's local HOST:PORT ("" for HTTP)
+	tcp                string   // a TCP (or UDP) tunnel's local HOST:PORT ("" for HTTP)
+	udp                bool     // tcp is a UDP tunnel's
 	remotePort         int      // the public port a TCP tunnel asks for (0: any)
 	name               string
 	hostHeader         string
@@ -298,6 +299,9 @@ func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger
 	}
 	if o.tcp != "" {
 		cfg.Type, cfg.LocalAddr, cfg.RemotePort = wire.TunnelTCP, o.tcp, o.remotePort
+		if o.udp {
+			cfg.Type = wire.TunnelUDP
+		}
 	}
 	return cfg
 }

@@ -16,7 +16,7 @@ import (
 // SIGTERM followed by a clean drain is their normal end (exit 0). Any other
 // command stopped by a signal was cut short (128+signal). See
 // cli.ExitConvention.
-var servers = map[string]bool{"edge": true, "http": true, "tcp": true, "agent": true, "demo": true, "start": true}
+var servers = map[string]bool{"edge": true, "http": true, "tcp": true, "udp": true, "agent": true, "demo": true, "start": true}
 
 func main() {
 	stop := cli.NotifyStop(os.Stderr)
@@ -38,6 +38,7 @@ Commands:
   edge         run an edge: the public side, routing NAME.DOMAIN to tunnels
   http PORT    expose a local HTTP server through a tunnel
   tcp PORT     expose a local TCP server (a database, SSH) on a public port
+  udp PORT     expose a local UDP server (DNS, a game server) on a public port
   agent        run a remotely managed agent: the tunnels its token has at the edge
   login        store an edge and its token in the config file, for http, agent and start
   start        start the tunnels the config file declares (--all, or by name)
@@ -70,6 +71,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runHTTP(ctx, rest, stdout, stderr)
 	case "tcp":
 		err = runTCP(ctx, rest, stdout, stderr)
+	case "udp":
+		err = runUDP(ctx, rest, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, stdout, stderr)
 	case "demo":

@@ -37,7 +37,13 @@ failed if it did (such as "connection refused" from the local server).
 `
 
 func runTCP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("tcp", tcpHelp+"\n"+configHelp, stderr)
+	return runPorted(ctx, "tcp", tcpHelp, args, stdout, stderr)
+}
+
+// runPorted runs sluice tcp or sluice udp (cmd): a tunnel to a local
+// HOST:PORT on a public port.
+func runPorted(ctx context.Context, cmd, help string, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet(cmd, help+"\n"+configHelp, stderr)
 	edgeURL := fs.String("edge", "", `edge URL, such as https://tunnel.example.com (default: the config file's, else an embedded edge on 127.0.0.1; --edge "" forces the embedded one)`)
 	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential the edge accepts (default: the config file's, for its edge)")
 	ca := caFlag(fs)
@@ -46,8 +52,8 @@ func runTCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	remotePort := fs.Int("remote-port", 0, "the public port to ask the edge for (default: any free one of its --tcp-ports)")
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "v2" (binary, multiplexed), "v1" (JSON frames, Jetty-compatible), or "auto" (v2 when the edge offers it, else v1)`)
 	allow := fs.String("allow", "", "comma-separated CIDRs visitors must connect from, such as 10.0.0.0/8 (enforced by the edge; default any address)")
-	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address (TCP tunnels get ports of its host)")
-	quiet := fs.Bool("quiet", false, "print no line per connection")
+	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address (TCP and UDP tunnels get ports of its host)")
+	quiet := fs.Bool("quiet", false, "print no line per connection (per session for UDP)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -56,22 +62,22 @@ func runTCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return cli.Usagef("tcp: want one PORT or HOST:PORT, got %d arguments", len(pos))
+		return cli.Usagef("%s: want one PORT or HOST:PORT, got %d arguments", cmd, len(pos))
 	}
-	o := tunnelOptions{name: *name, protocol: *protocol, allow: cidrList(*allow), remotePort: *remotePort}
+	o := tunnelOptions{name: *name, protocol: *protocol, allow: cidrList(*allow), remotePort: *remotePort, udp: cmd == "udp"}
 	if o.tcp, err = parseLocalAddr(pos[0]); err != nil {
 		return err
 	}
 	if *remotePort < 0 || *remotePort > 65535 {
-		return cli.Usagef("tcp: --remote-port %d is not a port (1 to 65535)", *remotePort)
+		return cli.Usagef("%s: --remote-port %d is not a port (1 to 65535)", cmd, *remotePort)
 	}
 	if o.name == "" {
 		o.name = randomName()
 	}
-	if err := o.check("tcp"); err != nil {
+	if err := o.check(cmd); err != nil {
 		return err
 	}
-	d, err := agentDefaults(fs, "tcp", *edgeURL, tokenFlag, ca, config)
+	d, err := agentDefaults(fs, cmd, *edgeURL, tokenFlag, ca, config)
 	if err != nil {
 		return err
 	}
