@@ -14,18 +14,24 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
-// tcpRefusal is the agent's answer for a port the pool did not give.
-func tcpRefusal(err error, asked int, rng PortRange) error {
+// portRefusal is the agent's answer for a port the pool did not give, for
+// a tunnel of typ (wire.TunnelTCP or wire.TunnelUDP): the code and the
+// flag of that kind of port.
+func portRefusal(err error, typ string, asked int, rng PortRange) error {
 	refuse := func(code, msg string) error { return &tunnel.RegisterError{Code: code, Message: msg} }
+	kind, flag, none := "TCP", "--tcp-ports LOW-HIGH", wire.CodeNoTCPPorts
+	if typ == wire.TunnelUDP {
+		kind, flag, none = "UDP", "--udp-ports LOW-HIGH (or --tcp-ports, whose range UDP shares by default)", wire.CodeNoUDPPorts
+	}
 	switch {
 	case errors.Is(err, errNoTCP):
-		return refuse(wire.CodeNoTCPPorts, "this edge serves no TCP tunnels (its operator can start it with --tcp-ports LOW-HIGH)")
+		return refuse(none, fmt.Sprintf("this edge serves no %s tunnels (its operator can start it with %s)", kind, flag))
 	case errors.Is(err, errNoFreePort):
-		return refuse(wire.CodeNoTCPPorts, fmt.Sprintf("every port of this edge's TCP range %v is taken", rng))
+		return refuse(none, fmt.Sprintf("every port of this edge's %s range %v is taken", kind, rng))
 	case errors.Is(err, errPortOutOfRange):
-		return refuse(wire.CodePortUnavailable, fmt.Sprintf("port %d is outside this edge's TCP port range %v", asked, rng))
+		return refuse(wire.CodePortUnavailable, fmt.Sprintf("port %d is outside this edge's %s port range %v", asked, kind, rng))
 	default:
-		return refuse(wire.CodePortUnavailable, fmt.Sprintf("port %d is in use at this edge", asked))
+		return refuse(wire.CodePortUnavailable, fmt.Sprintf("%s port %d is in use at this edge", kind, asked))
 	}
 }
 
@@ -88,7 +94,7 @@ func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, lo
 		ln, port, err := s.tcp.listen(reg.RemotePort)
 		if err != nil {
 			s.metrics.agentConns.WithLabelValues("no_port").Inc()
-			return nil, tcpRefusal(err, reg.RemotePort, s.cfg.TCPPorts)
+			return nil, portRefusal(err, wire.TunnelTCP, reg.RemotePort, s.cfg.TCPPorts)
 		}
 		pub = &publicPort{ln: ln, port: port, name: name}
 		if t.ports == nil {

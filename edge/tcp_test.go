@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,10 +24,16 @@ func registerTCP(t *testing.T, e *testEdge, name string, port int, extra string)
 	return a, a.read(t, 5*time.Second)
 }
 
-// freeRange finds n consecutive loopback ports free a moment ago.
+// rangeCalls spreads freeRange's search over the test binary's calls, so
+// that parallel tests never pick the same range (each saw it free).
+var rangeCalls atomic.Int64
+
+// freeRange finds n consecutive loopback ports free a moment ago, apart
+// from the ranges this test binary's other calls found.
 func freeRange(t *testing.T, n int) edge.PortRange {
 	t.Helper()
-	for base := 43000; base < 60000; base += 97 {
+	start := 43000 + int(rangeCalls.Add(1)-1)*97*3%16000
+	for base := start; base < 60000; base += 97 {
 		ok := true
 		for p := base; p < base+n && ok; p++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

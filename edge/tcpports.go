@@ -57,7 +57,7 @@ func (r PortRange) Contains(port int) bool { return port >= r.Low && port <= r.H
 func (r PortRange) String() string { return strconv.Itoa(r.Low) + "-" + strconv.Itoa(r.High) }
 
 // Errors of the port pool, refused to the agent with wire.CodePortUnavailable
-// or wire.CodeNoTCPPorts.
+// or wire.CodeNoTCPPorts / CodeNoUDPPorts (portRefusal).
 var (
 	errNoTCP          = errors.New("edge: this edge serves no TCP tunnels (start it with --tcp-ports LOW-HIGH)")
 	errPortOutOfRange = errors.New("edge: the port asked for is outside this edge's TCP port range")

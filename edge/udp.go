@@ -57,7 +57,7 @@ func (s *Server) listenUDP(reg *tunnel.Registration, name string, log *slog.Logg
 	pc, port, err := s.udp.listenPacket(reg.RemotePort)
 	if err != nil {
 		s.metrics.agentConns.WithLabelValues("no_port").Inc()
-		return nil, tcpRefusal(err, reg.RemotePort, s.udp.rng)
+		return nil, portRefusal(err, wire.TunnelUDP, reg.RemotePort, s.udp.rng)
 	}
 	u := "udp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
 	return &udpPort{s: s, name: name, pc: pc, url: u, log: log, sessions: map[string]*udpSession{}}, nil

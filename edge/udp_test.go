@@ -98,7 +98,7 @@ func TestUDPNoPorts(t *testing.T) {
 	e := startEdge(t, func(c *edge.Config) { c.TCPPorts, c.TCPListenHost, c.NoUDP = rng, "127.0.0.1", true })
 	a := e.dial(t)
 	a.send(t, `{"type":"register","tunnel_id":"dns","agent_token":"T","tunnel_type":"udp"}`)
-	if f := a.read(t, 5*time.Second); f.typ() != "error" || f.str("code") != "no_tcp_ports" {
+	if f := a.read(t, 5*time.Second); f.typ() != "error" || f.str("code") != "no_udp_ports" || !strings.Contains(f.str("message"), "--udp-ports") {
 		t.Fatalf("a UDP tunnel at an edge with --udp-ports none: %s", f.raw)
 	}
 }

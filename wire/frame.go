@@ -109,6 +109,7 @@ const (
 	CodeNoUDP           = "no_udp"            // the agent asked for a UDP tunnel and the edge answered with no udp:// public URL (agent side)
 	CodePortUnavailable = "port_unavailable"  // the public port asked for is outside the edge's TCP range, or in use
 	CodeNoTCPPorts      = "no_tcp_ports"      // the edge serves no TCP tunnels, or has no free port left
+	CodeNoUDPPorts      = "no_udp_ports"      // the edge serves no UDP tunnels, or has no free port left
 	CodeBadAccess       = "bad_access"        // the visitor rules of register are malformed (a CIDR, the bcrypt hash)
 	CodeAccessStored    = "access_stored"     // visitor rules sent for a stored tunnel, whose own rules apply
 	CodeInternal        = "internal_error"    // the edge failed to decide (a store error); details are in its log
