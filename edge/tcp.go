@@ -217,29 +217,14 @@ func (p *tcpPort) serveConn(c *net.TCPConn) {
 		m.conns.WithLabelValues(wire.TunnelTCP, result).Inc()
 		c.Close()
 	}
-	e := s.registry.lookup(p.name)
-	if e == nil || e.session != p.session {
-		refuse("not_allowed") // replaced, or ended by an admin
-		return
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	rules, err := s.visitorRules(ctx, p.name, e)
-	if err != nil {
-		refuse("store_error")
+	release, refused := s.admitPorted(ctx, wire.TunnelTCP, p.name, p.session, ip, p.log)
+	if refused != "" {
+		refuse(refused)
 		return
 	}
-	if rules != nil && (!rules.enabled || !rules.allows(ip)) {
-		s.cfg.Session.LogLimiter.Log(p.log, slog.LevelInfo, "tcp:not_allowed", "public connection refused by the tunnel's visitor rules", "visitor", ip)
-		refuse("not_allowed")
-		return
-	}
-	if !s.perIP.acquire(ip, s.cfg.MaxStreamsPerIP) {
-		m.limited.WithLabelValues("streams_per_ip").Inc()
-		refuse("streams_per_ip")
-		return
-	}
-	defer s.perIP.release(ip)
+	defer release()
 	st, err := p.session.OpenTCP(ctx, c.RemoteAddr().String())
 	if err != nil {
 		p.log.Debug("public connection not carried", "visitor", ip, "err", err)
@@ -252,6 +237,32 @@ func (p *tcpPort) serveConn(c *net.TCPConn) {
 	open.Inc()
 	defer open.Dec()
 	pipe(c, st, &s.buffers, m.tcpBytesIn, m.tcpBytesOut)
+}
+
+// admitPorted decides on a public connection (a UDP session) of kind
+// wire.TunnelTCP or TunnelUDP from ip to tunnel name, served by session:
+// the tunnel must still be that session's (not replaced, not ended by an
+// admin), its visitor rules must let ip in, and ip must be under its
+// limit of streams in flight. It returns the release of that count, or
+// the result to count the refusal under.
+func (s *Server) admitPorted(ctx context.Context, kind, name string, session tunnel.Session, ip string, log *slog.Logger) (release func(), refused string) {
+	e := s.registry.lookup(name)
+	if e == nil || e.session != session {
+		return nil, "not_allowed"
+	}
+	rules, err := s.visitorRules(ctx, name, e)
+	if err != nil {
+		return nil, "store_error"
+	}
+	if rules != nil && (!rules.enabled || !rules.allows(ip)) {
+		s.cfg.Session.LogLimiter.Log(log, slog.LevelInfo, kind+":not_allowed", "public "+kind+" traffic refused by the tunnel's visitor rules", "visitor", ip)
+		return nil, "not_allowed"
+	}
+	if !s.perIP.acquire(ip, s.cfg.MaxStreamsPerIP) {
+		s.metrics.limited.WithLabelValues("streams_per_ip").Inc()
+		return nil, "streams_per_ip"
+	}
+	return func() { s.perIP.release(ip) }, ""
 }
 
 // counter is the part of prometheus.Counter pipe needs.

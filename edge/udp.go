@@ -141,31 +141,16 @@ func (p *udpPort) serveSession(u *udpSession) {
 	m := s.metrics
 	ip, _, _ := net.SplitHostPort(u.addr.String())
 	refuse := func(result string) { m.conns.WithLabelValues(wire.TunnelUDP, result).Inc() }
-	e := s.registry.lookup(p.name)
-	if e == nil || e.session != p.session {
-		refuse("not_allowed")
-		return
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, u.end)
 	defer stop()
-	rules, err := s.visitorRules(ctx, p.name, e)
-	if err != nil {
-		refuse("store_error")
+	release, refused := s.admitPorted(ctx, wire.TunnelUDP, p.name, p.session, ip, p.log)
+	if refused != "" {
+		refuse(refused)
 		return
 	}
-	if rules != nil && (!rules.enabled || !rules.allows(ip)) {
-		s.cfg.Session.LogLimiter.Log(p.log, slog.LevelInfo, "udp:not_allowed", "public datagrams refused by the tunnel's visitor rules", "visitor", ip)
-		refuse("not_allowed")
-		return
-	}
-	if !s.perIP.acquire(ip, s.cfg.MaxStreamsPerIP) {
-		m.limited.WithLabelValues("streams_per_ip").Inc()
-		refuse("streams_per_ip")
-		return
-	}
-	defer s.perIP.release(ip)
+	defer release()
 	d, err := p.session.OpenUDP(ctx, u.addr.String())
 	if err != nil {
 		p.log.Debug("public datagrams not carried", "visitor", ip, "err", err)

@@ -45,22 +45,21 @@ func (s *v2Edge) duplex(out *http.Request) (*http.Response, *io.PipeWriter, erro
 	return resp, pw, nil
 }
 
-// OpenTCP opens a TCP stream to the agent; ctx bounds the opening (the
-// agent's dial), not the stream.
-func (s *v2Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error) {
-	if !s.cfg.tcp {
-		return nil, ErrNotTCP
-	}
+// openDuplex opens a TCP connection's or UDP session's stream (kind, with
+// the public client's address in field): counted in the stream limit,
+// and ctx bounding only the opening (the agent's dial). cancel ends the
+// stream's context; the caller releases the stream's count when done.
+func (s *v2Edge) openDuplex(ctx context.Context, kind, field, remoteAddr string) (*http.Response, *io.PipeWriter, context.CancelFunc, error) {
 	if err := s.waitOpen(ctx); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if err := s.acquire(s.cfg.MaxStreams); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
-	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, "http://tcp/", nil)
-	req.Header.Set(tcpHeader, remoteAddr)
+	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, "http://"+kind+"/", nil)
+	req.Header.Set(field, remoteAddr)
 	resp, pw, err := s.duplex(req)
 	opening := stop()
 	if err != nil || !opening {
@@ -73,10 +72,23 @@ func (s *v2Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error)
 		s.release()
 		select {
 		case <-s.done:
-			return nil, ErrSessionClosed
+			return nil, nil, nil, ErrSessionClosed
 		default:
 		}
-		return nil, fmt.Errorf("tunnel: open tcp: %w", err)
+		return nil, nil, nil, fmt.Errorf("tunnel: open %s: %w", kind, err)
+	}
+	return resp, pw, cancel, nil
+}
+
+// OpenTCP opens a TCP stream to the agent; ctx bounds the opening (the
+// agent's dial), not the stream.
+func (s *v2Edge) OpenTCP(ctx context.Context, remoteAddr string) (Stream, error) {
+	if !s.cfg.tcp {
+		return nil, ErrNotTCP
+	}
+	resp, pw, cancel, err := s.openDuplex(ctx, "tcp", tcpHeader, remoteAddr)
+	if err != nil {
+		return nil, err
 	}
 	st := &v2Stream{body: resp.Body, r: tcpChunkReader{r: resp.Body}, w: pw, cancel: cancel, release: s.release}
 	if resp.StatusCode != http.StatusOK {

@@ -23,32 +23,9 @@ func (s *v2Edge) OpenUDP(ctx context.Context, remoteAddr string) (Datagrams, err
 	if !s.cfg.udp {
 		return nil, ErrNotUDP
 	}
-	if err := s.waitOpen(ctx); err != nil {
+	resp, pw, cancel, err := s.openDuplex(ctx, "udp", udpHeader, remoteAddr)
+	if err != nil {
 		return nil, err
-	}
-	if err := s.acquire(s.cfg.MaxStreams); err != nil {
-		return nil, err
-	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, "http://udp/", nil)
-	req.Header.Set(udpHeader, remoteAddr)
-	resp, pw, err := s.duplex(req)
-	opening := stop()
-	if err != nil || !opening {
-		if err == nil {
-			resp.Body.Close()
-			pw.Close()
-			err = ctx.Err()
-		}
-		cancel()
-		s.release()
-		select {
-		case <-s.done:
-			return nil, ErrSessionClosed
-		default:
-		}
-		return nil, fmt.Errorf("tunnel: open udp: %w", err)
 	}
 	d := &v2Datagrams{body: resp.Body, w: pw, cancel: cancel, release: s.release}
 	if resp.StatusCode != http.StatusOK {
