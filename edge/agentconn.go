@@ -122,6 +122,13 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					return &tunnel.RegisterError{Code: wire.CodeInternal, Message: fmt.Sprintf("an operator changed tunnel %q during the registration; register again", name)}
 				}
 				attached, old = session, o
+				if tcp != nil {
+					// The port's new connections go to this session from
+					// now on, before registered goes out: a reconnect that
+					// took the port over leaves no moment where they reach
+					// the session it replaced (refused there).
+					tcp.serve(session)
+				}
 				if old == nil {
 					s.metrics.tunnelsOnline.Inc()
 				} else {
@@ -154,7 +161,6 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	log.Info("agent connected", "tunnel", name, "protocol", session.Protocol(), "features", features, "replaced", old != nil)
 	if tcp != nil {
 		log.Info("tcp tunnel listening", "tunnel", name, "url", tcp.url)
-		tcp.serve(session)
 	}
 	if udp != nil {
 		log.Info("udp tunnel listening", "tunnel", name, "url", udp.url)
