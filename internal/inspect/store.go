@@ -1,0 +1,407 @@
+package inspect
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/sse"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultBodyLimit   = 1 << 20
+	DefaultMaxRequests = 500
+	DefaultMaxBytes    = 64 << 20
+	// itemTextLimit bounds the text kept of one item (an SSE event's
+	// data, an NDJSON line, a WebSocket message).
+	itemTextLimit = 64 << 10
+)
+
+// Config configures an Inspector. The zero value means the defaults.
+type Config struct {
+	// BodyLimit is the bytes kept of each request and response body, and
+	// of each stream's items together; beyond it bytes are only counted.
+	// Default 1 MiB.
+	BodyLimit int64
+	// MaxRequests is how many requests are kept, newest first. Default
+	// 500.
+	MaxRequests int
+	// MaxBytes bounds the captured bytes of all kept requests together:
+	// the oldest finished requests go first; when only requests in flight
+	// are left, capture stops (counting goes on). Default 64 MiB.
+	MaxBytes int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Inspector keeps the recent requests. Its methods are safe for
+// concurrent use.
+type Inspector struct {
+	cfg Config
+	hub *sse.Hub
+
+	mu    sync.Mutex
+	seq   uint64
+	recs  []*Entry // oldest first
+	byID  map[string]*Entry
+	bytes int64 // captured bytes of recs
+}
+
+// New returns an empty Inspector.
+func New(cfg Config) *Inspector {
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.MaxRequests <= 0 {
+		cfg.MaxRequests = DefaultMaxRequests
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Inspector{
+		cfg:  cfg,
+		hub:  sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
+		byID: make(map[string]*Entry),
+	}
+}
+
+// Config returns the configuration in use (defaults filled in).
+func (in *Inspector) Config() Config { return in.cfg }
+
+// Hub is where live updates are published, on Topic.
+func (in *Inspector) Hub() *sse.Hub { return in.hub }
+
+// Close ends the hub's subscriptions.
+func (in *Inspector) Close() { in.hub.Close() }
+
+// Entry is one request being recorded. Its methods are called by the
+// capture as the request passes; they never block on a reader.
+type Entry struct {
+	in    *Inspector
+	start time.Time
+	// Guarded by in.mu.
+	req      Request
+	reqBody  []byte
+	respBody []byte
+	items    []Item
+	itemText int64 // bytes of Text in items
+	done     bool
+	removed  bool
+}
+
+// Begin records a new request (replayOf: the ID it replays, or "").
+func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
+	now := in.cfg.Now()
+	e := &Entry{in: in, start: now}
+	e.req = Request{
+		Time:           now,
+		Method:         r.Method,
+		Path:           r.URL.RequestURI(),
+		Host:           r.Host,
+		Proto:          r.Proto,
+		RemoteAddr:     visitor(r),
+		ReplayOf:       replayOf,
+		State:          StateWaiting,
+		RequestHeaders: r.Header.Clone(),
+	}
+	in.mu.Lock()
+	in.seq++
+	e.req.ID = strconv.FormatUint(in.seq, 10)
+	in.recs = append(in.recs, e)
+	in.byID[e.req.ID] = e
+	in.bytes += headerBytes(e.req.RequestHeaders)
+	in.evictLocked()
+	in.publishLocked(e)
+	in.mu.Unlock()
+	return e
+}
+
+// visitor is the public client's address: the first of X-Forwarded-For
+// (set by the edge), else the connection's.
+func visitor(r *http.Request) string {
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		first, _, _ := strings.Cut(xff, ",")
+		return strings.TrimSpace(first)
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+func headerBytes(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+// ID is the request's ID.
+func (e *Entry) ID() string { return e.req.ID }
+
+// capture appends p to *dst within the body limit and the inspector's
+// total, and reports whether some of p was not kept.
+func (in *Inspector) captureLocked(e *Entry, dst *[]byte, p []byte) (kept int, cut bool) {
+	room := in.cfg.BodyLimit - int64(len(*dst))
+	if e.removed || room <= 0 {
+		return 0, len(p) > 0
+	}
+	n := min(int64(len(p)), room)
+	for in.bytes+n > in.cfg.MaxBytes && in.evictOneLocked(e) {
+	}
+	if in.bytes+n > in.cfg.MaxBytes {
+		n = max(0, in.cfg.MaxBytes-in.bytes)
+	}
+	*dst = append(*dst, p[:n]...)
+	in.bytes += n
+	return int(n), int(n) < len(p)
+}
+
+// RequestBody notes bytes of the request body as they pass.
+func (e *Entry) RequestBody(p []byte) {
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	e.req.RequestBodySize += int64(len(p))
+	if e.req.RequestBodyTruncated {
+		return
+	}
+	n, cut := in.captureLocked(e, &e.reqBody, p)
+	e.req.RequestBodyCaptured += int64(n)
+	e.req.RequestBodyTruncated = e.req.RequestBodyTruncated || cut
+}
+
+// Response notes the response's status and headers (a 1xx other than 101
+// is not the response: it is ignored).
+func (e *Entry) Response(status int, h http.Header) {
+	if status < 200 && status != http.StatusSwitchingProtocols {
+		return
+	}
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if e.req.Status != 0 {
+		return
+	}
+	e.req.Status = status
+	e.req.ResponseHeaders = h.Clone()
+	e.req.State = StateStreaming
+	in.bytes += headerBytes(e.req.ResponseHeaders)
+	in.publishLocked(e)
+}
+
+// ResponseBody notes bytes of the response body as they pass.
+func (e *Entry) ResponseBody(p []byte) {
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	e.req.ResponseBodySize += int64(len(p))
+	if e.req.ResponseBodyTruncated {
+		return
+	}
+	n, cut := in.captureLocked(e, &e.respBody, p)
+	e.req.ResponseBodyCaptured += int64(n)
+	e.req.ResponseBodyTruncated = e.req.ResponseBodyTruncated || cut
+}
+
+// SetStream marks the response as a stream of kind (StreamSSE, ...).
+func (e *Entry) SetStream(kind string) {
+	in := e.in
+	in.mu.Lock()
+	e.req.Stream = kind
+	in.mu.Unlock()
+}
+
+// AddItem records an item of the stream: N and TimeMS are set here, Text
+// is cut to the item limit and the stream's share of the body limit; an
+// item beyond that is counted in ItemsDropped. Every item, kept or not,
+// is published.
+func (e *Entry) AddItem(it Item) {
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	e.req.ItemCount++
+	it.N = e.req.ItemCount
+	it.TimeMS = ms(in.cfg.Now().Sub(e.start))
+	if len(it.Text) > itemTextLimit {
+		it.Text, it.Truncated = validPrefix(it.Text, itemTextLimit), true
+	}
+	n := int64(len(it.Text)) + 64
+	if e.removed || e.itemText+n > in.cfg.BodyLimit {
+		e.req.ItemsDropped++
+	} else {
+		for in.bytes+n > in.cfg.MaxBytes && in.evictOneLocked(e) {
+		}
+		if in.bytes+n <= in.cfg.MaxBytes {
+			e.items = append(e.items, it)
+			e.itemText += n
+			in.bytes += n
+		} else {
+			e.req.ItemsDropped++
+		}
+	}
+	in.publishItemLocked(e, it)
+}
+
+// validPrefix cuts s to at most n bytes without splitting a UTF-8
+// sequence.
+func validPrefix(s string, n int) string {
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// SetTrailers notes the request's or the response's trailers.
+func (e *Entry) SetTrailers(request bool, h http.Header) {
+	if len(h) == 0 {
+		return
+	}
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if request {
+		e.req.RequestTrailers = h.Clone()
+	} else {
+		e.req.ResponseTrailers = h.Clone()
+	}
+}
+
+// End finishes the record: failed with err's text when err is not nil.
+func (e *Entry) End(err error) {
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if e.done {
+		return
+	}
+	e.done = true
+	e.req.DurationMS = ms(in.cfg.Now().Sub(e.start))
+	e.req.State = StateDone
+	if err != nil {
+		e.req.State, e.req.Error = StateFailed, err.Error()
+	}
+	in.publishLocked(e)
+	in.evictLocked()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// evictLocked drops the oldest requests beyond MaxRequests.
+func (in *Inspector) evictLocked() {
+	for len(in.recs) > in.cfg.MaxRequests && in.evictOneLocked(nil) {
+	}
+}
+
+// evictOneLocked drops the oldest request other than keep, finished
+// ones first; beyond MaxRequests, requests in flight go too (their capture
+// stops). It reports whether one was dropped.
+func (in *Inspector) evictOneLocked(keep *Entry) bool {
+	idx := -1
+	for i, e := range in.recs {
+		if e != keep && e.done {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 && len(in.recs) > in.cfg.MaxRequests {
+		for i, e := range in.recs {
+			if e != keep {
+				idx = i
+				break
+			}
+		}
+	}
+	if idx < 0 {
+		return false
+	}
+	e := in.recs[idx]
+	in.recs = append(in.recs[:idx], in.recs[idx+1:]...)
+	delete(in.byID, e.req.ID)
+	in.bytes -= e.sizeLocked()
+	e.removed = true
+	e.reqBody, e.respBody, e.items = nil, nil, nil
+	if data, err := json.Marshal(map[string]string{"id": e.req.ID}); err == nil {
+		in.hub.Publish(Topic, sse.Event{Type: EventRemoved, Data: string(data)})
+	}
+	return true
+}
+
+// sizeLocked is what the entry counts toward MaxBytes.
+func (e *Entry) sizeLocked() int64 {
+	return int64(len(e.reqBody)+len(e.respBody)) + e.itemText + headerBytes(e.req.RequestHeaders) + headerBytes(e.req.ResponseHeaders)
+}
+
+// viewLocked is the entry's Request, items included when withItems; the
+// headers are shared, not copied: callers must not modify them.
+func (e *Entry) viewLocked(withItems bool) Request {
+	r := e.req
+	if !e.done {
+		r.DurationMS = ms(e.in.cfg.Now().Sub(e.start))
+	}
+	if withItems {
+		r.Items = append([]Item(nil), e.items...)
+	}
+	return r
+}
+
+func (in *Inspector) publishLocked(e *Entry) {
+	if data, err := json.Marshal(e.viewLocked(false)); err == nil {
+		in.hub.Publish(Topic, sse.Event{Type: EventRequest, Data: string(data)})
+	}
+}
+
+func (in *Inspector) publishItemLocked(e *Entry, it Item) {
+	if data, err := json.Marshal(ItemEvent{ID: e.req.ID, Item: it}); err == nil {
+		in.hub.Publish(Topic, sse.Event{Type: EventItem, Data: string(data)})
+	}
+}
+
+// List returns the kept requests, newest first, without their items.
+func (in *Inspector) List() []Request {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := make([]Request, 0, len(in.recs))
+	for i := len(in.recs) - 1; i >= 0; i-- {
+		out = append(out, in.recs[i].viewLocked(false))
+	}
+	return out
+}
+
+// Get returns the request with that ID, with its items.
+func (in *Inspector) Get(id string) (Request, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	e, ok := in.byID[id]
+	if !ok {
+		return Request{}, false
+	}
+	return e.viewLocked(true), true
+}
+
+// Body returns the captured bytes of the request's body (request true) or
+// its response's, and the request; ok is false for an unknown ID.
+func (in *Inspector) Body(id string, request bool) (body []byte, r Request, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	e, ok := in.byID[id]
+	if !ok {
+		return nil, Request{}, false
+	}
+	b := e.respBody
+	if request {
+		b = e.reqBody
+	}
+	return append([]byte(nil), b...), e.viewLocked(false), true
+}

@@ -1,0 +1,89 @@
+package inspect
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBodyLimitAndCounting(t *testing.T) {
+	in := New(Config{BodyLimit: 10})
+	defer in.Close()
+	e := in.Begin(httptest.NewRequest("POST", "/x?q=1", nil), "")
+	e.RequestBody([]byte("0123456"))
+	e.RequestBody([]byte("789abc"))
+	e.Response(100, nil) // informational: not the response
+	e.Response(200, map[string][]string{"Content-Type": {"text/plain"}})
+	e.ResponseBody([]byte("hello"))
+	e.End(nil)
+	r, ok := in.Get(e.ID())
+	if !ok {
+		t.Fatal("not found")
+	}
+	if r.Path != "/x?q=1" || r.Status != 200 || r.State != StateDone {
+		t.Fatalf("got %+v", r)
+	}
+	if r.RequestBodySize != 13 || r.RequestBodyCaptured != 10 || !r.RequestBodyTruncated {
+		t.Fatalf("request body: size %d captured %d truncated %v", r.RequestBodySize, r.RequestBodyCaptured, r.RequestBodyTruncated)
+	}
+	body, _, _ := in.Body(e.ID(), true)
+	if !bytes.Equal(body, []byte("0123456789")) {
+		t.Fatalf("request body %q", body)
+	}
+	if r.ResponseBodySize != 5 || r.ResponseBodyTruncated {
+		t.Fatalf("response body: %+v", r)
+	}
+}
+
+func TestKeepsNewestWithinLimits(t *testing.T) {
+	in := New(Config{MaxRequests: 3, BodyLimit: 100, MaxBytes: 1000})
+	defer in.Close()
+	var last *Entry
+	for range 5 {
+		last = in.Begin(httptest.NewRequest("GET", "/", nil), "")
+		last.ResponseBody([]byte(strings.Repeat("x", 100)))
+		last.End(nil)
+	}
+	list := in.List()
+	if len(list) != 3 || list[0].ID != last.ID() || list[0].ID != "5" || list[2].ID != "3" {
+		t.Fatalf("kept %v", ids(list))
+	}
+	// The byte cap: a request in flight takes the room of finished ones.
+	big := in.Begin(httptest.NewRequest("GET", "/big", nil), "")
+	big.ResponseBody(bytes.Repeat([]byte("y"), 100))
+	for range 20 {
+		e := in.Begin(httptest.NewRequest("GET", "/", nil), "")
+		e.ResponseBody([]byte(strings.Repeat("z", 100)))
+		e.End(nil)
+	}
+	if in.bytes > in.cfg.MaxBytes {
+		t.Fatalf("captured %d bytes, cap %d", in.bytes, in.cfg.MaxBytes)
+	}
+}
+
+func ids(rs []Request) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func TestItemsBounded(t *testing.T) {
+	in := New(Config{BodyLimit: 1000})
+	defer in.Close()
+	e := in.Begin(httptest.NewRequest("GET", "/events", nil), "")
+	e.SetStream(StreamSSE)
+	for range 100 {
+		e.AddItem(Item{Kind: "event", Event: "message", Text: strings.Repeat("d", 36)})
+	}
+	r, _ := in.Get(e.ID())
+	if r.ItemCount != 100 || len(r.Items) != 10 || r.ItemsDropped != 90 || r.Items[9].N != 10 {
+		t.Fatalf("count %d kept %d dropped %d", r.ItemCount, len(r.Items), r.ItemsDropped)
+	}
+}
