@@ -1,0 +1,44 @@
+package inspect
+
+import (
+	"context"
+	"net/http"
+)
+
+// HandlerConfig configures the inspector's web server (Handler).
+type HandlerConfig struct {
+	// Upstream serves replays: the agent's proxy to the local server
+	// (Agent.Handler). A replay goes through Wrap, so it is recorded,
+	// marked as a replay. Nil: replay answers 503.
+	Upstream http.Handler
+}
+
+// Handler is the inspector's web server: the page at /, the JSON API
+// under /api/ (see api.go).
+func (in *Inspector) Handler(cfg HandlerConfig) http.Handler {
+	mux := http.NewServeMux()
+	in.routeAPI(mux, cfg)
+	in.routePage(mux)
+	return mux
+}
+
+// replayInfo travels in a replayed request's context: Wrap records the
+// request as a replay of Of and leaves its Entry here.
+type replayInfo struct {
+	Of    string
+	Entry *Entry // set by Wrap when it begins the record
+}
+
+type replayKey struct{}
+
+// withReplay marks ctx's request as a replay of the request with ID of.
+func withReplay(ctx context.Context, of string) (context.Context, *replayInfo) {
+	info := &replayInfo{Of: of}
+	return context.WithValue(ctx, replayKey{}, info), info
+}
+
+// replayOf returns the replay mark of ctx's request, or nil.
+func replayOf(ctx context.Context) *replayInfo {
+	info, _ := ctx.Value(replayKey{}).(*replayInfo)
+	return info
+}
