@@ -272,7 +272,7 @@ func tcpTarget(ctx context.Context, cfg TCPConfig, up *tcpUpstream, name string)
 // The upstream's commands: the first byte a connection sends.
 const (
 	tcpCmdDownload = 'D' // then 8 bytes of size: the server sends that many bytes and closes
-	tcpCmdUpload   = 'U' // the server reads to EOF and answers the count in 8 bytes
+	tcpCmdUpload   = 'U' // then 8 bytes of size: the server reads that many bytes and answers the count in 8 bytes
 	tcpCmdEcho     = 'E' // the server echoes what it reads until EOF
 	tcpCmdHold     = 'H' // the server counts the connection held until EOF
 )
@@ -354,7 +354,14 @@ func (u *tcpUpstream) serve(c net.Conn) {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 	case tcpCmdUpload:
-		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, make([]byte, relayBuffer))
+		// The size comes first rather than a half-close ending the
+		// upload: frp and chisel close the whole connection on a
+		// half-close, and the upload must measure them too.
+		var hdr [8]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		n, err := io.CopyBuffer(io.Discard, io.LimitReader(c, int64(binary.BigEndian.Uint64(hdr[:]))), make([]byte, relayBuffer))
 		if err != nil {
 			return
 		}
@@ -429,7 +436,7 @@ func tcpDownload(ctx context.Context, addr string, size int64) (*Transfer, error
 	return &Transfer{Bytes: n, Seconds: elapsed.Seconds(), MBps: float64(n) / 1e6 / elapsed.Seconds()}, nil
 }
 
-// tcpUpload sends size bytes over one connection, half-closes it and
+// tcpUpload sends size bytes over one connection, announced first, and
 // reads the count the upstream received.
 func tcpUpload(ctx context.Context, addr string, size int64, up *tcpUpstream) (*Transfer, error) {
 	ctx, cancel := context.WithTimeout(ctx, tcpTransferTimeout(size))
@@ -442,15 +449,15 @@ func tcpUpload(ctx context.Context, addr string, size int64, up *tcpUpstream) (*
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	if _, err := c.Write([]byte{tcpCmdUpload}); err != nil {
+	var hdr [9]byte
+	hdr[0] = tcpCmdUpload
+	binary.BigEndian.PutUint64(hdr[1:], uint64(size))
+	if _, err := c.Write(hdr[:]); err != nil {
 		return nil, err
 	}
 	body := &patternReader{data: up.data, left: size}
 	if _, err := io.CopyBuffer(struct{ io.Writer }{c}, body, make([]byte, 256<<10)); err != nil {
 		return nil, fmt.Errorf("after sending %d of %d bytes: %w", size-body.left, size, err)
-	}
-	if err := c.CloseWrite(); err != nil {
-		return nil, err
 	}
 	var ans [8]byte
 	if _, err := io.ReadFull(c, ans[:]); err != nil {
