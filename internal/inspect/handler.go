@@ -11,6 +11,12 @@ type HandlerConfig struct {
 	// (Agent.Handler). A replay goes through Wrap, so it is recorded,
 	// marked as a replay. Nil: replay answers 503.
 	Upstream http.Handler
+	// Version is sluice's version, named as the creator of HAR exports.
+	// Default: the module's build version, or "dev".
+	Version string
+	// MaxReplayBody bounds the edited body of a replay. Default
+	// DefaultMaxReplayBody (32 MiB).
+	MaxReplayBody int
 }
 
 // Handler is the inspector's web server: the page at /, the JSON API
