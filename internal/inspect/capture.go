@@ -519,7 +519,7 @@ func (c *capture) fromClient(p []byte) {
 			c.e.Note(fmt.Sprintf("the client's WebSocket frames are not decoded further: %v", err))
 		}
 	}
-	c.reqBody.count(c.e, true, int64(len(p)))
+	c.e.CountBody(true, int64(len(p)))
 }
 
 // toClient notes bytes written to the client: the response head, then its body.
@@ -543,7 +543,7 @@ func (c *capture) toClient(p []byte) {
 		c.respBody.add(c.e, false, p) // not a WebSocket: the raw bytes
 		return
 	}
-	c.respBody.count(c.e, false, int64(len(p)))
+	c.e.CountBody(false, int64(len(p)))
 }
 
 // headLocked takes the response head from p; it returns what follows it,
