@@ -16,6 +16,12 @@ type HandlerConfig struct {
 	// replay (the inner one sees the mark's Entry set and passes it
 	// through), and leaves its Entry in the mark. Nil: replay answers 503.
 	Upstream http.Handler
+	// Version is sluice's version, named as the creator of HAR exports.
+	// Default: the module's build version, or "dev".
+	Version string
+	// MaxReplayBody bounds the edited body of a replay. Default
+	// DefaultMaxReplayBody (32 MiB).
+	MaxReplayBody int
 }
 
 // Handler is the inspector's web server: the page at /, the JSON API
