@@ -17,13 +17,10 @@ import (
 	"github.com/sluicehq/sluice/internal/inspect"
 )
 
-// The inspector's address when --inspect is not given: the first free
-// port of defaultInspectPort..+inspectPortTries-1 on loopback, else any.
-const (
-	defaultInspectHost = "127.0.0.1"
-	defaultInspectPort = 4040
-	inspectPortTries   = 11
-)
+// inspectPortTries: when --inspect is not given, the inspector takes the
+// first free port of defaultInspect's and the next ones, this many in
+// all, else any port on its host.
+const inspectPortTries = 11
 
 // inspectHelp is the paragraph of the agent commands' help about it.
 const inspectHelp = `The inspector (on by default): a page and a JSON API on 127.0.0.1:4040,
@@ -38,8 +35,8 @@ of SSE, NDJSON and WebSocket streams as they pass, and replay requests
 // inspector.
 func inspectFlags(fs *flag.FlagSet) *inspectOptions {
 	o := &inspectOptions{fs: fs, limit: inspect.DefaultBodyLimit}
-	fs.StringVar(&o.addr, "inspect", net.JoinHostPort(defaultInspectHost, strconv.Itoa(defaultInspectPort)),
-		`address of the inspector, the local page and JSON API that show the requests through the tunnel, live, and replay them; "off" for none (default: 127.0.0.1:4040, or the next free port)`)
+	fs.StringVar(&o.addr, "inspect", defaultInspect,
+		`address of the inspector, the local page and JSON API that show the requests through the tunnel, live, and replay them; "off" for none; when not given and the default's port is taken, the next free one`)
 	fs.Var(&o.limit, "inspect-body-limit",
 		"bytes the inspector keeps of each request and response body, and of each stream's events, lines or messages together; the rest is only counted (`SIZE`, such as 256KiB or 8MiB)")
 	return o
@@ -72,8 +69,9 @@ func (o *inspectOptions) open(cmd string, stdout, stderr io.Writer) (*inspector,
 		return nil, cli.Usagef("%s: --inspect-body-limit must be positive", cmd)
 	}
 	addr := o.addr
+	defHost, defPort, _ := net.SplitHostPort(defaultInspect)
 	if _, err := strconv.Atoi(addr); err == nil {
-		addr = net.JoinHostPort(defaultInspectHost, addr) // a port alone: on loopback
+		addr = net.JoinHostPort(defHost, addr) // a port alone: on loopback
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -83,7 +81,8 @@ func (o *inspectOptions) open(cmd string, stdout, stderr io.Writer) (*inspector,
 	if given {
 		ln, err = net.Listen("tcp", addr)
 	} else {
-		ln, err = listenFrom(defaultInspectHost, defaultInspectPort, inspectPortTries)
+		port, _ := strconv.Atoi(defPort)
+		ln, err = listenFrom(defHost, port, inspectPortTries)
 	}
 	if err != nil {
 		return nil, fmt.Errorf(`%s: the inspector: %w (give another --inspect address, or "off")`, cmd, err)
