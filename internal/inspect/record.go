@@ -34,6 +34,7 @@ type Request struct {
 	Error      string  `json:"error,omitempty"`
 	Status     int     `json:"status"`      // 0 until the response headers; 101 for an upgrade
 	DurationMS float64 `json:"duration_ms"` // until the end, or so far
+	HeadersMS  float64 `json:"headers_ms"`  // until the response headers (0 before them)
 
 	RequestHeaders  http.Header `json:"request_headers"`
 	ResponseHeaders http.Header `json:"response_headers"`
@@ -57,6 +58,11 @@ type Request struct {
 	// Items are the kept items, oldest first: in GET /api/requests/ID
 	// only (the list and the events leave them out).
 	Items []Item `json:"items,omitempty"`
+	// CaptureNote says why the capture is partial, when it is: a stream
+	// not parsed (compressed), a parser that fell behind and skipped
+	// bytes, a decoder that stopped at bytes it could not read. The
+	// request itself is not affected.
+	CaptureNote string `json:"capture_note,omitempty"`
 }
 
 // Item is one event of an SSE response, one line of an NDJSON response, or
