@@ -1,10 +1,12 @@
 package benchmark
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -53,12 +55,16 @@ type InspectReport struct {
 	Error  string         `json:"error,omitempty"`
 }
 
-// InspectFigures are one mode's figures.
+// InspectFigures are one mode's figures. The agent's CPU time per MB
+// downloaded and per small request (user and system, from /proc) depends
+// less on what else the machine runs than the rates do.
 type InspectFigures struct {
-	DownloadMBps   float64 `json:"download_mb_per_s"`
-	SmallReqPerSec float64 `json:"small_req_per_s"`
-	SmallP50Ms     float64 `json:"small_p50_ms"`
-	SmallP99Ms     float64 `json:"small_p99_ms"`
+	DownloadMBps     float64 `json:"download_mb_per_s"`
+	SmallReqPerSec   float64 `json:"small_req_per_s"`
+	SmallP50Ms       float64 `json:"small_p50_ms"`
+	SmallP99Ms       float64 `json:"small_p99_ms"`
+	AgentCPUMsPerMB  float64 `json:"agent_cpu_ms_per_mb"`
+	AgentCPUUsPerReq float64 `json:"agent_cpu_us_per_request"`
 }
 
 // InspectRound is one measurement of one mode.
@@ -118,8 +124,8 @@ func Inspect(ctx context.Context, cfg InspectConfig) (*InspectReport, error) {
 				rep.Error = err.Error()
 				return rep, fmt.Errorf("benchmark: inspect: %w", err)
 			}
-			logf(cfg.Progress, "round %d, inspector %s: download %.0f MB/s; small %.0f req/s, p50 %s ms, p99 %s ms",
-				i+1, onOff(on), r.DownloadMBps, r.SmallReqPerSec, ms(r.SmallP50Ms), ms(r.SmallP99Ms))
+			logf(cfg.Progress, "round %d, inspector %s: download %.0f MB/s (agent CPU %.2f ms/MB); small %.0f req/s, p50 %s ms, p99 %s ms (agent CPU %.0f µs/request)",
+				i+1, onOff(on), r.DownloadMBps, r.AgentCPUMsPerMB, r.SmallReqPerSec, ms(r.SmallP50Ms), ms(r.SmallP99Ms), r.AgentCPUUsPerReq)
 			rep.Rounds = append(rep.Rounds, r)
 		}
 	}
@@ -154,28 +160,67 @@ func inspectRound(ctx context.Context, cfg InspectConfig, b *bench, on bool) (r 
 		}
 	}()
 	c := &client{base: t.baseURL(), host: t.host()}
+	agent := t.children[len(t.children)-1].cmd.Process.Pid
+	cpu0, err := cpuSeconds(agent)
+	if err != nil {
+		return r, err
+	}
 	d, err := b.download(ctx, c)
 	if err != nil {
 		return r, fmt.Errorf("inspector %s: download: %w\n%s", onOff(on), err, t.output())
+	}
+	cpu1, err := cpuSeconds(agent)
+	if err != nil {
+		return r, err
 	}
 	s, err := b.small(ctx, c)
 	if err != nil {
 		return r, fmt.Errorf("inspector %s: small requests: %w\n%s", onOff(on), err, t.output())
 	}
+	cpu2, err := cpuSeconds(agent)
+	if err != nil {
+		return r, err
+	}
 	r.DownloadMBps, r.SmallReqPerSec, r.SmallP50Ms, r.SmallP99Ms = d.MBps, s.ReqPerSec, s.P50Ms, s.P99Ms
+	r.AgentCPUMsPerMB = (cpu1 - cpu0) * 1e3 / (float64(d.Bytes) / 1e6)
+	// The small run's CPU includes its warm-up's requests: per request
+	// of the measured ones, a slight overcount, the same in both modes.
+	r.AgentCPUUsPerReq = (cpu2 - cpu1) * 1e6 / float64(s.Requests)
 	return r, t.alive()
 }
 
 // medians are the medians of one mode's rounds, figure by figure.
 func medians(rounds []InspectRound, on bool) InspectFigures {
-	var dl, rps, p50, p99 []float64
+	var dl, rps, p50, p99, cpuMB, cpuReq []float64
 	for _, r := range rounds {
 		if r.Inspector == on {
 			dl, rps = append(dl, r.DownloadMBps), append(rps, r.SmallReqPerSec)
 			p50, p99 = append(p50, r.SmallP50Ms), append(p99, r.SmallP99Ms)
+			cpuMB, cpuReq = append(cpuMB, r.AgentCPUMsPerMB), append(cpuReq, r.AgentCPUUsPerReq)
 		}
 	}
-	return InspectFigures{median(dl), median(rps), median(p50), median(p99)}
+	return InspectFigures{median(dl), median(rps), median(p50), median(p99), median(cpuMB), median(cpuReq)}
+}
+
+// cpuSeconds is the user and system CPU time pid has used, from
+// /proc/PID/stat (in clock ticks of 1/100 s, Linux's USER_HZ).
+func cpuSeconds(pid int) (float64, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("benchmark: CPU time of pid %d: %w", pid, err)
+	}
+	// pid (comm) state ppid ...: utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("benchmark: CPU time of pid %d: unexpected /proc stat %q", pid, stat)
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("benchmark: CPU time of pid %d: unexpected /proc stat %q", pid, stat)
+	}
+	return (utime + stime) / 100, nil
 }
 
 func median(v []float64) float64 {
@@ -206,8 +251,12 @@ func (r *InspectReport) WriteTable(w io.Writer) error {
 	row("small requests/s", r.Off.SmallReqPerSec, r.On.SmallReqPerSec, n0)
 	row("small p50 ms", r.Off.SmallP50Ms, r.On.SmallP50Ms, ms)
 	row("small p99 ms", r.Off.SmallP99Ms, r.On.SmallP99Ms, ms)
+	f2 := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	row("agent CPU ms per MB downloaded", r.Off.AgentCPUMsPerMB, r.On.AgentCPUMsPerMB, f2)
+	row("agent CPU µs per small request", r.Off.AgentCPUUsPerReq, r.On.AgentCPUUsPerReq, n0)
 	tw.Flush()
-	fmt.Fprintf(&b, "\noverhead: download %.1f %%, small requests %.1f %%\n", r.DownloadOverheadPct, r.SmallOverheadPct)
+	fmt.Fprintf(&b, "\noverhead: download %.1f %%, small requests %.1f %% (rates); agent CPU +%.1f %% per MB, +%.1f %% per request\n",
+		r.DownloadOverheadPct, r.SmallOverheadPct, 100*(r.On.AgentCPUMsPerMB/r.Off.AgentCPUMsPerMB-1), 100*(r.On.AgentCPUUsPerReq/r.Off.AgentCPUUsPerReq-1))
 	if r.Error != "" {
 		fmt.Fprintf(&b, "FAILED: %s\n", r.Error)
 	}
