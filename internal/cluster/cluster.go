@@ -207,7 +207,7 @@ func (c *Cluster) Hold(ctx context.Context, name string) Claim {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	prev, err := c.table.claim(ctx, name, v, c.cfg.Lease)
+	prev, err := c.table.claim(ctx, c.cfg.ID, c.cfg.Advertise, name, v, c.cfg.Lease)
 	switch {
 	case err != nil:
 		c.cfg.Logger.Debug("cluster: claim failed; the next renewal writes it", "tunnel", name, "err", err)
@@ -446,8 +446,9 @@ func (rc *routeCache) drop(name string) {
 // or an in-memory one in the tests of the timing logic.
 type table interface {
 	// claim sets name's route to value for lease and returns the value it
-	// replaced ("" if none).
-	claim(ctx context.Context, name, value string, lease time.Duration) (prev string, err error)
+	// replaced ("" if none); and sets the peers entry of edge to url (so
+	// that the route leads somewhere before the first renewal).
+	claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (prev string, err error)
 	// renew extends each name's lease if its route is still values[i],
 	// writes it again if it has none, and reports lostRoute if another
 	// claim holds it; and sets the peers entry of edge to url, for lease.

@@ -70,12 +70,13 @@ func (m *memTable) renewals() int {
 	return m.renews
 }
 
-func (m *memTable) claim(ctx context.Context, name, value string, lease time.Duration) (string, error) {
+func (m *memTable) claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
 		return "", errDown
 	}
+	m.keys[peerPrefix+edge] = memKey{url, time.Now().Add(lease)}
 	prev, _ := m.getLocked(routePrefix + name)
 	m.keys[routePrefix+name] = memKey{value, time.Now().Add(lease)}
 	return prev.value, nil

@@ -99,8 +99,14 @@ func redactURL(s string) string {
 	return s[:scheme+3] + "***" + s[at:]
 }
 
-func (t *redisTable) claim(ctx context.Context, name, value string, lease time.Duration) (string, error) {
-	prev, err := t.c.SetArgs(ctx, routePrefix+name, value, redis.SetArgs{TTL: lease, Get: true}).Result()
+func (t *redisTable) claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (string, error) {
+	pipe := t.c.Pipeline()
+	pipe.Set(ctx, peerPrefix+edge, url, lease)
+	get := pipe.SetArgs(ctx, routePrefix+name, value, redis.SetArgs{TTL: lease, Get: true})
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", err
+	}
+	prev, err := get.Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}

@@ -25,8 +25,12 @@ func newTransport() *transport {
 		DisableCompression:  true,
 		IdleConnTimeout:     5 * time.Minute,
 		// A peer that stops answering is found out by pings, as for the
-		// agents' sessions, and its streams fail.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second},
+		// agents' sessions, and its streams fail. DATA frames of up to
+		// 1 MiB rather than 16 KiB: fewer frames per big body. The flow
+		// control windows stay net/http's (4 MiB per stream, 1 GiB per
+		// connection), so that slow visitors of some streams do not
+		// exhaust the connection's window and stall the others.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second, MaxReadFrameSize: 1 << 20},
 	}
 	h2.Protocols = new(http.Protocols)
 	h2.Protocols.SetHTTP2(true)
