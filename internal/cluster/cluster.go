@@ -126,9 +126,10 @@ type Cluster struct {
 	table table
 	tr    *transport
 
-	mu   sync.Mutex        // guards held and gen
-	held map[string]string // name -> the value of this edge's claim
-	gen  uint64            // the last claim's fencing number
+	mu      sync.Mutex        // guards held, pending and gen
+	held    map[string]string // name -> the value of this edge's claim
+	pending map[string]bool   // held names whose claim is not written yet (Redis was unreachable)
+	gen     uint64            // the last claim's fencing number
 
 	degraded atomic.Bool
 	cache    routeCache
@@ -158,7 +159,7 @@ func New(cfg Config) (*Cluster, error) {
 
 func newCluster(cfg Config, t table) *Cluster {
 	cfg = cfg.withDefaults()
-	return &Cluster{cfg: cfg, table: t, tr: newTransport(), held: map[string]string{},
+	return &Cluster{cfg: cfg, table: t, tr: newTransport(), held: map[string]string{}, pending: map[string]bool{},
 		wake: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
@@ -194,12 +195,14 @@ type Claim struct {
 // Hold claims name for this edge, taking it from any other edge (the
 // newest agent wins), and keeps renewing it until Release. It waits for
 // Redis at most Timeout, and not at all while the cluster is degraded: a
-// claim that could not be written is written by the next renewal.
+// claim that could not be written is written by the next renewal, as
+// unconditionally.
 func (c *Cluster) Hold(ctx context.Context, name string) Claim {
 	c.mu.Lock()
 	c.gen++
 	v := c.cfg.ID + " " + strconv.FormatUint(c.gen, 10)
 	c.held[name] = v
+	c.pending[name] = true
 	c.mu.Unlock()
 	c.cache.drop(name)
 	if c.Degraded() {
@@ -215,10 +218,22 @@ func (c *Cluster) Hold(ctx context.Context, name string) Claim {
 		case c.wake <- struct{}{}:
 		default:
 		}
-	case prev != "" && edgeOf(prev) != c.cfg.ID:
-		c.cfg.Logger.Info("cluster: tunnel taken over from another edge", "tunnel", name, "from", edgeOf(prev))
+	default:
+		c.written(name, v)
+		if prev != "" && edgeOf(prev) != c.cfg.ID {
+			c.cfg.Logger.Info("cluster: tunnel taken over from another edge", "tunnel", name, "from", edgeOf(prev))
+		}
 	}
 	return Claim{name, v}
+}
+
+// written notes that the claim value of name is in the table.
+func (c *Cluster) written(name, value string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held[name] == value {
+		delete(c.pending, name)
+	}
 }
 
 // Release gives cl's name back, unless a newer claim of this edge holds
@@ -235,6 +250,7 @@ func (c *Cluster) Release(cl Claim) {
 		return
 	}
 	delete(c.held, cl.name)
+	delete(c.pending, cl.name)
 	c.mu.Unlock()
 	if c.Degraded() {
 		return
@@ -308,13 +324,14 @@ func (c *Cluster) renew(ctx context.Context) {
 	c.mu.Lock()
 	names := make([]string, 0, len(c.held))
 	values := make([]string, 0, len(c.held))
+	var fresh []bool
 	for n, v := range c.held {
-		names, values = append(names, n), append(values, v)
+		names, values, fresh = append(names, n), append(values, v), append(fresh, c.pending[n])
 	}
 	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	res, err := c.table.renew(rctx, c.cfg.ID, c.cfg.Advertise, names, values, c.cfg.Lease)
+	res, err := c.table.renew(rctx, c.cfg.ID, c.cfg.Advertise, names, values, fresh, c.cfg.Lease)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // stopping: not a change of state
@@ -326,6 +343,9 @@ func (c *Cluster) renew(ctx context.Context) {
 	}
 	reclaimed := 0
 	for i, r := range res {
+		if fresh[i] {
+			c.written(names[i], values[i])
+		}
 		switch r {
 		case reclaimedRoute:
 			reclaimed++
@@ -361,6 +381,7 @@ func (c *Cluster) Leave(ctx context.Context) error {
 		names, values = append(names, n), append(values, v)
 	}
 	clear(c.held)
+	clear(c.pending)
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -451,8 +472,10 @@ type table interface {
 	claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (prev string, err error)
 	// renew extends each name's lease if its route is still values[i],
 	// writes it again if it has none, and reports lostRoute if another
-	// claim holds it; and sets the peers entry of edge to url, for lease.
-	renew(ctx context.Context, edge, url string, names, values []string, lease time.Duration) ([]renewResult, error)
+	// claim holds it; a fresh[i] claim (never written) is written whatever
+	// the route is, as claim does. It sets the peers entry of edge to url,
+	// for lease.
+	renew(ctx context.Context, edge, url string, names, values []string, fresh []bool, lease time.Duration) ([]renewResult, error)
 	// release deletes name's route if it is value.
 	release(ctx context.Context, name, value string) error
 	// lookup reads name's route and its edge's URL, with what remains of

@@ -82,7 +82,7 @@ func (m *memTable) claim(ctx context.Context, edge, url, name, value string, lea
 	return prev.value, nil
 }
 
-func (m *memTable) renew(ctx context.Context, edge, url string, names, values []string, lease time.Duration) ([]renewResult, error) {
+func (m *memTable) renew(ctx context.Context, edge, url string, names, values []string, fresh []bool, lease time.Duration) ([]renewResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
@@ -95,7 +95,7 @@ func (m *memTable) renew(ctx context.Context, edge, url string, names, values []
 	for i, n := range names {
 		e, ok := m.getLocked(routePrefix + n)
 		switch {
-		case ok && e.value == values[i]:
+		case fresh[i] || ok && e.value == values[i]:
 			out[i] = renewedRoute
 		case !ok:
 			out[i] = reclaimedRoute
@@ -401,4 +401,32 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Errorf("Validate(%+v) = %v", ok, err)
 	}
+}
+
+// A claim made while Redis was unreachable is written by the first
+// renewal that reaches it, over a stale claim of a dead edge: the agent is
+// here now.
+func TestPendingClaimWinsOverStaleRoute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tab := newMemTable()
+		x, _ := member(t, tab, "x", nil)
+		a, _ := member(t, tab, "a", nil)
+		x.Hold(context.Background(), "demo")
+		x.Close() // x dies holding demo; its lease runs on
+		tab.setDown(true)
+		time.Sleep(a.Lease() / 3)
+		synctest.Wait()
+		a.Hold(context.Background(), "demo") // the agent reconnected to a, which cannot write it
+		tab.setDown(false)
+		time.Sleep(maxRetry)
+		synctest.Wait()
+		if a.Degraded() || a.Held() != 1 || edgeOf(tab.route("demo")) != "a" {
+			t.Fatalf("after Redis came back: degraded %v, a holds %d, route %q; want a's", a.Degraded(), a.Held(), tab.route("demo"))
+		}
+		time.Sleep(a.Lease())
+		synctest.Wait()
+		if edgeOf(tab.route("demo")) != "a" || a.Held() != 1 {
+			t.Fatalf("a lease later: route %q, a holds %d", tab.route("demo"), a.Held())
+		}
+	})
 }

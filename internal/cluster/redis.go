@@ -113,18 +113,29 @@ func (t *redisTable) claim(ctx context.Context, edge, url, name, value string, l
 	return prev, err
 }
 
-func (t *redisTable) renew(ctx context.Context, edge, url string, names, values []string, lease time.Duration) ([]renewResult, error) {
+func (t *redisTable) renew(ctx context.Context, edge, url string, names, values []string, fresh []bool, lease time.Duration) ([]renewResult, error) {
 	ms := strconv.FormatInt(lease.Milliseconds(), 10)
+	var old []int // the indexes of the names to renew (not fresh)
+	for i := range names {
+		if !fresh[i] {
+			old = append(old, i)
+		}
+	}
 	run := func() ([]*redis.Cmd, error) {
 		pipe := t.c.Pipeline()
 		pipe.Set(ctx, peerPrefix+edge, url, lease)
+		for i, n := range names {
+			if fresh[i] {
+				pipe.Set(ctx, routePrefix+n, values[i], lease)
+			}
+		}
 		var cmds []*redis.Cmd
-		for i := 0; i < len(names); i += renewChunk {
-			j := min(i+renewChunk, len(names))
+		for i := 0; i < len(old); i += renewChunk {
+			j := min(i+renewChunk, len(old))
 			keys := make([]string, 0, j-i)
 			args := make([]any, 0, j-i+1)
 			args = append(args, ms)
-			for k := i; k < j; k++ {
+			for _, k := range old[i:j] {
 				keys = append(keys, routePrefix+names[k])
 				args = append(args, values[k])
 			}
@@ -143,18 +154,20 @@ func (t *redisTable) renew(ctx context.Context, edge, url string, names, values 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]renewResult, 0, len(names))
+	var codes []int64
 	for _, cmd := range cmds {
-		codes, err := cmd.Int64Slice()
+		c, err := cmd.Int64Slice()
 		if err != nil {
 			return nil, err
 		}
-		for _, code := range codes {
-			out = append(out, renewResult(code))
-		}
+		codes = append(codes, c...)
 	}
-	if len(out) != len(names) {
-		return nil, fmt.Errorf("cluster: renewal answered %d results for %d names", len(out), len(names))
+	if len(codes) != len(old) {
+		return nil, fmt.Errorf("cluster: renewal answered %d results for %d names", len(codes), len(old))
+	}
+	out := make([]renewResult, len(names)) // renewedRoute for the fresh ones
+	for j, i := range old {
+		out[i] = renewResult(codes[j])
 	}
 	return out, nil
 }

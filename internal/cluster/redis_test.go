@@ -65,9 +65,13 @@ func TestRedisTable(t *testing.T) {
 	if _, err := b.Lookup(ctx, "nobody"); !errors.Is(err, ErrNoRoute) {
 		t.Errorf("Lookup(nobody) = %v, want ErrNoRoute", err)
 	}
-	res, err := a.table.renew(ctx, "a", a.Advertise(), []string{"t1", "gone"}, []string{claims[1].value, "a 999"}, time.Second*3)
-	if err != nil || len(res) != 2 || res[0] != renewedRoute || res[1] != reclaimedRoute {
-		t.Fatalf("renew = %v, %v; want [renewed reclaimed]", res, err)
+	res, err := a.table.renew(ctx, "a", a.Advertise(), []string{"t1", "gone", "t4", "t6"}, []string{claims[1].value, "a 999", "a 1000", "a 1001"},
+		[]bool{false, false, true, false}, time.Second*3)
+	if err != nil || len(res) != 4 || res[0] != renewedRoute || res[1] != reclaimedRoute || res[2] != renewedRoute || res[3] != lostRoute {
+		t.Fatalf("renew = %v, %v; want [renewed reclaimed renewed lost]", res, err)
+	}
+	if r, _ := a.table.lookup(ctx, "t4"); r.value != "a 1000" {
+		t.Fatalf("a fresh claim in a renewal left the route %q, want it written", r.value)
 	}
 
 	// A claim is taken by the newest holder; the old holder's release
