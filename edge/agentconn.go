@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/store"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -54,6 +55,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	var attached, old tunnel.Session
 	var features []string
 	var tcp *tcpPort // the public port of a TCP tunnel
+	var claim cluster.Claim
 	var udp *udpPort // the public port of a UDP tunnel
 	defer func() {
 		if tcp != nil {
@@ -122,6 +124,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					return &tunnel.RegisterError{Code: wire.CodeInternal, Message: fmt.Sprintf("an operator changed tunnel %q during the registration; register again", name)}
 				}
 				attached, old = session, o
+				claim = s.clusterHold(r.Context(), name)
 				if tcp != nil {
 					// The port's new connections go to this session from
 					// now on, before registered goes out: a reconnect that
@@ -154,6 +157,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			if s.registry.release(name, attached) {
 				s.metrics.tunnelsOnline.Dec()
 			}
+			s.clusterRelease(claim)
 		}
 		return
 	}
@@ -171,6 +175,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	if s.registry.release(name, session) {
 		s.metrics.tunnelsOnline.Dec()
 	}
+	s.clusterRelease(claim) // unless a newer session of this edge holds the name
 	log.Info("agent disconnected", "tunnel", name, "err", err)
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/store"
 	"github.com/sluicehq/sluice/tunnel"
 )
@@ -118,6 +119,13 @@ type Config struct {
 	// TCPHost is the host of TCP tunnels' public URLs (tcp://HOST:PORT),
 	// what a visitor connects to. Default Domain.
 	TCPHost string
+	// Cluster, if set, makes the edge one of several sharing Store (which
+	// must then be PostgreSQL) and a Redis (edge/cluster.go): it claims the
+	// names of the agents it holds, forwards requests for the others to
+	// the edges that hold them, and serves requests other edges forward.
+	// Serve runs it (Cluster.Run) and leaves it at a graceful stop; the
+	// caller closes it after Serve returns.
+	Cluster *cluster.Cluster
 	// Logger receives the edge's logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -132,6 +140,9 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	if len(c.Tokens) == 0 && c.Store == nil {
 		return errors.New("edge: no agent token: give at least one (--token or --tokens), or a store (--data or --store)")
+	}
+	if c.Cluster != nil && c.Store == nil {
+		return errors.New("edge: a cluster needs a store shared by its edges (--store postgres://...)")
 	}
 	if len(c.AdminTokens) > 0 && c.Store == nil {
 		return errors.New("edge: an admin token needs a store (--data DIR or --store postgres://...)")

@@ -65,6 +65,16 @@ type testEdge struct {
 // listener; mut adjusts the configuration first.
 func startEdge(t *testing.T, mut func(*edge.Config)) *testEdge {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startEdgeOn(t, ln, mut)
+}
+
+// startEdgeOn is startEdge on the listener ln.
+func startEdgeOn(t *testing.T, ln net.Listener, mut func(*edge.Config)) *testEdge {
+	t.Helper()
 	logs := &logBuffer{}
 	cfg := edge.Config{
 		Tokens: []string{"T"},
@@ -76,11 +86,8 @@ func startEdge(t *testing.T, mut func(*edge.Config)) *testEdge {
 	}
 	srv, err := edge.New(cfg)
 	if err != nil {
+		ln.Close()
 		t.Fatalf("edge.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)

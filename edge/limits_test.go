@@ -23,8 +23,16 @@ import (
 // serves upstream, until the test ends.
 func (e *testEdge) serveAgent(t *testing.T, name, protocol string, upstream http.Handler) {
 	t.Helper()
+	e.serveAgentConfig(t, tunnel.DialConfig{TunnelID: name, Token: "T", Protocol: protocol}, upstream)
+}
+
+// serveAgentConfig runs a real agent with cfg (its URL: this edge's)
+// that serves upstream, until the test ends.
+func (e *testEdge) serveAgentConfig(t *testing.T, cfg tunnel.DialConfig, upstream http.Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	as, err := tunnel.Dial(ctx, tunnel.DialConfig{URL: "ws://" + e.addr + "/agent", TunnelID: name, Token: "T", Protocol: protocol})
+	cfg.URL = "ws://" + e.addr + "/agent"
+	as, err := tunnel.Dial(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

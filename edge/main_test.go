@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/cluster"
 	"go.uber.org/goleak"
 )
 
@@ -19,6 +20,7 @@ var certmagicGlobals = []goleak.Option{
 // TestMain runs the tests, stops the Pebbles the ACME tests started, and
 // fails the package if a test leaves a goroutine behind.
 func TestMain(m *testing.M) {
+	cluster.QuietRedis()
 	code := m.Run()
 	stopPebbles()
 	if code == 0 {

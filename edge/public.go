@@ -37,6 +37,9 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 			}
 			host := s.forwardHost(s.publicHost(pr.In.Context(), name), pr.In.Host)
 			pr.SetXForwarded()
+			if forwardedTLS(pr.In) {
+				pr.Out.Header.Set("X-Forwarded-Proto", "https") // the visitor's, at the edge that forwarded it
+			}
 			pr.Out.Header.Set("X-Forwarded-Host", host)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", host
 			pr.Out.Host = host

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,8 @@ type Server struct {
 	authFails  authFailures   // failed basic-auth attempts per address and tunnel
 	bcrypt     chan struct{}  // a slot per concurrent bcrypt check
 	apex       *http.ServeMux
+	forwarder  *httputil.ReverseProxy // to the other edges of the cluster (cluster.go)
+	clusterM   *clusterMetrics
 
 	ctx    context.Context // ends the agent sessions
 	cancel context.CancelFunc
@@ -71,10 +74,10 @@ func New(cfg Config) (*Server, error) {
 	s.draining, s.drain = context.WithCancel(context.Background())
 	s.apex = http.NewServeMux()
 	s.apex.HandleFunc("GET /agent", s.serveAgent)
-	s.apex.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
+	s.apex.HandleFunc("GET /healthz", s.serveHealth)
+	if cfg.Cluster != nil {
+		s.initCluster()
+	}
 	s.apex.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	if cfg.Store != nil {
 		s.routeAPI()
@@ -134,12 +137,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	gw, r := s.guard(sw, r)
 	defer gw.finish()
 	w = gw
+	r, fromPeer := s.fromPeer(w, r)
+	if r == nil {
+		return // a forged cluster signature, refused
+	}
 	if !custom && !ValidName(name) {
 		errpage.Write(w, r, http.StatusNotFound, wire.CodeTunnelNotFound, "No such tunnel",
 			"there is no tunnel at "+host+": tunnel names are one DNS label, such as demo."+s.cfg.Domain+".")
 		return
 	}
 	e := s.registry.lookup(name)
+	if (e == nil || e.session == nil) && !fromPeer && s.forward(w, r, name) {
+		return // held by another edge of the cluster, which applies the visitor rules
+	}
 	if !s.admit(w, r, name, e) {
 		return
 	}
@@ -218,11 +228,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
+	stopCluster := s.runCluster()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
 		s.Close()
+		stopCluster(false)
 		return err
 	case <-ctx.Done():
 	}
@@ -231,6 +243,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	s.drain()                // push channels end now: agents reconnect elsewhere or later
 	err := hs.Shutdown(sctx) // waits for public requests, up to grace
 	s.Close()                // then the sessions go, aborting what is left
+	stopCluster(true)        // and this edge leaves the cluster's tables
 	if err != nil {
 		hs.Close()
 	}

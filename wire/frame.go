@@ -137,6 +137,8 @@ const (
 	CodeUpstreamRefused    = "upstream_refused"
 	CodeUpstreamTimeout    = "upstream_timeout"
 	CodeUpstreamError      = "upstream_error"
+	CodeClusterUnavailable = "cluster_unavailable" // the edge cannot read its cluster's routing table (Redis) now
+	CodeBadClusterAuth     = "bad_cluster_auth"    // a Sluice-Cluster field not signed with the cluster secret
 )
 
 // Final reports whether an error frame with code, received after

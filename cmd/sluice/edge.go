@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/cluster"
 	"github.com/sluicehq/sluice/store"
 )
 
@@ -42,6 +44,19 @@ to each connection; basic auth does not (there is no HTTP request).
 
   sluice edge --listen 0.0.0.0:8080 --domain tunnel.example.com --token T --tcp-ports 20000-20099
   sluice tcp 5432 --edge http://tunnel.example.com:8080 --token T
+
+Several edges behind a load balancer share a PostgreSQL store and a Redis
+(--cluster): each claims in Redis the tunnels whose agents it holds, and
+forwards a request for any other tunnel to the edge that holds it, at that
+edge's --advertise URL. The advertise URL is the same listener as --listen,
+as the other edges reach it: http:// (HTTP/2 with prior knowledge) on a
+plain listener, https:// when it serves TLS with a certificate the other
+edges trust for that host. Requests between edges are signed with the
+secret of --cluster-secret-file, the same on every edge:
+
+  openssl rand -hex 32 > /etc/sluice/cluster-secret
+  sluice edge --listen 0.0.0.0:8080 --store postgres://sluice@db/sluice --admin-token-file A \
+    --cluster redis://redis:6379/0 --advertise http://10.0.0.5:8080 --cluster-secret-file /etc/sluice/cluster-secret
 ` + acmeHelp + dnsHelp
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -80,6 +95,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	udpPorts := fs.String("udp-ports", "", `public ports for UDP tunnels, LOW-HIGH, or "none" (default: the --tcp-ports range)`)
 	udpIdle := fs.Duration("udp-idle-timeout", 0, "end a UDP tunnel's session of one remote address after this long without a datagram (default 1m0s)")
 	tcpPorts := fs.String("tcp-ports", "", "public ports for TCP tunnels, LOW-HIGH such as 20000-20099, on the host of --listen (default none: TCP tunnels refused)")
+	clusterURL := fs.String("cluster", "", "run as one of several edges sharing --store postgres://... and this Redis, redis://HOST:PORT/DB (rediss:// for TLS): the routing table of tunnels to edges")
+	advertise := fs.String("advertise", "", "with --cluster: the URL other edges reach this edge at, such as http://10.0.0.5:8080; it is this edge's --listen listener (no other), as seen from the other edges")
+	clusterSecret := fs.String("cluster-secret-file", "", fmt.Sprintf("with --cluster: a file of at least %d random bytes, the same on every edge, that signs the requests edges forward to each other (openssl rand -hex 32 > FILE)", cluster.MinSecretLen))
+	clusterLease := fs.Duration("cluster-lease", cluster.DefaultLease, "with --cluster: how long this edge's claims outlive it if it dies (renewed every third of it)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
@@ -124,6 +143,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		admin = "" // set for the admin commands, maybe: this edge has no API
 	}
 	cli.WarnWeak(stderr, adminFrom, admin)
+	ccfg, err := clusterConfig(*clusterURL, *advertise, *clusterSecret, *clusterLease, *dataDir, *storeURL)
+	if err != nil {
+		return err
+	}
 	if target := *dataDir + *storeURL; target != "" {
 		st, err := store.Open(ctx, target)
 		if err != nil {
@@ -202,6 +225,16 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg.TCPListenHost, _, _ = net.SplitHostPort(*listen)
 	}
 	cfg.UDPIdleTimeout = *udpIdle
+	if ccfg != nil {
+		ccfg.Logger = cfg.Logger
+		c, err := cluster.New(*ccfg)
+		if err != nil {
+			return cli.Usagef("edge: --cluster: %v", err)
+		}
+		defer c.Close()
+		cluster.QuietRedis() // the cluster says when Redis goes and comes back, once
+		cfg.Cluster = c
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -240,6 +273,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	fmt.Fprintf(stderr, "sluice edge listening on %s; tunnels at %s\n", ln.Addr(), srv.PublicURL("NAME"))
+	if c := cfg.Cluster; c != nil {
+		fmt.Fprintf(stderr, "sluice edge cluster member %s, advertised at %s\n", c.ID(), c.Advertise())
+	}
 	cli.Draining(ctx, *grace, "public requests in flight may finish")
 	if httpLn == nil {
 		return srv.Serve(ctx, ln, *grace)
@@ -254,6 +290,65 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		err = fmt.Errorf("edge: --http-listen: %w", rerr)
 	}
 	return err
+}
+
+// clusterConfig returns the cluster's configuration from the flags (nil
+// without --cluster), or what is wrong with them: --cluster needs a store
+// that several edges can share, an advertise URL and a secret, and those
+// need --cluster. Nothing is connected to yet.
+func clusterConfig(redisURL, advertise, secretFile string, lease time.Duration, dataDir, storeURL string) (*cluster.Config, error) {
+	if redisURL == "" {
+		if advertise != "" || secretFile != "" {
+			return nil, cli.Usagef("edge: --advertise and --cluster-secret-file are for a cluster: give --cluster redis://HOST:PORT/DB too")
+		}
+		return nil, nil
+	}
+	if err := clusterFlagsNeeded(advertise, secretFile, dataDir, storeURL); err != nil {
+		return nil, err
+	}
+	secret, err := readClusterSecret(secretFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &cluster.Config{Redis: redisURL, Advertise: advertise, Secret: secret, Lease: lease}
+	if err := cfg.Validate(); err != nil {
+		return nil, cli.Usagef("edge: --advertise, --cluster-lease: %v", err)
+	}
+	if !strings.HasPrefix(redisURL, "redis://") && !strings.HasPrefix(redisURL, "rediss://") {
+		return nil, cli.Usagef("edge: --cluster takes a Redis URL, redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
+	}
+	return cfg, nil
+}
+
+func clusterFlagsNeeded(advertise, secretFile, dataDir, storeURL string) error {
+	switch {
+	case dataDir != "":
+		return cli.Usagef("edge: --cluster needs a store shared by every edge: --store postgres://... (--data is SQLite, a file of this machine)")
+	case storeURL == "":
+		return cli.Usagef("edge: --cluster needs a store shared by every edge: --store postgres://...")
+	case !strings.HasPrefix(storeURL, "postgres://") && !strings.HasPrefix(storeURL, "postgresql://"):
+		return cli.Usagef("edge: --cluster needs a PostgreSQL store (--store postgres://...), shared by every edge")
+	case advertise == "":
+		return cli.Usagef("edge: --cluster needs --advertise URL: where the other edges reach this one, such as http://10.0.0.5:8080")
+	case secretFile == "":
+		return cli.Usagef("edge: --cluster needs --cluster-secret-file FILE: at least %d random bytes, the same on every edge (openssl rand -hex 32 > FILE)", cluster.MinSecretLen)
+	}
+	return nil
+}
+
+// readClusterSecret reads the cluster secret: the file's content without
+// the surrounding white space, at least cluster.MinSecretLen bytes.
+func readClusterSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: --cluster-secret-file: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < cluster.MinSecretLen {
+		return nil, fmt.Errorf("edge: --cluster-secret-file %s holds %d bytes; the cluster secret needs at least %d random ones (openssl rand -hex 32 > %s)",
+			path, len(b), cluster.MinSecretLen, path)
+	}
+	return b, nil
 }
 
 func readTokens(path string) ([]string, error) {
