@@ -256,13 +256,13 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tu
 }
 
 // storedType checks a registration of a stored tunnel against the stored
-// type, and gives a tcp tunnel its stored port (when it has one).
+// type, and gives a tcp or udp tunnel its stored port (when it has one).
 func storedType(reg *tunnel.Registration, stored store.Tunnel) error {
 	typ := cmp.Or(reg.Type, wire.TunnelHTTP)
 	if want := cmp.Or(stored.Type, wire.TunnelHTTP); typ != want {
 		return &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel %q is stored as a tunnel of type %s, not %s", stored.Name, want, typ)}
 	}
-	if typ == wire.TunnelTCP && stored.RemotePort != 0 {
+	if typ != wire.TunnelHTTP && stored.RemotePort != 0 {
 		if reg.RemotePort != 0 && reg.RemotePort != stored.RemotePort {
 			return &tunnel.RegisterError{Code: wire.CodePortUnavailable, Message: fmt.Sprintf("tunnel %q is stored with port %d, not %d", stored.Name, stored.RemotePort, reg.RemotePort)}
 		}

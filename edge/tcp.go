@@ -103,12 +103,13 @@ func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, lo
 		t.ports[port] = pub
 	}
 	pub.refs++
-	return &tcpPort{s: s, name: name, pub: pub, url: s.tcpURL(pub.port), log: log}, nil
+	return &tcpPort{s: s, name: name, pub: pub, url: s.portURL(wire.TunnelTCP, pub.port), log: log}, nil
 }
 
-// tcpURL is the public URL of a TCP tunnel's port, tcp://HOST:PORT.
-func (s *Server) tcpURL(port int) string {
-	return "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
+// portURL is the public URL of the port of a tunnel of typ
+// (wire.TunnelTCP or wire.TunnelUDP): tcp://HOST:PORT or udp://HOST:PORT.
+func (s *Server) portURL(typ string, port int) string {
+	return typ + "://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
 }
 
 // serve makes p the holder of its port, for session: the port's

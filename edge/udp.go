@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 
@@ -59,8 +58,7 @@ func (s *Server) listenUDP(reg *tunnel.Registration, name string, log *slog.Logg
 		s.metrics.agentConns.WithLabelValues("no_port").Inc()
 		return nil, portRefusal(err, wire.TunnelUDP, reg.RemotePort, s.udp.rng)
 	}
-	u := "udp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
-	return &udpPort{s: s, name: name, pc: pc, url: u, log: log, sessions: map[string]*udpSession{}}, nil
+	return &udpPort{s: s, name: name, pc: pc, url: s.portURL(wire.TunnelUDP, port), log: log, sessions: map[string]*udpSession{}}, nil
 }
 
 // serve reads datagrams for session until close.
