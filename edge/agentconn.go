@@ -80,6 +80,13 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			}
 			g.Access = true // the rules sent are enforced (admit), or refused above
 			name = g.TunnelID
+			var reserved map[int]string // the ports other stored tunnels keep
+			if reg.Type == wire.TunnelTCP || reg.Type == wire.TunnelUDP {
+				if reserved, err = s.reservedPorts(ctx, reg.Type, name); err != nil {
+					s.metrics.agentConns.WithLabelValues("store_error").Inc()
+					return nil, err
+				}
+			}
 			switch reg.Type {
 			case "", wire.TunnelHTTP:
 			case wire.TunnelTCP:
@@ -87,7 +94,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to TCP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if tcp, err = s.listenTCP(reg, name, owner, g.Logger); err != nil {
+				if tcp, err = s.listenTCP(reg, name, owner, reserved, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = tcp.url
@@ -96,7 +103,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to UDP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if udp, err = s.listenUDP(reg, name, g.Logger); err != nil {
+				if udp, err = s.listenUDP(reg, name, reserved, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = udp.url

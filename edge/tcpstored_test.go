@@ -229,3 +229,55 @@ func TestStoredUDPTunnelRegistration(t *testing.T) {
 		t.Fatalf("dns without a port: %s, want public_url %s", f.raw, want)
 	}
 }
+
+// A stored tunnel's remote port waits for its agent while it is offline:
+// an ad-hoc tunnel asking for it is refused, naming the stored tunnel, and
+// one asking for any port never gets it. TCP and UDP ports are apart: a
+// stored tcp tunnel's port is free for an ad-hoc udp tunnel.
+func TestStoredPortReserved(t *testing.T) {
+	t.Parallel()
+	rng := freeRange(t, 3)
+	e, agentID, secret := tcpStoreEdge(t, rng)
+	ctx := context.Background()
+	c := adminClient(t, e, "A")
+	if _, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://127.0.0.1:5432"),
+		RemotePort: ptr(rng.Low), AgentTokenID: ptr(agentID)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("dns"), Type: ptr("udp"), Upstream: ptr("udp://127.0.0.1:53"),
+		RemotePort: ptr(rng.Low + 1), AgentTokenID: ptr(agentID)}); err != nil {
+		t.Fatal(err)
+	}
+	reg := func(name, token, typ string, port int) (*rawAgent, frame) {
+		t.Helper()
+		a := e.dial(t)
+		a.send(t, `{"type":"register","tunnel_id":"`+name+`","agent_token":"`+token+`","tunnel_type":"`+typ+`","remote_port":`+strconv.Itoa(port)+`}`)
+		return a, a.read(t, 5*time.Second)
+	}
+	if _, f := reg("adhoc", "T", "tcp", rng.Low); f.typ() != "error" || f.str("code") != "port_unavailable" ||
+		!strings.Contains(f.str("message"), `TCP port `+strconv.Itoa(rng.Low)+` is reserved for stored tunnel "db"`) {
+		t.Fatalf("an ad-hoc tunnel on db's port: %s", f.raw)
+	}
+	// Any port: the two others of the range, then none.
+	for i := range 2 {
+		_, f := reg("any"+strconv.Itoa(i), "T", "tcp", 0)
+		if f.typ() != "registered" || f.str("public_url") == "tcp://localhost:"+strconv.Itoa(rng.Low) {
+			t.Fatalf("ad-hoc tunnel %d on any port: %s (db's port is %d)", i, f.raw, rng.Low)
+		}
+	}
+	if _, f := reg("any2", "T", "tcp", 0); f.typ() != "error" || f.str("code") != "no_tcp_ports" {
+		t.Fatalf("a third ad-hoc tunnel on any port, with db's port left: %s", f.raw)
+	}
+	// The stored tunnel's own agent gets its port.
+	if _, f := reg("db", secret, "tcp", 0); f.typ() != "registered" || f.str("public_url") != "tcp://localhost:"+strconv.Itoa(rng.Low) {
+		t.Fatalf("db's agent: %s", f.raw)
+	}
+	// UDP: dns's port is kept, db's (a TCP port) is not.
+	if _, f := reg("adhoc", "T", "udp", rng.Low+1); f.typ() != "error" || f.str("code") != "port_unavailable" ||
+		!strings.Contains(f.str("message"), `UDP port `+strconv.Itoa(rng.Low+1)+` is reserved for stored tunnel "dns"`) {
+		t.Fatalf("an ad-hoc tunnel on dns's port: %s", f.raw)
+	}
+	if _, f := reg("adhoc", "T", "udp", rng.Low); f.typ() != "registered" || f.str("public_url") != "udp://localhost:"+strconv.Itoa(rng.Low) {
+		t.Fatalf("an ad-hoc udp tunnel on db's TCP port number: %s", f.raw)
+	}
+}

@@ -51,9 +51,10 @@ type udpSession struct {
 
 func (u *udpSession) end() { u.once.Do(func() { close(u.done) }) }
 
-// listenUDP gives registration reg a public UDP port, or the refusal.
-func (s *Server) listenUDP(reg *tunnel.Registration, name string, log *slog.Logger) (*udpPort, error) {
-	pc, port, err := s.udp.listenPacket(reg.RemotePort)
+// listenUDP gives registration reg a public UDP port, never one of
+// reserved (reservedPorts), or the refusal.
+func (s *Server) listenUDP(reg *tunnel.Registration, name string, reserved map[int]string, log *slog.Logger) (*udpPort, error) {
+	pc, port, err := s.udp.listenPacket(reg.RemotePort, reserved)
 	if err != nil {
 		s.metrics.agentConns.WithLabelValues("no_port").Inc()
 		return nil, portRefusal(err, wire.TunnelUDP, reg.RemotePort, s.udp.rng)

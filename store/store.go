@@ -448,6 +448,30 @@ func (s *Store) Tunnels(ctx context.Context, agentTokenID string) ([]Tunnel, err
 	return out, nil
 }
 
+// RemotePorts returns the remote ports the stored tunnels of type typ
+// (wire.TunnelTCP or wire.TunnelUDP) have, each to its tunnel's name; a
+// tunnel on any port (0) has none.
+func (s *Store) RemotePorts(ctx context.Context, typ string) (map[int]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT remote_port, name FROM tunnels WHERE type = ? AND remote_port <> 0`), typ)
+	if err != nil {
+		return nil, fmt.Errorf("store: remote ports: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]string{}
+	for rows.Next() {
+		var port int
+		var name string
+		if err := rows.Scan(&port, &name); err != nil {
+			return nil, fmt.Errorf("store: remote ports: %w", err)
+		}
+		out[port] = name
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: remote ports: %w", err)
+	}
+	return out, nil
+}
+
 // UpdateTunnel changes the tunnel name with fn inside a transaction that
 // holds the row, so that concurrent updates apply one after the other and
 // none is lost; the version goes up by one. fn must not change the name.

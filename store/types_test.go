@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +54,9 @@ func TestTunnelTypes(t *testing.T) {
 		if _, err := s.CreateTunnel(ctx, Tunnel{Name: "dns2", AgentTokenID: tok.ID, Type: wire.TunnelUDP, Upstream: "udp://127.0.0.1:54", RemotePort: 20002}); !errors.Is(err, ErrPortTaken) {
 			t.Fatalf("a second udp tunnel on port 20002: %v, want ErrPortTaken", err)
 		}
+		if got, err := s.RemotePorts(ctx, wire.TunnelUDP); err != nil || !maps.Equal(got, map[int]string{20002: "dns"}) {
+			t.Fatalf("udp remote ports: %v, %v", got, err)
+		}
 		if _, err := s.DeleteTunnel(ctx, "dns"); err != nil {
 			t.Fatal(err)
 		}
@@ -61,10 +65,16 @@ func TestTunnelTypes(t *testing.T) {
 				t.Fatalf("a tcp tunnel on any port: %v", err)
 			}
 		}
+		if got, err := s.RemotePorts(ctx, wire.TunnelTCP); err != nil || !maps.Equal(got, map[int]string{20002: "db"}) {
+			t.Fatalf("tcp remote ports: %v, %v (any-port tunnels have none)", got, err)
+		}
 		for _, n := range []string{"any1", "any2"} {
 			if _, err := s.DeleteTunnel(ctx, n); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if got, err := s.RemotePorts(ctx, wire.TunnelUDP); err != nil || len(got) != 0 {
+			t.Fatalf("udp remote ports after dns is gone: %v, %v", got, err)
 		}
 		list, err := s.Tunnels(ctx, "")
 		if err != nil || len(list) != 2 {
