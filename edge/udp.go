@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/tunnel"
@@ -178,10 +179,11 @@ func (p *udpPort) serveSession(u *udpSession) {
 			}
 			t.Reset(idle)
 			if _, err := p.pc.WriteTo(buf[:n], u.addr); err != nil {
-				if errors.Is(err, net.ErrClosed) {
+				kind := writeFailure(err)
+				if kind == "" {
 					return
 				}
-				m.frameErrors.WithLabelValues("oversized_datagram").Inc()
+				m.frameErrors.WithLabelValues(kind).Inc()
 				continue
 			}
 			out.Add(float64(n))
@@ -207,4 +209,19 @@ func (p *udpPort) serveSession(u *udpSession) {
 	}
 	d.Close()
 	wg.Wait()
+}
+
+// writeFailure is the kind a failed write of a datagram toward a visitor
+// is counted under (sluice_frame_errors_total): oversized_datagram when it
+// is too large for the socket (EMSGSIZE: above 65,507 bytes toward an IPv4
+// address), udp_write_failed for any other failure; "" when the port is
+// closing (nothing to count).
+func writeFailure(err error) string {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return ""
+	case errors.Is(err, syscall.EMSGSIZE):
+		return "oversized_datagram"
+	}
+	return "udp_write_failed"
 }

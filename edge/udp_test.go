@@ -247,3 +247,38 @@ func TestUDPMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A reply too large for the visitor's address family (above 65,507 bytes
+// toward IPv4) is dropped and counted as oversized_datagram, never as a
+// write failure, never truncated; the session goes on.
+func TestUDPOversizedReply(t *testing.T) {
+	t.Parallel()
+	rng := freeRange(t, 1)
+	e := startEdge(t, func(c *edge.Config) { c.TCPPorts, c.TCPListenHost = rng, "127.0.0.1" })
+	a, public := registerUDP(t, e, "dns", "")
+	c, err := net.DialUDP("udp", nil, public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	f := a.read(t, waitFor(10*time.Second))
+	if f.typ() != "udp_data" {
+		t.Fatalf("the agent got %s", f.raw)
+	}
+	id := f.str("connection_id")
+	for _, b := range [][]byte{make([]byte, 65520), []byte("fits")} {
+		a.send(t, `{"type":"udp_data","connection_id":"`+id+`","data_b64":"`+base64.StdEncoding.EncodeToString(b)+`"}`)
+	}
+	buf := make([]byte, 65535)
+	c.SetReadDeadline(time.Now().Add(waitFor(10 * time.Second)))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "fits" {
+		t.Fatalf("the visitor read %d bytes, %v; want the reply that fits", n, err)
+	}
+	e.waitMetric(t, frameErrors("oversized_datagram"), 1, 10*time.Second)
+	if got := metricValue(e.metrics(t), frameErrors("udp_write_failed")); got != 0 {
+		t.Errorf("%s = %v, want 0", frameErrors("udp_write_failed"), got)
+	}
+}
