@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,4 +122,61 @@ func TestManagedUDPTunnel(t *testing.T) {
 	}
 	waitStatus(t, status, "Forwarding udp://localhost:"+strconv.Itoa(port2)+" -> "+local)
 	datagramsThrough(t, port2)
+}
+
+// Config.UDPIdleTimeout ends the agent's UDP session (its local socket)
+// after that long without a datagram, well before the edge's own timeout
+// (a minute): the session's console line, printed when it ends, comes.
+func TestUDPIdleTimeoutAtAgent(t *testing.T) {
+	t.Parallel()
+	port, _ := freeUDPPorts(t)
+	cfg := edge.DefaultConfig()
+	cfg.Tokens, cfg.UDPPorts, cfg.TCPListenHost = []string{"T"}, edge.PortRange{Low: port, High: port}, "127.0.0.1"
+	addr := serveEdge(t, cfg)
+	local := echoUDP(t)
+	var console syncBuffer
+	connected := make(chan string, 4)
+	a, err := New(Config{Edge: "http://" + addr, Token: "T", Name: "dns", Type: "udp", LocalAddr: local, UDPIdleTimeout: 200 * time.Millisecond,
+		Console: &console, OnConnect: func(u, _ string) { connected <- u }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-connected:
+	case <-time.After(patience):
+		t.Fatal("the agent did not register")
+	}
+	c, err := net.Dial("udp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(patience))
+	buf := make([]byte, 10)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "q" {
+		t.Fatalf("reply %q, %v", buf[:n], err)
+	}
+	const ceiling = 30 * time.Second // the edge would end it after 60 s
+	deadline := time.Now().Add(ceiling)
+	for !strings.Contains(console.String(), "UDP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no session line within %v: the agent's idle timeout did not end the session", ceiling)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if line := console.String(); !containsAll(line, "in 1 datagrams", "out 1 datagrams") || strings.Contains(line, "failed") {
+		t.Fatalf("session line %q", line)
+	}
 }
