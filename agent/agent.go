@@ -41,9 +41,13 @@ type Config struct {
 	// connection is carried to (within DialTimeout); for a UDP tunnel,
 	// the one each session's datagrams go to.
 	LocalAddr string
-	// RemotePort is, for a TCP tunnel, the public port asked for; 0: any
-	// port the edge gives.
+	// RemotePort is, for a TCP or UDP tunnel, the public port asked for;
+	// 0: any port the edge gives.
 	RemotePort int
+	// UDPIdleTimeout ends a UDP tunnel's session (its local socket) after
+	// this long without a datagram either way. Default 60 s
+	// (tunnel.DefaultUDPIdleTimeout).
+	UDPIdleTimeout time.Duration
 	// Upstream is, for an HTTP tunnel, the local server, such as http://127.0.0.1:3000:
 	// http:// (HTTP/1.1), https:// (HTTP/2 when the server offers it
 	// through ALPN, else HTTP/1.1) or h2c:// (HTTP/2 without TLS, with
@@ -149,6 +153,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 		if cfg.RemotePort < 0 || cfg.RemotePort > 65535 {
 			return nil, fmt.Errorf("agent: remote port %d is not a port", cfg.RemotePort)
+		}
+		if cfg.UDPIdleTimeout < 0 {
+			return nil, fmt.Errorf("agent: UDP idle timeout %v is negative", cfg.UDPIdleTimeout)
 		}
 		if cfg.BasicAuthUser != "" || cfg.BasicAuthPassword != "" {
 			return nil, errors.New("agent: basic auth does not apply to TCP and UDP tunnels; use allowed networks")
@@ -333,6 +340,7 @@ func (a *Agent) session(ctx context.Context) error {
 		RemotePort:      a.cfg.RemotePort,
 		DialTCP:         dial,
 		DialUDP:         dialUDP,
+		UDPIdleTimeout:  a.cfg.UDPIdleTimeout,
 	})
 	if err != nil {
 		var re *tunnel.RegisterError

@@ -27,6 +27,7 @@ func TestNewValidates(t *testing.T) {
 		{Edge: "http://", Name: "a", Upstream: up},
 		{Edge: "http://x", Name: "", Upstream: up},
 		{Edge: "http://x", Name: "a"},
+		{Edge: "http://x", Name: "a", Type: "udp", LocalAddr: "127.0.0.1:53", UDPIdleTimeout: -time.Second},
 	}
 	for _, c := range cases {
 		if _, err := New(c); err == nil {

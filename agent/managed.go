@@ -76,10 +76,10 @@ type Managed struct {
 type managedTunnel struct {
 	agent    *Agent
 	cancel   context.CancelFunc
-	typ      string // wire.TunnelHTTP or wire.TunnelTCP
+	typ      string // wire.TunnelHTTP, wire.TunnelTCP or wire.TunnelUDP
 	upstream string
 	host     string
-	port     int // a TCP tunnel's remote port
+	port     int // a TCP or UDP tunnel's remote port
 }
 
 // refusal is a tunnel the edge refused (tunnel_taken and the like) or
@@ -308,13 +308,13 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 	for name, t := range want {
 		typ := cmp.Or(t.Type, wire.TunnelHTTP)
 		var up *url.URL
-		var local string // a TCP tunnel's local HOST:PORT
+		var local string // a TCP or UDP tunnel's local HOST:PORT
 		var err error
 		switch typ {
 		case wire.TunnelHTTP:
 			up, err = api.ParseUpstream(t.Upstream)
-		case wire.TunnelTCP:
-			local, err = api.ParseTCPUpstream(t.Upstream)
+		case wire.TunnelTCP, wire.TunnelUDP:
+			local, err = api.ParseAddrUpstream(typ, t.Upstream)
 		default:
 			m.cfg.Logger.Warn("tunnel of an unknown type skipped", "tunnel", name, "type", typ)
 			continue
@@ -325,8 +325,8 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 		}
 		if r := m.running[name]; r != nil {
 			switch {
-			case r.typ != typ || typ == wire.TunnelTCP && (r.upstream != t.Upstream || r.port != t.RemotePort):
-				// A TCP tunnel's local address and port are its
+			case r.typ != typ || typ != wire.TunnelHTTP && (r.upstream != t.Upstream || r.port != t.RemotePort):
+				// A TCP or UDP tunnel's local address and port are its
 				// registration's: register again.
 				r.cancel()
 				delete(m.running, name)
@@ -341,7 +341,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			}
 		}
 		target := t.Upstream
-		if typ == wire.TunnelTCP {
+		if typ != wire.TunnelHTTP {
 			target = local
 		}
 		a, err := New(Config{

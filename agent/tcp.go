@@ -88,9 +88,9 @@ func (c *consoleConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadFrom and WriteTo count too (the tunnel's io.Copy takes them over
-// Write and Read); their errors may be the other side's: why the
-// connection broke.
+// ReadFrom and WriteTo count too (an io.Copy takes them over Write and
+// Read; the tunnel's copies use Read and Write); their errors may be the
+// other side's: why the connection broke.
 func (c *consoleConn) ReadFrom(r io.Reader) (int64, error) {
 	n, err := c.TCPConn.ReadFrom(r)
 	c.in.Add(n)

@@ -35,16 +35,17 @@ func ParseUpstream(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// ParseTCPUpstream parses s as a tcp tunnel's local address,
-// tcp://HOST:PORT with a port from 1 to 65535, and returns HOST:PORT. Its
-// error is a *URLError naming s.
-func ParseTCPUpstream(s string) (string, error) {
+// ParseAddrUpstream parses s as the local address of a tunnel of type typ,
+// "tcp" or "udp" (wire.TunnelTCP, wire.TunnelUDP): TYPE://HOST:PORT with a
+// port from 1 to 65535, and returns HOST:PORT. Its error is a *URLError
+// naming s.
+func ParseAddrUpstream(typ, s string) (string, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "tcp" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return "", &URLError{URL: s, TCP: true}
+	if err != nil || u.Scheme != typ || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return "", &URLError{URL: s, Addr: typ}
 	}
 	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 || u.Hostname() == "" {
-		return "", &URLError{URL: s, TCP: true}
+		return "", &URLError{URL: s, Addr: typ}
 	}
 	return u.Host, nil
 }

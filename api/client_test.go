@@ -51,6 +51,35 @@ func TestParseUpstream(t *testing.T) {
 	}
 }
 
+// ParseAddrUpstream takes TYPE://HOST:PORT of its type only.
+func TestParseAddrUpstream(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ typ, s, want string }{
+		{"tcp", "tcp://127.0.0.1:5432", "127.0.0.1:5432"},
+		{"tcp", "tcp://db.internal:5432/", "db.internal:5432"},
+		{"udp", "udp://127.0.0.1:53", "127.0.0.1:53"},
+		{"udp", "udp://[::1]:53", "[::1]:53"},
+	} {
+		if got, err := api.ParseAddrUpstream(c.typ, c.s); err != nil || got != c.want {
+			t.Errorf("ParseAddrUpstream(%q, %q) = %q, %v; want %q", c.typ, c.s, got, err, c.want)
+		}
+	}
+	for _, c := range []struct{ typ, s string }{
+		{"tcp", "udp://127.0.0.1:53"}, {"udp", "tcp://127.0.0.1:5432"}, {"udp", "udp://127.0.0.1"}, {"udp", "udp://:53"},
+		{"udp", "udp://127.0.0.1:0"}, {"udp", "udp://127.0.0.1:53/x"}, {"udp", "udp://u@127.0.0.1:53"}, {"tcp", "127.0.0.1:5432"},
+	} {
+		got, err := api.ParseAddrUpstream(c.typ, c.s)
+		var ue *api.URLError
+		if got != "" || !errors.As(err, &ue) || ue.URL != c.s {
+			t.Errorf("ParseAddrUpstream(%q, %q) = %q, %v; want a *URLError", c.typ, c.s, got, err)
+			continue
+		}
+		if want := `"` + c.s + `" is not a ` + c.typ + `://HOST:PORT URL`; err.Error() != want {
+			t.Errorf("ParseAddrUpstream(%q, %q): %q, want %q", c.typ, c.s, err, want)
+		}
+	}
+}
+
 func TestNewClient(t *testing.T) {
 	t.Parallel()
 	var ue *api.URLError

@@ -60,19 +60,19 @@ var ErrNoToken = errors.New("api: no token")
 // its edge.
 var ErrOtherHost = errors.New("api: not the edge's host: the token is not sent there")
 
-// URLError is the error of ParseURL and ParseUpstream. Its text has no
+// URLError is the error of ParseURL, ParseUpstream and ParseAddrUpstream. Its text has no
 // package prefix and starts with the value, so that a caller can name the
 // field before it: `upstream "ftp://x" is not an http://, https:// or
 // h2c:// URL`.
 type URLError struct {
 	URL      string // the value given
 	Upstream bool   // from ParseUpstream: h2c:// is allowed too
-	TCP      bool   // from ParseTCPUpstream
+	Addr     string // from ParseAddrUpstream: its type, "tcp" or "udp"
 }
 
 func (e *URLError) Error() string {
-	if e.TCP {
-		return fmt.Sprintf("%q is not a tcp://HOST:PORT URL", e.URL)
+	if e.Addr != "" {
+		return fmt.Sprintf("%q is not a %s://HOST:PORT URL", e.URL, e.Addr)
 	}
 	if e.Upstream {
 		return fmt.Sprintf("%q is not an http://, https:// or h2c:// URL", e.URL)

@@ -22,14 +22,16 @@ type Token struct {
 type Tunnel struct {
 	Name         string `json:"name"`
 	AgentTokenID string `json:"agent_token_id"`
-	// Type is wire.TunnelHTTP or wire.TunnelTCP.
+	// Type is wire.TunnelHTTP, wire.TunnelTCP or wire.TunnelUDP.
 	Type string `json:"type"`
 	// Upstream is where the managed agent sends the tunnel's requests,
 	// such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 for a tcp
-	// tunnel: see ParseTCPUpstream).
+	// tunnel, udp://127.0.0.1:53 for a udp one: see ParseAddrUpstream).
 	Upstream string `json:"upstream"`
-	// RemotePort is a tcp tunnel's public port at the edge; 0 (left out)
-	// for one from the edge's --tcp-ports range.
+	// RemotePort is a tcp or udp tunnel's public port at the edge; 0
+	// (left out) for one from the edge's --tcp-ports (--udp-ports) range.
+	// TCP and UDP ports are apart: a tcp and a udp tunnel may have the
+	// same number.
 	RemotePort int `json:"remote_port,omitempty"`
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
@@ -81,9 +83,10 @@ type ListTokensResponse struct {
 // its default with POST); Name is required by POST and cannot change.
 type TunnelRequest struct {
 	Name *string `json:"name,omitempty"`
-	// Type is wire.TunnelHTTP (the default) or wire.TunnelTCP. A tcp
-	// tunnel has a tcp:// upstream, may have a RemotePort, and has no
-	// hostnames, host header or basic auth.
+	// Type is wire.TunnelHTTP (the default), wire.TunnelTCP or
+	// wire.TunnelUDP. A tcp (udp) tunnel has a tcp:// (udp://) upstream,
+	// may have a RemotePort, and has no hostnames, host header or basic
+	// auth.
 	Type       *string `json:"type,omitempty"`
 	Upstream   *string `json:"upstream,omitempty"`
 	RemotePort *int    `json:"remote_port,omitempty"`
@@ -141,7 +144,7 @@ type AgentTunnel struct {
 	Name       string `json:"name"`
 	Type       string `json:"type,omitempty"` // "" is wire.TunnelHTTP
 	Upstream   string `json:"upstream"`
-	RemotePort int    `json:"remote_port,omitempty"` // a tcp tunnel's public port; 0 for any
+	RemotePort int    `json:"remote_port,omitempty"` // a tcp or udp tunnel's public port; 0 for any
 	HostHeader string `json:"host_header,omitempty"`
 	Enabled    bool   `json:"enabled"`
 	Version    int64  `json:"version"`

@@ -82,6 +82,13 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 			}
 			g.Access = true // the rules sent are enforced (admit), or refused above
 			name = g.TunnelID
+			var reserved map[int]string // the ports other stored tunnels keep
+			if reg.Type == wire.TunnelTCP || reg.Type == wire.TunnelUDP {
+				if reserved, err = s.reservedPorts(ctx, reg.Type, name); err != nil {
+					s.metrics.agentConns.WithLabelValues("store_error").Inc()
+					return nil, err
+				}
+			}
 			switch reg.Type {
 			case "", wire.TunnelHTTP:
 			case wire.TunnelTCP:
@@ -89,7 +96,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to TCP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if tcp, err = s.listenTCP(reg, name, owner, g.Logger); err != nil {
+				if tcp, err = s.listenTCP(reg, name, owner, reserved, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = tcp.url
@@ -98,7 +105,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("bad_access").Inc()
 					return nil, &tunnel.RegisterError{Code: wire.CodeBadAccess, Message: "basic auth does not apply to UDP tunnels (there is no HTTP request to ask it of); use allowed networks"}
 				}
-				if udp, err = s.listenUDP(reg, name, g.Logger); err != nil {
+				if udp, err = s.listenUDP(reg, name, reserved, g.Logger); err != nil {
 					return nil, err
 				}
 				g.PublicURL = udp.url
@@ -261,13 +268,13 @@ func (s *Server) authorize(ctx context.Context, reg *tunnel.Registration) (g *tu
 }
 
 // storedType checks a registration of a stored tunnel against the stored
-// type, and gives a tcp tunnel its stored port (when it has one).
+// type, and gives a tcp or udp tunnel its stored port (when it has one).
 func storedType(reg *tunnel.Registration, stored store.Tunnel) error {
 	typ := cmp.Or(reg.Type, wire.TunnelHTTP)
 	if want := cmp.Or(stored.Type, wire.TunnelHTTP); typ != want {
 		return &tunnel.RegisterError{Code: wire.CodeBadRegister, Message: fmt.Sprintf("tunnel %q is stored as a tunnel of type %s, not %s", stored.Name, want, typ)}
 	}
-	if typ == wire.TunnelTCP && stored.RemotePort != 0 {
+	if typ != wire.TunnelHTTP && stored.RemotePort != 0 {
 		if reg.RemotePort != 0 && reg.RemotePort != stored.RemotePort {
 			return &tunnel.RegisterError{Code: wire.CodePortUnavailable, Message: fmt.Sprintf("tunnel %q is stored with port %d, not %d", stored.Name, stored.RemotePort, reg.RemotePort)}
 		}

@@ -288,26 +288,41 @@ func (s *Server) apply(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 	return "", ""
 }
 
-// checkType checks that t's upstream, remote port and options go with its
-// type (an http tunnel when it has none).
-func checkType(req *tunnelChange, t *store.Tunnel) (code, msg string) {
-	tcp := wire.TunnelTCP
-	switch t.Type {
-	case "":
-		t.Type = wire.TunnelHTTP
-	case wire.TunnelHTTP, tcp:
-	default:
-		return api.CodeBadType, fmt.Sprintf("type %q is not %q or %q", t.Type, wire.TunnelHTTP, tcp)
+// exampleUpstream is an upstream a tunnel of type typ may have, for the
+// messages that ask for one.
+func exampleUpstream(typ string) string {
+	switch typ {
+	case wire.TunnelTCP:
+		return "tcp://127.0.0.1:5432"
+	case wire.TunnelUDP:
+		return "udp://127.0.0.1:53"
 	}
-	if t.Type != tcp {
+	return "http://127.0.0.1:3000"
+}
+
+// checkType checks that t's upstream, remote port and options go with its
+// type (an http tunnel when it has none). A tcp and a udp tunnel follow
+// the same rules, each with upstreams of its own scheme.
+func checkType(req *tunnelChange, t *store.Tunnel) (code, msg string) {
+	typ := t.Type
+	switch typ {
+	case "":
+		typ, t.Type = wire.TunnelHTTP, wire.TunnelHTTP
+	case wire.TunnelHTTP, wire.TunnelTCP, wire.TunnelUDP:
+	default:
+		return api.CodeBadType, fmt.Sprintf("type %q is not %q, %q or %q", typ, wire.TunnelHTTP, wire.TunnelTCP, wire.TunnelUDP)
+	}
+	if typ == wire.TunnelHTTP {
 		if t.RemotePort != 0 {
-			return api.CodeBadType, "remote_port is for tunnels of type tcp"
+			return api.CodeBadType, "remote_port is for tunnels of type tcp or udp"
 		}
 		if t.Upstream != "" && (req.Upstream != nil || req.Type != nil) {
 			if _, err := api.ParseUpstream(t.Upstream); err != nil {
 				msg := "upstream " + err.Error()
-				if strings.HasPrefix(t.Upstream, "tcp://") {
-					msg += " (tcp:// upstreams are for tunnels of type tcp)"
+				for _, other := range []string{wire.TunnelTCP, wire.TunnelUDP} {
+					if strings.HasPrefix(t.Upstream, other+"://") {
+						msg += fmt.Sprintf(" (%s:// upstreams are for tunnels of type %s)", other, other)
+					}
 				}
 				return api.CodeBadUpstream, msg
 			}
@@ -315,19 +330,19 @@ func checkType(req *tunnelChange, t *store.Tunnel) (code, msg string) {
 		return "", ""
 	}
 	if t.Upstream != "" && (req.Upstream != nil || req.Type != nil) {
-		if _, err := api.ParseTCPUpstream(t.Upstream); err != nil {
-			return api.CodeBadUpstream, "upstream " + err.Error() + ", as a tunnel of type tcp needs, such as tcp://127.0.0.1:5432"
+		if _, err := api.ParseAddrUpstream(typ, t.Upstream); err != nil {
+			return api.CodeBadUpstream, "upstream " + err.Error() + ", as a tunnel of type " + typ + " needs, such as " + exampleUpstream(typ)
 		}
 	}
 	switch {
 	case t.RemotePort < 0 || t.RemotePort > 65535:
 		return api.CodeBadType, fmt.Sprintf("remote_port %d is not a port (1 to 65535, or 0 for one from the edge's range)", t.RemotePort)
 	case len(t.Hostnames) > 0:
-		return api.CodeBadType, "a tunnel of type tcp has no hostnames (its visitors come to its port, not to a hostname)"
+		return api.CodeBadType, "a tunnel of type " + typ + " has no hostnames (its visitors come to its port, not to a hostname)"
 	case t.BasicAuthUser != "":
-		return api.CodeBadType, "basic auth does not apply to a tunnel of type tcp (there is no HTTP request to ask it of); use allow_cidrs"
+		return api.CodeBadType, "basic auth does not apply to a tunnel of type " + typ + " (there is no HTTP request to ask it of); use allow_cidrs"
 	case t.HostHeader != "":
-		return api.CodeBadType, "host_header does not apply to a tunnel of type tcp"
+		return api.CodeBadType, "host_header does not apply to a tunnel of type " + typ
 	}
 	return "", ""
 }
@@ -355,11 +370,7 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.Upstream == "" {
-		example := "http://127.0.0.1:3000"
-		if t.Type == wire.TunnelTCP {
-			example = "tcp://127.0.0.1:5432"
-		}
-		apiError(w, http.StatusBadRequest, api.CodeBadUpstream, "a tunnel needs an upstream URL, such as "+example)
+		apiError(w, http.StatusBadRequest, api.CodeBadUpstream, "a tunnel needs an upstream URL, such as "+exampleUpstream(t.Type))
 		return
 	}
 	t, err := s.cfg.Store.CreateTunnel(r.Context(), t)

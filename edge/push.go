@@ -148,10 +148,10 @@ func (s *Server) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	for _, t := range list {
 		at := api.AgentTunnel{Name: t.Name, Type: t.Type, Upstream: t.Upstream, RemotePort: t.RemotePort, HostHeader: t.HostHeader,
 			Enabled: t.Enabled, Version: t.Version, PublicURL: s.PublicURL(t.Name)}
-		if t.Type == wire.TunnelTCP {
+		if t.Type == wire.TunnelTCP || t.Type == wire.TunnelUDP {
 			at.PublicURL = "" // known once the agent has a port
 			if t.RemotePort != 0 {
-				at.PublicURL = s.tcpURL(t.RemotePort)
+				at.PublicURL = s.portURL(t.Type, t.RemotePort)
 			}
 		}
 		cfg.Tunnels = append(cfg.Tunnels, at)

@@ -23,7 +23,10 @@ func portRefusal(err error, typ string, asked int, rng PortRange) error {
 	if typ == wire.TunnelUDP {
 		kind, flag, none = "UDP", "--udp-ports LOW-HIGH (or --tcp-ports, whose range UDP shares by default)", wire.CodeNoUDPPorts
 	}
+	var reserved *portReservedError
 	switch {
+	case errors.As(err, &reserved):
+		return refuse(wire.CodePortUnavailable, fmt.Sprintf("%s port %d is reserved for stored tunnel %q (kept for its agent, online or not); ask for another, or for any", kind, asked, reserved.tunnel))
 	case errors.Is(err, errNoTCP):
 		return refuse(none, fmt.Sprintf("this edge serves no %s tunnels (its operator can start it with %s)", kind, flag))
 	case errors.Is(err, errNoFreePort):
@@ -84,14 +87,15 @@ type tcpPort struct {
 
 // listenTCP gives registration reg a public port, or the refusal to send:
 // the port it asks for (a new listener, or the one of the session of the
-// same tunnel it replaces) or one from the pool.
-func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, log *slog.Logger) (*tcpPort, error) {
+// same tunnel it replaces) or one from the pool, never one of reserved
+// (reservedPorts).
+func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, reserved map[int]string, log *slog.Logger) (*tcpPort, error) {
 	t := &s.ports
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pub := t.ports[reg.RemotePort]
 	if reg.RemotePort == 0 || pub == nil || pub.name != name || !s.registry.mayClaim(name, reg.Token, owner) {
-		ln, port, err := s.tcp.listen(reg.RemotePort)
+		ln, port, err := s.tcp.listen(reg.RemotePort, reserved)
 		if err != nil {
 			s.metrics.agentConns.WithLabelValues("no_port").Inc()
 			return nil, portRefusal(err, wire.TunnelTCP, reg.RemotePort, s.cfg.TCPPorts)
@@ -103,12 +107,34 @@ func (s *Server) listenTCP(reg *tunnel.Registration, name string, owner bool, lo
 		t.ports[port] = pub
 	}
 	pub.refs++
-	return &tcpPort{s: s, name: name, pub: pub, url: s.tcpURL(pub.port), log: log}, nil
+	return &tcpPort{s: s, name: name, pub: pub, url: s.portURL(wire.TunnelTCP, pub.port), log: log}, nil
 }
 
-// tcpURL is the public URL of a TCP tunnel's port, tcp://HOST:PORT.
-func (s *Server) tcpURL(port int) string {
-	return "tcp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
+// reservedPorts returns the ports of kind typ (wire.TunnelTCP or
+// wire.TunnelUDP) that the store's tunnels other than name have (their
+// remote ports), each to its tunnel's name: no other tunnel gets them,
+// so that a stored tunnel's port waits for its agent while it is offline.
+// Without a store, none.
+func (s *Server) reservedPorts(ctx context.Context, typ, name string) (map[int]string, error) {
+	if s.cfg.Store == nil {
+		return nil, nil
+	}
+	ports, err := s.cfg.Store.RemotePorts(ctx, typ)
+	if err != nil {
+		return nil, fmt.Errorf("edge: reserved ports: %w", err)
+	}
+	for port, owner := range ports {
+		if owner == name {
+			delete(ports, port)
+		}
+	}
+	return ports, nil
+}
+
+// portURL is the public URL of the port of a tunnel of typ
+// (wire.TunnelTCP or wire.TunnelUDP): tcp://HOST:PORT or udp://HOST:PORT.
+func (s *Server) portURL(typ string, port int) string {
+	return typ + "://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
 }
 
 // serve makes p the holder of its port, for session: the port's

@@ -65,6 +65,18 @@ var (
 	errNoFreePort     = errors.New("edge: no free port left in this edge's TCP port range")
 )
 
+// portReservedError is the pool's refusal of a port that a stored tunnel
+// of the store names (another tunnel than the one asking): the port is
+// kept for that tunnel's agent, online or not.
+type portReservedError struct {
+	port   int
+	tunnel string
+}
+
+func (e *portReservedError) Error() string {
+	return fmt.Sprintf("edge: port %d is reserved for stored tunnel %q", e.port, e.tunnel)
+}
+
 // portPool hands out the public ports of TCP tunnels, listening on each:
 // a port is held from listen until its listener's release. One mutex owns
 // the set of ports held. Its size is bounded by the range (or, with any,
@@ -77,10 +89,12 @@ type portPool struct {
 	inUse map[int]bool
 }
 
-// listen returns a TCP listener on port (0: any free port of the pool),
-// or why not: errNoTCP, errPortOutOfRange, errPortInUse, errNoFreePort.
-func (p *portPool) listen(port int) (net.Listener, int, error) {
-	c, port, err := p.take(port, func(addr string) (io.Closer, int, error) {
+// listen returns a TCP listener on port (0: any free port of the pool
+// but those of reserved), or why not: errNoTCP, errPortOutOfRange,
+// errPortInUse, errNoFreePort, a *portReservedError. reserved maps the
+// ports kept for stored tunnels (other than the one asking) to their names.
+func (p *portPool) listen(port int, reserved map[int]string) (net.Listener, int, error) {
+	c, port, err := p.take(port, reserved, func(addr string) (io.Closer, int, error) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, 0, err
@@ -94,8 +108,8 @@ func (p *portPool) listen(port int) (net.Listener, int, error) {
 }
 
 // listenPacket returns a UDP socket on port, as listen does a listener.
-func (p *portPool) listenPacket(port int) (net.PacketConn, int, error) {
-	c, port, err := p.take(port, func(addr string) (io.Closer, int, error) {
+func (p *portPool) listenPacket(port int, reserved map[int]string) (net.PacketConn, int, error) {
+	c, port, err := p.take(port, reserved, func(addr string) (io.Closer, int, error) {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			return nil, 0, err
@@ -108,13 +122,17 @@ func (p *portPool) listenPacket(port int) (net.PacketConn, int, error) {
 	return &poolPacketConn{PacketConn: c.(net.PacketConn), pool: p, port: port}, port, nil
 }
 
-// take binds port (0: any free port of the pool) with bind, holding it.
-func (p *portPool) take(port int, bind func(addr string) (io.Closer, int, error)) (io.Closer, int, error) {
+// take binds port (0: any free port of the pool not in reserved) with
+// bind, holding it. A pool of any port (the embedded edge, which has no
+// store) leaves the choice to the system, reserved aside.
+func (p *portPool) take(port int, reserved map[int]string, bind func(addr string) (io.Closer, int, error)) (io.Closer, int, error) {
 	switch {
 	case !p.any && p.rng.Empty():
 		return nil, 0, errNoTCP
 	case port < 0 || port > 65535 || port != 0 && !p.any && !p.rng.Contains(port):
 		return nil, 0, errPortOutOfRange
+	case port != 0 && reserved[port] != "":
+		return nil, 0, &portReservedError{port: port, tunnel: reserved[port]}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -141,7 +159,7 @@ func (p *portPool) take(port int, bind func(addr string) (io.Closer, int, error)
 	start := rand.IntN(n)
 	for i := range n {
 		port := p.rng.Low + (start+i)%n
-		if p.inUse[port] {
+		if p.inUse[port] || reserved[port] != "" {
 			continue
 		}
 		if c, port, err := try(port); err == nil {

@@ -56,27 +56,27 @@ func freeRange(t *testing.T, n int) PortRange {
 func TestPortPool(t *testing.T) {
 	r := freeRange(t, 3)
 	p := &portPool{host: "127.0.0.1", rng: r}
-	if _, _, err := p.listen(r.High + 1); !errors.Is(err, errPortOutOfRange) {
+	if _, _, err := p.listen(r.High+1, nil); !errors.Is(err, errPortOutOfRange) {
 		t.Fatalf("out of range: %v", err)
 	}
-	ln, port, err := p.listen(r.Low)
+	ln, port, err := p.listen(r.Low, nil)
 	if err != nil || port != r.Low {
 		t.Fatalf("requested port: %d, %v", port, err)
 	}
-	if _, _, err := p.listen(r.Low); !errors.Is(err, errPortInUse) {
+	if _, _, err := p.listen(r.Low, nil); !errors.Is(err, errPortInUse) {
 		t.Fatalf("same port twice: %v", err)
 	}
 	var lns []net.Listener
 	seen := map[int]bool{r.Low: true}
 	for range 2 {
-		l, port, err := p.listen(0)
+		l, port, err := p.listen(0, nil)
 		if err != nil || !r.Contains(port) || seen[port] {
 			t.Fatalf("any port: %d, %v (seen %v)", port, err, seen)
 		}
 		seen[port] = true
 		lns = append(lns, l)
 	}
-	if _, _, err := p.listen(0); !errors.Is(err, errNoFreePort) {
+	if _, _, err := p.listen(0, nil); !errors.Is(err, errNoFreePort) {
 		t.Fatalf("range full: %v", err)
 	}
 	ln.Close()
@@ -84,7 +84,7 @@ func TestPortPool(t *testing.T) {
 	if p.held() != 2 {
 		t.Fatalf("held %d ports after a release, want 2", p.held())
 	}
-	l, port, err := p.listen(0)
+	l, port, err := p.listen(0, nil)
 	if err != nil || port != r.Low {
 		t.Fatalf("port given back: %d, %v", port, err)
 	}
@@ -95,7 +95,7 @@ func TestPortPool(t *testing.T) {
 	if p.held() != 0 {
 		t.Fatalf("held %d ports, want 0", p.held())
 	}
-	if _, _, err := (&portPool{}).listen(0); !errors.Is(err, errNoTCP) {
+	if _, _, err := (&portPool{}).listen(0, nil); !errors.Is(err, errNoTCP) {
 		t.Fatalf("no range: %v", err)
 	}
 	// A port of the range that another program holds is skipped.
@@ -104,11 +104,45 @@ func TestPortPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	if _, _, err := p.listen(r.Low); !errors.Is(err, errPortInUse) {
+	if _, _, err := p.listen(r.Low, nil); !errors.Is(err, errPortInUse) {
 		t.Fatalf("port held elsewhere: %v", err)
 	}
+	busy.Close()
+	// A port reserved for a stored tunnel is refused when asked for, and
+	// never given as any port; UDP sockets likewise.
+	reserved := map[int]string{r.Low: "db"}
+	var re *portReservedError
+	if _, _, err := p.listen(r.Low, reserved); !errors.As(err, &re) || re.tunnel != "db" || re.port != r.Low {
+		t.Fatalf("a reserved port: %v", err)
+	}
+	if _, _, err := p.listenPacket(r.Low, reserved); !errors.As(err, &re) {
+		t.Fatalf("a reserved UDP port: %v", err)
+	}
+	lns = lns[:0]
+	for range 2 {
+		l, port, err := p.listen(0, reserved)
+		if err != nil || port == r.Low {
+			t.Fatalf("any port beside a reserved one: %d, %v", port, err)
+		}
+		lns = append(lns, l)
+	}
+	if _, _, err := p.listen(0, reserved); !errors.Is(err, errNoFreePort) {
+		t.Fatalf("the range full but its reserved port: %v", err)
+	}
+	for _, l := range lns {
+		l.Close()
+	}
+	udp := &portPool{host: "127.0.0.1", rng: PortRange{r.Low, r.Low + 1}}
+	pc, port, err := udp.listenPacket(0, reserved)
+	if err != nil || port != r.Low+1 {
+		t.Fatalf("any UDP port beside a reserved one: %d, %v", port, err)
+	}
+	if _, _, err := udp.listenPacket(0, reserved); !errors.Is(err, errNoFreePort) {
+		t.Fatalf("the UDP range full but its reserved port: %v", err)
+	}
+	pc.Close()
 	anyp := &portPool{host: "127.0.0.1", any: true}
-	l, port, err = anyp.listen(0)
+	l, port, err = anyp.listen(0, nil)
 	if err != nil || port == 0 {
 		t.Fatalf("any pool: %d, %v", port, err)
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/tunnel"
@@ -52,15 +52,15 @@ type udpSession struct {
 
 func (u *udpSession) end() { u.once.Do(func() { close(u.done) }) }
 
-// listenUDP gives registration reg a public UDP port, or the refusal.
-func (s *Server) listenUDP(reg *tunnel.Registration, name string, log *slog.Logger) (*udpPort, error) {
-	pc, port, err := s.udp.listenPacket(reg.RemotePort)
+// listenUDP gives registration reg a public UDP port, never one of
+// reserved (reservedPorts), or the refusal.
+func (s *Server) listenUDP(reg *tunnel.Registration, name string, reserved map[int]string, log *slog.Logger) (*udpPort, error) {
+	pc, port, err := s.udp.listenPacket(reg.RemotePort, reserved)
 	if err != nil {
 		s.metrics.agentConns.WithLabelValues("no_port").Inc()
 		return nil, portRefusal(err, wire.TunnelUDP, reg.RemotePort, s.udp.rng)
 	}
-	u := "udp://" + net.JoinHostPort(s.cfg.TCPHost, strconv.Itoa(port))
-	return &udpPort{s: s, name: name, pc: pc, url: u, log: log, sessions: map[string]*udpSession{}}, nil
+	return &udpPort{s: s, name: name, pc: pc, url: s.portURL(wire.TunnelUDP, port), log: log, sessions: map[string]*udpSession{}}, nil
 }
 
 // serve reads datagrams for session until close.
@@ -179,10 +179,11 @@ func (p *udpPort) serveSession(u *udpSession) {
 			}
 			t.Reset(idle)
 			if _, err := p.pc.WriteTo(buf[:n], u.addr); err != nil {
-				if errors.Is(err, net.ErrClosed) {
+				kind := writeFailure(err)
+				if kind == "" {
 					return
 				}
-				m.frameErrors.WithLabelValues("oversized_datagram").Inc()
+				m.frameErrors.WithLabelValues(kind).Inc()
 				continue
 			}
 			out.Add(float64(n))
@@ -208,4 +209,19 @@ func (p *udpPort) serveSession(u *udpSession) {
 	}
 	d.Close()
 	wg.Wait()
+}
+
+// writeFailure is the kind a failed write of a datagram toward a visitor
+// is counted under (sluice_frame_errors_total): oversized_datagram when it
+// is too large for the socket (EMSGSIZE: above 65,507 bytes toward an IPv4
+// address), udp_write_failed for any other failure; "" when the port is
+// closing (nothing to count).
+func writeFailure(err error) string {
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return ""
+	case errors.Is(err, syscall.EMSGSIZE):
+		return "oversized_datagram"
+	}
+	return "udp_write_failed"
 }

@@ -59,6 +59,12 @@ ALTER TABLE tunnels ADD COLUMN remote_port BIGINT NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX tunnels_by_remote_port ON tunnels(remote_port) WHERE remote_port <> 0;
 `
 	}},
+	{5, "udp tunnels: a remote port is one tunnel's per type (TCP and UDP ports are apart)", func(bool) string {
+		return `
+DROP INDEX tunnels_by_remote_port;
+CREATE UNIQUE INDEX tunnels_by_type_remote_port ON tunnels(type, remote_port) WHERE remote_port <> 0;
+`
+	}},
 }
 
 // migrationLock is the PostgreSQL advisory lock that makes edges migrate

@@ -33,7 +33,7 @@ import (
 var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
-	// ErrPortTaken: a tcp tunnel's remote port is another tunnel's.
+	// ErrPortTaken: a tcp or udp tunnel's remote port is another tunnel's of its type.
 	ErrPortTaken = errors.New("store: remote port taken")
 	ErrRevoked   = errors.New("store: token revoked")
 	// ErrHostnameTaken: a hostname belongs to another tunnel (the error
@@ -65,14 +65,15 @@ type Tunnel struct {
 	Name         string
 	AgentTokenID string
 	// Type is the tunnel's kind, wire.TunnelHTTP (the default, also for
-	// "") or wire.TunnelTCP.
+	// ""), wire.TunnelTCP or wire.TunnelUDP.
 	Type string
 	// Upstream is where a remotely managed agent sends this tunnel's
 	// requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 for a
 	// tcp tunnel).
 	Upstream string
-	// RemotePort is a tcp tunnel's public port at the edge; 0 for one
-	// from the edge's range (and for http tunnels).
+	// RemotePort is a tcp or udp tunnel's public port at the edge; 0 for
+	// one from the edge's range (and for http tunnels). A port is one
+	// tunnel's per type (ErrPortTaken): TCP and UDP ports are apart.
 	RemotePort int
 	// HostHeader is the agent's Host rewrite: "", "preserve", "rewrite" or
 	// a literal host.
@@ -378,8 +379,8 @@ func (s *Store) CreateTunnel(ctx context.Context, t Tunnel) (Tunnel, error) {
 	return t, nil
 }
 
-// isPortViolation tells a unique violation of tunnels_by_remote_port
-// (SQLite names the column, PostgreSQL the index).
+// isPortViolation tells a unique violation of tunnels_by_type_remote_port
+// (SQLite names the columns, PostgreSQL the index).
 func isPortViolation(err error) bool { return strings.Contains(err.Error(), "remote_port") }
 
 func (s *Store) isUniqueViolation(err error) bool {
@@ -443,6 +444,30 @@ func (s *Store) Tunnels(ctx context.Context, agentTokenID string) ([]Tunnel, err
 	}
 	for i := range out {
 		slices.Sort(out[i].Hostnames)
+	}
+	return out, nil
+}
+
+// RemotePorts returns the remote ports the stored tunnels of type typ
+// (wire.TunnelTCP or wire.TunnelUDP) have, each to its tunnel's name; a
+// tunnel on any port (0) has none.
+func (s *Store) RemotePorts(ctx context.Context, typ string) (map[int]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT remote_port, name FROM tunnels WHERE type = ? AND remote_port <> 0`), typ)
+	if err != nil {
+		return nil, fmt.Errorf("store: remote ports: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]string{}
+	for rows.Next() {
+		var port int
+		var name string
+		if err := rows.Scan(&port, &name); err != nil {
+			return nil, fmt.Errorf("store: remote ports: %w", err)
+		}
+		out[port] = name
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: remote ports: %w", err)
 	}
 	return out, nil
 }

@@ -34,7 +34,8 @@ type tcpPeer interface {
 // pumpTCP copies between the local connection and the edge until both
 // directions ended, then closes conn. It returns nil when both ended
 // cleanly (half-closes), else why the connection was reset. Each read
-// from conn of at most size bytes is one Write to p.
+// from conn of at most size bytes (at most copyBufferSize) is one Write to
+// p. The copy buffers are taken only while bytes flow (copyFlowing).
 func pumpTCP(conn net.Conn, p tcpPeer, size int) error {
 	defer conn.Close()
 	var wg sync.WaitGroup
@@ -42,14 +43,14 @@ func pumpTCP(conn net.Conn, p tcpPeer, size int) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, inErr = io.Copy(conn, p)
+		_, inErr = copyFlowing(conn, p, copyBufferSize)
 		if inErr == nil {
 			closeWrite(conn)
 		} else {
 			abortConn(conn)
 		}
 	}()
-	_, outErr := io.CopyBuffer(onlyWriter{p}, onlyReader{conn}, make([]byte, size))
+	_, outErr := copyFlowing(p, conn, size)
 	if outErr == nil {
 		outErr = p.CloseWrite()
 	}
@@ -64,10 +65,62 @@ func pumpTCP(conn net.Conn, p tcpPeer, size int) error {
 	return inErr
 }
 
-// onlyReader and onlyWriter hide ReadFrom and WriteTo, so that io.Copy
-// uses its buffer (one frame or DATA write for each read).
-type onlyReader struct{ io.Reader }
-type onlyWriter struct{ io.Writer }
+// tcpBuffers are the copy buffers of TCP connections while their bytes
+// flow (copyFlowing).
+var tcpBuffers BufferPool
+
+// idleReadSize is the read of a TCP connection's copy while no bytes flow:
+// the only buffer a held connection keeps, each way.
+const idleReadSize = 512
+
+// copyFlowing copies src to dst, each read one Write, until src ends (nil
+// at io.EOF) or a read or write fails. A copy waiting for bytes holds no
+// copy buffer: it reads into a small one of its own (idleReadSize); a read
+// that fills it says more are coming, and the copy then reads through a
+// buffer of tcpBuffers (size bytes of it) until a read leaves that part
+// empty (src had no more for now) and the buffer goes back. (One that
+// stops exactly on a full read waits with its buffer until the next
+// bytes.) A held connection of many, idle, so costs 1 KiB of buffers
+// rather than two of 32 or 64 KiB.
+func copyFlowing(dst io.Writer, src io.Reader, size int) (written int64, err error) {
+	small := make([]byte, idleReadSize)
+	var full []byte // from tcpBuffers, while bytes flow
+	defer func() {
+		if full != nil {
+			tcpBuffers.Put(full)
+		}
+	}()
+	for {
+		buf := small
+		if full != nil {
+			buf = full[:min(size, len(full))]
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			written += int64(w)
+			if werr == nil && w != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return written, nil
+			}
+			return written, rerr
+		}
+		switch {
+		case full == nil && n == len(small):
+			full = tcpBuffers.Get()
+		case full != nil && n < len(buf):
+			tcpBuffers.Put(full)
+			full = nil
+		}
+	}
+}
 
 // closeWrite half-closes c if it can (a *net.TCPConn, a *net.UnixConn);
 // otherwise the local side learns of the end only when the connection

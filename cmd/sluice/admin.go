@@ -50,6 +50,8 @@ managed agent (sluice agent) serves its tunnels, each to its upstream.
       [--hostname app.example.com ...]   custom hostnames the edge also serves NAME at
   sluice tunnels create NAME --type tcp --upstream tcp://127.0.0.1:5432 [--remote-port N] --agent-token T ...
       a TCP tunnel: public port N of the edge (default: one of its --tcp-ports range)
+  sluice tunnels create NAME --type udp --upstream udp://127.0.0.1:53 [--remote-port N] --agent-token T ...
+      a UDP tunnel: public UDP port N of the edge (default: one of its --udp-ports range)
   sluice tunnels list --edge URL --admin-token A
   sluice tunnels get NAME --edge URL --admin-token A
   sluice tunnels update NAME --upstream http://127.0.0.1:4000 --edge URL --admin-token A
@@ -294,9 +296,9 @@ func runTunnels(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // tunnelFlags declares the flags of tunnels create and update and returns
 // the function that makes the request of those given.
 func tunnelFlags(fs *flag.FlagSet) func(name string) (api.TunnelRequest, error) {
-	upstream := fs.String("upstream", "", "where the agent sends the tunnel's requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 with --type tcp)")
-	typ := fs.String("type", "", `the tunnel's type: "http" or "tcp" (default http; update leaves it)`)
-	remotePort := fs.Int("remote-port", 0, "a tcp tunnel's public `PORT` at the edge, in its --tcp-ports range (default 0: any of the range)")
+	upstream := fs.String("upstream", "", "where the agent sends the tunnel's requests, such as http://127.0.0.1:3000 (tcp://127.0.0.1:5432 with --type tcp, udp://127.0.0.1:53 with --type udp)")
+	typ := fs.String("type", "", `the tunnel's type: "http", "tcp" or "udp" (default http; update leaves it)`)
+	remotePort := fs.Int("remote-port", 0, "a tcp or udp tunnel's public `PORT` at the edge, in its --tcp-ports range (--udp-ports for udp; TCP and UDP ports are apart) (default 0: any of the range)")
 	agentToken := fs.String("agent-token", "", "the secret of the agent token the tunnel belongs to")
 	hostHeader := fs.String("host-header", "", `Host the upstream sees: "preserve", "rewrite" or a literal host`)
 	authUser := fs.String("basic-auth", "", `USER:PASSWORD visitors must give (basic auth); "" with update clears it`)
@@ -462,12 +464,12 @@ func tunnelsList(*flag.FlagSet) adminRun {
 
 func printTunnel(w io.Writer, t api.Tunnel) {
 	fmt.Fprintf(w, "%s -> %s (agent token %s, enabled %v, version %d)\n", t.Name, t.Upstream, t.AgentTokenID, t.Enabled, t.Version)
-	if t.Type == wire.TunnelTCP {
+	if t.Type == wire.TunnelTCP || t.Type == wire.TunnelUDP {
 		port := "any of the edge's range"
 		if t.RemotePort != 0 {
 			port = strconv.Itoa(t.RemotePort)
 		}
-		fmt.Fprintf(w, "  type: tcp, remote port %s\n", port)
+		fmt.Fprintf(w, "  type: %s, remote port %s\n", t.Type, port)
 	}
 	if t.BasicAuthUser != "" {
 		fmt.Fprintf(w, "  basic auth: user %q\n", t.BasicAuthUser)

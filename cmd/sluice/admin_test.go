@@ -273,7 +273,7 @@ func TestAdminEnvironment(t *testing.T) {
 	}
 }
 
-// Tunnels of type tcp: created with --type tcp, a tcp:// upstream and
+// Tunnels of type tcp and udp: created with --type, a tcp:// (udp://) upstream and
 // --remote-port, shown by get and in list's TYPE column; what does not go
 // with the type is refused with the API's message.
 func TestAdminTCPTunnels(t *testing.T) {
@@ -300,17 +300,22 @@ func TestAdminTCPTunnels(t *testing.T) {
 	if out := ok("tunnels", "get", "db"); !strings.Contains(out, "\n  type: tcp, remote port 20001\n") {
 		t.Fatalf("get: %q", out)
 	}
+	// TCP and UDP ports are apart: dns may have db's port number.
+	out = ok("tunnels", "create", "dns", "--type", "udp", "--upstream", "udp://127.0.0.1:53", "--remote-port", "20001", "--agent-token", secret)
+	if !strings.HasPrefix(out, "dns -> udp://127.0.0.1:53 (agent token ") || !strings.HasSuffix(out, ", version 1)\n  type: udp, remote port 20001\n") {
+		t.Fatalf("create a udp tunnel: %q", out)
+	}
 	ok("tunnels", "create", "web", "--upstream", "http://127.0.0.1:3000", "--agent-token", secret)
 	if out := ok("tunnels", "get", "web"); strings.Contains(out, "type:") {
 		t.Fatalf("get of an http tunnel: %q", out)
 	}
 	lines := strings.Split(strings.TrimSpace(ok("tunnels", "list")), "\n")
-	if len(lines) != 3 || !strings.HasSuffix(lines[0], "  TYPE") {
+	if len(lines) != 4 || !strings.HasSuffix(lines[0], "  TYPE") {
 		t.Fatalf("list: %q", lines)
 	}
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
-		if want := map[string]string{"db": "tcp", "web": "http"}[f[0]]; f[len(f)-1] != want {
+		if want := map[string]string{"db": "tcp", "dns": "udp", "web": "http"}[f[0]]; f[len(f)-1] != want {
 			t.Errorf("list line %q: TYPE %q, want %q", l, f[len(f)-1], want)
 		}
 	}
@@ -323,7 +328,9 @@ func TestAdminTCPTunnels(t *testing.T) {
 		{[]string{"tunnels", "create", "x", "--upstream", "http://127.0.0.1:1", "--remote-port", "20002", "--agent-token", secret}, "remote_port is for tunnels of type tcp"},
 		{[]string{"tunnels", "create", "x", "--type", "tcp", "--upstream", "tcp://127.0.0.1:1", "--hostname", "db.example.com", "--agent-token", secret}, "has no hostnames"},
 		{[]string{"tunnels", "create", "x", "--type", "tcp", "--upstream", "tcp://127.0.0.1:1", "--basic-auth", "u:p", "--agent-token", secret}, "basic auth does not apply"},
-		{[]string{"tunnels", "create", "x", "--type", "udp", "--upstream", "tcp://127.0.0.1:1", "--agent-token", secret}, "(HTTP 400, bad_type)"},
+		{[]string{"tunnels", "create", "x", "--type", "sctp", "--upstream", "tcp://127.0.0.1:1", "--agent-token", secret}, "(HTTP 400, bad_type)"},
+		{[]string{"tunnels", "create", "x", "--type", "udp", "--upstream", "tcp://127.0.0.1:1", "--agent-token", secret}, `upstream "tcp://127.0.0.1:1" is not a udp://HOST:PORT URL`},
+		{[]string{"tunnels", "create", "x", "--type", "udp", "--upstream", "udp://127.0.0.1:53", "--remote-port", "20001", "--agent-token", secret}, "(HTTP 409, port_taken)"},
 	} {
 		if code, _, stderr := run(c.args...); code != 1 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%q: exit %d, stderr %q, want it to say %q", c.args, code, stderr, c.want)

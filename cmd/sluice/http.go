@@ -157,6 +157,9 @@ type tunnelOptions struct {
 	allow              []string
 	upstreamInsecure   bool
 	upstreamCA         []byte
+	// udpIdle is a UDP tunnel's session idle timeout at the agent (0: its
+	// default).
+	udpIdle time.Duration
 }
 
 // setBasicAuth sets the visitors' USER:PASSWORD ("" for none).
@@ -318,7 +321,7 @@ func (o tunnelOptions) agentConfig(edgeURL, token string, tc *tls.Config, logger
 	if o.tcp != "" {
 		cfg.Type, cfg.LocalAddr, cfg.RemotePort = wire.TunnelTCP, o.tcp, o.remotePort
 		if o.udp {
-			cfg.Type = wire.TunnelUDP
+			cfg.Type, cfg.UDPIdleTimeout = wire.TunnelUDP, o.udpIdle
 		}
 	}
 	return cfg

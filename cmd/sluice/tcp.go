@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"flag"
 	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/cli"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 const tcpHelp = `Usage: sluice tcp PORT|HOST:PORT [flags]
@@ -43,6 +47,35 @@ func runTCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // runPorted runs sluice tcp or sluice udp (cmd): a tunnel to a local
 // HOST:PORT on a public port.
 func runPorted(ctx context.Context, cmd, help string, args []string, stdout, stderr io.Writer) error {
+	p, err := parsePorted(cmd, help, args, stderr)
+	if err != nil {
+		return err
+	}
+	d, err := agentDefaults(p.fs, cmd, p.edgeURL, p.token, p.ca, p.config)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, p.verbose)
+	if err := startPprof(ctx, p.pprofAddr, stderr); err != nil {
+		return err
+	}
+	return runAgents(ctx, d, []tunnelOptions{p.o}, p.listen, !p.quiet, nil, logger, stdout, stderr)
+}
+
+// portedArgs are the command line of sluice tcp or sluice udp, parsed.
+type portedArgs struct {
+	fs                         *flag.FlagSet
+	o                          tunnelOptions
+	edgeURL, listen, pprofAddr string
+	token                      *cli.Secret
+	ca                         func() (string, *tls.Config, error)
+	config                     func() (string, bool, error)
+	quiet, verbose             bool
+}
+
+// parsePorted parses and checks the command line of sluice tcp or sluice
+// udp (cmd), without I/O but its usage on stderr.
+func parsePorted(cmd, help string, args []string, stderr io.Writer) (*portedArgs, error) {
 	fs := cli.NewFlagSet(cmd, help+"\n"+configHelp, stderr)
 	edgeURL := fs.String("edge", "", `edge URL, such as https://tunnel.example.com (default: the config file's, else an embedded edge on 127.0.0.1; --edge "" forces the embedded one)`)
 	tokenFlag := cli.SecretFlag(fs, "token", "SLUICE_TOKEN", "agent credential the edge accepts (default: the config file's, for its edge)")
@@ -55,37 +88,40 @@ func runPorted(ctx context.Context, cmd, help string, args []string, stdout, std
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address (TCP and UDP tunnels get ports of its host)")
 	quiet := fs.Bool("quiet", false, "print no line per connection (per session for UDP)")
 	verbose := fs.Bool("v", false, "log debug messages")
+	var idle *time.Duration
+	if cmd == "udp" {
+		idle = fs.Duration("idle-timeout", tunnel.DefaultUDPIdleTimeout, "end a session (a remote address's datagrams, and its local socket) after this long without a datagram either way; the edge has its own timeout (its --udp-idle-timeout), and the shorter ends it")
+	}
 	pprofAddr := pprofFlag(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return cli.Usagef("%s: want one PORT or HOST:PORT, got %d arguments", cmd, len(pos))
+		return nil, cli.Usagef("%s: want one PORT or HOST:PORT, got %d arguments", cmd, len(pos))
 	}
 	o := tunnelOptions{name: *name, protocol: *protocol, allow: cidrList(*allow), remotePort: *remotePort, udp: cmd == "udp"}
 	if o.tcp, err = parseLocalAddr(pos[0]); err != nil {
-		return err
+		return nil, err
 	}
 	if *remotePort < 0 || *remotePort > 65535 {
-		return cli.Usagef("%s: --remote-port %d is not a port (1 to 65535)", cmd, *remotePort)
+		return nil, cli.Usagef("%s: --remote-port %d is not a port (1 to 65535)", cmd, *remotePort)
+	}
+	if idle != nil {
+		if *idle <= 0 {
+			return nil, cli.Usagef("%s: --idle-timeout %v is not a positive duration, such as 30s or 5m", cmd, *idle)
+		}
+		o.udpIdle = *idle
 	}
 	if o.name == "" {
 		o.name = randomName()
 	}
 	if err := o.check(cmd); err != nil {
-		return err
+		return nil, err
 	}
-	d, err := agentDefaults(fs, cmd, *edgeURL, tokenFlag, ca, config)
-	if err != nil {
-		return err
-	}
-	logger := newLogger(stderr, *verbose)
-	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
-		return err
-	}
-	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, nil, logger, stdout, stderr)
+	return &portedArgs{fs: fs, o: o, edgeURL: *edgeURL, listen: *listen, pprofAddr: *pprofAddr, token: tokenFlag, ca: ca, config: config,
+		quiet: *quiet, verbose: *verbose}, nil
 }
 
 // parseLocalAddr takes "5432" (on 127.0.0.1) or "HOST:PORT".

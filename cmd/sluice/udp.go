@@ -11,7 +11,8 @@ Exposes a local UDP server (DNS, a game server, anything over UDP) through
 a tunnel: datagrams to the public port the edge gives reach PORT on
 127.0.0.1 (or HOST:PORT), each whole, and the replies go back to their
 sender. The datagrams of each remote address form a session with a local
-socket of its own, ended after a minute without a datagram either way.
+socket of its own, ended after --idle-timeout (default 1m) without a
+datagram either way.
 It prints the public address as
 
   Forwarding udp://HOST:PORT -> 127.0.0.1:PORT
