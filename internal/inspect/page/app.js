@@ -620,7 +620,7 @@ async function replay(v, edits) {
       body: edits ? JSON.stringify(edits) : '{}',
     });
     const data = await res.json().catch(() => null);
-    if (!res.ok) throw new Error((data && (data.error || data.message)) || res.status + ' ' + res.statusText);
+    if (!res.ok) throw new Error(data?.error?.message || res.status + ' ' + res.statusText);
     if (!reqs.has(data.id)) {
       reqs.set(data.id, data);
       putRow(data);
@@ -654,8 +654,6 @@ async function openEditor(v) {
   const headers = el('textarea', { rows: Math.min(12, lines.length + 1), 'aria-label': 'Headers', class: 'e-headers', spellcheck: 'false' });
   headers.value = headersText;
   const body = el('textarea', { rows: 8, 'aria-label': 'Body', class: 'e-body', spellcheck: 'false' });
-  let bodyEdited = false;
-  body.addEventListener('input', () => { bodyEdited = true; });
   const bodyNote = el('p', { class: 'muted' });
   if (r.request_body_size) {
     if (r.request_body_truncated) {
@@ -669,13 +667,14 @@ async function openEditor(v) {
       } catch { /* left empty */ }
     }
   }
+  const bodyText = body.value;
   const send = (e) => {
     e.preventDefault();
     const edits = {};
     if (method.value.trim() !== r.method) edits.method = method.value.trim();
     if (path.value !== r.path) edits.path = path.value;
     if (headers.value !== headersText) edits.headers = parseHeaders(headers.value, r.request_headers);
-    if (bodyEdited) edits.body = body.value;
+    if (body.value !== bodyText) edits.body = body.value;
     replay(v, edits);
   };
   box.replaceChildren(el('form', { on: { submit: send } },
