@@ -1,6 +1,206 @@
 package inspect
 
-import "net/http"
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
 
-// routeAPI mounts the JSON API. (Being built: issue 15.)
-func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {}
+	"github.com/sluicehq/sluice/api"
+)
+
+// The JSON API beside the page:
+//
+//	GET  /api/requests                  the kept requests, newest first (?method=, ?status=, ?path=)
+//	GET  /api/requests/ID               one request, with its stream items
+//	GET  /api/requests/ID/body?side=    the captured bytes of its request or response body
+//	POST /api/requests/ID/replay        replays it (edits optional, see ReplayRequest)
+//	GET  /api/requests.har              every kept request as a HAR 1.2 file
+//	GET  /api/events                    SSE of new and updated requests (Topic; Last-Event-ID)
+//
+// Errors are the edge API's one shape, api.ErrorResponse:
+// {"error": {"code", "status", "message"}}.
+
+// Error codes of the inspector's API beside the shared ones of package api
+// (api.CodeNotFound, api.CodeBadJSON).
+const (
+	CodeBadFilter        = "bad_filter"         // 400: a list filter that does not parse
+	CodeBadSide          = "bad_side"           // 400: side is neither request nor response
+	CodeBadReplay        = "bad_replay"         // 400: an edit that is not a valid method, path, header or body
+	CodeMethodNotAllowed = "method_not_allowed" // 405
+	CodeBodyCut          = "body_cut"           // 409: the request body was cut at the capture limit
+	CodeTooLarge         = "too_large"          // 413: a replay's edits beyond their limits
+	CodeTooManyReplays   = "too_many_replays"   // 429: maxReplays are running
+	CodeNoUpstream       = "no_upstream"        // 503: the inspector has nothing to replay through
+	CodeNotRecorded      = "not_recorded"       // 500: the replay ran but left no record
+)
+
+// Body headers of GET /api/requests/ID/body: the body's full size, the
+// bytes captured (the answer's body) and whether some were not.
+const (
+	HeaderBodySize      = "X-Sluice-Body-Size"
+	HeaderBodyCaptured  = "X-Sluice-Body-Captured"
+	HeaderBodyTruncated = "X-Sluice-Body-Truncated"
+	// HeaderBodyEncoding is the body's recorded Content-Encoding (gzip,
+	// br...): the captured bytes are as they passed, still encoded.
+	HeaderBodyEncoding = "X-Sluice-Body-Encoding"
+)
+
+// apiServer serves the API of one Handler.
+type apiServer struct {
+	in       *Inspector
+	upstream http.Handler
+}
+
+// routeAPI mounts the JSON API.
+func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {
+	a := &apiServer{in: in, upstream: cfg.Upstream}
+	events := in.hub.Handler(func(*http.Request) string { return Topic })
+	// Patterns without a method, so that a wrong method gets the API's
+	// JSON 405 rather than the mux's text one.
+	mux.Handle("/api/requests", allow(http.MethodGet, a.list))
+	mux.Handle("/api/requests/{id}", allow(http.MethodGet, a.get))
+	mux.Handle("/api/requests/{id}/body", allow(http.MethodGet, a.body))
+	mux.Handle("/api/events", allow(http.MethodGet, events.ServeHTTP))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// allow lets h serve method only (GET also serves HEAD); other methods
+// get a JSON 405 with Allow.
+func allow(method string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
+			allowed := method
+			if method == http.MethodGet {
+				allowed += ", " + http.MethodHead
+			}
+			w.Header().Set("Allow", allowed)
+			apiError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+				fmt.Sprintf("%s %s: only %s is allowed", r.Method, r.URL.Path, allowed))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// apiError writes the API's one error shape.
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, api.ErrorResponse{Error: &api.Error{Code: code, Status: status, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// list serves GET /api/requests: always an array, newest first.
+func (a *apiServer) list(w http.ResponseWriter, r *http.Request) {
+	match, err := parseFilter(r)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, CodeBadFilter, err.Error())
+		return
+	}
+	all := a.in.List()
+	out := all[:0]
+	for _, req := range all {
+		if match(&req) {
+			out = append(out, req)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseFilter reads the list's filters: method= (any case), status= (a
+// code such as 404, or a class such as 4xx; 0 for no response yet) and
+// path= (a substring, any case).
+func parseFilter(r *http.Request) (func(*Request) bool, error) {
+	q := r.URL.Query()
+	method := q.Get("method")
+	path := strings.ToLower(q.Get("path"))
+	var status func(int) bool
+	switch s := strings.ToLower(q.Get("status")); {
+	case s == "":
+	case len(s) == 3 && s[0] >= '1' && s[0] <= '5' && s[1:] == "xx":
+		class := int(s[0]-'0') * 100
+		status = func(c int) bool { return c >= class && c < class+100 }
+	default:
+		code, err := strconv.Atoi(s)
+		if err != nil || code < 0 || code > 999 {
+			return nil, fmt.Errorf("status=%q: want a status code such as 404, or a class such as 4xx", q.Get("status"))
+		}
+		status = func(c int) bool { return c == code }
+	}
+	return func(req *Request) bool {
+		return (method == "" || strings.EqualFold(req.Method, method)) &&
+			(status == nil || status(req.Status)) &&
+			(path == "" || strings.Contains(strings.ToLower(req.Path), path))
+	}, nil
+}
+
+// get serves GET /api/requests/ID.
+func (a *apiServer) get(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	req, ok := a.in.Get(id)
+	if !ok {
+		a.notFound(w, id)
+		return
+	}
+	writeJSON(w, http.StatusOK, req)
+}
+
+func (a *apiServer) notFound(w http.ResponseWriter, id string) {
+	apiError(w, http.StatusNotFound, api.CodeNotFound,
+		fmt.Sprintf("no request %q: unknown, or no longer kept (the inspector keeps the last %d)", id, a.in.cfg.MaxRequests))
+}
+
+// body serves GET /api/requests/ID/body?side=request|response (default
+// response): the captured bytes with the side's recorded Content-Type, and
+// the Header* fields saying how much there was.
+func (a *apiServer) body(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var request bool
+	switch side := r.URL.Query().Get("side"); side {
+	case "request":
+		request = true
+	case "response", "":
+	default:
+		apiError(w, http.StatusBadRequest, CodeBadSide, fmt.Sprintf("side=%q: want request or response", side))
+		return
+	}
+	b, req, ok := a.in.Body(id, request)
+	if !ok {
+		a.notFound(w, id)
+		return
+	}
+	h, size, cut := req.ResponseHeaders, req.ResponseBodySize, req.ResponseBodyTruncated
+	if request {
+		h, size, cut = req.RequestHeaders, req.RequestBodySize, req.RequestBodyTruncated
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	out := w.Header()
+	out.Set("Content-Type", ct)
+	out.Set("Content-Length", strconv.Itoa(len(b)))
+	out.Set("Cache-Control", "no-store")
+	// The bytes are the visitor's or the local server's, shown on the
+	// inspector's origin: never sniffed, never run.
+	out.Set("X-Content-Type-Options", "nosniff")
+	out.Set("Content-Security-Policy", "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'")
+	out.Set(HeaderBodySize, strconv.FormatInt(size, 10))
+	out.Set(HeaderBodyCaptured, strconv.Itoa(len(b)))
+	out.Set(HeaderBodyTruncated, strconv.FormatBool(cut))
+	if enc := h.Get("Content-Encoding"); enc != "" {
+		out.Set(HeaderBodyEncoding, enc)
+	}
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}

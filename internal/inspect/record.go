@@ -34,6 +34,7 @@ type Request struct {
 	Error      string  `json:"error,omitempty"`
 	Status     int     `json:"status"`      // 0 until the response headers; 101 for an upgrade
 	DurationMS float64 `json:"duration_ms"` // until the end, or so far
+	HeadersMS  float64 `json:"headers_ms"`  // until the response headers (0 before them)
 
 	RequestHeaders  http.Header `json:"request_headers"`
 	ResponseHeaders http.Header `json:"response_headers"`

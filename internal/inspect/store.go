@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -45,11 +46,19 @@ type Inspector struct {
 	cfg Config
 	hub *sse.Hub
 
-	mu    sync.Mutex
-	seq   uint64
-	recs  []*Entry // oldest first
-	byID  map[string]*Entry
-	bytes int64 // captured bytes of recs
+	// Replays run on past the API call that started them (a replayed
+	// stream lasts as long as it lasts): under bgCtx, which Close ends,
+	// counted in bg, which Close waits for.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	mu     sync.Mutex
+	seq    uint64
+	recs   []*Entry // oldest first
+	byID   map[string]*Entry
+	bytes  int64 // captured bytes of recs
+	closed bool  // Close was called: no new background work
 }
 
 // New returns an empty Inspector.
@@ -66,10 +75,13 @@ func New(cfg Config) *Inspector {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	bgCtx, bgCancel := context.WithCancel(context.Background())
 	return &Inspector{
-		cfg:  cfg,
-		hub:  sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
-		byID: make(map[string]*Entry),
+		cfg:      cfg,
+		hub:      sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
+		byID:     make(map[string]*Entry),
+		bgCtx:    bgCtx,
+		bgCancel: bgCancel,
 	}
 }
 
@@ -79,8 +91,32 @@ func (in *Inspector) Config() Config { return in.cfg }
 // Hub is where live updates are published, on Topic.
 func (in *Inspector) Hub() *sse.Hub { return in.hub }
 
-// Close ends the hub's subscriptions.
-func (in *Inspector) Close() { in.hub.Close() }
+// Close ends the replays still running (and waits for them) and the
+// hub's subscriptions. It is idempotent.
+func (in *Inspector) Close() {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
+	in.bgCancel()
+	in.bg.Wait()
+	in.hub.Close()
+}
+
+// goBackground runs f in a goroutine that Close cancels (through ctx) and
+// waits for; false, without running f, once Close was called.
+func (in *Inspector) goBackground(f func(ctx context.Context)) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.bg.Add(1)
+	go func() {
+		defer in.bg.Done()
+		f(in.bgCtx)
+	}()
+	return true
+}
 
 // Entry is one request being recorded. Its methods are called by the
 // capture as the request passes; they never block on a reader.
@@ -195,6 +231,7 @@ func (e *Entry) Response(status int, h http.Header) {
 		return
 	}
 	e.req.Status = status
+	e.req.HeadersMS = ms(in.cfg.Now().Sub(e.start))
 	e.req.ResponseHeaders = h.Clone()
 	e.req.State = StateStreaming
 	in.bytes += headerBytes(e.req.ResponseHeaders)
@@ -344,9 +381,16 @@ func (e *Entry) sizeLocked() int64 {
 }
 
 // viewLocked is the entry's Request, items included when withItems; the
-// headers are shared, not copied: callers must not modify them.
+// headers are shared, not copied: callers must not modify them. Headers
+// are never nil: they encode as {} rather than null.
 func (e *Entry) viewLocked(withItems bool) Request {
 	r := e.req
+	if r.RequestHeaders == nil {
+		r.RequestHeaders = http.Header{}
+	}
+	if r.ResponseHeaders == nil {
+		r.ResponseHeaders = http.Header{}
+	}
 	if !e.done {
 		r.DurationMS = ms(e.in.cfg.Now().Sub(e.start))
 	}
