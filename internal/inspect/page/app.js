@@ -57,11 +57,16 @@ function millis(ms) {
   return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
 }
 
-function clock(t, withMillis) {
+// clock is a time of day; withDetail adds milliseconds, and the date when
+// it is not today.
+function clock(t, withDetail) {
   const d = new Date(t);
   const pad = (n, w = 2) => String(n).padStart(w, '0');
   let s = pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
-  if (withMillis) s += '.' + pad(d.getMilliseconds(), 3);
+  if (withDetail) {
+    s += '.' + pad(d.getMilliseconds(), 3);
+    if (d.toDateString() !== new Date().toDateString()) s = d.toLocaleDateString() + ' ' + s;
+  }
   return s;
 }
 
@@ -348,14 +353,17 @@ function renderSummary(v) {
   const fields = [
     ['Status', el('span', { class: 'status ' + statusClass(r) }, statusText(r))],
     ['State', r.state + (r.error ? ': ' + r.error : '')],
-    ['Started', clock(r.time, true) + ' (' + new Date(r.time).toLocaleDateString() + ')'],
+    ['Started', clock(r.time, true)],
+  ];
+  if (r.status && r.headers_ms) fields.push(['Headers after', millis(r.headers_ms)]);
+  fields.push(
     ['Duration', el('span', { class: 'v-duration' }, millis(duration(r)) + (inFlight(r) ? ' so far' : ''))],
     ['Host', r.host],
-    ['Protocol', r.proto],
-  ];
+    ['Protocol', r.proto]);
   if (r.remote_addr) fields.push(['From', r.remote_addr]);
   if (r.replay_of) fields.push(['Replay of', el('a', { href: '#' + encodeURIComponent(r.replay_of) }, '#' + r.replay_of)]);
   v.parts.summary.replaceChildren(el('dl', {}, fields.map(([k, val]) => el('div', {}, el('dt', {}, k), el('dd', {}, val)))));
+  if (r.capture_note) v.parts.summary.append(el('p', { class: 'note' }, 'Capture: ' + r.capture_note));
 }
 
 // renderSide shows the request's or the response's headers and body.
@@ -375,14 +383,16 @@ function renderSide(v, side) {
   }
   if (side === 'response' && r.stream === 'websocket') return; // its messages are the body
   const body = el('div', { class: 'body' });
+  const size = r[side + '_body_size'];
+  const title = el('h4', {}, 'Body', size > 0 && el('span', { class: 'meta' }, bytes(size) + (mediaType(hdrs) ? ' · ' + mediaType(hdrs) : '')));
   if (side === 'response' && r.stream) {
-    // The items below are the stream; the raw bytes on demand.
-    const details = el('details', {}, el('summary', {}, 'Raw body (' + bytes(r.response_body_size) + ')'), body);
+    // The items above are the stream; the raw bytes on demand.
+    const details = el('details', {}, el('summary', {}, 'Raw bytes'), body);
     details.addEventListener('toggle', () => { if (details.open) showBody(body, r, side); }, { once: true });
-    box.append(el('h4', {}, 'Body'), details);
+    box.append(title, details);
     return;
   }
-  box.append(el('h4', {}, 'Body'), body);
+  box.append(title, body);
   showBody(body, r, side);
 }
 
@@ -436,7 +446,7 @@ async function showBody(box, r, side) {
   const h = side === 'request' ? r.request_headers : r.response_headers;
   box.replaceChildren();
   if (!size) {
-    box.append(el('p', { class: 'muted' }, inFlight(r) ? 'No body yet.' : 'No body.'));
+    box.append(el('p', { class: 'muted' }, side === 'response' && inFlight(r) ? 'No body yet.' : 'No body.'));
     return;
   }
   if (r[side + '_body_truncated']) {
@@ -549,7 +559,8 @@ function ensureStream(v, kind) {
 function updateDropped(v) {
   const d = v.rec.items_dropped;
   if (v.parts.dropped && d) {
-    v.parts.dropped.textContent = d + ' item(s) beyond the capture limit are not kept.';
+    const noun = { sse: 'events', ndjson: 'lines', websocket: 'messages' }[v.stream];
+    v.parts.dropped.textContent = d + ' ' + noun + ' beyond the capture limit were not kept.';
     v.parts.dropped.hidden = false;
   }
 }
@@ -681,6 +692,7 @@ async function openEditor(v) {
     el('h3', {}, 'Edit and replay'),
     el('div', { class: 'line' }, method, path),
     el('label', {}, 'Headers', headers),
+    el('p', { class: 'muted hint' }, 'One "Name: value" a line; ' + MASK + ' stands for the recorded value.'),
     el('label', {}, 'Body', body), bodyNote,
     el('div', { class: 'actions' },
       el('button', { type: 'submit', class: 'primary' }, 'Send'),
