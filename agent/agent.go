@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -73,6 +74,9 @@ type Config struct {
 	// Console, if set, gets one line per request (per connection for a
 	// TCP tunnel).
 	Console io.Writer
+	// Inspector, if set, records every request the agent serves (an HTTP
+	// tunnel's), for the inspector's page and API (sluice --inspect).
+	Inspector *inspect.Inspector
 	// OnConnect, if set, is called with the public URL and the protocol
 	// ("v1" or "v2") each time the tunnel is registered.
 	OnConnect func(publicURL, protocol string)
@@ -188,6 +192,12 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, wsURL: u.String(), backoff: sse.Backoff{Max: cfg.MaxBackoff, Min: 50 * time.Millisecond}, access: access}
 	a.SetUpstream(cfg.Upstream, cfg.HostHeader)
 	a.handler = newProxy(&a.cfg, upstreamTLS, a.target.Load)
+	if cfg.Inspector != nil {
+		// Inside the console's wrap: a replay, sent by the inspector to
+		// Handler (through a Wrap of its own, which records it once), gets
+		// its console line too.
+		a.handler = cfg.Inspector.Wrap(a.handler)
+	}
 	if cfg.Console != nil {
 		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
 	}
@@ -345,5 +355,7 @@ func (a *Agent) session(ctx context.Context) error {
 }
 
 // Handler returns the agent's local handler: the reverse proxy to the
-// upstream, with the console log if configured.
+// upstream, with the inspector's capture and the console log if
+// configured. It is what the inspector's replays go to
+// (inspect.HandlerConfig.Upstream).
 func (a *Agent) Handler() http.Handler { return a.handler }

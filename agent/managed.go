@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/sse"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -45,6 +47,9 @@ type ManagedConfig struct {
 	Logger *slog.Logger
 	// Console, if set, gets one line per request, as for sluice http.
 	Console io.Writer
+	// Inspector, if set, records the requests of every HTTP tunnel (see
+	// Config.Inspector); Handler serves its replays.
+	Inspector *inspect.Inspector
 	// Status, if set, gets one line per change: tunnels started, changed
 	// and stopped, the push channel's state.
 	Status func(line string)
@@ -344,6 +349,7 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			LocalAddr: local, RemotePort: t.RemotePort,
 			UpstreamInsecure: m.cfg.UpstreamInsecure, UpstreamCA: m.cfg.UpstreamCA,
 			Protocol: m.cfg.Protocol, Session: m.cfg.Session, Logger: m.cfg.Logger.With("tunnel", name), Console: m.cfg.Console,
+			Inspector: m.cfg.Inspector,
 			UserAgent: m.cfg.UserAgent, TLSClientConfig: m.cfg.TLSClientConfig,
 			OnConnect: func(public, protocol string) {
 				m.cfg.Status(fmt.Sprintf("Forwarding %s -> %s (protocol %s)", public, target, protocol))
@@ -388,6 +394,37 @@ func (m *Managed) reconcile(ctx context.Context, cfg api.AgentConfig) {
 			m.cfg.Status(fmt.Sprintf("%s stopped: %v (retried at the next config change)", name, err))
 		}()
 	}
+}
+
+// Handler serves a request with the handler of the tunnel it was sent
+// to: the one named by the first label of its Host (NAME.DOMAIN), else the
+// only HTTP tunnel running; 502 if none. The inspector's replays go here
+// (inspect.HandlerConfig.Upstream).
+func (m *Managed) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, _, _ := strings.Cut(r.Host, ".")
+		m.mu.Lock()
+		var h http.Handler
+		if t := m.running[strings.ToLower(name)]; t != nil && t.typ == wire.TunnelHTTP {
+			h = t.agent.Handler()
+		} else {
+			var only []*managedTunnel
+			for _, t := range m.running {
+				if t.typ == wire.TunnelHTTP {
+					only = append(only, t)
+				}
+			}
+			if len(only) == 1 {
+				h = only[0].agent.Handler()
+			}
+		}
+		m.mu.Unlock()
+		if h == nil {
+			http.Error(w, fmt.Sprintf("sluice agent: no tunnel of this agent serves %q", r.Host), http.StatusBadGateway)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // refuse records that the edge refused or retired tunnel name (served by

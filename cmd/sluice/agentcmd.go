@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/sluicehq/sluice/internal/cli"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/agent"
@@ -26,7 +27,8 @@ revoked) without a restart. Tunnels are managed with "sluice tunnels".
 Upstreams are http:// (HTTP/1.1), h2c:// (HTTP/2 without TLS, such as a
 gRPC server) or https:// (HTTP/2 when the server offers it; its
 certificate verified, see --upstream-ca and --upstream-insecure).
-`
+
+` + inspectHelp
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("agent", agentHelp+"\n"+configHelp, stderr)
@@ -38,6 +40,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstreamTLS := upstreamTLSFlags(fs)
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
+	inspectOpts := inspectFlags(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -81,11 +84,22 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !*quiet {
 		cfg.Console = stdout
 	}
-	m, err := agent.NewManaged(cfg)
+	insp, err := inspectOpts.open("agent", stdout, stderr)
 	if err != nil {
 		return err
 	}
+	cfg.Inspector = insp.inspector()
+	m, err := agent.NewManaged(cfg)
+	if err != nil {
+		insp.close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	insp.serve(ctx, &wg, m.Handler())
 	err = m.Run(ctx)
+	cancel()
+	wg.Wait()
 	if errors.Is(err, agent.ErrTokenRevoked) {
 		return errors.New("the edge revoked this agent's token: stopping")
 	}

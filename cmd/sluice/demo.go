@@ -33,13 +33,15 @@ Ctrl-C.
 
 With --max-events N it instead reads its own clock feed through the tunnel,
 prints N events as "sluice events" would, and exits: a self-test.
-`
+
+` + inspectHelp
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("demo", demoHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "the edge's address (port 0: any free port)")
 	interval := fs.Duration("interval", time.Second, "time between two events of the clock feed")
 	count := fs.Int("max-events", 0, "read `N` events of the feed through the tunnel, print them and exit (0: serve until interrupted)")
+	inspectOpts := inspectFlags(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -117,10 +119,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *count == 0 {
 		acfg.Console = stdout
 	}
-	a, err := agent.New(acfg)
+	insp, err := inspectOpts.open("demo", io.Discard, stderr) // its line is in the text below
 	if err != nil {
 		return err
 	}
+	acfg.Inspector = insp.inspector()
+	a, err := agent.New(acfg)
+	if err != nil {
+		insp.close()
+		return err
+	}
+	insp.serve(ctx, &wg, a.Handler())
 	agentErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -146,9 +155,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
                 curl -o /dev/null %[1]s/download?size=1073741824
                 head -c 100000000 /dev/zero | curl -T - %[1]s/upload
                 a WebSocket echo at %[2]s/ws
-
+%[3]s
 Requests through the tunnel:
-`, public, "ws"+strings.TrimPrefix(public, "http"))
+`, public, "ws"+strings.TrimPrefix(public, "http"), insp.line())
 	if *count > 0 {
 		return streamEvents(ctx, public+"/events", eventsOptions{maxEvents: *count, quiet: true}, stdout, stderr)
 	}

@@ -54,7 +54,8 @@ a bcrypt hash. An edge too old to enforce them is refused: the tunnel is
 never opened unprotected. A tunnel stored at the edge (sluice tunnels
 create) has its own rules, set with sluice tunnels update: the edge refuses
 rules sent for it.
-`
+
+` + inspectHelp
 
 func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("http", httpHelp+"\n"+configHelp, stderr)
@@ -73,6 +74,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	quiet := fs.Bool("quiet", false, "print no line per request")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
+	inspectOpts := inspectFlags(fs)
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -109,7 +111,11 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
 	}
-	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, logger, stdout, stderr)
+	insp, err := inspectOpts.open("http", stdout, stderr)
+	if err != nil {
+		return err
+	}
+	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, insp, logger, stdout, stderr)
 }
 
 // agentDefaults reads --edge, the token and --ca of an agent command
@@ -185,8 +191,15 @@ func (o *tunnelOptions) check(cmd string) error {
 
 // runAgents runs one agent per tunnel at the edge of d (an embedded edge
 // on listen if none) until ctx ends or one of them stops with an error,
-// which stops the others.
-func runAgents(ctx context.Context, d edgeDefaults, tunnels []tunnelOptions, listen string, console bool, logger *slog.Logger, stdout, stderr io.Writer) error {
+// which stops the others. insp, if not nil, records the HTTP tunnels'
+// requests; its replays go to the first tunnel's agent.
+func runAgents(ctx context.Context, d edgeDefaults, tunnels []tunnelOptions, listen string, console bool, insp *inspector, logger *slog.Logger, stdout, stderr io.Writer) error {
+	served := false
+	defer func() {
+		if !served {
+			insp.close()
+		}
+	}()
 	tc, err := loadCA(d.ca)
 	if err != nil {
 		return err
@@ -235,9 +248,14 @@ func runAgents(ctx context.Context, d edgeDefaults, tunnels []tunnelOptions, lis
 		if console {
 			cfg.Console = stdout
 		}
+		cfg.Inspector = insp.inspector()
 		if agents[i], err = agent.New(cfg); err != nil {
 			return err
 		}
+	}
+	if len(agents) > 0 {
+		insp.serve(ctx, &wg, agents[0].Handler())
+		served = true
 	}
 	var once sync.Once
 	var first error

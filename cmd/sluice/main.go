@@ -43,6 +43,7 @@ Commands:
   login        store an edge and its token in the config file, for http, agent and start
   start        start the tunnels the config file declares (--all, or by name)
   events URL   print the events of a Server-Sent Events stream
+  replay ID    send a request the agent's inspector recorded to the local server again
   demo         run an edge, an agent and a demo app in one process
   tokens       create, list and revoke the tokens of an edge with a store
   tunnels      create, list, update and delete the tunnels of an edge with a store
@@ -75,6 +76,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runUDP(ctx, rest, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, stdout, stderr)
+	case "replay":
+		err = runReplay(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "agent":

@@ -91,7 +91,7 @@ func runStart(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	return runAgents(ctx, d, tunnels, *listen, !*quiet, newLogger(stderr, *verbose), stdout, stderr)
+	return runAgents(ctx, d, tunnels, *listen, !*quiet, nil, newLogger(stderr, *verbose), stdout, stderr)
 }
 
 // options returns the tunnel's options, with sluice http's defaults for

@@ -85,7 +85,7 @@ func runPorted(ctx context.Context, cmd, help string, args []string, stdout, std
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
 	}
-	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, logger, stdout, stderr)
+	return runAgents(ctx, d, []tunnelOptions{o}, *listen, !*quiet, nil, logger, stdout, stderr)
 }
 
 // parseLocalAddr takes "5432" (on 127.0.0.1) or "HOST:PORT".

@@ -51,17 +51,28 @@ const (
 type apiServer struct {
 	in       *Inspector
 	upstream http.Handler
+	version  string        // for the HAR's creator
+	maxBody  int           // of an edited replay
+	replays  chan struct{} // a slot per replay running: at most maxReplays
 }
 
 // routeAPI mounts the JSON API.
 func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {
-	a := &apiServer{in: in, upstream: cfg.Upstream}
+	a := &apiServer{in: in, upstream: cfg.Upstream, version: cfg.Version, replays: make(chan struct{}, maxReplays)}
+	if a.maxBody = cfg.MaxReplayBody; a.maxBody <= 0 {
+		a.maxBody = DefaultMaxReplayBody
+	}
+	if a.version == "" {
+		a.version = buildVersion()
+	}
 	events := in.hub.Handler(func(*http.Request) string { return Topic })
 	// Patterns without a method, so that a wrong method gets the API's
 	// JSON 405 rather than the mux's text one.
 	mux.Handle("/api/requests", allow(http.MethodGet, a.list))
+	mux.Handle("/api/requests.har", allow(http.MethodGet, a.har))
 	mux.Handle("/api/requests/{id}", allow(http.MethodGet, a.get))
 	mux.Handle("/api/requests/{id}/body", allow(http.MethodGet, a.body))
+	mux.Handle("/api/requests/{id}/replay", allow(http.MethodPost, a.replay))
 	mux.Handle("/api/events", allow(http.MethodGet, events.ServeHTTP))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))

@@ -7,10 +7,21 @@ import (
 
 // HandlerConfig configures the inspector's web server (Handler).
 type HandlerConfig struct {
-	// Upstream serves replays: the agent's proxy to the local server
-	// (Agent.Handler). A replay goes through Wrap, so it is recorded,
-	// marked as a replay. Nil: replay answers 503.
+	// Upstream serves replays: the agent's handler, Agent.Handler for
+	// sluice http and sluice demo, Managed.Handler (which picks the tunnel
+	// by Host) for sluice agent. That handler holds a Wrap of its own (the
+	// agent wraps its proxy when Config.Inspector is set); the API sends a
+	// replay to in.Wrap(Upstream) with the withReplay mark in the
+	// request's context, and the outer Wrap records it, once, marked as a
+	// replay (the inner one sees the mark's Entry set and passes it
+	// through), and leaves its Entry in the mark. Nil: replay answers 503.
 	Upstream http.Handler
+	// Version is sluice's version, named as the creator of HAR exports.
+	// Default: the module's build version, or "dev".
+	Version string
+	// MaxReplayBody bounds the edited body of a replay. Default
+	// DefaultMaxReplayBody (32 MiB).
+	MaxReplayBody int
 }
 
 // Handler is the inspector's web server: the page at /, the JSON API

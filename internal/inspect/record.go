@@ -58,6 +58,11 @@ type Request struct {
 	// Items are the kept items, oldest first: in GET /api/requests/ID
 	// only (the list and the events leave them out).
 	Items []Item `json:"items,omitempty"`
+	// CaptureNote says why the capture is partial, when it is: a stream
+	// not parsed (compressed), a parser that fell behind and skipped
+	// bytes, a decoder that stopped at bytes it could not read. The
+	// request itself is not affected.
+	CaptureNote string `json:"capture_note,omitempty"`
 }
 
 // Item is one event of an SSE response, one line of an NDJSON response, or

@@ -204,18 +204,49 @@ func (in *Inspector) captureLocked(e *Entry, dst *[]byte, p []byte) (kept int, c
 	return int(n), int(n) < len(p)
 }
 
-// RequestBody notes bytes of the request body as they pass.
-func (e *Entry) RequestBody(p []byte) {
+// RequestBody notes bytes of the request body as they pass, and reports
+// whether the body is cut: no more of it will be kept (CountBody may then
+// count the rest).
+func (e *Entry) RequestBody(p []byte) (cut bool) {
 	in := e.in
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	e.req.RequestBodySize += int64(len(p))
 	if e.req.RequestBodyTruncated {
-		return
+		return true
 	}
 	n, cut := in.captureLocked(e, &e.reqBody, p)
 	e.req.RequestBodyCaptured += int64(n)
 	e.req.RequestBodyTruncated = e.req.RequestBodyTruncated || cut
+	return e.req.RequestBodyTruncated
+}
+
+// CountBody counts n bytes of the request body (request) or the
+// response's that passed without being kept: beyond the limit, or on an
+// upgraded connection (whose messages are items instead).
+func (e *Entry) CountBody(request bool, n int64) {
+	if n <= 0 {
+		return
+	}
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if request {
+		e.req.RequestBodySize += n
+	} else {
+		e.req.ResponseBodySize += n
+	}
+}
+
+// Note adds to the request's CaptureNote.
+func (e *Entry) Note(note string) {
+	in := e.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if e.req.CaptureNote != "" {
+		note = e.req.CaptureNote + "; " + note
+	}
+	e.req.CaptureNote = note
 }
 
 // Response notes the response's status and headers (a 1xx other than 101
@@ -238,18 +269,20 @@ func (e *Entry) Response(status int, h http.Header) {
 	in.publishLocked(e)
 }
 
-// ResponseBody notes bytes of the response body as they pass.
-func (e *Entry) ResponseBody(p []byte) {
+// ResponseBody notes bytes of the response body as they pass, and reports
+// whether the body is cut (see RequestBody).
+func (e *Entry) ResponseBody(p []byte) (cut bool) {
 	in := e.in
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	e.req.ResponseBodySize += int64(len(p))
 	if e.req.ResponseBodyTruncated {
-		return
+		return true
 	}
 	n, cut := in.captureLocked(e, &e.respBody, p)
 	e.req.ResponseBodyCaptured += int64(n)
 	e.req.ResponseBodyTruncated = e.req.ResponseBodyTruncated || cut
+	return e.req.ResponseBodyTruncated
 }
 
 // SetStream marks the response as a stream of kind (StreamSSE, ...).
