@@ -1,10 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sluicehq/sluice/internal/inspect"
@@ -66,5 +72,45 @@ func TestReplayCommandErrors(t *testing.T) {
 	code, stdout, stderr := runCmd(t, "replay", "--help")
 	if code != 0 || !strings.Contains(stderr, "Usage: sluice replay ID [--inspect ADDR]") || !strings.Contains(stderr, "127.0.0.1:4040") {
 		t.Fatalf("--help: exit %d, %q %q", code, stdout, stderr)
+	}
+}
+
+func TestReplayCommand(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var bodies []string
+	local := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, r.Method+" "+r.RequestURI+" "+string(b))
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(local.Close)
+	u, _ := url.Parse(local.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	in, addr := inspectorFor(t, inspect.Config{}, proxy)
+	agent := httptest.NewServer(in.Wrap(proxy))
+	t.Cleanup(agent.Close)
+	resp, err := http.Post(agent.URL+"/hook?x=1", "application/json", strings.NewReader(`{"event":"paid"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	code, stdout, stderr := runCmd(t, "replay", "1", "--inspect", addr)
+	if code != 0 || stderr != "" || !regexp.MustCompile(`^Replayed request 1 as request 2: POST /hook\?x=1 -> 202 Accepted in [0-9.]+ m?s\n$`).MatchString(stdout) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCmd(t, "replay", "--json", "2", "--inspect", "http://"+addr+"/")
+	var r inspect.Request
+	if err := json.Unmarshal([]byte(stdout), &r); code != 0 || err != nil || r.ID != "3" || r.ReplayOf != "2" || r.Status != 202 {
+		t.Fatalf("exit %d, %v, stdout %q, stderr %q", code, err, stdout, stderr)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := `POST /hook?x=1 {"event":"paid"}`
+	if len(bodies) != 3 || bodies[0] != want || bodies[1] != want || bodies[2] != want {
+		t.Fatalf("the local server saw %q", bodies)
 	}
 }

@@ -3,6 +3,7 @@ package inspect
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,6 +35,8 @@ const (
 	CodeTooManyReplays   = "too_many_replays"   // 429: maxReplays are running
 	CodeNoUpstream       = "no_upstream"        // 503: the inspector has nothing to replay through
 	CodeNotRecorded      = "not_recorded"       // 500: the replay ran but left no record
+	CodeBadHost          = "bad_host"           // 403: a Host other than an IP address or localhost
+	CodeCrossOrigin      = "cross_origin"       // 403: a replay asked by another site's page
 )
 
 // Body headers of GET /api/requests/ID/body: the body's full size, the
@@ -77,6 +80,39 @@ func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// guard keeps the inspector, which shows captured headers (Authorization,
+// Cookie) and replays requests with them, to the developer's own browser
+// and tools: it answers only requests for an IP address or localhost
+// (another name is what a DNS-rebinding page would send), and refuses
+// cross-origin POSTs (another site's page asking for a replay: CSRF), by
+// net/http's CrossOriginProtection (Sec-Fetch-Site, Origin).
+func guard(h http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apiError(w, http.StatusForbidden, CodeCrossOrigin,
+			fmt.Sprintf("%s %s from another site's page (Origin %q) is refused: the inspector acts only for its own page and for tools", r.Method, r.URL.Path, r.Header.Get("Origin")))
+	}))
+	h = cop.Handler(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !localName(r.Host) {
+			apiError(w, http.StatusForbidden, CodeBadHost,
+				fmt.Sprintf("the inspector answers requests for an IP address or localhost, not %q (a guard against DNS rebinding): open it at the address the agent printed", trimQuote(r.Host)))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// localName reports whether a Host is an IP address, localhost or a name
+// under it (RFC 6761), with or without a port; or empty (HTTP/1.0).
+func localName(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	return host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") || net.ParseIP(host) != nil
 }
 
 // allow lets h serve method only (GET also serves HEAD); other methods

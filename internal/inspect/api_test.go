@@ -385,3 +385,57 @@ func TestAPIHeadAndJSONShape(t *testing.T) {
 		t.Fatalf("headers not objects: %s", body)
 	}
 }
+
+// TestGuard: the inspector answers only for an IP address or localhost
+// (DNS rebinding), and refuses another site's POSTs (CSRF); its own page
+// and tools pass.
+func TestGuard(t *testing.T) {
+	f := newAPIFixture(t, Config{}, HandlerConfig{})
+	record(f.in, "GET", "/", nil, nil, 200, nil, nil)
+	port := strings.TrimPrefix(f.srv.URL, "http://127.0.0.1")
+	for _, tc := range []struct {
+		name, method, host string
+		header             http.Header
+		status             int
+		code               string
+	}{
+		{"ip", "GET", "127.0.0.1" + port, nil, 200, ""},
+		{"ipv6", "GET", "[::1]" + port, nil, 200, ""},
+		{"localhost", "GET", "localhost" + port, nil, 200, ""},
+		{"under localhost", "GET", "inspect.localhost" + port, nil, 200, ""},
+		{"rebound name", "GET", "evil.example" + port, nil, 403, CodeBadHost},
+		{"rebound name without port", "GET", "evil.example", nil, 403, CodeBadHost},
+		{"cross-site read", "GET", "127.0.0.1" + port, http.Header{"Sec-Fetch-Site": {"cross-site"}}, 200, ""},
+		{"cross-site replay", "POST", "127.0.0.1" + port, http.Header{"Sec-Fetch-Site": {"cross-site"}}, 403, CodeCrossOrigin},
+		{"cross-origin replay", "POST", "127.0.0.1" + port, http.Header{"Origin": {"http://evil.example"}}, 403, CodeCrossOrigin},
+		{"own page's replay", "POST", "127.0.0.1" + port, http.Header{"Sec-Fetch-Site": {"same-origin"}, "Origin": {f.srv.URL}}, 503, CodeNoUpstream},
+		{"a tool's replay", "POST", "127.0.0.1" + port, nil, 503, CodeNoUpstream},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/api/requests"
+			if tc.method == "POST" {
+				path = "/api/requests/1/replay"
+			}
+			req, _ := http.NewRequest(tc.method, f.srv.URL+path, nil)
+			req.Host = tc.host
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp, err := f.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if tc.code == "" {
+				if resp.StatusCode != tc.status {
+					t.Fatalf("%d %s", resp.StatusCode, body)
+				}
+				return
+			}
+			if code, _ := apiErrorOf(t, resp, body, tc.status); code != tc.code {
+				t.Fatalf("code %s", code)
+			}
+		})
+	}
+}

@@ -25,12 +25,13 @@ type HandlerConfig struct {
 }
 
 // Handler is the inspector's web server: the page at /, the JSON API
-// under /api/ (see api.go).
+// under /api/ (see api.go), kept to the developer's own browser and tools
+// (see guard).
 func (in *Inspector) Handler(cfg HandlerConfig) http.Handler {
 	mux := http.NewServeMux()
 	in.routeAPI(mux, cfg)
 	in.routePage(mux)
-	return mux
+	return guard(mux)
 }
 
 // replayInfo travels in a replayed request's context: Wrap records the

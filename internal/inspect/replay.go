@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -297,8 +296,9 @@ func trimQuote(s string) string {
 
 // replayWriter is the ResponseWriter of a replay: the response goes to the
 // record (Wrap's tee); the bytes themselves are counted and dropped.
-// early is closed when the response headers say it is a stream (or an
-// upgrade): the API answers then rather than when it ends.
+// early is closed when the response headers say it is a stream (one the
+// capture parses: streamKind) or an upgrade: the API answers then rather
+// than when it ends.
 type replayWriter struct {
 	header http.Header
 	early  chan struct{}
@@ -320,7 +320,7 @@ func (w *replayWriter) WriteHeader(code int) {
 		return
 	}
 	w.wrote = true
-	if code == http.StatusSwitchingProtocols || isStream(w.header) {
+	if kind, _ := streamKind(w.header.Get("Content-Type")); code == http.StatusSwitchingProtocols || kind != "" {
 		close(w.early)
 	}
 }
@@ -336,10 +336,3 @@ func (w *replayWriter) Write(p []byte) (int, error) {
 // Flush makes http.NewResponseController's Flush succeed: nothing is
 // buffered.
 func (w *replayWriter) Flush() { w.WriteHeader(http.StatusOK) }
-
-// isStream reports whether a response with header h is an event stream
-// or NDJSON: one that may go on for ever.
-func isStream(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt == "text/event-stream" || mt == "application/x-ndjson"
-}
