@@ -381,7 +381,7 @@ function renderSide(v, side) {
   if (trailers && Object.keys(trailers).length) {
     box.append(el('h4', {}, 'Trailers'), headerTable(v, side + '-trailers', trailers));
   }
-  if (side === 'response' && r.stream === 'websocket') return; // its messages are the body
+  if (r.stream === 'websocket') return; // its messages are the bodies
   const body = el('div', { class: 'body' });
   const size = r[side + '_body_size'];
   const title = el('h4', {}, 'Body', size > 0 && el('span', { class: 'meta' }, bytes(size) + (mediaType(hdrs) ? ' · ' + mediaType(hdrs) : '')));
@@ -453,7 +453,10 @@ async function showBody(box, r, side) {
     box.append(el('p', { class: 'note' }, 'Showing the first ' + bytes(captured) + ' of ' + bytes(size) +
       ': the body was cut at the capture limit.'));
   }
-  if (!captured) return;
+  if (!captured) {
+    box.append(el('p', { class: 'muted' }, 'Not captured.'));
+    return;
+  }
   const type = mediaType(h);
   const encoding = header(h, 'Content-Encoding').toLowerCase();
   if (type.startsWith('image/') && (!encoding || encoding === 'identity')) {
@@ -545,7 +548,8 @@ function ensureStream(v, kind) {
   v.parts.dropped = el('p', { class: 'note', hidden: true });
   v.parts.items = el('tbody');
   v.parts.stream = el('section', { class: 'part stream' },
-    el('h3', {}, streamTitles[kind], ' ', v.parts.count),
+    el('h3', {}, streamTitles[kind], ' ', v.parts.count,
+      kind === 'websocket' && el('span', { class: 'legend' }, '↑ client to local server · ↓ local server to client')),
     v.parts.dropped,
     el('div', { class: 'items-box' },
       el('table', { class: 'items ' + kind },
@@ -604,7 +608,7 @@ function viewUpdated(r, old) {
   renderSummary(v);
   updateDropped(v);
   if (r.stream) ensureStream(v, r.stream);
-  if (prev.status !== r.status || prev.state !== r.state) {
+  if (prev.status !== r.status || prev.state !== r.state || prev.stream !== r.stream) {
     v.maskShowers = null;
     renderSide(v, 'request');
     renderSide(v, 'response');
