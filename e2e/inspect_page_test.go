@@ -49,8 +49,8 @@ type seenRequest struct {
 // (masked ones masked until revealed) and the JSON body, Replay and "Edit
 // and replay" reach the local server, an SSE response's events and a
 // WebSocket's messages appear one by one while the stream is open.
-// Screenshots go to $SLUICE_SCREENSHOTS, or to the test's temporary
-// directory.
+// Screenshots go to $SLUICE_SCREENSHOTS when it is set (to look at them),
+// else to the test's temporary directory.
 func TestInspectorPage(t *testing.T) {
 	chromium := findChromium(t)
 
@@ -435,7 +435,9 @@ func openPage(t *testing.T, chromium, url string) *page {
 				t.Error(err)
 			}
 		}
-		t.Logf("screenshots in %s", p.shots)
+		if os.Getenv("SLUICE_SCREENSHOTS") != "" {
+			t.Logf("screenshots in %s", p.shots)
+		}
 	})
 	// The first Run starts the browser; it has no timeout of its own (one
 	// would stop the browser), only root's.

@@ -24,7 +24,7 @@ var pageTemplate = template.Must(template.ParseFS(pageFiles, "page/index.html"))
 // images (the bodies it shows) and API, nothing else; no inline script, no
 // framing, no form posts.
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; " +
+	"img-src 'self'; connect-src 'self'; base-uri 'none'; " +
 	"form-action 'none'; frame-ancestors 'none'"
 
 // pageData is what index.html is rendered with.

@@ -209,8 +209,11 @@ async function loadList() {
     if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
     list = await res.json();
   } catch (err) {
-    if (gen === listGen) backlog = null;
-    console.error('inspector: loading the list:', err);
+    if (gen === listGen) {
+      backlog = null;
+      setTimeout(() => { if (gen === listGen) loadList(); }, 2000);
+    }
+    console.warn('inspector: loading the list:', err.message);
     return;
   }
   if (gen !== listGen) return;
