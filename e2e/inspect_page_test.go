@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,12 +111,11 @@ func TestInspectorPage(t *testing.T) {
 	})
 
 	e := startEdge(t, "T")
-	inspectAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	startAgent(t, e, "v2", "insp", "T", up.port, "--inspect", inspectAddr)
+	_, inspector := startInspected(t, e, "insp", up.port)
 	client := tunnelClient(t, e.addr)
 	public := e.publicURL("insp")
 
-	p := openPage(t, chromium, "http://"+inspectAddr+"/")
+	p := openPage(t, chromium, inspector+"/")
 	p.waitFor("the event stream is live", `document.querySelector('#live.on') !== null`)
 	p.shot("empty")
 
@@ -252,7 +250,11 @@ func TestInspectorPage(t *testing.T) {
 	p.open(sseID)
 	for i, data := range []string{"first event", "second event", `{"third":3}`} {
 		n := i + 1
-		sseNext <- data
+		select {
+		case sseNext <- data:
+		case <-time.After(pageStepTimeout):
+			t.Fatalf("the local server's /events handler is not there to send event %d", n)
+		}
 		select {
 		case ev := <-events:
 			if !strings.Contains(ev, data) {
