@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +101,7 @@ func TestBuildReplay(t *testing.T) {
 	}
 	want := http.Header{"Content-Length": {"3"}, "Content-Type": {"text/plain"}, "X-Forwarded-For": {"203.0.113.7"},
 		"Authorization": {"Bearer t"}, "Cookie": {"a=1", "b=2"}}
-	if !equalHeaders(req.Header, want) || req.Method != "POST" || req.Host != "demo.localhost:8080" || req.URL.Path != "/p" ||
+	if !maps.EqualFunc(req.Header, want, slices.Equal) || req.Method != "POST" || req.Host != "demo.localhost:8080" || req.URL.Path != "/p" ||
 		req.URL.RawQuery != "q=1" || req.RequestURI != "/p?q=1" || req.ContentLength != 3 || req.ProtoMajor != 2 {
 		t.Fatalf("%+v", req)
 	}
@@ -113,28 +115,16 @@ func TestBuildReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !equalHeaders(req.Header, http.Header{"X-New": {"1", "2"}, "Content-Length": {"11"}}) || req.Host != "other.localhost" ||
+	if !maps.EqualFunc(req.Header, http.Header{"X-New": {"1", "2"}, "Content-Length": {"11"}}, slices.Equal) || req.Host != "other.localhost" ||
 		req.Method != "PUT" || req.URL.Path != "/other" || req.ContentLength != 11 {
 		t.Fatalf("%+v", req)
 	}
 
 	// No body, no Content-Length: none added.
 	req, _ = buildReplay(Request{Method: "GET", Path: "/", RequestHeaders: http.Header{"Accept": {"*/*"}}}, nil, &ReplayRequest{}, 100)
-	if !equalHeaders(req.Header, http.Header{"Accept": {"*/*"}}) || req.Body != http.NoBody || req.ContentLength != 0 {
+	if !maps.EqualFunc(req.Header, http.Header{"Accept": {"*/*"}}, slices.Equal) || req.Body != http.NoBody || req.ContentLength != 0 {
 		t.Fatalf("%+v", req)
 	}
-}
-
-func equalHeaders(a, b http.Header) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, vs := range a {
-		if strings.Join(vs, "\x00") != strings.Join(b[k], "\x00") {
-			return false
-		}
-	}
-	return true
 }
 
 // localServer is the local server of the replay tests: it keeps what each
@@ -287,7 +277,7 @@ func TestReplayBigPOSTByteExact(t *testing.T) {
 	if a.method != b.method || a.target != b.target || a.host != b.host || a.host != "demo.localhost:8080" {
 		t.Errorf("first %s %s (Host %s), replay %s %s (Host %s)", a.method, a.target, a.host, b.method, b.target, b.host)
 	}
-	if !equalHeaders(a.header, b.header) {
+	if !maps.EqualFunc(a.header, b.header, slices.Equal) {
 		t.Errorf("headers differ:\nfirst  %v\nreplay %v", a.header, b.header)
 	}
 	if a.header.Get("X-Hop") != "" || a.header.Get("Authorization") != "Bearer secret" || len(a.header["X-Multi"]) != 2 {
