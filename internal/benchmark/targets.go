@@ -143,10 +143,10 @@ func startSluice(ctx context.Context, bin string, upPort int, protocol string, m
 }
 
 // startSluiceTo is startSluice with the agent's upstream argument as
-// "sluice http" takes it (a port, or a URL such as h2c://127.0.0.1:PORT);
-// with readyPath empty it waits for the edge only, and the caller for the
-// tunnel.
-func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
+// "sluice http" takes it (a port, or a URL such as h2c://127.0.0.1:PORT)
+// and more flags for the agent; with readyPath empty it waits for the edge
+// only, and the caller for the tunnel.
+func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStreams, perIP int, readyPath string, agentArgs ...string) (*procTarget, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -172,8 +172,8 @@ func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStrea
 		t.stop()
 		return nil, fmt.Errorf("the edge did not start: %w\n%s", err, t.output())
 	}
-	agent, err := startChild("sluice http", bin,
-		"http", upstream, "--edge", "http://"+addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol)
+	agent, err := startChild("sluice http", bin, append([]string{
+		"http", upstream, "--edge", "http://" + addr, "--token", token, "--name", "bench", "--quiet", "--protocol", protocol}, agentArgs...)...)
 	if err != nil {
 		t.stop()
 		return nil, err

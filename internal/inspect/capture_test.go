@@ -223,12 +223,15 @@ func TestCaptureSSEFallsBehind(t *testing.T) {
 	in := New(Config{})
 	defer in.Close()
 	c := &capture{in: in, e: in.Begin(httptest.NewRequest("GET", "/events", nil), "")}
-	// The feed without its goroutine yet: the queue fills.
-	f := &sseFeed{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// The feed's goroutine waits for one before it that has not ended:
+	// the queue fills.
+	f := newSSEFeed(c)
+	hold := make(chan struct{})
+	f.done = hold
 	f.push([]byte("id: 1\ndata: one\n\n"))
 	f.push([]byte("data: " + strings.Repeat("x", sseQueueBytes))) // skipped
 	f.push([]byte("xxx\n\nid: 3\ndata: three\n\n"))
-	go f.run()
+	close(hold)
 	f.close()
 	c.e.End(nil)
 	r, _ := in.Get(c.e.ID())
@@ -583,5 +586,41 @@ func TestCaptureAbort(t *testing.T) {
 	r := only(t, in)
 	if r.State != StateFailed || !strings.Contains(r.Error, "aborted") || r.ResponseBodySize != 7 {
 		t.Fatalf("record %+v", r)
+	}
+}
+
+// The parser's goroutine runs only while there is something to parse: it
+// ends between events, and the next one carries the last event ID over.
+func TestCaptureSSEGoroutineEndsWhenIdle(t *testing.T) {
+	in := New(Config{})
+	defer in.Close()
+	c := &capture{in: in, e: in.Begin(httptest.NewRequest("GET", "/events", nil), "")}
+	f := newSSEFeed(c)
+	running := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.running
+	}
+	idle := func(what string, items int) {
+		t.Helper()
+		waitFor(t, in, c.e.ID(), what, func(r Request) bool { return r.ItemCount == items && !running() })
+	}
+	f.push([]byte("id: 1\ndata: one\n\n"))
+	idle("the first event", 1)
+	f.push([]byte("data: tw"))
+	if !running() {
+		t.Fatal("no goroutine for an event in progress")
+	}
+	f.push([]byte("o\r\n\r\n"))
+	idle("the second event", 2)
+	f.push([]byte("id: 7\n\n")) // no event, a new last event ID
+	idle("the id", 2)
+	f.push([]byte("data: three\r\r"))
+	idle("the third event", 3)
+	f.close()
+	c.e.End(nil)
+	r, _ := in.Get(c.e.ID())
+	if r.Items[1].Text != "two" || r.Items[1].EventID != "1" || r.Items[2].Text != "three" || r.Items[2].EventID != "7" {
+		t.Fatalf("items %+v", r.Items)
 	}
 }

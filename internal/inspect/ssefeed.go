@@ -13,8 +13,14 @@ import (
 // sse.Parser on a goroutine of its own, behind a bounded queue that never
 // makes the response wait: when the parser is too slow and the queue is
 // full, the bytes are skipped and counted, and parsing resumes at the
-// next blank line (the start of an event). Its goroutine ends with the
-// response (close).
+// next blank line (the start of an event).
+//
+// The goroutine runs only while there is something to parse: when it has
+// parsed all that was written and that ended with a blank line (between
+// events, where a parser holds nothing but the last event ID), it ends,
+// and the next write starts another, with the last event ID carried over.
+// An idle stream costs no goroutine and no parser buffer. The last one
+// ends with the response (close).
 type sseFeed struct {
 	c *capture
 
@@ -25,9 +31,34 @@ type sseFeed struct {
 	skipped int64 // bytes skipped, in all
 	closed  bool  // no more input: the parser ends after the queue
 	stopped bool  // the parser stopped: input is dropped
+	running bool  // a goroutine parses
+	tail    blankLine
+	lastID  string        // the last event ID when the last goroutine ended
+	done    chan struct{} // closed when the last goroutine started has ended
 
 	wake chan struct{} // cap 1: the queue changed
-	done chan struct{} // closed when the goroutine has ended
+}
+
+// blankLine follows a stream's line ends: at says that the bytes so far
+// end with a blank line.
+type blankLine struct {
+	lineStart bool // the last byte ended a line
+	lastCR    bool // ... with a CR (an LF may follow, part of the same end)
+	at        bool
+}
+
+func (b *blankLine) write(p []byte) {
+	for _, c := range p {
+		switch {
+		case c == '\n' && b.lastCR:
+			b.lastCR = false
+		case c == '\n' || c == '\r':
+			b.at = b.lineStart
+			b.lineStart, b.lastCR = true, c == '\r'
+		default:
+			b.lineStart, b.lastCR, b.at = false, false, false
+		}
+	}
 }
 
 // feedChunk is a queued piece of the body; gap marks the first after
@@ -41,12 +72,11 @@ type feedChunk struct {
 var errGap = errors.New("inspect: sse: bytes skipped")
 
 func newSSEFeed(c *capture) *sseFeed {
-	f := &sseFeed{c: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go f.run()
-	return f
+	return &sseFeed{c: c, wake: make(chan struct{}, 1)}
 }
 
-// push queues a copy of p, or skips it when the queue is full.
+// push queues a copy of p, or skips it when the queue is full, and starts
+// a goroutine to parse it if none runs.
 func (f *sseFeed) push(p []byte) {
 	f.mu.Lock()
 	if f.closed || f.stopped {
@@ -62,6 +92,13 @@ func (f *sseFeed) push(p []byte) {
 	f.queue = append(f.queue, feedChunk{b: append([]byte(nil), p...), gap: f.gap})
 	f.queued += len(p)
 	f.gap = false
+	f.tail.write(p)
+	if !f.running {
+		f.running = true
+		prev, done := f.done, make(chan struct{})
+		f.done = done
+		go f.run(prev, done)
+	}
 	f.mu.Unlock()
 	f.signal()
 }
@@ -77,17 +114,20 @@ func (f *sseFeed) signal() {
 func (f *sseFeed) close() {
 	f.mu.Lock()
 	f.closed = true
-	skipped := f.skipped
+	skipped, done := f.skipped, f.done
 	f.mu.Unlock()
 	f.signal()
-	<-f.done
+	if done != nil {
+		<-done
+	}
 	if skipped > 0 {
 		f.c.e.Note(fmt.Sprintf("the event parser fell behind: %d bytes were skipped, and the events in them are not shown", skipped))
 	}
 }
 
 // Read gives the parser the queued bytes: errGap at a gap (once), io.EOF
-// once closed and drained.
+// once closed and drained, or drained at a blank line (then the goroutine
+// ends: running is false from here on).
 func (f *sseFeed) Read(p []byte) (int, error) {
 	for {
 		f.mu.Lock()
@@ -108,7 +148,8 @@ func (f *sseFeed) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return n, nil
 		}
-		if f.closed {
+		if f.closed || f.tail.at {
+			f.running = false
 			f.mu.Unlock()
 			return 0, io.EOF
 		}
@@ -117,12 +158,23 @@ func (f *sseFeed) Read(p []byte) (int, error) {
 	}
 }
 
-// run parses until the body ends, starting a parser again after each gap.
-func (f *sseFeed) run() {
-	defer close(f.done)
+// run parses what is queued, after the goroutine before it (prev) has
+// ended, starting a parser again after each gap.
+func (f *sseFeed) run(prev, done chan struct{}) {
+	defer close(done)
+	if prev != nil {
+		<-prev
+	}
 	maxEvent := int(max(f.c.in.cfg.BodyLimit, itemTextLimit))
 	var r io.Reader = f
-	lastID := ""
+	f.mu.Lock()
+	lastID := f.lastID
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.lastID = lastID
+		f.mu.Unlock()
+	}()
 	for {
 		p := sse.NewParser(r, sse.ParserConfig{MaxEventSize: maxEvent, LastEventID: lastID})
 		var err error
@@ -140,7 +192,7 @@ func (f *sseFeed) run() {
 		}
 		if err != io.EOF {
 			f.mu.Lock()
-			f.stopped = true
+			f.stopped, f.running = true, false
 			f.queue, f.queued = nil, 0
 			f.mu.Unlock()
 			f.c.e.Note(fmt.Sprintf("the events are not parsed further: %v", err))

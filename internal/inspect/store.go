@@ -400,14 +400,20 @@ func (in *Inspector) evictOneLocked(keep *Entry) bool {
 		return false
 	}
 	e := in.recs[idx]
-	in.recs = append(in.recs[:idx], in.recs[idx+1:]...)
+	if idx == 0 {
+		// The usual case, the oldest: no copy of the others (a copy of
+		// pointers is a write barrier per element).
+		in.recs[0] = nil
+		in.recs = in.recs[1:]
+	} else {
+		in.recs = append(in.recs[:idx], in.recs[idx+1:]...)
+	}
 	delete(in.byID, e.req.ID)
 	in.bytes -= e.sizeLocked()
 	e.removed = true
 	e.reqBody, e.respBody, e.items = nil, nil, nil
-	if data, err := json.Marshal(map[string]string{"id": e.req.ID}); err == nil {
-		in.hub.Publish(Topic, sse.Event{Type: EventRemoved, Data: string(data)})
-	}
+	// IDs are decimal numbers: nothing to escape.
+	in.hub.Publish(Topic, sse.Event{Type: EventRemoved, Data: `{"id":"` + e.req.ID + `"}`})
 	return true
 }
 

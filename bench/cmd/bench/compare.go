@@ -36,6 +36,7 @@ checked (byte counts, event counts) and a failure ends with exit status 1.
   go run ./bench/cmd/bench faults      toxiproxy faults on the agent's and the client's link (faults --help)
   go run ./bench/cmd/bench grpc        gRPC unary calls/s and streaming rate, direct vs v1 and v2 (grpc --help)
   go run ./bench/cmd/bench tcp         TCP tunnels: direct, v1, v2, frp and chisel if given (tcp --help)
+  go run ./bench/cmd/bench inspect     the inspector's cost, on vs off (inspect --help)
   bash bench/run.sh                    installs nginx if missing, builds and runs this
 
 Progress goes to stderr, the table (or JSON) to stdout.

@@ -13,6 +13,7 @@
 //	go run ./bench/cmd/bench limits [flags]   200,000 random names (the edge's heap), 1,030 slow uploads from one address
 //	go run ./bench/cmd/bench grpc [flags]     gRPC unary calls/s and server-streaming rate, direct and through v1 and v2
 //	go run ./bench/cmd/bench tcp [flags]      TCP tunnels: direct, sluice tcp v1 and v2, frp and chisel if given
+//	go run ./bench/cmd/bench inspect [flags]  the inspector's cost: download MB/s and small requests/s, on vs off
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -65,12 +66,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runGRPC(ctx, rest, stdout, stderr)
 	case "tcp":
 		err = runTCP(ctx, rest, stdout, stderr)
+	case "inspect":
+		err = runInspect(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc, tcp or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc, tcp, inspect or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

@@ -36,6 +36,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"limits", "--names", "0", "--uploads", "0"}, 2, "nothing to run"},
 		{[]string{"limits", "--workers", "0"}, 2, "must be positive"},
 		{[]string{"grpc", "--protocols", "v3"}, 2, `unknown protocol "v3"`},
+		{[]string{"inspect", "--protocol", "v3"}, 2, `unknown protocol "v3"`},
+		{[]string{"inspect", "--rounds", "0"}, 2, "must be positive"},
 		{[]string{"grpc", "--callers", "0"}, 2, "must be positive"},
 		{[]string{"grpc", "--message-size", "2MiB"}, 2, "at most 1MiB"},
 		{[]string{"grpc", "--message-size", "big"}, 2, "not a size"},
