@@ -289,8 +289,11 @@ func (e *Entry) ResponseBody(p []byte) (cut bool) {
 func (e *Entry) SetStream(kind string) {
 	in := e.in
 	in.mu.Lock()
-	e.req.Stream = kind
-	in.mu.Unlock()
+	defer in.mu.Unlock()
+	if e.req.Stream != kind {
+		e.req.Stream = kind
+		in.publishLocked(e) // the page shows the stream before its end
+	}
 }
 
 // AddItem records an item of the stream: N and TimeMS are set here, Text
