@@ -644,3 +644,25 @@ func TestCaptureSSEGoroutineEndsWhenIdle(t *testing.T) {
 		t.Fatalf("items %+v", r.Items)
 	}
 }
+
+func TestStreamKind(t *testing.T) {
+	for _, tc := range []struct {
+		ct   string
+		kind string
+		seq  bool
+	}{
+		{"text/event-stream", StreamSSE, false},
+		{"Text/Event-Stream; charset=utf-8", StreamSSE, false},
+		{" application/x-ndjson ", StreamNDJSON, false},
+		{"application/jsonl; charset=utf-8", StreamNDJSON, false},
+		{"application/json-seq", StreamNDJSON, true},
+		{"text/event-stream; charset", "", false}, // not a media type: mime.ParseMediaType refuses it
+		{"text/event-streams", "", false},
+		{"application/json", "", false},
+		{"", "", false},
+	} {
+		if kind, seq := streamKind(tc.ct); kind != tc.kind || seq != tc.seq {
+			t.Errorf("%q: %q %v, want %q %v", tc.ct, kind, seq, tc.kind, tc.seq)
+		}
+	}
+}

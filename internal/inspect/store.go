@@ -140,8 +140,11 @@ type Entry struct {
 	items    []Item
 	itemText int64 // bytes of Text in items
 	hdrBytes int64 // bytes of the headers, as counted toward MaxBytes
-	done     bool
-	removed  bool
+	// The headers until viewLocked makes them req's RequestHeaders and
+	// ResponseHeaders.
+	reqHdr, respHdr flatHeader
+	done            bool
+	removed         bool
 	// For the publisher (publish.go): a change not yet published, a
 	// publication queued, published at least once.
 	changed, queued, shown bool
@@ -151,18 +154,18 @@ type Entry struct {
 func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	now := in.cfg.Now()
 	e := &Entry{in: in, start: now}
-	h, hb := cloneHeader(r.Header)
+	var hb int64
+	e.reqHdr, hb = flatten(r.Header)
 	e.hdrBytes = hb
 	e.req = Request{
-		Time:           now,
-		Method:         r.Method,
-		Path:           r.URL.RequestURI(),
-		Host:           r.Host,
-		Proto:          r.Proto,
-		RemoteAddr:     visitor(r),
-		ReplayOf:       replayOf,
-		State:          StateWaiting,
-		RequestHeaders: h,
+		Time:       now,
+		Method:     r.Method,
+		Path:       r.URL.RequestURI(),
+		Host:       r.Host,
+		Proto:      r.Proto,
+		RemoteAddr: visitor(r),
+		ReplayOf:   replayOf,
+		State:      StateWaiting,
 	}
 	in.mu.Lock()
 	in.seq++
@@ -189,31 +192,51 @@ func visitor(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// cloneHeader is h.Clone, and the bytes the copy counts toward MaxBytes,
-// in the same passes.
-func cloneHeader(h http.Header) (_ http.Header, size int64) {
-	if h == nil {
+// flatHeader is a copy of a header as it is kept until somebody looks at
+// it (viewLocked): its names and values in pairs, the values of a name
+// together, in one allocation (an http.Header costs a map and its groups
+// besides, on the request's path).
+type flatHeader []string
+
+// flatten copies h, and says how many bytes the copy counts toward
+// MaxBytes. Names without values are left out.
+func flatten(h http.Header) (_ flatHeader, size int64) {
+	if len(h) == 0 {
 		return nil, 0
 	}
-	nv := 0
-	for _, vv := range h {
-		nv += len(vv)
-	}
-	sv := make([]string, nv) // one backing array for all the values
-	h2 := make(http.Header, len(h))
+	f := make(flatHeader, 0, 2*len(h)+4) // room for a few names with more values
 	for k, vv := range h {
-		if vv == nil {
-			h2[k] = nil
-			continue
-		}
-		n := copy(sv, vv)
-		h2[k] = sv[:n:n]
-		sv = sv[n:]
 		for _, v := range vv {
+			f = append(f, k, v)
 			size += int64(len(k) + len(v) + 4)
 		}
 	}
-	return h2, size
+	if len(f) == 0 {
+		return nil, 0
+	}
+	return f, size
+}
+
+// header is f as an http.Header, never nil.
+func (f flatHeader) header() http.Header {
+	names := 0
+	for i := 0; i < len(f); i += 2 {
+		if i == 0 || f[i] != f[i-2] {
+			names++
+		}
+	}
+	h := make(http.Header, names)
+	vals := make([]string, len(f)/2) // one backing array for all the values
+	n := 0
+	for i := 0; i < len(f); {
+		k, first := f[i], n
+		for ; i < len(f) && f[i] == k; i += 2 {
+			vals[n] = f[i+1]
+			n++
+		}
+		h[k] = vals[first:n:n]
+	}
+	return h
 }
 
 // ID is the request's ID.
@@ -289,7 +312,7 @@ func (e *Entry) Response(status int, h http.Header) {
 		return
 	}
 	in := e.in
-	h, hb := cloneHeader(h) // outside the lock
+	f, hb := flatten(h) // outside the lock
 	now := in.cfg.Now()
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -298,7 +321,7 @@ func (e *Entry) Response(status int, h http.Header) {
 	}
 	e.req.Status = status
 	e.req.HeadersMS = ms(now.Sub(e.start))
-	e.req.ResponseHeaders = h
+	e.respHdr = f
 	e.req.State = StateStreaming
 	e.hdrBytes += hb
 	in.bytes += hb
@@ -458,6 +481,12 @@ func (e *Entry) sizeLocked() int64 {
 // headers are shared, not copied: callers must not modify them. Headers
 // are never nil: they encode as {} rather than null.
 func (e *Entry) viewLocked(withItems bool) Request {
+	if e.reqHdr != nil {
+		e.req.RequestHeaders, e.reqHdr = e.reqHdr.header(), nil
+	}
+	if e.respHdr != nil {
+		e.req.ResponseHeaders, e.respHdr = e.respHdr.header(), nil
+	}
 	r := e.req
 	if r.RequestHeaders == nil {
 		r.RequestHeaders = http.Header{}
