@@ -25,8 +25,8 @@ import (
 // while nobody watched are not published: the record keeps them (GET
 // /api/requests/ID), and its "request" event says how many there were.
 //
-// All of the publisher's state is guarded by Inspector.mu; the publisher
-// encodes outside it.
+// The publisher's queue and counts, and the entries' marks, are guarded by
+// Inspector.mu; the publisher encodes and publishes outside it.
 
 const (
 	// publishDelay is how long a batch gathers changes: well under what a
