@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,5 +241,40 @@ func grpcSmoke(t *testing.T, bin string, protocols []string) {
 	}
 	if testing.Verbose() {
 		t.Logf("\n%s\nprogress:\n%s", table.String(), progress.String())
+	}
+}
+
+// The tunnels under measure run without the inspector (on by default in
+// sluice http), unless the caller asks for it (the inspect scenario).
+func TestSluiceWithoutInspector(t *testing.T) {
+	bin := buildCmd(t, "sluice", "../../cmd/sluice")
+	up, err := startUpstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		shown bool
+	}{{"default", nil, false}, {"asked", []string{"--inspect", "127.0.0.1:0"}, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tgt, err := startSluiceTo(ctx, bin, strconv.Itoa(up.port), "v2", 64, 64, "/small", tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agent := tgt.children[len(tgt.children)-1]
+			args := strings.Join(agent.cmd.Args, " ")
+			out := tgt.output()
+			if err := tgt.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Count(args, "--inspect ") != 1 || strings.Contains(args, "--inspect off") == tc.shown ||
+				strings.Contains(out, "Inspector  http://") != tc.shown {
+				t.Fatalf("agent %q, output:\n%s", args, out)
+			}
+		})
 	}
 }

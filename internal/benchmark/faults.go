@@ -345,14 +345,16 @@ func startFaultRig(ctx context.Context, cfg FaultsConfig, up *faultUpstream, pro
 		rig.stop()
 		return nil, err
 	}
-	upPort := strconv.Itoa(up.port)
-	if rig.agent, err = start("sluice http (faulty)", "http", upPort, "--edge", "http://"+rig.agentProxy.Listen,
-		"--token", token, "--name", "faulty", "--quiet", "--protocol", proto); err != nil {
+	// The agents run without the inspector, as startSluiceTo's do.
+	agentArgs := func(name, edge string) []string {
+		return append([]string{"http", strconv.Itoa(up.port), "--edge", "http://" + edge,
+			"--token", token, "--name", name, "--quiet", "--protocol", proto}, inspectOff...)
+	}
+	if rig.agent, err = start("sluice http (faulty)", agentArgs("faulty", rig.agentProxy.Listen)...); err != nil {
 		rig.stop()
 		return nil, err
 	}
-	if rig.steady, err = start("sluice http (steady)", "http", upPort, "--edge", "http://"+rig.edgeAddr,
-		"--token", token, "--name", "steady", "--quiet", "--protocol", proto); err != nil {
+	if rig.steady, err = start("sluice http (steady)", agentArgs("steady", rig.edgeAddr)...); err != nil {
 		rig.stop()
 		return nil, err
 	}

@@ -145,7 +145,7 @@ func onOff(on bool) string {
 // inspectRound starts the tunnel in one mode and measures it.
 func inspectRound(ctx context.Context, cfg InspectConfig, b *bench, on bool) (r InspectRound, err error) {
 	r.Inspector = on
-	flags := []string{"--inspect", "off"}
+	flags := inspectOff
 	if on {
 		flags = []string{"--inspect", "127.0.0.1:0"}
 	}
@@ -255,7 +255,7 @@ func (r *InspectReport) WriteTable(w io.Writer) error {
 	row("agent CPU ms per MB downloaded", r.Off.AgentCPUMsPerMB, r.On.AgentCPUMsPerMB, f2)
 	row("agent CPU µs per small request", r.Off.AgentCPUUsPerReq, r.On.AgentCPUUsPerReq, n0)
 	tw.Flush()
-	fmt.Fprintf(&b, "\noverhead: download %.1f %%, small requests %.1f %% (rates); agent CPU +%.1f %% per MB, +%.1f %% per request\n",
+	fmt.Fprintf(&b, "\noverhead: download %.1f %%, small requests %.1f %% (rates); agent CPU %+.1f %% per MB, %+.1f %% per request\n",
 		r.DownloadOverheadPct, r.SmallOverheadPct, 100*(r.On.AgentCPUMsPerMB/r.Off.AgentCPUMsPerMB-1), 100*(r.On.AgentCPUUsPerReq/r.Off.AgentCPUUsPerReq-1))
 	if r.Error != "" {
 		fmt.Fprintf(&b, "FAILED: %s\n", r.Error)

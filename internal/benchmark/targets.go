@@ -13,12 +13,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
+
+// inspectOff are the flags of a "sluice http" measured without the
+// inspector.
+var inspectOff = []string{"--inspect", "off"}
 
 // target is something requests are sent to.
 type target interface {
@@ -136,8 +141,8 @@ func (t *procTarget) stop() error {
 
 // startSluice starts "sluice edge" (with at most maxStreams streams per
 // tunnel, and perIP per client address; 0: the edge's default) and "sluice
-// http UPPORT --protocol PROTOCOL" as child processes of bin, and waits
-// until GET readyPath goes through the tunnel.
+// http UPPORT --protocol PROTOCOL --inspect off" as child processes of bin,
+// and waits until GET readyPath goes through the tunnel.
 func startSluice(ctx context.Context, bin string, upPort int, protocol string, maxStreams, perIP int, readyPath string) (*procTarget, error) {
 	return startSluiceTo(ctx, bin, strconv.Itoa(upPort), protocol, maxStreams, perIP, readyPath)
 }
@@ -146,7 +151,15 @@ func startSluice(ctx context.Context, bin string, upPort int, protocol string, m
 // "sluice http" takes it (a port, or a URL such as h2c://127.0.0.1:PORT)
 // and more flags for the agent; with readyPath empty it waits for the edge
 // only, and the caller for the tunnel.
+//
+// The agent runs without the inspector (on by default in sluice http)
+// unless agentArgs say --inspect: the benchmarks measure the tunnel, as
+// they did before the inspector existed; the inspect scenario measures the
+// inspector.
 func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStreams, perIP int, readyPath string, agentArgs ...string) (*procTarget, error) {
+	if !slices.Contains(agentArgs, "--inspect") {
+		agentArgs = append(slices.Clone(agentArgs), inspectOff...)
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err

@@ -68,7 +68,6 @@ func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {
 	if a.version == "" {
 		a.version = buildVersion()
 	}
-	events := in.hub.Handler(func(*http.Request) string { return Topic })
 	// Patterns without a method, so that a wrong method gets the API's
 	// JSON 405 rather than the mux's text one.
 	mux.Handle("/api/requests", allow(http.MethodGet, a.list))
@@ -76,7 +75,7 @@ func (in *Inspector) routeAPI(mux *http.ServeMux, cfg HandlerConfig) {
 	mux.Handle("/api/requests/{id}", allow(http.MethodGet, a.get))
 	mux.Handle("/api/requests/{id}/body", allow(http.MethodGet, a.body))
 	mux.Handle("/api/requests/{id}/replay", allow(http.MethodPost, a.replay))
-	mux.Handle("/api/events", allow(http.MethodGet, events.ServeHTTP))
+	mux.Handle("/api/events", allow(http.MethodGet, in.events()))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})

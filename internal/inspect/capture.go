@@ -319,19 +319,31 @@ func (w *captureWriter) begin(code int) {
 // application/x-jsonlines, application/jsonlines, and
 // application/json-seq, RFC 7464, whose records' leading RS is dropped).
 func streamKind(contentType string) (kind string, seq bool) {
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
+	// The media type as mime.ParseMediaType finds it, without its
+	// allocations for the many responses that are not streams.
+	mt, _, _ := strings.Cut(contentType, ";")
+	st, ok := streamTypes[strings.ToLower(strings.TrimSpace(mt))]
+	if !ok {
 		return "", false
 	}
-	switch mt {
-	case "text/event-stream":
-		return StreamSSE, false
-	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines":
-		return StreamNDJSON, false
-	case "application/json-seq":
-		return StreamNDJSON, true
+	if _, _, err := mime.ParseMediaType(contentType); err != nil {
+		return "", false
 	}
-	return "", false
+	return st.kind, st.seq
+}
+
+// streamTypes are the media types of streams (see streamKind).
+var streamTypes = map[string]struct {
+	kind string
+	seq  bool
+}{
+	"text/event-stream":       {StreamSSE, false},
+	"application/x-ndjson":    {StreamNDJSON, false},
+	"application/ndjson":      {StreamNDJSON, false},
+	"application/jsonl":       {StreamNDJSON, false},
+	"application/x-jsonlines": {StreamNDJSON, false},
+	"application/jsonlines":   {StreamNDJSON, false},
+	"application/json-seq":    {StreamNDJSON, true},
 }
 
 // body notes bytes of the response body that were written.

@@ -25,6 +25,15 @@ import (
 
 // through serves upstream behind a real ReverseProxy (streaming, as the
 // agent's) wrapped by in.Wrap, and returns the front's URL.
+//
+// The front is full duplex, as the agent's servers are (HTTP/2, and the
+// v1 tunnel's writer) and as the edge makes its HTTP/1 one: otherwise
+// net/http's HTTP/1 server, when the response starts before it saw the
+// request body's EOF, reads that EOF itself and closes the body, and the
+// proxy's Transport, whose last read of the body (checking for bytes past
+// Content-Length) then fails, closes its connection to the upstream in
+// the middle of the response. A plain ReverseProxy without the inspector
+// cuts a POST's response that way too, now and then on a busy machine.
 func through(t *testing.T, in *Inspector, upstream http.Handler) string {
 	t.Helper()
 	up := httptest.NewServer(upstream)
@@ -35,7 +44,11 @@ func through(t *testing.T, in *Inspector, upstream http.Handler) string {
 		FlushInterval: -1,
 		ErrorLog:      nil,
 	}
-	front := httptest.NewServer(in.Wrap(rp))
+	h := in.Wrap(rp)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(front.Close)
 	return front.URL
 }
@@ -333,7 +346,13 @@ func TestCaptureWebSocket(t *testing.T) {
 		typ int
 		msg []byte
 	}{{websocket.TextMessage, []byte("hello")}, {websocket.BinaryMessage, []byte{0, 1, 0xfe, 0xff}}, {websocket.TextMessage, []byte(long)}}
-	for _, m := range send {
+	id := only(t, in).ID
+	// The capture sees a message from the client when the proxy reads
+	// it, before passing it on, and a message to the client after the
+	// proxy wrote it: the client may have the echo, and send its next
+	// message, before the echo is captured. So each exchange waits for
+	// its echo's capture; the items are then in a known order.
+	for i, m := range send {
 		if err := ws.WriteMessage(m.typ, m.msg); err != nil {
 			t.Fatal(err)
 		}
@@ -341,6 +360,7 @@ func TestCaptureWebSocket(t *testing.T) {
 		if err != nil || typ != m.typ || string(got) != "echo: "+string(m.msg) {
 			t.Fatalf("echo: %d %q %v", typ, got, err)
 		}
+		waitFor(t, in, id, fmt.Sprintf("echo %d captured", i+1), func(r Request) bool { return r.ItemCount == 2*(i+1) })
 	}
 	if err := ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(10*time.Second)); err != nil {
 		t.Fatal(err)
@@ -350,7 +370,7 @@ func TestCaptureWebSocket(t *testing.T) {
 	if got := <-pongs; got != "p" {
 		t.Fatalf("pong %q", got)
 	}
-	id := only(t, in).ID
+	waitFor(t, in, id, "the pong captured", func(r Request) bool { return r.ItemCount == 8 })
 	if r, _ := in.Get(id); r.RequestBodySize == 0 || r.ResponseBodySize == 0 {
 		t.Fatalf("while open: sizes %+v", r)
 	}
@@ -622,5 +642,27 @@ func TestCaptureSSEGoroutineEndsWhenIdle(t *testing.T) {
 	r, _ := in.Get(c.e.ID())
 	if r.Items[1].Text != "two" || r.Items[1].EventID != "1" || r.Items[2].Text != "three" || r.Items[2].EventID != "7" {
 		t.Fatalf("items %+v", r.Items)
+	}
+}
+
+func TestStreamKind(t *testing.T) {
+	for _, tc := range []struct {
+		ct   string
+		kind string
+		seq  bool
+	}{
+		{"text/event-stream", StreamSSE, false},
+		{"Text/Event-Stream; charset=utf-8", StreamSSE, false},
+		{" application/x-ndjson ", StreamNDJSON, false},
+		{"application/jsonl; charset=utf-8", StreamNDJSON, false},
+		{"application/json-seq", StreamNDJSON, true},
+		{"text/event-stream; charset", "", false}, // not a media type: mime.ParseMediaType refuses it
+		{"text/event-streams", "", false},
+		{"application/json", "", false},
+		{"", "", false},
+	} {
+		if kind, seq := streamKind(tc.ct); kind != tc.kind || seq != tc.seq {
+			t.Errorf("%q: %q %v, want %q %v", tc.ct, kind, seq, tc.kind, tc.seq)
+		}
 	}
 }

@@ -7,8 +7,9 @@
 // Config.BodyLimit each and only counted beyond; a stream's items are kept
 // up to the same limit; the last Config.MaxRequests requests are kept
 // within Config.MaxBytes in all. Live updates go out through an sse.Hub,
-// whose slow subscribers are dropped rather than waited for: a slow or
-// absent inspector page never slows the tunnel.
+// whose slow subscribers are dropped rather than waited for, encoded by a
+// goroutine of their own in batches, and only while somebody watches: a
+// slow or absent inspector page never slows the tunnel.
 package inspect
 
 import (
@@ -104,9 +105,11 @@ const (
 )
 
 // Event types on the hub's Topic, for /api/events. Each event's data is
-// JSON: "request" a Request without Items (sent when a request begins, when
-// its response headers come, and when it ends), "item" an ItemEvent,
-// "removed" {"id": ID} when a request leaves the store.
+// JSON: "request" a Request without Items, in its latest state, after it
+// changed (it began, its response headers came, it ended: changes close
+// together, such as a fast request's three, come as one event), "item" an
+// ItemEvent (in order, while somebody watches), "removed" {"id": ID} when
+// a request that was published leaves the store. See publish.go.
 const (
 	Topic        = "requests"
 	EventRequest = "request"

@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
 	"strconv"
@@ -53,6 +52,8 @@ type Inspector struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
+	pub publisher // live updates: see publish.go
+
 	mu     sync.Mutex
 	seq    uint64
 	recs   []*Entry // oldest first
@@ -76,13 +77,16 @@ func New(cfg Config) *Inspector {
 		cfg.Now = time.Now
 	}
 	bgCtx, bgCancel := context.WithCancel(context.Background())
-	return &Inspector{
+	in := &Inspector{
 		cfg:      cfg,
 		hub:      sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
 		byID:     make(map[string]*Entry),
 		bgCtx:    bgCtx,
 		bgCancel: bgCancel,
+		pub:      newPublisher(),
 	}
+	go in.publishLoop()
+	return in
 }
 
 // Config returns the configuration in use (defaults filled in).
@@ -91,14 +95,20 @@ func (in *Inspector) Config() Config { return in.cfg }
 // Hub is where live updates are published, on Topic.
 func (in *Inspector) Hub() *sse.Hub { return in.hub }
 
-// Close ends the replays still running (and waits for them) and the
-// hub's subscriptions. It is idempotent.
+// Close ends the replays still running (and waits for them), the
+// publisher of live updates and the hub's subscriptions. It is
+// idempotent.
 func (in *Inspector) Close() {
 	in.mu.Lock()
+	first := !in.closed
 	in.closed = true
 	in.mu.Unlock()
 	in.bgCancel()
 	in.bg.Wait()
+	if first {
+		close(in.pub.stop)
+	}
+	<-in.pub.done
 	in.hub.Close()
 }
 
@@ -129,31 +139,40 @@ type Entry struct {
 	respBody []byte
 	items    []Item
 	itemText int64 // bytes of Text in items
-	done     bool
-	removed  bool
+	hdrBytes int64 // bytes of the headers, as counted toward MaxBytes
+	// The headers until viewLocked makes them req's RequestHeaders and
+	// ResponseHeaders.
+	reqHdr, respHdr flatHeader
+	done            bool
+	removed         bool
+	// For the publisher (publish.go): a change not yet published, a
+	// publication queued, published at least once.
+	changed, queued, shown bool
 }
 
 // Begin records a new request (replayOf: the ID it replays, or "").
 func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	now := in.cfg.Now()
 	e := &Entry{in: in, start: now}
+	var hb int64
+	e.reqHdr, hb = flatten(r.Header)
+	e.hdrBytes = hb
 	e.req = Request{
-		Time:           now,
-		Method:         r.Method,
-		Path:           r.URL.RequestURI(),
-		Host:           r.Host,
-		Proto:          r.Proto,
-		RemoteAddr:     visitor(r),
-		ReplayOf:       replayOf,
-		State:          StateWaiting,
-		RequestHeaders: r.Header.Clone(),
+		Time:       now,
+		Method:     r.Method,
+		Path:       r.URL.RequestURI(),
+		Host:       r.Host,
+		Proto:      r.Proto,
+		RemoteAddr: visitor(r),
+		ReplayOf:   replayOf,
+		State:      StateWaiting,
 	}
 	in.mu.Lock()
 	in.seq++
 	e.req.ID = strconv.FormatUint(in.seq, 10)
 	in.recs = append(in.recs, e)
 	in.byID[e.req.ID] = e
-	in.bytes += headerBytes(e.req.RequestHeaders)
+	in.bytes += hb
 	in.evictLocked()
 	in.publishLocked(e)
 	in.mu.Unlock()
@@ -173,14 +192,51 @@ func visitor(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-func headerBytes(h http.Header) int64 {
-	var n int64
-	for k, vs := range h {
-		for _, v := range vs {
-			n += int64(len(k) + len(v) + 4)
+// flatHeader is a copy of a header as it is kept until somebody looks at
+// it (viewLocked): its names and values in pairs, the values of a name
+// together, in one allocation (an http.Header costs a map and its groups
+// besides, on the request's path).
+type flatHeader []string
+
+// flatten copies h, and says how many bytes the copy counts toward
+// MaxBytes. Names without values are left out.
+func flatten(h http.Header) (_ flatHeader, size int64) {
+	if len(h) == 0 {
+		return nil, 0
+	}
+	f := make(flatHeader, 0, 2*len(h)+4) // room for a few names with more values
+	for k, vv := range h {
+		for _, v := range vv {
+			f = append(f, k, v)
+			size += int64(len(k) + len(v) + 4)
 		}
 	}
-	return n
+	if len(f) == 0 {
+		return nil, 0
+	}
+	return f, size
+}
+
+// header is f as an http.Header, never nil.
+func (f flatHeader) header() http.Header {
+	names := 0
+	for i := 0; i < len(f); i += 2 {
+		if i == 0 || f[i] != f[i-2] {
+			names++
+		}
+	}
+	h := make(http.Header, names)
+	vals := make([]string, len(f)/2) // one backing array for all the values
+	n := 0
+	for i := 0; i < len(f); {
+		k, first := f[i], n
+		for ; i < len(f) && f[i] == k; i += 2 {
+			vals[n] = f[i+1]
+			n++
+		}
+		h[k] = vals[first:n:n]
+	}
+	return h
 }
 
 // ID is the request's ID.
@@ -256,16 +312,19 @@ func (e *Entry) Response(status int, h http.Header) {
 		return
 	}
 	in := e.in
+	f, hb := flatten(h) // outside the lock
+	now := in.cfg.Now()
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if e.req.Status != 0 {
 		return
 	}
 	e.req.Status = status
-	e.req.HeadersMS = ms(in.cfg.Now().Sub(e.start))
-	e.req.ResponseHeaders = h.Clone()
+	e.req.HeadersMS = ms(now.Sub(e.start))
+	e.respHdr = f
 	e.req.State = StateStreaming
-	in.bytes += headerBytes(e.req.ResponseHeaders)
+	e.hdrBytes += hb
+	in.bytes += hb
 	in.publishLocked(e)
 }
 
@@ -299,7 +358,7 @@ func (e *Entry) SetStream(kind string) {
 // AddItem records an item of the stream: N and TimeMS are set here, Text
 // is cut to the item limit and the stream's share of the body limit; an
 // item beyond that is counted in ItemsDropped. Every item, kept or not,
-// is published.
+// is published while somebody watches (see publish.go).
 func (e *Entry) AddItem(it Item) {
 	in := e.in
 	in.mu.Lock()
@@ -412,20 +471,25 @@ func (in *Inspector) evictOneLocked(keep *Entry) bool {
 	in.bytes -= e.sizeLocked()
 	e.removed = true
 	e.reqBody, e.respBody, e.items = nil, nil, nil
-	// IDs are decimal numbers: nothing to escape.
-	in.hub.Publish(Topic, sse.Event{Type: EventRemoved, Data: `{"id":"` + e.req.ID + `"}`})
+	in.removedLocked(e)
 	return true
 }
 
 // sizeLocked is what the entry counts toward MaxBytes.
 func (e *Entry) sizeLocked() int64 {
-	return int64(len(e.reqBody)+len(e.respBody)) + e.itemText + headerBytes(e.req.RequestHeaders) + headerBytes(e.req.ResponseHeaders)
+	return int64(len(e.reqBody)+len(e.respBody)) + e.itemText + e.hdrBytes
 }
 
 // viewLocked is the entry's Request, items included when withItems; the
 // headers are shared, not copied: callers must not modify them. Headers
 // are never nil: they encode as {} rather than null.
 func (e *Entry) viewLocked(withItems bool) Request {
+	if e.reqHdr != nil {
+		e.req.RequestHeaders, e.reqHdr = e.reqHdr.header(), nil
+	}
+	if e.respHdr != nil {
+		e.req.ResponseHeaders, e.respHdr = e.respHdr.header(), nil
+	}
 	r := e.req
 	if r.RequestHeaders == nil {
 		r.RequestHeaders = http.Header{}
@@ -440,18 +504,6 @@ func (e *Entry) viewLocked(withItems bool) Request {
 		r.Items = append([]Item(nil), e.items...)
 	}
 	return r
-}
-
-func (in *Inspector) publishLocked(e *Entry) {
-	if data, err := json.Marshal(e.viewLocked(false)); err == nil {
-		in.hub.Publish(Topic, sse.Event{Type: EventRequest, Data: string(data)})
-	}
-}
-
-func (in *Inspector) publishItemLocked(e *Entry, it Item) {
-	if data, err := json.Marshal(ItemEvent{ID: e.req.ID, Item: it}); err == nil {
-		in.hub.Publish(Topic, sse.Event{Type: EventItem, Data: string(data)})
-	}
 }
 
 // List returns the kept requests, newest first, without their items.

@@ -2,6 +2,8 @@ package inspect
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -85,5 +87,22 @@ func TestItemsBounded(t *testing.T) {
 	r, _ := in.Get(e.ID())
 	if r.ItemCount != 100 || len(r.Items) != 10 || r.ItemsDropped != 90 || r.Items[9].N != 10 {
 		t.Fatalf("count %d kept %d dropped %d", r.ItemCount, len(r.Items), r.ItemsDropped)
+	}
+}
+
+// Headers are kept flat until looked at, then as they were; a name
+// without values is left out.
+func TestFlatHeader(t *testing.T) {
+	h := http.Header{"Set-Cookie": {"a=1", "b=2"}, "Content-Type": {"text/plain"}, "X-Empty": {}, "X-Blank": {""}}
+	f, size := flatten(h)
+	if size != int64(2*(10+4)+3+3+12+10+4+7+4) {
+		t.Fatalf("size %d", size)
+	}
+	delete(h, "X-Empty")
+	if got := f.header(); fmt.Sprint(got) != fmt.Sprint(h) {
+		t.Fatalf("%v, want %v", got, h)
+	}
+	if f, size := flatten(http.Header{"X-Empty": nil}); f != nil || size != 0 || len(f.header()) != 0 || f.header() == nil {
+		t.Fatalf("%v %d", f, size)
 	}
 }
