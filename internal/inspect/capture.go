@@ -39,7 +39,10 @@ import (
 func (in *Inspector) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		of := ""
-		mark := replayOf(r.Context())
+		var mark *replayInfo
+		if in.replaying.Load() > 0 {
+			mark = replayOf(r.Context())
+		}
 		if mark != nil {
 			if mark.Entry != nil {
 				h.ServeHTTP(w, r)

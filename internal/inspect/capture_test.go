@@ -574,8 +574,9 @@ func TestCaptureReplayMark(t *testing.T) {
 	in := New(Config{})
 	defer in.Close()
 	inner := in.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	ctx, mark := withReplay(context.Background(), "7")
+	ctx, mark, done := in.withReplay(context.Background(), "7")
 	in.Wrap(inner).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil).WithContext(ctx))
+	done()
 	r := only(t, in)
 	if mark.Entry == nil || mark.Entry.ID() != r.ID || r.ReplayOf != "7" || r.State != StateDone {
 		t.Fatalf("record %+v, mark %+v", r, mark)

@@ -44,9 +44,12 @@ type replayInfo struct {
 type replayKey struct{}
 
 // withReplay marks ctx's request as a replay of the request with ID of.
-func withReplay(ctx context.Context, of string) (context.Context, *replayInfo) {
+// Wrap looks for marks only while one is out: done, called once the
+// replay's handler has returned, takes it back.
+func (in *Inspector) withReplay(ctx context.Context, of string) (_ context.Context, _ *replayInfo, done func()) {
 	info := &replayInfo{Of: of}
-	return context.WithValue(ctx, replayKey{}, info), info
+	in.replaying.Add(1)
+	return context.WithValue(ctx, replayKey{}, info), info, func() { in.replaying.Add(-1) }
 }
 
 // replayOf returns the replay mark of ctx's request, or nil.

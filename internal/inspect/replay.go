@@ -108,7 +108,9 @@ func (a *apiServer) replay(w http.ResponseWriter, r *http.Request) {
 		// info is written here, before the closes of early and done
 		// that the caller waits for.
 		var rctx context.Context
-		rctx, info = withReplay(ctx, id)
+		var unmark func()
+		rctx, info, unmark = a.in.withReplay(ctx, id)
+		defer unmark()
 		h.ServeHTTP(rw, req.WithContext(rctx))
 	})
 	if !started {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/sse"
@@ -51,6 +52,9 @@ type Inspector struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	// replaying counts the replays running, so that Wrap looks for a
+	// replay mark in a request's context only while there may be one.
+	replaying atomic.Int32
 
 	pub publisher // live updates: see publish.go
 
