@@ -148,6 +148,7 @@ func (c *Cluster) receive(ctx context.Context, ps *redis.PubSub, missed *bool) {
 			if *missed {
 				*missed = false
 				c.cfg.Logger.Info("cluster: subscribed again to the edges' messages; forgetting what they may have changed")
+				c.cache.reset()
 				c.handler.Resync()
 			}
 		case *redis.Message:

@@ -53,6 +53,31 @@ func TestBusMessages(t *testing.T) {
 // there takes the name, and the edge that held it hears Lost at once (not
 // at its next renewal). Another token's claim is refused while the name is
 // held, unless the store gives the name to that token.
+// A name nobody held, cached as such at B for an hour, is routed at B as
+// soon as A claims it: the claim's message ends B's negative entry.
+func TestClaimEndsNegativeCache(t *testing.T) {
+	rs := redistest.Start(t)
+	hb := &recorder{}
+	a := realMember(t, rs, "a", longLease)
+	b := realMemberConfig(t, rs, Config{ID: "b", Lease: longLease, NegativeTTL: time.Hour}, hb)
+	ctx := context.Background()
+	eventually(t, "subscribed", func() bool {
+		a.Publish(ctx, "test.ping", 0)
+		time.Sleep(50 * time.Millisecond)
+		return hb.has("test.ping 0")
+	})
+	if _, err := b.Lookup(ctx, "late"); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("Lookup(late) = %v, want ErrNoRoute", err)
+	}
+	if _, err := a.Hold(ctx, "late", Holder{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "routed at B", func() bool {
+		r, err := b.Lookup(ctx, "late")
+		return err == nil && r.Edge == "a"
+	})
+}
+
 func TestClaimAcrossEdges(t *testing.T) {
 	rs := redistest.Start(t)
 	ha, hb := &recorder{}, &recorder{}

@@ -24,6 +24,9 @@ const (
 	DefaultLease    = 10 * time.Second
 	DefaultTimeout  = time.Second
 	DefaultCacheTTL = 500 * time.Millisecond
+	// DefaultNegativeTTL is how long a name nobody holds is answered so
+	// without asking Redis.
+	DefaultNegativeTTL = time.Second
 	// maxRetry is the longest wait between two attempts to reach Redis
 	// while the cluster is degraded.
 	maxRetry = time.Second
@@ -56,6 +59,12 @@ type Config struct {
 	// Redis, and never past the leases Redis gave with it. Default 500 ms;
 	// negative: no cache.
 	CacheTTL time.Duration
+	// NegativeTTL is how long a name that no edge holds is known as such
+	// without asking Redis again (a visitor retrying a tunnel whose agent
+	// is away costs one lookup per NegativeTTL per edge). A claim at any
+	// edge ends it at every edge at once (its message), so a tunnel whose
+	// agent connects is reached at once. Default 1 s; negative: none.
+	NegativeTTL time.Duration
 	// Logger receives the cluster's logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -104,6 +113,9 @@ func (c Config) withDefaults() Config {
 	c.Timeout = min(c.Timeout, c.Lease/3)
 	if c.CacheTTL == 0 {
 		c.CacheTTL = DefaultCacheTTL
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultNegativeTTL
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -320,13 +332,17 @@ func (c *Cluster) Release(cl Claim) {
 // (never an edge whose lease ran out), ErrUnavailable if Redis cannot tell
 // now. A route to this edge itself is returned as any other.
 func (c *Cluster) Lookup(ctx context.Context, name string) (Route, error) {
-	if r, ok := c.cache.get(name); ok {
-		return r, nil
+	if e, ok := c.cache.get(name); ok {
+		if e.none {
+			return Route{}, ErrNoRoute
+		}
+		return e.r, nil
 	}
 	if c.Degraded() {
 		return Route{}, ErrUnavailable
 	}
 	t0 := time.Now()
+	epoch := c.cache.begin()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	got, err := c.table.lookup(ctx, name)
@@ -334,11 +350,15 @@ func (c *Cluster) Lookup(ctx context.Context, name string) (Route, error) {
 	case err != nil:
 		return Route{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case got.value == "" || got.url == "" || got.ttl <= 0 || got.peerTTL <= 0:
-		return Route{}, ErrNoRoute // unclaimed, or its edge left the peers table
+		// Unclaimed, or its edge left the peers table.
+		if c.cfg.NegativeTTL > 0 {
+			c.cache.put(name, cachedRoute{none: true, until: t0.Add(c.cfg.NegativeTTL)}, epoch)
+		}
+		return Route{}, ErrNoRoute
 	}
 	r := Route{Edge: edgeOf(got.value), URL: got.url}
 	if c.cfg.CacheTTL > 0 {
-		c.cache.put(name, r, t0.Add(min(got.ttl, got.peerTTL, c.cfg.CacheTTL)))
+		c.cache.put(name, cachedRoute{r: r, until: t0.Add(min(got.ttl, got.peerTTL, c.cfg.CacheTTL))}, epoch)
 	}
 	return r, nil
 }
@@ -472,36 +492,50 @@ func edgeOf(value string) string {
 	return id
 }
 
-// routeCache keeps looked-up routes until their deadline, owned by its
-// mutex. It holds at most maxCached names: when full, the expired ones go,
-// and if none has, all of them.
+// routeCache keeps looked-up routes, and names no edge holds, until their
+// deadline; one mutex owns it. It holds at most maxCached names: when
+// full, the expired ones go, and if none has, all of them. An answer read
+// from Redis is cached only if no entry was dropped since the lookup
+// began (epoch): a claim heard meanwhile may have made it stale.
 type routeCache struct {
-	mu sync.Mutex
-	m  map[string]cachedRoute
+	mu    sync.Mutex
+	m     map[string]cachedRoute
+	epoch uint64 // drops so far
 }
 
 type cachedRoute struct {
 	r     Route
+	none  bool // no edge holds the name
 	until time.Time
 }
 
-func (rc *routeCache) get(name string) (Route, bool) {
+func (rc *routeCache) get(name string) (cachedRoute, bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	e, ok := rc.m[name]
 	if !ok {
-		return Route{}, false
+		return cachedRoute{}, false
 	}
 	if !time.Now().Before(e.until) {
 		delete(rc.m, name)
-		return Route{}, false
+		return cachedRoute{}, false
 	}
-	return e.r, true
+	return e, true
 }
 
-func (rc *routeCache) put(name string, r Route, until time.Time) {
+// begin returns the epoch to give to put after a lookup.
+func (rc *routeCache) begin() uint64 {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	return rc.epoch
+}
+
+func (rc *routeCache) put(name string, e cachedRoute, epoch uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if epoch != rc.epoch {
+		return
+	}
 	if rc.m == nil {
 		rc.m = map[string]cachedRoute{}
 	}
@@ -516,13 +550,29 @@ func (rc *routeCache) put(name string, r Route, until time.Time) {
 			clear(rc.m)
 		}
 	}
-	rc.m[name] = cachedRoute{r, until}
+	rc.m[name] = e
 }
 
 func (rc *routeCache) drop(name string) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	delete(rc.m, name)
+	rc.epoch++
+}
+
+// reset drops every entry (claims may have been missed).
+func (rc *routeCache) reset() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	clear(rc.m)
+	rc.epoch++
+}
+
+// len is the number of entries, expired or not.
+func (rc *routeCache) len() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.m)
 }
 
 // table is the store of the routing and peers tables: Redis (redis.go),

@@ -19,7 +19,9 @@
 //
 // An edge that receives a request for a tunnel it does not hold looks the
 // name up (Lookup: one round trip, bounded by Config.Timeout, answered from
-// a small cache for at most CacheTTL and never past the leases it read) and
+// a small cache for at most CacheTTL and never past the leases it read; a
+// name nobody holds is remembered as such for NegativeTTL, and a claim
+// anywhere ends both at every edge) and
 // forwards the request to the holder's advertise URL over one pooled HTTP/2
 // connection per peer (Transport), signed with the cluster secret (Sign,
 // Verify): the receiving edge serves a signed request locally, never

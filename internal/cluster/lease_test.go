@@ -20,10 +20,11 @@ import (
 // unreachable Redis; wipe empties it, as a Redis restarted without
 // persistence.
 type memTable struct {
-	mu     sync.Mutex
-	keys   map[string]memKey
-	down   bool
-	renews int // renewal calls (batches)
+	mu      sync.Mutex
+	keys    map[string]memKey
+	down    bool
+	renews  int // renewal calls (batches)
+	lookups int
 }
 
 type memKey struct {
@@ -126,6 +127,7 @@ func (m *memTable) release(ctx context.Context, name, value string) error {
 func (m *memTable) lookup(ctx context.Context, name string) (found, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.lookups++
 	if m.down {
 		return found{}, errDown
 	}
@@ -403,6 +405,45 @@ func TestDegradedAndReconciled(t *testing.T) {
 		}
 		if n := logs.count("INFO cluster healthy again"); n != 1 {
 			t.Errorf("%d healthy-again lines, want 1", n)
+		}
+	})
+}
+
+// A name nobody holds is answered from the cache for NegativeTTL (one
+// Redis lookup per period, however many visitors ask), in a bounded
+// cache; this edge's own claim ends it at once.
+func TestNegativeCache(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tab := newMemTable()
+		b, _ := member(t, tab, "b", nil)
+		lookups := func() int {
+			tab.mu.Lock()
+			defer tab.mu.Unlock()
+			return tab.lookups
+		}
+		for range 10 {
+			if _, err := b.Lookup(context.Background(), "away"); !errors.Is(err, ErrNoRoute) {
+				t.Fatalf("Lookup(away) = %v, want ErrNoRoute", err)
+			}
+		}
+		if n := lookups(); n != 1 {
+			t.Errorf("%d table lookups for 10 of a name nobody holds, want 1", n)
+		}
+		time.Sleep(DefaultNegativeTTL)
+		b.Lookup(context.Background(), "away")
+		if n := lookups(); n != 2 {
+			t.Errorf("%d table lookups after NegativeTTL, want 2", n)
+		}
+		hold(b, "away") // the agent connected here
+		if r, err := b.Lookup(context.Background(), "away"); err != nil || r.Edge != "b" {
+			t.Errorf("Lookup(away) right after this edge's claim = %+v, %v", r, err)
+		}
+		// Names are a visitor's choice: the cache stays bounded.
+		for i := range 3 * maxCached {
+			b.Lookup(context.Background(), "n"+strconv.Itoa(i))
+		}
+		if n := b.cache.len(); n > maxCached {
+			t.Errorf("%d names cached, want at most %d", n, maxCached)
 		}
 	})
 }

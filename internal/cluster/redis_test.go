@@ -18,7 +18,15 @@ import (
 // handler h if given.
 func realMember(t *testing.T, rs *redistest.Server, id string, lease time.Duration, h ...Handler) *Cluster {
 	t.Helper()
-	c, err := New(Config{Redis: rs.URL(0), ID: id, Advertise: "http://" + id + ".test:8080", Secret: testSecret, Lease: lease, CacheTTL: -1})
+	return realMemberConfig(t, rs, Config{ID: id, Lease: lease, CacheTTL: -1}, h...)
+}
+
+// realMemberConfig runs a cluster member of configuration cfg (its Redis,
+// advertise URL and secret filled in) on rs until the test ends.
+func realMemberConfig(t *testing.T, rs *redistest.Server, cfg Config, h ...Handler) *Cluster {
+	t.Helper()
+	cfg.Redis, cfg.Advertise, cfg.Secret = rs.URL(0), "http://"+cfg.ID+".test:8080", testSecret
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
