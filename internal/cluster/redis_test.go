@@ -198,3 +198,18 @@ func TestSignature(t *testing.T) {
 		}
 	}
 }
+
+// The figures of "bench cluster", on a small table: each is there and
+// plausible.
+func TestMeasureTable(t *testing.T) {
+	rs := redistest.Start(t)
+	f, err := MeasureTable(context.Background(), rs.URL(1), 300, 4, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", f)
+	if f.ClaimsPerSec <= 0 || f.LookupsPerSec <= 0 || f.RenewedPerSec <= 0 || f.LookupP99Ms < f.LookupP50Ms ||
+		f.BytesPerRoute < 40 || f.RouteBytes < 40 || f.RouteBytes > 1000 {
+		t.Errorf("implausible figures: %+v", f)
+	}
+}
