@@ -173,6 +173,11 @@ const (
 // /api/agents/notify sends to every connected agent.
 const ReasonNotify = "notify"
 
+// ReasonResync is the Reason of the config_changed event that an edge of
+// a cluster sends to its agents after it may have missed the other edges'
+// messages (its link to Redis broke): they fetch their config again.
+const ReasonResync = "resync"
+
 // ConfigChanged is the data of a config_changed event: either a tunnel's
 // change (Tunnel, Change, Version) or a notification (Reason, SentAt).
 type ConfigChanged struct {

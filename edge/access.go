@@ -27,8 +27,9 @@ import (
 // 503, an IP allowlist (CIDRs) answers 403 to other addresses, and basic
 // auth answers 401 without the right credentials. The rules of a tunnel
 // are cached for accessTTL (the edge drops its cache entry itself when it
-// changes the tunnel through its API; edges sharing a PostgreSQL store see
-// each other's changes within the TTL).
+// changes the tunnel through its API, and tells the other edges of its
+// cluster, which drop theirs: fanout.go; edges sharing a PostgreSQL store
+// without a cluster see each other's changes within the TTL).
 //
 // Every key here can be chosen by a visitor (a name, an address, a
 // password), so every table is bounded (issue 11):
@@ -149,6 +150,18 @@ func (c *accessCache) forget(name string) {
 	}
 	c.namesStale = true
 	c.mu.Unlock()
+}
+
+// reset drops every cached rule and makes the set of names stale (the
+// changes of other edges may have been missed).
+func (c *accessCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lru != nil {
+		c.lru.Init()
+		clear(c.index)
+	}
+	c.namesStale = true
 }
 
 // stored reports whether name may be a stored tunnel, from the set of

@@ -118,7 +118,17 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 				if tcp == nil && udp == nil {
 					p = s.newProxy(name, session)
 				}
+				// The cluster's routing table first: another edge may
+				// hold the name for another token.
+				cl, err := s.clusterHold(r.Context(), name, reg.Token, owner)
+				if err != nil {
+					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
+					return &tunnel.RegisterError{Code: wire.CodeTunnelTaken, Message: fmt.Sprintf("tunnel %q is online at another edge of this cluster with another token", name)}
+				}
 				o, res := s.registry.claim(name, reg.Token, owner, mark, session, p, access)
+				if res != claimed {
+					s.clusterRelease(cl)
+				}
 				switch res {
 				case claimTaken:
 					s.metrics.agentConns.WithLabelValues("name_taken").Inc()
@@ -130,8 +140,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 					s.metrics.agentConns.WithLabelValues("decided").Inc()
 					return &tunnel.RegisterError{Code: wire.CodeInternal, Message: fmt.Sprintf("an operator changed tunnel %q during the registration; register again", name)}
 				}
-				attached, old = session, o
-				claim = s.clusterHold(r.Context(), name)
+				attached, old, claim = session, o, cl
 				if tcp != nil {
 					// The port's new connections go to this session from
 					// now on, before registered goes out: a reconnect that

@@ -190,12 +190,9 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "token "+r.PathValue("id"))
 		return
 	}
-	s.push.send(t.ID, api.EventTokenRevoked, api.TokenRevoked{TokenID: t.ID})
+	s.pushSend(r.Context(), t.ID, api.EventTokenRevoked, api.TokenRevoked{TokenID: t.ID})
 	// The token's tunnels go offline: their agents are told why, and stop.
-	s.retire(func(_, token string) bool {
-		got, err := s.cfg.Store.Authenticate(r.Context(), token)
-		return errors.Is(err, store.ErrRevoked) && got.ID == t.ID
-	}, wire.CodeTokenRevoked, "the agent token of this tunnel was revoked")
+	s.decide(r.Context(), decision{TokenID: t.ID, Code: wire.CodeTokenRevoked, Why: "the agent token of this tunnel was revoked"})
 	writeJSON(w, http.StatusOK, api.TokenResponse{Token: apiToken(t)})
 }
 
@@ -378,13 +375,12 @@ func (s *Server) createTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+*req.Name+" or its agent token")
 		return
 	}
-	s.access.forget(t.Name)
-	s.hosts.changed()
+	s.tunnelChanged(r.Context(), t.Name)
 	// The name is the owner's from now on: an agent that held it with
 	// another token (before it was stored) is ended, before the owner's
 	// agent hears of the tunnel.
 	s.retireOthers(r.Context(), t.Name, t.AgentTokenID, "the operator gave tunnel "+t.Name+" to another agent token")
-	s.push.send(t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeCreated, Version: t.Version})
+	s.pushSend(r.Context(), t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeCreated, Version: t.Version})
 	writeJSON(w, http.StatusCreated, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
@@ -441,18 +437,17 @@ func (s *Server) updateTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+name+" or its agent token")
 		return
 	}
-	s.access.forget(t.Name)
-	s.hosts.changed()
+	s.tunnelChanged(r.Context(), t.Name)
 	switch {
 	case !t.Enabled:
-		s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDisabled, "the tunnel was disabled by its operator")
+		s.decide(r.Context(), decision{Name: t.Name, Code: wire.CodeTunnelDisabled, Why: "the tunnel was disabled by its operator"})
 	case before != t.AgentTokenID:
 		s.retireOthers(r.Context(), t.Name, t.AgentTokenID, "the operator gave tunnel "+t.Name+" to another agent token")
 	}
 	if before != t.AgentTokenID {
-		s.push.send(before, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
+		s.pushSend(r.Context(), before, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
 	}
-	s.push.send(t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeUpdated, Version: t.Version})
+	s.pushSend(r.Context(), t.AgentTokenID, api.EventConfigChanged, api.ConfigChanged{Tunnel: t.Name, Change: api.ChangeUpdated, Version: t.Version})
 	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
@@ -462,10 +457,9 @@ func (s *Server) deleteTunnel(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err, "tunnel "+r.PathValue("name"))
 		return
 	}
-	s.access.forget(t.Name)
-	s.hosts.changed()
-	s.push.send(t.AgentTokenID, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
-	s.retire(func(name, _ string) bool { return name == t.Name }, wire.CodeTunnelDeleted, "the tunnel was deleted by its operator")
+	s.tunnelChanged(r.Context(), t.Name)
+	s.pushSend(r.Context(), t.AgentTokenID, api.EventTunnelDeleted, api.TunnelDeleted{Tunnel: t.Name})
+	s.decide(r.Context(), decision{Name: t.Name, Code: wire.CodeTunnelDeleted, Why: "the tunnel was deleted by its operator"})
 	writeJSON(w, http.StatusOK, api.TunnelResponse{Tunnel: apiTunnel(t)})
 }
 
@@ -500,15 +494,10 @@ func (s *Server) retire(match func(name, token string) bool, code, why string) {
 	}
 }
 
-// retireOthers ends whoever holds or reserves tunnel name with a token
-// other than its stored owner's (ownerID): an admin just created the
-// tunnel or gave it to ownerID, so the name is the owner's at once.
+// retireOthers ends, at every edge, whoever holds or reserves tunnel name
+// with a token other than its stored owner's (ownerID): an admin just
+// created the tunnel or gave it to ownerID, so the name is the owner's at
+// once.
 func (s *Server) retireOthers(ctx context.Context, name, ownerID, why string) {
-	s.retire(func(n, token string) bool {
-		if n != name {
-			return false
-		}
-		t, err := s.cfg.Store.Authenticate(ctx, token)
-		return err != nil || t.ID != ownerID
-	}, wire.CodeTunnelReplaced, why)
+	s.decide(ctx, decision{Name: name, OwnerID: ownerID, Code: wire.CodeTunnelReplaced, Why: why})
 }

@@ -26,7 +26,10 @@ import (
 // (httputil.ReverseProxy, flushed at once, trailers, upgrades over
 // HTTP/1.1). The owning edge applies the tunnel's visitor rules, with the
 // visitor's address that the forwarding edge signed; a signed request is
-// served there and never forwarded again.
+// served there and never forwarded again. An agent that connects to
+// another edge with the same token takes its name there, and this edge
+// lets go of its session (clusterHandler.Lost); what an edge's API decides
+// reaches the others through Redis pub/sub (fanout.go).
 
 // peerKey is the context key of a forwarded request's cluster.Forwarded
 // (set once its signature is verified).
@@ -46,11 +49,14 @@ type clusterMetrics struct {
 	forwardErrors prometheus.Counter
 	received      prometheus.Counter
 	refused       prometheus.Counter
+	messages      *prometheus.CounterVec
+	lost          prometheus.Counter
 }
 
 // initCluster readies the forwarding proxy and the cluster's metrics.
 func (s *Server) initCluster() {
 	c := s.cfg.Cluster
+	c.SetHandler(clusterHandler{s})
 	m := &clusterMetrics{
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_cluster_forwarded_total", Help: "Public requests for a tunnel held by another edge, forwarded to it.",
@@ -64,6 +70,12 @@ func (s *Server) initCluster() {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_cluster_refused_total", Help: "Requests with a Sluice-Cluster field not signed with the cluster secret (forged or stale), refused with 403.",
 		}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_cluster_messages_total", Help: "Messages of other edges applied here, by kind (push events, retirements, changes of stored tunnels, resyncs).",
+		}, []string{"kind"}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_cluster_lost_total", Help: "Agent sessions let go of because their tunnel was claimed at another edge (an agent with the same token connected there).",
+		}),
 	}
 	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_cluster_degraded", Help: "1 while the cluster's routing table (Redis) cannot be reached: the edge serves the tunnels it holds, not the others.",
@@ -76,7 +88,7 @@ func (s *Server) initCluster() {
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_cluster_tunnels_held", Help: "Tunnels whose route this edge claims in the cluster's routing table.",
 	}, func() float64 { return float64(c.Held()) })
-	s.metrics.reg.MustRegister(m.forwarded, m.forwardErrors, m.received, m.refused, degraded, held)
+	s.metrics.reg.MustRegister(m.forwarded, m.forwardErrors, m.received, m.refused, m.messages, m.lost, degraded, held)
 	s.clusterM = m
 	s.forwarder = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -178,12 +190,14 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 	s.cfg.Logger.Warn("cluster: forwarding failed", "tunnel", fr.name, "edge", fr.route.Edge, "url", fr.route.URL, "request_id", id, "err", err)
 }
 
-// clusterHold claims name for this edge in the routing table.
-func (s *Server) clusterHold(ctx context.Context, name string) cluster.Claim {
+// clusterHold claims name for this edge in the routing table, for the
+// agent with token (owner: the store gives it the name). It fails when
+// another edge holds the name for another token.
+func (s *Server) clusterHold(ctx context.Context, name, token string, owner bool) (cluster.Claim, error) {
 	if s.cfg.Cluster == nil {
-		return cluster.Claim{}
+		return cluster.Claim{}, nil
 	}
-	return s.cfg.Cluster.Hold(ctx, name)
+	return s.cfg.Cluster.Hold(ctx, name, cluster.Holder{Token: token, Owner: owner})
 }
 
 // clusterRelease gives back a claim of clusterHold.

@@ -36,7 +36,8 @@ var clusterSecret = []byte("a cluster secret of at least 32 bytes, for tests")
 type member struct {
 	*testEdge
 	c     *cluster.Cluster
-	clogs *logBuffer // the cluster's logs
+	clogs *logBuffer   // the cluster's logs
+	store *store.Store // the edge's handle on the shared store
 }
 
 // startCluster runs n edges (ids edge-a, edge-b, ...) sharing a store and
@@ -63,8 +64,8 @@ func startCluster(t *testing.T, n int, lease time.Duration) (*redistest.Server, 
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() }) // after the edge has stopped (cleanups run last first)
-		e := startEdgeOn(t, ln, func(cfg *edge.Config) { cfg.Store, cfg.Cluster = st, c })
-		out = append(out, member{e, c, clogs})
+		e := startEdgeOn(t, ln, func(cfg *edge.Config) { cfg.Store, cfg.Cluster, cfg.AdminTokens = st, c, []string{"A"} })
+		out = append(out, member{e, c, clogs, st})
 	}
 	return rs, out
 }

@@ -27,8 +27,9 @@ import (
 // when asked, like the set of stored names of the access rules. Its size
 // is the store's, which an admin sets; a visitor's names add nothing to it.
 // The API makes it stale when it changes a tunnel (create, update,
-// delete); edges sharing a PostgreSQL store see each other's changes
-// within accessTTL.
+// delete), at every edge of a cluster (fanout.go); edges sharing a
+// PostgreSQL store without a cluster see each other's changes within
+// accessTTL.
 
 // maxHostnames bounds a tunnel's custom hostnames (each may cost a
 // certificate).

@@ -107,7 +107,9 @@ func (p *pushRegistry) broadcast(typ string, data any) int {
 // when it was sent (sent_at, Unix nanoseconds).
 func (s *Server) serveNotify(w http.ResponseWriter, r *http.Request) {
 	sent := time.Now()
-	n := s.push.broadcast(api.EventConfigChanged, api.ConfigChanged{Reason: api.ReasonNotify, SentAt: sent.UnixNano()})
+	ev := api.ConfigChanged{Reason: api.ReasonNotify, SentAt: sent.UnixNano()}
+	n := s.push.broadcast(api.EventConfigChanged, ev)
+	s.publish(r.Context(), msgNotify, ev) // the agents of the other edges (not counted in n)
 	writeJSON(w, http.StatusOK, api.NotifyResponse{Notified: n, TookMS: float64(time.Since(sent).Microseconds()) / 1000})
 }
 

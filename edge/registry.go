@@ -124,6 +124,22 @@ func (r *registry) release(name string, session tunnel.Session) bool {
 	return false
 }
 
+// drop detaches the session holding name, if any, and returns it (to be
+// retired by the caller): the name's agent connected to another edge of
+// the cluster. The name stays reserved for its token as when its agent
+// leaves.
+func (r *registry) drop(name string) tunnel.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.tunnels[name]
+	if e == nil || e.session == nil {
+		return nil
+	}
+	old := e.session
+	e.session, e.proxy, e.since = nil, nil, time.Now()
+	return old
+}
+
 // lookup returns a copy of the entry for name, or nil if the name is
 // unknown (never seen, or offline for longer than memory).
 func (r *registry) lookup(name string) *entry {

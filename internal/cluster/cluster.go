@@ -24,6 +24,9 @@ const (
 	DefaultLease    = 10 * time.Second
 	DefaultTimeout  = time.Second
 	DefaultCacheTTL = 500 * time.Millisecond
+	// DefaultNegativeTTL is how long a name nobody holds is answered so
+	// without asking Redis.
+	DefaultNegativeTTL = time.Second
 	// maxRetry is the longest wait between two attempts to reach Redis
 	// while the cluster is degraded.
 	maxRetry = time.Second
@@ -56,9 +59,12 @@ type Config struct {
 	// Redis, and never past the leases Redis gave with it. Default 500 ms;
 	// negative: no cache.
 	CacheTTL time.Duration
-	// OnLost, if set, is called (from the renewal goroutine) for a name
-	// held here whose route another edge has claimed since.
-	OnLost func(name string)
+	// NegativeTTL is how long a name that no edge holds is known as such
+	// without asking Redis again (a visitor retrying a tunnel whose agent
+	// is away costs one lookup per NegativeTTL per edge). A claim at any
+	// edge ends it at every edge at once (its message), so a tunnel whose
+	// agent connects is reached at once. Default 1 s; negative: none.
+	NegativeTTL time.Duration
 	// Logger receives the cluster's logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -108,6 +114,9 @@ func (c Config) withDefaults() Config {
 	if c.CacheTTL == 0 {
 		c.CacheTTL = DefaultCacheTTL
 	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultNegativeTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,6 +143,7 @@ type Cluster struct {
 	degraded atomic.Bool
 	cache    routeCache
 	wake     chan struct{} // a renewal is wanted now (a claim failed)
+	handler  Handler       // set before Run (SetHandler)
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -160,8 +170,34 @@ func New(cfg Config) (*Cluster, error) {
 func newCluster(cfg Config, t table) *Cluster {
 	cfg = cfg.withDefaults()
 	return &Cluster{cfg: cfg, table: t, tr: newTransport(), held: map[string]string{}, pending: map[string]bool{},
-		wake: make(chan struct{}, 1), closed: make(chan struct{})}
+		wake: make(chan struct{}, 1), closed: make(chan struct{}), handler: nopHandler{}}
 }
+
+// Handler is what the edge does with the cluster's news. Its methods are
+// called from the cluster's goroutines (renewals, messages), possibly at
+// once, and must not block for long.
+type Handler interface {
+	// Lost: another edge has claimed name, which this edge held until
+	// then (its agent connected there): this edge must let go of its
+	// session.
+	Lost(name string)
+	// Message is a message another edge published (Publish).
+	Message(kind string, data []byte)
+	// Resync: messages may have been missed (the subscription to Redis
+	// broke and was made again): the edge forgets what they could have
+	// changed.
+	Resync()
+}
+
+type nopHandler struct{}
+
+func (nopHandler) Lost(string)            {}
+func (nopHandler) Message(string, []byte) {}
+func (nopHandler) Resync()                {}
+
+// SetHandler sets what the edge does with the cluster's news; it must be
+// called before Run.
+func (c *Cluster) SetHandler(h Handler) { c.handler = h }
 
 // ID is this edge's id.
 func (c *Cluster) ID() string { return c.cfg.ID }
@@ -192,26 +228,50 @@ type Claim struct {
 	name, value string
 }
 
-// Hold claims name for this edge, taking it from any other edge (the
-// newest agent wins), and keeps renewing it until Release. It waits for
-// Redis at most Timeout, and not at all while the cluster is degraded: a
-// claim that could not be written is written by the next renewal, as
-// unconditionally.
-func (c *Cluster) Hold(ctx context.Context, name string) Claim {
+// Holder says who claims a name: the agent's credential, and whether the
+// store gives the name to it.
+type Holder struct {
+	// Token is the agent's credential. Only a keyed digest of it is
+	// written to Redis (holderOf): a claim names its holder so that
+	// another edge can tell an agent with the same token (which takes the
+	// name over) from one with another token (refused).
+	Token string
+	// Owner: the store gives the name to Token; an owner takes the name
+	// from anyone.
+	Owner bool
+}
+
+// Hold claims name for this edge, taking it from any other edge whose
+// claim is for the same token (the newest agent wins), or from anyone for
+// the name's owner, and keeps renewing it until Release. Another edge's
+// live claim for another token is not taken: ErrTaken. Every edge hears
+// of the claim (their cached routes of name go, and the edge that held it
+// lets go of its agent). Hold waits for Redis at most Timeout, and not at
+// all while the cluster is degraded: a claim that could not be written is
+// written by the next renewal, unconditionally.
+func (c *Cluster) Hold(ctx context.Context, name string, h Holder) (Claim, error) {
 	c.mu.Lock()
 	c.gen++
-	v := c.cfg.ID + " " + strconv.FormatUint(c.gen, 10)
+	v := c.cfg.ID + " " + strconv.FormatUint(c.gen, 10) + " " + c.holderOf(h.Token)
 	c.held[name] = v
 	c.pending[name] = true
 	c.mu.Unlock()
 	c.cache.drop(name)
 	if c.Degraded() {
-		return Claim{name, v}
+		return Claim{name, v}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	prev, err := c.table.claim(ctx, c.cfg.ID, c.cfg.Advertise, name, v, c.cfg.Lease)
+	prev, err := c.table.claim(ctx, c.cfg.ID, c.cfg.Advertise, name, v, h.Owner, c.envelope(kindClaim, claimMsg{Name: name}), c.cfg.Lease)
 	switch {
+	case errors.Is(err, ErrTaken):
+		c.mu.Lock()
+		if c.held[name] == v {
+			delete(c.held, name)
+			delete(c.pending, name)
+		}
+		c.mu.Unlock()
+		return Claim{}, fmt.Errorf("%w (by edge %s)", ErrTaken, edgeOf(prev))
 	case err != nil:
 		c.cfg.Logger.Debug("cluster: claim failed; the next renewal writes it", "tunnel", name, "err", err)
 		select {
@@ -224,7 +284,13 @@ func (c *Cluster) Hold(ctx context.Context, name string) Claim {
 			c.cfg.Logger.Info("cluster: tunnel taken over from another edge", "tunnel", name, "from", edgeOf(prev))
 		}
 	}
-	return Claim{name, v}
+	return Claim{name, v}, nil
+}
+
+// holderOf is the digest of an agent's credential in claims: keyed with
+// the cluster secret, so that Redis holds nothing to try tokens against.
+func (c *Cluster) holderOf(token string) string {
+	return c.mac("holder", token)[:22]
 }
 
 // written notes that the claim value of name is in the table.
@@ -266,13 +332,17 @@ func (c *Cluster) Release(cl Claim) {
 // (never an edge whose lease ran out), ErrUnavailable if Redis cannot tell
 // now. A route to this edge itself is returned as any other.
 func (c *Cluster) Lookup(ctx context.Context, name string) (Route, error) {
-	if r, ok := c.cache.get(name); ok {
-		return r, nil
+	if e, ok := c.cache.get(name); ok {
+		if e.none {
+			return Route{}, ErrNoRoute
+		}
+		return e.r, nil
 	}
 	if c.Degraded() {
 		return Route{}, ErrUnavailable
 	}
 	t0 := time.Now()
+	epoch := c.cache.begin()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	got, err := c.table.lookup(ctx, name)
@@ -280,11 +350,15 @@ func (c *Cluster) Lookup(ctx context.Context, name string) (Route, error) {
 	case err != nil:
 		return Route{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case got.value == "" || got.url == "" || got.ttl <= 0 || got.peerTTL <= 0:
-		return Route{}, ErrNoRoute // unclaimed, or its edge left the peers table
+		// Unclaimed, or its edge left the peers table.
+		if c.cfg.NegativeTTL > 0 {
+			c.cache.put(name, cachedRoute{none: true, until: t0.Add(c.cfg.NegativeTTL)}, epoch)
+		}
+		return Route{}, ErrNoRoute
 	}
 	r := Route{Edge: edgeOf(got.value), URL: got.url}
 	if c.cfg.CacheTTL > 0 {
-		c.cache.put(name, r, t0.Add(min(got.ttl, got.peerTTL, c.cfg.CacheTTL)))
+		c.cache.put(name, cachedRoute{r: r, until: t0.Add(min(got.ttl, got.peerTTL, c.cfg.CacheTTL))}, epoch)
 	}
 	return r, nil
 }
@@ -293,9 +367,19 @@ func (c *Cluster) Lookup(ctx context.Context, name string) (Route, error) {
 func (c *Cluster) Forget(name string) { c.cache.drop(name) }
 
 // Run renews this edge's claims and its place in the peers table every
-// Lease/3 (every second at most while degraded) until ctx ends or the
-// cluster is closed. It returns nil then.
+// Lease/3 (every second at most while degraded), and receives the other
+// edges' messages, until ctx ends or the cluster is closed. It returns nil
+// then.
 func (c *Cluster) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	if rt, ok := c.table.(*redisTable); ok {
+		wg.Go(func() { c.listen(ctx, rt) })
+	}
 	every := c.cfg.Lease / 3
 	for {
 		c.renew(ctx)
@@ -358,9 +442,7 @@ func (c *Cluster) renew(ctx context.Context) {
 			c.mu.Unlock()
 			if mine {
 				c.cfg.Logger.Info("cluster: another edge claimed a tunnel held here", "tunnel", names[i])
-				if c.cfg.OnLost != nil {
-					c.cfg.OnLost(names[i])
-				}
+				c.handler.Lost(names[i])
 			}
 		}
 	}
@@ -404,42 +486,56 @@ func (c *Cluster) Close() error {
 	return err
 }
 
-// edgeOf is the edge id of a claim's value "EDGEID GEN".
+// edgeOf is the edge id of a claim's value "EDGEID GEN HOLDER".
 func edgeOf(value string) string {
 	id, _, _ := strings.Cut(value, " ")
 	return id
 }
 
-// routeCache keeps looked-up routes until their deadline, owned by its
-// mutex. It holds at most maxCached names: when full, the expired ones go,
-// and if none has, all of them.
+// routeCache keeps looked-up routes, and names no edge holds, until their
+// deadline; one mutex owns it. It holds at most maxCached names: when
+// full, the expired ones go, and if none has, all of them. An answer read
+// from Redis is cached only if no entry was dropped since the lookup
+// began (epoch): a claim heard meanwhile may have made it stale.
 type routeCache struct {
-	mu sync.Mutex
-	m  map[string]cachedRoute
+	mu    sync.Mutex
+	m     map[string]cachedRoute
+	epoch uint64 // drops so far
 }
 
 type cachedRoute struct {
 	r     Route
+	none  bool // no edge holds the name
 	until time.Time
 }
 
-func (rc *routeCache) get(name string) (Route, bool) {
+func (rc *routeCache) get(name string) (cachedRoute, bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	e, ok := rc.m[name]
 	if !ok {
-		return Route{}, false
+		return cachedRoute{}, false
 	}
 	if !time.Now().Before(e.until) {
 		delete(rc.m, name)
-		return Route{}, false
+		return cachedRoute{}, false
 	}
-	return e.r, true
+	return e, true
 }
 
-func (rc *routeCache) put(name string, r Route, until time.Time) {
+// begin returns the epoch to give to put after a lookup.
+func (rc *routeCache) begin() uint64 {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	return rc.epoch
+}
+
+func (rc *routeCache) put(name string, e cachedRoute, epoch uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if epoch != rc.epoch {
+		return
+	}
 	if rc.m == nil {
 		rc.m = map[string]cachedRoute{}
 	}
@@ -454,22 +550,43 @@ func (rc *routeCache) put(name string, r Route, until time.Time) {
 			clear(rc.m)
 		}
 	}
-	rc.m[name] = cachedRoute{r, until}
+	rc.m[name] = e
 }
 
 func (rc *routeCache) drop(name string) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	delete(rc.m, name)
+	rc.epoch++
+}
+
+// reset drops every entry (claims may have been missed).
+func (rc *routeCache) reset() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	clear(rc.m)
+	rc.epoch++
+}
+
+// len is the number of entries, expired or not.
+func (rc *routeCache) len() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.m)
 }
 
 // table is the store of the routing and peers tables: Redis (redis.go),
 // or an in-memory one in the tests of the timing logic.
 type table interface {
 	// claim sets name's route to value for lease and returns the value it
-	// replaced ("" if none); and sets the peers entry of edge to url (so
-	// that the route leads somewhere before the first renewal).
-	claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (prev string, err error)
+	// replaced ("" if none), unless the route is another holder's and not
+	// force: then it returns that route's value and ErrTaken. It sets the
+	// peers entry of edge to url (so that the route leads somewhere before
+	// the first renewal), and publishes msg (an envelope) once the route
+	// is written.
+	claim(ctx context.Context, edge, url, name, value string, force bool, msg []byte, lease time.Duration) (prev string, err error)
+	// route reads name's route ("" if none).
+	route(ctx context.Context, name string) (string, error)
 	// renew extends each name's lease if its route is still values[i],
 	// writes it again if it has none, and reports lostRoute if another
 	// claim holds it; a fresh[i] claim (never written) is written whatever
@@ -478,6 +595,8 @@ type table interface {
 	renew(ctx context.Context, edge, url string, names, values []string, fresh []bool, lease time.Duration) ([]renewResult, error)
 	// release deletes name's route if it is value.
 	release(ctx context.Context, name, value string) error
+	// publish sends an envelope to the edges' channel.
+	publish(ctx context.Context, msg []byte) error
 	// lookup reads name's route and its edge's URL, with what remains of
 	// both leases.
 	lookup(ctx context.Context, name string) (found, error)

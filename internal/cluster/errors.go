@@ -12,6 +12,8 @@ var (
 	// ErrBadSignature: a request between edges whose Sluice-Cluster field
 	// is malformed, stale, or not signed with the cluster secret.
 	ErrBadSignature = errors.New("cluster: bad signature")
+	// ErrTaken: another edge holds the tunnel for another agent token.
+	ErrTaken = errors.New("cluster: the tunnel is held at another edge with another token")
 	// ErrClosed: the cluster was closed.
 	ErrClosed = errors.New("cluster: closed")
 )

@@ -20,10 +20,11 @@ import (
 // unreachable Redis; wipe empties it, as a Redis restarted without
 // persistence.
 type memTable struct {
-	mu     sync.Mutex
-	keys   map[string]memKey
-	down   bool
-	renews int // renewal calls (batches)
+	mu      sync.Mutex
+	keys    map[string]memKey
+	down    bool
+	renews  int // renewal calls (batches)
+	lookups int
 }
 
 type memKey struct {
@@ -56,8 +57,8 @@ func (m *memTable) wipe() {
 	clear(m.keys)
 }
 
-// route returns name's route value, "" if none.
-func (m *memTable) route(name string) string {
+// value returns name's route value, "" if none.
+func (m *memTable) value(name string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, _ := m.getLocked(routePrefix + name)
@@ -70,7 +71,7 @@ func (m *memTable) renewals() int {
 	return m.renews
 }
 
-func (m *memTable) claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (string, error) {
+func (m *memTable) claim(ctx context.Context, edge, url, name, value string, force bool, msg []byte, lease time.Duration) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
@@ -78,6 +79,9 @@ func (m *memTable) claim(ctx context.Context, edge, url, name, value string, lea
 	}
 	m.keys[peerPrefix+edge] = memKey{url, time.Now().Add(lease)}
 	prev, _ := m.getLocked(routePrefix + name)
+	if last := func(v string) string { return v[strings.LastIndex(v, " ")+1:] }; prev.value != "" && !force && last(prev.value) != last(value) {
+		return prev.value, ErrTaken
+	}
 	m.keys[routePrefix+name] = memKey{value, time.Now().Add(lease)}
 	return prev.value, nil
 }
@@ -123,6 +127,7 @@ func (m *memTable) release(ctx context.Context, name, value string) error {
 func (m *memTable) lookup(ctx context.Context, name string) (found, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.lookups++
 	if m.down {
 		return found{}, errDown
 	}
@@ -153,7 +158,30 @@ func (m *memTable) leave(ctx context.Context, edge, url string, names, values []
 	return nil
 }
 
+func (m *memTable) route(ctx context.Context, name string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down {
+		return "", errDown
+	}
+	e, _ := m.getLocked(routePrefix + name)
+	return e.value, nil
+}
+
+// publish: the edges' messages are tested on a real Redis (bus_test.go).
+func (m *memTable) publish(ctx context.Context, msg []byte) error { return nil }
+
 func (m *memTable) close() error { return nil }
+
+// hold claims name for the empty token (every test claim has the same
+// holder: the newest takes the name).
+func hold(c *Cluster, name string) Claim {
+	cl, err := c.Hold(context.Background(), name, Holder{})
+	if err != nil {
+		panic(err)
+	}
+	return cl
+}
 
 // logCount counts log records by level and message start.
 type logCount struct {
@@ -180,11 +208,31 @@ func (l *logCount) count(key string) int {
 	return l.n[key]
 }
 
+// recorder is a Handler that notes what it hears.
+type recorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *recorder) note(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, s)
+}
+func (r *recorder) Lost(name string)                 { r.note("lost " + name) }
+func (r *recorder) Message(kind string, data []byte) { r.note(kind + " " + string(data)) }
+func (r *recorder) Resync()                          { r.note("resync") }
+func (r *recorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...)
+}
+
 var testSecret = []byte(strings.Repeat("s", MinSecretLen))
 
 // member runs a cluster member named id on table t in the synctest
-// bubble, until the test ends.
-func member(t *testing.T, tab table, id string, mut func(*Config)) (*Cluster, *logCount) {
+// bubble, until the test ends, with handler h if given.
+func member(t *testing.T, tab table, id string, mut func(*Config), h ...Handler) (*Cluster, *logCount) {
 	t.Helper()
 	logs := &logCount{}
 	cfg := Config{ID: id, Advertise: "http://" + id + ".test:8080", Secret: testSecret, Lease: 9 * time.Second, Logger: slog.New(logs)}
@@ -192,6 +240,9 @@ func member(t *testing.T, tab table, id string, mut func(*Config)) (*Cluster, *l
 		mut(&cfg)
 	}
 	c := newCluster(cfg, tab)
+	for _, h := range h {
+		c.SetHandler(h)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -209,7 +260,7 @@ func TestLeaseRenewedInBatches(t *testing.T) {
 		tab := newMemTable()
 		a, _ := member(t, tab, "a", nil)
 		for i := range 100 {
-			a.Hold(context.Background(), "t"+strconv.Itoa(i))
+			hold(a, "t"+strconv.Itoa(i))
 		}
 		start := tab.renewals()
 		// Ten leases: every name stays, renewed every Lease/3 in one batch
@@ -217,7 +268,7 @@ func TestLeaseRenewedInBatches(t *testing.T) {
 		time.Sleep(10 * a.Lease())
 		synctest.Wait()
 		for i := range 100 {
-			if v := tab.route("t" + strconv.Itoa(i)); edgeOf(v) != "a" {
+			if v := tab.value("t" + strconv.Itoa(i)); edgeOf(v) != "a" {
 				t.Fatalf("t%d's route after ten leases = %q, want edge a's", i, v)
 			}
 		}
@@ -235,7 +286,7 @@ func TestDeadEdgeLosesItsNames(t *testing.T) {
 		tab := newMemTable()
 		a, _ := member(t, tab, "a", nil)
 		b, _ := member(t, tab, "b", func(c *Config) { c.CacheTTL = time.Hour }) // the cache must still end with the lease
-		a.Hold(context.Background(), "demo")
+		hold(a, "demo")
 		r, err := b.Lookup(context.Background(), "demo")
 		if err != nil || r.Edge != "a" {
 			t.Fatalf("Lookup = %+v, %v; want edge a", r, err)
@@ -267,25 +318,25 @@ func TestReleaseIsCompareAndDelete(t *testing.T) {
 		tab := newMemTable()
 		a, _ := member(t, tab, "a", nil)
 		b, _ := member(t, tab, "b", nil)
-		old := a.Hold(context.Background(), "demo")
-		cur := a.Hold(context.Background(), "demo") // the agent reconnected here
-		a.Release(old)                              // the old session ended late
-		if edgeOf(tab.route("demo")) != "a" {
-			t.Fatalf("an old claim's release deleted the newer claim's route: %q", tab.route("demo"))
+		old := hold(a, "demo")
+		cur := hold(a, "demo") // the agent reconnected here
+		a.Release(old)         // the old session ended late
+		if edgeOf(tab.value("demo")) != "a" {
+			t.Fatalf("an old claim's release deleted the newer claim's route: %q", tab.value("demo"))
 		}
-		b.Hold(context.Background(), "demo") // the agent moved to B
-		a.Release(cur)                       // A's session ends after that
-		if edgeOf(tab.route("demo")) != "b" {
-			t.Fatalf("A's release deleted B's claim: route %q", tab.route("demo"))
+		hold(b, "demo") // the agent moved to B
+		a.Release(cur)  // A's session ends after that
+		if edgeOf(tab.value("demo")) != "b" {
+			t.Fatalf("A's release deleted B's claim: route %q", tab.value("demo"))
 		}
-		own := b.Hold(context.Background(), "mine")
+		own := hold(b, "mine")
 		b.Release(own)
-		if v := tab.route("mine"); v != "" {
+		if v := tab.value("mine"); v != "" {
 			t.Fatalf("route after release = %q, want none", v)
 		}
 		time.Sleep(2 * b.Lease())
 		synctest.Wait()
-		if v := tab.route("mine"); v != "" {
+		if v := tab.value("mine"); v != "" {
 			t.Fatalf("a released route came back with a renewal: %q", v)
 		}
 	})
@@ -294,24 +345,19 @@ func TestReleaseIsCompareAndDelete(t *testing.T) {
 func TestLostToAnotherEdge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tab := newMemTable()
-		var mu sync.Mutex
-		var lost []string
-		a, _ := member(t, tab, "a", func(c *Config) {
-			c.OnLost = func(name string) { mu.Lock(); lost = append(lost, name); mu.Unlock() }
-		})
+		h := &recorder{}
+		a, _ := member(t, tab, "a", nil, h)
 		b, _ := member(t, tab, "b", nil)
-		a.Hold(context.Background(), "demo")
-		a.Hold(context.Background(), "other")
-		b.Hold(context.Background(), "demo")
+		hold(a, "demo")
+		hold(a, "other")
+		hold(b, "demo")
 		time.Sleep(a.Lease() / 3)
 		synctest.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		if len(lost) != 1 || lost[0] != "demo" {
-			t.Errorf("OnLost got %q, want [demo]", lost)
+		if lost := h.get(); len(lost) != 1 || lost[0] != "lost demo" {
+			t.Errorf("the handler got %q, want [lost demo]", lost)
 		}
-		if a.Held() != 1 || edgeOf(tab.route("demo")) != "b" || edgeOf(tab.route("other")) != "a" {
-			t.Errorf("after the renewal: A holds %d names, demo -> %q, other -> %q", a.Held(), tab.route("demo"), tab.route("other"))
+		if a.Held() != 1 || edgeOf(tab.value("demo")) != "b" || edgeOf(tab.value("other")) != "a" {
+			t.Errorf("after the renewal: A holds %d names, demo -> %q, other -> %q", a.Held(), tab.value("demo"), tab.value("other"))
 		}
 	})
 }
@@ -321,7 +367,7 @@ func TestDegradedAndReconciled(t *testing.T) {
 		tab := newMemTable()
 		a, logs := member(t, tab, "a", nil)
 		b, _ := member(t, tab, "b", func(c *Config) { c.CacheTTL = -1 })
-		a.Hold(context.Background(), "demo")
+		hold(a, "demo")
 		if _, err := b.Lookup(context.Background(), "demo"); err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +381,7 @@ func TestDegradedAndReconciled(t *testing.T) {
 		if _, err := b.Lookup(context.Background(), "demo"); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Lookup while degraded: %v, want ErrUnavailable", err)
 		}
-		a.Hold(context.Background(), "late") // an agent arrives meanwhile: no wait
+		hold(a, "late") // an agent arrives meanwhile: no wait
 		// Down for many retries: said once.
 		time.Sleep(3 * a.Lease())
 		synctest.Wait()
@@ -363,12 +409,51 @@ func TestDegradedAndReconciled(t *testing.T) {
 	})
 }
 
+// A name nobody holds is answered from the cache for NegativeTTL (one
+// Redis lookup per period, however many visitors ask), in a bounded
+// cache; this edge's own claim ends it at once.
+func TestNegativeCache(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tab := newMemTable()
+		b, _ := member(t, tab, "b", nil)
+		lookups := func() int {
+			tab.mu.Lock()
+			defer tab.mu.Unlock()
+			return tab.lookups
+		}
+		for range 10 {
+			if _, err := b.Lookup(context.Background(), "away"); !errors.Is(err, ErrNoRoute) {
+				t.Fatalf("Lookup(away) = %v, want ErrNoRoute", err)
+			}
+		}
+		if n := lookups(); n != 1 {
+			t.Errorf("%d table lookups for 10 of a name nobody holds, want 1", n)
+		}
+		time.Sleep(DefaultNegativeTTL)
+		b.Lookup(context.Background(), "away")
+		if n := lookups(); n != 2 {
+			t.Errorf("%d table lookups after NegativeTTL, want 2", n)
+		}
+		hold(b, "away") // the agent connected here
+		if r, err := b.Lookup(context.Background(), "away"); err != nil || r.Edge != "b" {
+			t.Errorf("Lookup(away) right after this edge's claim = %+v, %v", r, err)
+		}
+		// Names are a visitor's choice: the cache stays bounded.
+		for i := range 3 * maxCached {
+			b.Lookup(context.Background(), "n"+strconv.Itoa(i))
+		}
+		if n := b.cache.len(); n > maxCached {
+			t.Errorf("%d names cached, want at most %d", n, maxCached)
+		}
+	})
+}
+
 func TestLeave(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tab := newMemTable()
 		a, _ := member(t, tab, "a", nil)
 		b, _ := member(t, tab, "b", nil)
-		a.Hold(context.Background(), "demo")
+		hold(a, "demo")
 		if err := a.Leave(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -411,22 +496,22 @@ func TestPendingClaimWinsOverStaleRoute(t *testing.T) {
 		tab := newMemTable()
 		x, _ := member(t, tab, "x", nil)
 		a, _ := member(t, tab, "a", nil)
-		x.Hold(context.Background(), "demo")
+		hold(x, "demo")
 		x.Close() // x dies holding demo; its lease runs on
 		tab.setDown(true)
 		time.Sleep(a.Lease() / 3)
 		synctest.Wait()
-		a.Hold(context.Background(), "demo") // the agent reconnected to a, which cannot write it
+		hold(a, "demo") // the agent reconnected to a, which cannot write it
 		tab.setDown(false)
 		time.Sleep(maxRetry)
 		synctest.Wait()
-		if a.Degraded() || a.Held() != 1 || edgeOf(tab.route("demo")) != "a" {
-			t.Fatalf("after Redis came back: degraded %v, a holds %d, route %q; want a's", a.Degraded(), a.Held(), tab.route("demo"))
+		if a.Degraded() || a.Held() != 1 || edgeOf(tab.value("demo")) != "a" {
+			t.Fatalf("after Redis came back: degraded %v, a holds %d, route %q; want a's", a.Degraded(), a.Held(), tab.value("demo"))
 		}
 		time.Sleep(a.Lease())
 		synctest.Wait()
-		if edgeOf(tab.route("demo")) != "a" || a.Held() != 1 {
-			t.Fatalf("a lease later: route %q, a holds %d", tab.route("demo"), a.Held())
+		if edgeOf(tab.value("demo")) != "a" || a.Held() != 1 {
+			t.Fatalf("a lease later: route %q, a holds %d", tab.value("demo"), a.Held())
 		}
 	})
 }

@@ -37,6 +37,22 @@ var (
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
+	// KEYS[1] a route, KEYS[2] the claiming edge's peers entry; ARGV[1]
+	// the claim's value "EDGEID GEN HOLDER", ARGV[2] the lease in ms,
+	// ARGV[3] "1" to take the name from any holder, ARGV[4] the edge's
+	// URL, ARGV[5] the channel, ARGV[6] the message to publish once
+	// written. Returns {1, the value replaced or ""}, or {0, the route}
+	// when another holder has it.
+	claimScript = redis.NewScript(`
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[2])
+local v = redis.call('GET', KEYS[1])
+if v and ARGV[3] ~= '1' and string.match(v, '(%S+)$') ~= string.match(ARGV[1], '(%S+)$') then
+  return {0, v}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return {1, v or ''}`)
+
 	// KEYS routes; ARGV[1] the lease in ms, ARGV[1+i] the value of KEYS[i].
 	// For each: 0 renewed, 1 written again (it had gone), 2 held by another
 	// claim.
@@ -99,18 +115,37 @@ func redactURL(s string) string {
 	return s[:scheme+3] + "***" + s[at:]
 }
 
-func (t *redisTable) claim(ctx context.Context, edge, url, name, value string, lease time.Duration) (string, error) {
-	pipe := t.c.Pipeline()
-	pipe.Set(ctx, peerPrefix+edge, url, lease)
-	get := pipe.SetArgs(ctx, routePrefix+name, value, redis.SetArgs{TTL: lease, Get: true})
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+func (t *redisTable) claim(ctx context.Context, edge, url, name, value string, force bool, msg []byte, lease time.Duration) (string, error) {
+	f := "0"
+	if force {
+		f = "1"
+	}
+	res, err := claimScript.Run(ctx, t.c, []string{routePrefix + name, peerPrefix + edge},
+		value, lease.Milliseconds(), f, url, eventsChannel, msg).Slice()
+	if err != nil {
 		return "", err
 	}
-	prev, err := get.Result()
+	if len(res) != 2 {
+		return "", fmt.Errorf("cluster: claim answered %v", res)
+	}
+	ok, _ := res[0].(int64)
+	prev, _ := res[1].(string)
+	if ok != 1 {
+		return prev, ErrTaken
+	}
+	return prev, nil
+}
+
+func (t *redisTable) route(ctx context.Context, name string) (string, error) {
+	v, err := t.c.Get(ctx, routePrefix+name).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
-	return prev, err
+	return v, err
+}
+
+func (t *redisTable) publish(ctx context.Context, msg []byte) error {
+	return t.c.Publish(ctx, eventsChannel, msg).Err()
 }
 
 func (t *redisTable) renew(ctx context.Context, edge, url string, names, values []string, fresh []bool, lease time.Duration) ([]renewResult, error) {

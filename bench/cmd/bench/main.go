@@ -14,6 +14,7 @@
 //	go run ./bench/cmd/bench grpc [flags]     gRPC unary calls/s and server-streaming rate, direct and through v1 and v2
 //	go run ./bench/cmd/bench tcp [flags]      TCP tunnels: direct, sluice tcp v1 and v2, frp and chisel if given
 //	go run ./bench/cmd/bench inspect [flags]  the inspector's cost: download MB/s and small requests/s, on vs off
+//	go run ./bench/cmd/bench cluster [flags]  several edges: a forwarded request vs a local one, the routing table's rates
 //	bench relay LISTEN TARGET                 one bare TCP relay (a child of the run)
 //	bench sseload MODE [flags]                a load process of the scale run
 //
@@ -68,12 +69,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runTCP(ctx, rest, stdout, stderr)
 	case "inspect":
 		err = runInspect(ctx, rest, stdout, stderr)
+	case "cluster":
+		err = runCluster(ctx, rest, stdout, stderr)
 	case "relay":
 		err = runRelay(ctx, rest, stderr)
 	case "sseload":
 		err = runSSELoad(rest)
 	default:
-		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc, tcp, inspect or relay; see --help)", verb)
+		err = cli.Usagef("unknown command %q (want no command, scale, hol, faults, budget, limits, grpc, tcp, inspect, cluster or relay; see --help)", verb)
 	}
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
