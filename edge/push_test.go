@@ -139,10 +139,13 @@ func TestPushChannel(t *testing.T) {
 			stamps = append(stamps, l.at)
 		}
 	}
-	// Not more often than set, and far more often than the 15 s default
-	// (the ceiling is generous: the machine may be busy).
+	// Far more often than the 15 s default (the ceiling is generous: the
+	// machine may be busy). That they come no more often than set is the
+	// sse package's Stream, tested under synctest (sse/stream_test.go): a
+	// lower bound here would read the test's own delays, since a reader
+	// held up by a busy machine stamps two lines at once.
 	for i := 1; i < len(stamps); i++ {
-		if gap := stamps[i].Sub(stamps[i-1]); gap < 50*time.Millisecond || gap > 5*time.Second {
+		if gap := stamps[i].Sub(stamps[i-1]); gap > 5*time.Second {
 			t.Errorf("keepalive gap %v with a 100 ms interval", gap)
 		}
 	}
