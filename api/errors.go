@@ -1,8 +1,10 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/sluicehq/sluice/wire"
 )
@@ -78,4 +80,20 @@ func (e *URLError) Error() string {
 		return fmt.Sprintf("%q is not an http://, https:// or h2c:// URL", e.URL)
 	}
 	return fmt.Sprintf("%q is not an http:// or https:// URL", e.URL)
+}
+
+// WriteError answers with the error envelope: status, and code and msg
+// in {"error": {"code", "status", "message"}}.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	WriteJSON(w, status, ErrorResponse{Error: &Error{Code: code, Status: status, Message: msg}})
+}
+
+// WriteJSON answers with v as indented JSON, never cached.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }

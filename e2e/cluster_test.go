@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/internal/pgtest"
 	"github.com/sluicehq/sluice/internal/redistest"
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // Issue 16: three "sluice edge" processes sharing the CI's PostgreSQL and
@@ -30,20 +31,6 @@ import (
 // clusterLease is the edges' --cluster-lease here: short, so that the
 // SIGKILL part waits little for the dead edge's names to run out.
 const clusterLease = 4 * time.Second
-
-// haproxyBin returns the path of haproxy, or fails saying how to install
-// it (bash .ci/run does).
-func haproxyBin(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p
-	}
-	const p = "/usr/sbin/haproxy"
-	if _, err := os.Stat(p); err != nil {
-		t.Fatal("haproxy is not installed: apt-get install haproxy (bash .ci/run does)")
-	}
-	return p
-}
 
 // haproxyConfig is the load balancer of docs/deploy.md, on loopback:
 // round-robin over the edges, which it health-checks at /healthz, and a
@@ -85,7 +72,7 @@ func startHAProxy(t *testing.T, port int, edges []*edgeProc) {
 	if err := os.WriteFile(cfg, []byte(haproxyConfig(port, edges)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(haproxyBin(t), "-f", cfg, "-db")
+	cmd := exec.Command(testtool.Need(t, "haproxy", "haproxy"), "-f", cfg, "-db")
 	var out bytes.Buffer
 	var mu sync.Mutex
 	cmd.Stdout, cmd.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // tcpRange returns a range of n loopback ports that were free a moment
@@ -270,7 +272,7 @@ func testTCPRealClients(t *testing.T, proto string) {
 	e, _, _ := startTCPEdge(t, "tok")
 	t.Run("psql", func(t *testing.T) {
 		pg := needPostgres(t)
-		psql := needTool(t, "psql", "postgresql-client")
+		psql := testtool.Need(t, "psql", "postgresql-client")
 		_, public := startTCPAgent(t, e, proto, "pg", "tok", pg.Host)
 		host, port, _ := net.SplitHostPort(public)
 		pass, _ := pg.User.Password()
@@ -283,7 +285,7 @@ func testTCPRealClients(t *testing.T, proto string) {
 	})
 	t.Run("ssh", func(t *testing.T) {
 		sshAddr, key := startSSHD(t)
-		ssh := needTool(t, "ssh", "openssh-client")
+		ssh := testtool.Need(t, "ssh", "openssh-client")
 		_, public := startTCPAgent(t, e, proto, "ssh", "tok", sshAddr)
 		_, port, _ := net.SplitHostPort(public)
 		out, err := exec.Command(ssh, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
@@ -312,31 +314,14 @@ func needPostgres(t *testing.T) *url.URL {
 	return u
 }
 
-// needTool finds a program (also in /usr/sbin), skipping the test without
-// it, except under CI. pkg is the apt package that has it.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if p := "/usr/sbin/" + name; fileExists(p) {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found: CI must install %s", name, pkg)
-	}
-	t.Skipf("%s not found (apt install %s)", name, pkg)
-	return ""
-}
-
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // startSSHD runs a real sshd on a loopback port, with host and user keys
 // made for the test; it returns its address and the user's private key.
 func startSSHD(t *testing.T) (addr, key string) {
 	t.Helper()
-	sshd := needTool(t, "sshd", "openssh-server")
-	keygen := needTool(t, "ssh-keygen", "openssh-client")
+	sshd := testtool.Need(t, "sshd", "openssh-server")
+	keygen := testtool.Need(t, "ssh-keygen", "openssh-client")
 	dir := t.TempDir()
 	for _, k := range []string{"host", "user"} {
 		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {

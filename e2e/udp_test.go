@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 var forwardingUDP = regexp.MustCompile(`Forwarding udp://([^:\s]+):(\d+) -> (\S+)\n`)
@@ -142,8 +144,8 @@ func freeDNSPort(t *testing.T) string {
 func TestUDPDig(t *testing.T) { forProtocols(t, testUDPDig) }
 
 func testUDPDig(t *testing.T, proto string) {
-	dnsmasq := needTool(t, "dnsmasq", "dnsmasq")
-	dig := needTool(t, "dig", "bind9-dnsutils")
+	dnsmasq := testtool.Need(t, "dnsmasq", "dnsmasq")
+	dig := testtool.Need(t, "dig", "bind9-dnsutils")
 	port := freeDNSPort(t)
 	cmd := exec.Command(dnsmasq, "-d", "-C", "/dev/null", "-p", port, "--listen-address=127.0.0.1", "--bind-interfaces",
 		"--no-resolv", "--address=/test.example/192.0.2.7")

@@ -42,19 +42,10 @@ func (s *Server) routeAPI() {
 	})
 }
 
-// apiError writes the API's one error shape.
-func apiError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, api.ErrorResponse{Error: &api.Error{Code: code, Status: status, Message: msg}})
-}
+// apiError writes the API's one error shape (api.WriteError).
+var apiError = api.WriteError
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
+var writeJSON = api.WriteJSON
 
 // bearer returns the token of an Authorization: Bearer header.
 func bearer(r *http.Request) string {

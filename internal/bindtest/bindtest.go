@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // Key is a TSIG key as named.conf declares it.
@@ -58,7 +59,7 @@ type Config struct {
 // once the zone answers.
 func Start(tb testing.TB, cfg Config) *Server {
 	tb.Helper()
-	bin := named(tb)
+	bin := testtool.Need(tb, "named", "bind9")
 	zone := dns.Fqdn(cfg.Zone)
 	s := &Server{
 		Zone:  zone,
@@ -87,19 +88,6 @@ func Start(tb testing.TB, cfg Config) *Server {
 	}
 	tb.Fatalf("bindtest: named did not start: %v", lastErr)
 	return nil
-}
-
-// named returns the path of named, or fails tb saying how to install it.
-func named(tb testing.TB) string {
-	tb.Helper()
-	if p, err := exec.LookPath("named"); err == nil {
-		return p
-	}
-	const p = "/usr/sbin/named"
-	if _, err := os.Stat(p); err != nil {
-		tb.Fatalf("bindtest: BIND's named is not installed (no named in $PATH nor %s): install it with apt-get install bind9 (bash .ci/run does)", p)
-	}
-	return p
 }
 
 func (s *Server) write(dir string, port int, records []string) error {

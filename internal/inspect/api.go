@@ -1,7 +1,6 @@
 package inspect
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -132,19 +131,10 @@ func allow(method string, h http.HandlerFunc) http.Handler {
 	})
 }
 
-// apiError writes the API's one error shape.
-func apiError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, api.ErrorResponse{Error: &api.Error{Code: code, Status: status, Message: msg}})
-}
+// apiError writes the API's one error shape (api.WriteError).
+var apiError = api.WriteError
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
+var writeJSON = api.WriteJSON
 
 // list serves GET /api/requests: always an array, newest first.
 func (a *apiServer) list(w http.ResponseWriter, r *http.Request) {

@@ -11,13 +11,14 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // Server is a redis-server run by a test. Its methods are for the test's
@@ -40,7 +41,7 @@ func (s *Server) URL(db int) string { return "redis://" + s.Addr + "/" + strconv
 // returns once it answers PING.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, bin: binary(tb), dir: tb.TempDir()}
+	s := &Server{tb: tb, bin: testtool.Need(tb, "redis-server", "redis-server"), dir: tb.TempDir()}
 	var lastErr error
 	for range 3 { // the free port may be taken between its choice and redis's bind
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,20 +62,6 @@ func Start(tb testing.TB) *Server {
 	}
 	tb.Fatalf("redistest: redis-server did not start: %v", lastErr)
 	return nil
-}
-
-// binary returns the path of redis-server, or fails tb saying how to
-// install it.
-func binary(tb testing.TB) string {
-	tb.Helper()
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p
-	}
-	const p = "/usr/bin/redis-server"
-	if _, err := os.Stat(p); err != nil {
-		tb.Fatalf("redistest: redis-server is not installed: install it with apt-get install redis-server (bash .ci/run does)")
-	}
-	return p
 }
 
 func (s *Server) start() error {
