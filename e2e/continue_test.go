@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // expectUpstream is a local server for Expect: 100-continue: /accept reads
@@ -146,10 +148,7 @@ func testExpectContinue(t *testing.T, proto string) {
 	})
 
 	t.Run("curl", func(t *testing.T) {
-		curl, err := exec.LookPath("curl")
-		if err != nil {
-			t.Fatal("curl is needed (.ci/run installs it)")
-		}
+		curl := testtool.Need(t, "curl", "curl")
 		const size = 64 << 20
 		file := filepath.Join(t.TempDir(), "upload")
 		if err := os.WriteFile(file, bytes.Repeat([]byte("u"), size), 0o600); err != nil {
@@ -186,10 +185,7 @@ func testExpectContinue(t *testing.T, proto string) {
 	})
 
 	t.Run("node", func(t *testing.T) {
-		node, err := exec.LookPath("node")
-		if err != nil {
-			t.Fatal("node is needed (.ci/run installs it)")
-		}
+		node := testtool.Need(t, "node", "nodejs")
 		// Node's client sends the body on 'continue'; a second 100 would
 		// end the request twice (ERR_STREAM_WRITE_AFTER_END).
 		script := `
