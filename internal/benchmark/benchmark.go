@@ -27,6 +27,7 @@ import (
 	"io"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,6 +50,12 @@ type Config struct {
 	// SSEInterval is the publisher's period: every interval, one event goes
 	// to every open stream.
 	SSEInterval time.Duration
+	// SSEPacedInterval and SSEPacedDuration are those of a third SSE run
+	// with SSEStreams streams, at a rate the machine carries (the default
+	// run's is 2,000 streams × 1 event/s; SSEInterval's 50 events/s per
+	// stream overload two cores even directly). Zero skips it.
+	SSEPacedInterval time.Duration
+	SSEPacedDuration time.Duration
 	// MemStreams is the number of idle SSE streams held for the memory
 	// measurement.
 	MemStreams int
@@ -56,7 +63,7 @@ type Config struct {
 	// memory is read again.
 	MemSettle time.Duration
 	// Targets are the targets to measure, in order: "direct", "relays",
-	// "nginx", "sluice-v1", "sluice-v2".
+	// "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel".
 	Targets []string
 	// SluiceBin is the sluice binary run as the edge and the agent.
 	// Required when Targets holds a sluice target.
@@ -68,6 +75,14 @@ type Config struct {
 	// NginxBin is the nginx binary. Empty skips the nginx target with a
 	// note saying so.
 	NginxBin string
+	// FrpDir is a directory holding frps and frpc, run as the frp-tcp
+	// target (frp's TCP mode: one TCP proxy to the upstream). Empty skips
+	// the target with a note saying so.
+	FrpDir string
+	// ChiselDir is a directory holding chisel, run as the chisel target
+	// (a reverse TCP tunnel to the upstream). Empty skips the target with
+	// a note saying so.
+	ChiselDir string
 	// Progress, if set, receives one line per step.
 	Progress io.Writer
 }
@@ -81,9 +96,12 @@ func DefaultConfig() Config {
 		SSEStreams:  2000,
 		SSEDuration: 3 * time.Second,
 		SSEInterval: 20 * time.Millisecond,
-		MemStreams:  1000,
-		MemSettle:   2 * time.Second,
-		Targets:     []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2"},
+		// 2,000 streams × 1 event/s.
+		SSEPacedInterval: time.Second,
+		SSEPacedDuration: 10 * time.Second,
+		MemStreams:       1000,
+		MemSettle:        2 * time.Second,
+		Targets:          []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel"},
 	}
 }
 
@@ -95,6 +113,8 @@ func QuickConfig() Config {
 	c.Duration = time.Second
 	c.SSEStreams = 100
 	c.SSEDuration = time.Second
+	c.SSEPacedInterval = 250 * time.Millisecond
+	c.SSEPacedDuration = time.Second
 	c.MemStreams = 100
 	c.MemSettle = 500 * time.Millisecond
 	return c
@@ -108,6 +128,8 @@ func (c *Config) validate() error {
 		return errors.New("benchmark: clients must be positive")
 	case c.Duration <= 0 || c.SSEDuration <= 0 || c.SSEInterval <= 0:
 		return errors.New("benchmark: durations must be positive")
+	case c.SSEPacedInterval < 0 || (c.SSEPacedInterval > 0 && c.SSEPacedDuration <= 0):
+		return errors.New("benchmark: the paced SSE run needs a positive interval and duration (or no interval)")
 	case c.SSEStreams <= 0 || c.MemStreams <= 0:
 		return errors.New("benchmark: stream counts must be positive")
 	case c.MemSettle < 0:
@@ -118,7 +140,7 @@ func (c *Config) validate() error {
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
 		if !validTarget(t) {
-			return fmt.Errorf("benchmark: unknown target %q (want direct, relays, nginx, sluice-v1 or sluice-v2)", t)
+			return fmt.Errorf("benchmark: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, frp-tcp or chisel)", t)
 		}
 		if seen[t] {
 			return fmt.Errorf("benchmark: target %q given twice", t)
@@ -137,7 +159,7 @@ func (c *Config) validate() error {
 // validTarget reports whether name is a target the benchmark knows.
 func validTarget(name string) bool {
 	switch name {
-	case "direct", "relays", "nginx", "sluice-v1", "sluice-v2":
+	case "direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel":
 		return true
 	}
 	return false
@@ -171,20 +193,28 @@ type ConfigSummary struct {
 	SSEStreams    int     `json:"sse_streams"`
 	SSEDurationS  float64 `json:"sse_duration_s"`
 	SSEIntervalMs float64 `json:"sse_interval_ms"`
-	MemStreams    int     `json:"mem_streams"`
-	MemSettleS    float64 `json:"mem_settle_s"`
+	// SSEPacedIntervalMs is 0 when the paced run is skipped.
+	SSEPacedIntervalMs float64 `json:"sse_paced_interval_ms"`
+	SSEPacedDurationS  float64 `json:"sse_paced_duration_s"`
+	MemStreams         int     `json:"mem_streams"`
+	MemSettleS         float64 `json:"mem_settle_s"`
 }
 
 // TargetResult holds one target's figures. Error is set when a measurement
 // failed; the figures measured before it are kept.
 type TargetResult struct {
-	Name     string        `json:"name"`
-	Download *Transfer     `json:"download"`
-	Upload   *Transfer     `json:"upload"`
-	Small    *SmallResult  `json:"small"`
-	SSEOne   *SSEResult    `json:"sse_1"`
-	SSEMany  *SSEResult    `json:"sse_many"`
+	Name     string       `json:"name"`
+	Download *Transfer    `json:"download"`
+	Upload   *Transfer    `json:"upload"`
+	Small    *SmallResult `json:"small"`
+	SSEOne   *SSEResult   `json:"sse_1"`
+	SSEMany  *SSEResult   `json:"sse_many"`
+	// SSEPaced is the many-stream run at SSEPacedInterval.
+	SSEPaced *SSEResult    `json:"sse_paced,omitempty"`
 	Memory   *MemoryResult `json:"memory"`
+	// CPU is the CPU time of the target's processes per GiB and per
+	// small request (none for direct).
+	CPU *CPUResult `json:"cpu,omitempty"`
 	// MemoryNote says why Memory is missing, for direct.
 	MemoryNote string `json:"memory_note,omitempty"`
 	Error      string `json:"error,omitempty"`
@@ -199,25 +229,29 @@ type Transfer struct {
 
 // SmallResult is the small-request run.
 type SmallResult struct {
-	Clients   int     `json:"clients"`
-	Requests  int64   `json:"requests"`
-	Seconds   float64 `json:"seconds"`
-	ReqPerSec float64 `json:"req_per_s"`
-	P50Ms     float64 `json:"p50_ms"`
-	P99Ms     float64 `json:"p99_ms"`
+	Clients  int   `json:"clients"`
+	Requests int64 `json:"requests"`
+	// AllRequests counts the warm-up's requests too: every request of
+	// the phase, which CPU time per request divides by.
+	AllRequests int64   `json:"requests_all"`
+	Seconds     float64 `json:"seconds"`
+	ReqPerSec   float64 `json:"req_per_s"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
 }
 
 // SSEResult is one SSE delivery run: the delay from the publisher's Send
 // to the client's parser returning the event.
 type SSEResult struct {
-	Streams int     `json:"streams"`
-	Events  int64   `json:"events"` // events received and checked, all streams
-	Rounds  int64   `json:"rounds"` // publisher rounds (one event per stream each)
-	Seconds float64 `json:"seconds"`
-	P50Ms   float64 `json:"p50_ms"`
-	P99Ms   float64 `json:"p99_ms"`
-	MaxMs   float64 `json:"max_ms"`
-	DrainMs float64 `json:"drain_ms"` // from the last send to the last event received
+	Streams    int     `json:"streams"`
+	IntervalMs float64 `json:"interval_ms"` // the publisher's period
+	Events     int64   `json:"events"`      // events received and checked, all streams
+	Rounds     int64   `json:"rounds"`      // publisher rounds (one event per stream each)
+	Seconds    float64 `json:"seconds"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	DrainMs    float64 `json:"drain_ms"` // from the last send to the last event received
 }
 
 // MemoryResult is the resident memory of the target's processes before and
@@ -228,6 +262,9 @@ type MemoryResult struct {
 	BeforeKB    int64   `json:"before_kb"`
 	AfterKB     int64   `json:"after_kb"`
 	PerStreamKB float64 `json:"per_stream_kb"`
+	// ByRole is PerStreamKB split into the edge's and the agent's shares
+	// (none for nginx).
+	ByRole Split `json:"per_stream_kb_by_role"`
 	// ByProcess splits the figures by process.
 	ByProcess []ProcessMemory `json:"by_process"`
 }
@@ -235,6 +272,7 @@ type MemoryResult struct {
 // ProcessMemory is one process's part of a MemoryResult.
 type ProcessMemory struct {
 	Name        string  `json:"name"`
+	Role        string  `json:"role,omitempty"` // "edge", "agent" or none
 	PID         int     `json:"pid"`
 	BeforeKB    int64   `json:"before_kb"`
 	AfterKB     int64   `json:"after_kb"`
@@ -254,8 +292,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Config: ConfigSummary{
 			SizeBytes: cfg.Size, Clients: cfg.Clients, DurationS: cfg.Duration.Seconds(),
 			SSEStreams: cfg.SSEStreams, SSEDurationS: cfg.SSEDuration.Seconds(),
-			SSEIntervalMs: float64(cfg.SSEInterval) / 1e6,
-			MemStreams:    cfg.MemStreams, MemSettleS: cfg.MemSettle.Seconds(),
+			SSEIntervalMs:      float64(cfg.SSEInterval) / 1e6,
+			SSEPacedIntervalMs: float64(cfg.SSEPacedInterval) / 1e6, SSEPacedDurationS: cfg.SSEPacedDuration.Seconds(),
+			MemStreams: cfg.MemStreams, MemSettleS: cfg.MemSettle.Seconds(),
 		},
 		Skipped: map[string]string{},
 	}
@@ -274,9 +313,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		if name == "nginx" && cfg.NginxBin == "" {
-			rep.Skipped["nginx"] = "no nginx binary found (install nginx, or pass its path)"
-			b.logf("nginx: skipped: no nginx binary found")
+		if why := skipReason(cfg, name); why != "" {
+			rep.Skipped[name] = why
+			b.logf("%s: skipped: %s", name, why)
 			continue
 		}
 		res := b.runTarget(ctx, name)
@@ -296,6 +335,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, fmt.Errorf("benchmark failed: %s", strings.Join(failed, "; "))
 	}
 	return rep, nil
+}
+
+// skipReason says why a target of cfg cannot run, or "".
+func skipReason(cfg Config, name string) string {
+	switch {
+	case name == "nginx" && cfg.NginxBin == "":
+		return "no nginx binary found (install nginx, or pass its path)"
+	case name == "frp-tcp" && cfg.FrpDir == "":
+		return "no frps/frpc given (--frp DIR or $SLUICE_BENCH_FRP)"
+	case name == "chisel" && cfg.ChiselDir == "":
+		return "no chisel given (--chisel DIR or $SLUICE_BENCH_CHISEL)"
+	}
+	return ""
 }
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit and checks
@@ -361,6 +413,8 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		// many-stream runs into 503s: size it for the run.
 		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
 		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
+	case "frp-tcp", "chisel":
+		t, err = startTCPTunnel(ctx, b.cfg, name, b.up.port)
 	}
 	if err != nil {
 		res.Error = err.Error()
@@ -400,36 +454,123 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		b.logf("%s: memory: %s", name, res.MemoryNote)
 	}
 
+	// The CPU time of the target's processes over a phase, per unit of
+	// work (none for direct, whose upstream shares this process with the
+	// clients).
+	if t.measurable() {
+		res.CPU = &CPUResult{}
+	}
+	var meter *cpuMeter
+	startPhase := func() error {
+		if res.CPU == nil {
+			return nil
+		}
+		procs, err := t.procs()
+		if err == nil {
+			meter, err = startCPU(procs)
+		}
+		return err
+	}
+	endPhase := func(per float64) (*Split, error) {
+		if res.CPU == nil {
+			return nil, nil
+		}
+		procs, err := t.procs()
+		if err != nil {
+			return nil, err
+		}
+		used, err := meter.used(procs)
+		if err != nil {
+			return nil, err
+		}
+		s := splitByRole(procs, used, per)
+		return &s, nil
+	}
+	gib := func(n int64) float64 { return float64(n) / (1 << 30) }
+
+	if err := startPhase(); err != nil {
+		return fail("download", err)
+	}
 	if res.Download, err = b.download(ctx, c); err != nil {
 		return fail("download", err)
 	}
-	b.logf("%s: download: %s in %.2f s: %.0f MB/s", name, byteSize(res.Download.Bytes), res.Download.Seconds, res.Download.MBps)
+	if res.CPU != nil {
+		if res.CPU.DownloadSPerGiB, err = endPhase(gib(res.Download.Bytes)); err != nil {
+			return fail("download", err)
+		}
+	}
+	b.logf("%s: download: %s in %.2f s: %.0f MB/s%s", name, byteSize(res.Download.Bytes), res.Download.Seconds, res.Download.MBps,
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.DownloadSPerGiB }, "%.2f CPU s/GiB"))
+	if err := startPhase(); err != nil {
+		return fail("upload", err)
+	}
 	if res.Upload, err = b.upload(ctx, c); err != nil {
 		return fail("upload", err)
 	}
-	b.logf("%s: upload: %s in %.2f s: %.0f MB/s", name, byteSize(res.Upload.Bytes), res.Upload.Seconds, res.Upload.MBps)
+	if res.CPU != nil {
+		if res.CPU.UploadSPerGiB, err = endPhase(gib(res.Upload.Bytes)); err != nil {
+			return fail("upload", err)
+		}
+	}
+	b.logf("%s: upload: %s in %.2f s: %.0f MB/s%s", name, byteSize(res.Upload.Bytes), res.Upload.Seconds, res.Upload.MBps,
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.UploadSPerGiB }, "%.2f CPU s/GiB"))
+	if err := startPhase(); err != nil {
+		return fail("small requests", err)
+	}
 	if res.Small, err = b.small(ctx, c); err != nil {
 		return fail("small requests", err)
 	}
-	b.logf("%s: small: %d clients, %d requests in %.1f s: %.0f req/s, p50 %s ms, p99 %s ms",
-		name, res.Small.Clients, res.Small.Requests, res.Small.Seconds, res.Small.ReqPerSec, ms(res.Small.P50Ms), ms(res.Small.P99Ms))
-	if res.SSEOne, err = b.sse(ctx, c, 1); err != nil {
+	if res.CPU != nil {
+		if res.CPU.SmallUsPerReq, err = endPhase(float64(res.Small.AllRequests) / 1e6); err != nil {
+			return fail("small requests", err)
+		}
+	}
+	b.logf("%s: small: %d clients, %d requests in %.1f s: %.0f req/s, p50 %s ms, p99 %s ms%s",
+		name, res.Small.Clients, res.Small.Requests, res.Small.Seconds, res.Small.ReqPerSec, ms(res.Small.P50Ms), ms(res.Small.P99Ms),
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.SmallUsPerReq }, "%.0f CPU µs/request"))
+	if res.SSEOne, err = b.sse(ctx, c, 1, b.cfg.SSEInterval, b.cfg.SSEDuration); err != nil {
 		return fail("SSE, 1 stream", err)
 	}
 	b.logSSE(name, res.SSEOne)
-	if res.SSEMany, err = b.sse(ctx, c, b.cfg.SSEStreams); err != nil {
+	if res.SSEMany, err = b.sse(ctx, c, b.cfg.SSEStreams, b.cfg.SSEInterval, b.cfg.SSEDuration); err != nil {
 		return fail(fmt.Sprintf("SSE, %d streams", b.cfg.SSEStreams), err)
 	}
 	b.logSSE(name, res.SSEMany)
+	if b.cfg.SSEPacedInterval > 0 {
+		if res.SSEPaced, err = b.sse(ctx, c, b.cfg.SSEStreams, b.cfg.SSEPacedInterval, b.cfg.SSEPacedDuration); err != nil {
+			return fail(fmt.Sprintf("SSE, %d streams %s", b.cfg.SSEStreams, perStream(b.cfg.SSEPacedInterval)), err)
+		}
+		b.logSSE(name, res.SSEPaced)
+	}
 	if err := t.alive(); err != nil {
 		return fail("after the run", err)
 	}
 	return res
 }
 
+// cpuLog is a phase's CPU figures for the progress log: the total, the
+// edge's and the agent's, formatted with format; "" without them.
+func cpuLog(c *CPUResult, which func(*CPUResult) *Split, format string) string {
+	if c == nil || which(c) == nil {
+		return ""
+	}
+	s := which(c)
+	out := "; " + fmt.Sprintf(format, s.Total)
+	if s.Edge != nil && s.Agent != nil {
+		out += fmt.Sprintf(" (edge %s, agent %s)", fmt.Sprintf(format, *s.Edge), fmt.Sprintf(format, *s.Agent))
+	}
+	return out
+}
+
+// perStream names an SSE publisher's rate per stream, such as "× 1/s"
+// for an interval of a second.
+func perStream(interval time.Duration) string {
+	return "× " + strconv.FormatFloat(float64(time.Second)/float64(interval), 'g', 3, 64) + "/s"
+}
+
 func (b *bench) logSSE(name string, r *SSEResult) {
-	b.logf("%s: SSE %d stream(s): %d events in %d rounds, delay p50 %s ms, p99 %s ms, max %s ms (drained %s ms after the last send)",
-		name, r.Streams, r.Events, r.Rounds, ms(r.P50Ms), ms(r.P99Ms), ms(r.MaxMs), ms(r.DrainMs))
+	b.logf("%s: SSE %d stream(s) %s: %d events in %d rounds, delay p50 %s ms, p99 %s ms, max %s ms (drained %s ms after the last send)",
+		name, r.Streams, perStream(time.Duration(r.IntervalMs*1e6)), r.Events, r.Rounds, ms(r.P50Ms), ms(r.P99Ms), ms(r.MaxMs), ms(r.DrainMs))
 }
 
 // nginxVersion returns what "nginx -v" says, or "".

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -28,11 +29,14 @@ func TestSmoke(t *testing.T) {
 		SSEStreams:  20,
 		SSEDuration: 300 * time.Millisecond,
 		SSEInterval: 20 * time.Millisecond,
-		MemStreams:  50,
-		MemSettle:   100 * time.Millisecond,
-		Targets:     []string{"direct", "relays", "sluice-v2"},
-		SluiceBin:   bin,
-		RelayCmd:    []string{benchBin, "relay"},
+		// 20 streams × 10 events/s.
+		SSEPacedInterval: 100 * time.Millisecond,
+		SSEPacedDuration: 300 * time.Millisecond,
+		MemStreams:       50,
+		MemSettle:        100 * time.Millisecond,
+		Targets:          []string{"direct", "relays", "sluice-v2"},
+		SluiceBin:        bin,
+		RelayCmd:         []string{benchBin, "relay"},
 	}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
@@ -55,26 +59,33 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s %s: %+v", r.Name, what, tr)
 			}
 		}
-		if s := r.Small; s == nil || s.Requests <= 0 || !(s.ReqPerSec > 0) || !(s.P50Ms > 0) || s.P99Ms < s.P50Ms || s.Clients != cfg.Clients {
+		if s := r.Small; s == nil || s.Requests <= 0 || s.AllRequests < s.Requests || !(s.ReqPerSec > 0) || !(s.P50Ms > 0) || s.P99Ms < s.P50Ms || s.Clients != cfg.Clients {
 			t.Errorf("%s small: %+v", r.Name, s)
 		}
 		for _, c := range []struct {
-			got     *SSEResult
-			streams int
-		}{{r.SSEOne, 1}, {r.SSEMany, cfg.SSEStreams}} {
+			got      *SSEResult
+			streams  int
+			interval time.Duration
+		}{{r.SSEOne, 1, cfg.SSEInterval}, {r.SSEMany, cfg.SSEStreams, cfg.SSEInterval}, {r.SSEPaced, cfg.SSEStreams, cfg.SSEPacedInterval}} {
 			s := c.got
-			if s == nil || s.Streams != c.streams || s.Rounds <= 0 || s.Events != s.Rounds*int64(c.streams) ||
+			if s == nil || s.Streams != c.streams || s.IntervalMs != durMs(c.interval) || s.Rounds <= 0 || s.Events != s.Rounds*int64(c.streams) ||
 				!(s.P50Ms > 0) || s.P99Ms < s.P50Ms || s.MaxMs < s.P99Ms {
-				t.Errorf("%s SSE %d streams: %+v", r.Name, c.streams, s)
+				t.Errorf("%s SSE %d streams every %v: %+v", r.Name, c.streams, c.interval, s)
 			}
 		}
 	}
-	if m := rep.Targets[0].Memory; m != nil {
-		t.Errorf("direct memory: %+v, want none", m)
+	if m, c := rep.Targets[0].Memory, rep.Targets[0].CPU; m != nil || c != nil {
+		t.Errorf("direct memory %+v, CPU %+v; want none", m, c)
 	}
 	for _, r := range rep.Targets[1:] {
-		if m := r.Memory; m == nil || m.Processes != 2 || m.Streams != cfg.MemStreams || m.BeforeKB <= 0 || !(m.PerStreamKB > 0) {
+		if m := r.Memory; m == nil || m.Processes != 2 || m.Streams != cfg.MemStreams || m.BeforeKB <= 0 || !(m.PerStreamKB > 0) ||
+			!splitOK(&m.ByRole, false) || m.ByRole.Total != m.PerStreamKB {
 			t.Errorf("%s memory: %+v", r.Name, m)
+		}
+		// A few MiB move in less than a 10 ms tick of one process's CPU
+		// time: the bulk figures may be 0, the small requests' not.
+		if c := r.CPU; c == nil || !splitOK(c.DownloadSPerGiB, true) || !splitOK(c.UploadSPerGiB, true) || !splitOK(c.SmallUsPerReq, false) {
+			t.Errorf("%s CPU: %+v", r.Name, c)
 		}
 	}
 
@@ -82,7 +93,10 @@ func TestSmoke(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"download MB/s", "sluice", "×)", "SSE delay p99 ms, 20 streams", "n/a"} {
+	for _, want := range []string{"download MB/s", "sluice", "×)", "SSE delay p99 ms, 20 streams × 50/s", "SSE delay p99 ms, 20 streams × 10/s",
+		"CPU µs per small request, total", "CPU µs per small request, edge", "CPU µs per small request, agent",
+		"CPU s per GiB downloaded, total", "CPU s per GiB uploaded, agent",
+		"memory KB per idle stream (50), total", "memory KB per idle stream (50), edge", "n/a"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -96,6 +110,18 @@ func TestSmoke(t *testing.T) {
 
 	t.Run("grpc", func(t *testing.T) { grpcSmoke(t, bin, []string{"v1", "v2"}) })
 	t.Run("tcp", func(t *testing.T) { tcpSmoke(t, bin) })
+}
+
+// splitOK reports whether s has the edge's and the agent's shares and a
+// total that is their sum, all positive (or, with zero, not negative).
+func splitOK(s *Split, zero bool) bool {
+	if s == nil || s.Edge == nil || s.Agent == nil || math.Abs(*s.Edge+*s.Agent-s.Total) > 1e-9*math.Abs(s.Total) {
+		return false
+	}
+	if zero {
+		return *s.Edge >= 0 && *s.Agent >= 0
+	}
+	return *s.Edge > 0 && *s.Agent > 0
 }
 
 // buildCmd builds the main package at pkg into a temporary directory.
@@ -150,24 +176,40 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.validate(); err == nil {
 		t.Error("relays without a relay command accepted")
 	}
+	c.Targets = []string{"direct"}
+	c.SSEPacedInterval = -time.Second
+	if err := c.validate(); err == nil {
+		t.Error("a negative paced SSE interval accepted")
+	}
+	c.SSEPacedInterval, c.SSEPacedDuration = time.Second, 0
+	if err := c.validate(); err == nil {
+		t.Error("a paced SSE run of no duration accepted")
+	}
+	c.SSEPacedInterval = 0 // no paced run
+	if err := c.validate(); err != nil {
+		t.Errorf("no paced SSE run: %v", err)
+	}
 }
 
-// Without an nginx binary, the nginx target is skipped with a note, not
-// failed.
-func TestNginxSkippedWhenAbsent(t *testing.T) {
+// Without an nginx binary, or frp's or chisel's, their targets are
+// skipped with a note, not failed.
+func TestSkippedWhenAbsent(t *testing.T) {
 	cfg := QuickConfig()
-	cfg.Targets = []string{"nginx"}
+	cfg.Targets = []string{"nginx", "frp-tcp", "chisel"}
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Targets) != 0 || !strings.Contains(rep.Skipped["nginx"], "no nginx binary") {
+	if len(rep.Targets) != 0 || !strings.Contains(rep.Skipped["nginx"], "no nginx binary") ||
+		!strings.Contains(rep.Skipped["frp-tcp"], "--frp DIR") || !strings.Contains(rep.Skipped["chisel"], "--chisel DIR") {
 		t.Fatalf("report: %+v", rep)
 	}
 	var table strings.Builder
 	rep.WriteTable(&table)
-	if !strings.Contains(table.String(), "nginx: skipped") {
-		t.Fatalf("table:\n%s", table.String())
+	for _, want := range []string{"nginx: skipped", "frp-tcp: skipped", "chisel: skipped"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
 	}
 }
 

@@ -243,7 +243,7 @@ func holPhase(ctx context.Context, b *bench, hc *http.Client, c *client) (HOLPha
 	)
 	wg.Go(func() {
 		defer close(sseDone)
-		sseRes, sseErr = b.sse(ctx, c, 1)
+		sseRes, sseErr = b.sse(ctx, c, 1, b.cfg.SSEInterval, b.cfg.SSEDuration)
 	})
 	var gets []time.Duration
 	var getErr error

@@ -1,12 +1,10 @@
 package benchmark
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -183,9 +181,8 @@ func inspectRound(ctx context.Context, cfg InspectConfig, b *bench, on bool) (r 
 	}
 	r.DownloadMBps, r.SmallReqPerSec, r.SmallP50Ms, r.SmallP99Ms = d.MBps, s.ReqPerSec, s.P50Ms, s.P99Ms
 	r.AgentCPUMsPerMB = (cpu1 - cpu0) * 1e3 / (float64(d.Bytes) / 1e6)
-	// The small run's CPU includes its warm-up's requests: per request
-	// of the measured ones, a slight overcount, the same in both modes.
-	r.AgentCPUUsPerReq = (cpu2 - cpu1) * 1e6 / float64(s.Requests)
+	// The small run's CPU time is its warm-up's too: per request of all.
+	r.AgentCPUUsPerReq = (cpu2 - cpu1) * 1e6 / float64(s.AllRequests)
 	return r, t.alive()
 }
 
@@ -200,27 +197,6 @@ func medians(rounds []InspectRound, on bool) InspectFigures {
 		}
 	}
 	return InspectFigures{median(dl), median(rps), median(p50), median(p99), median(cpuMB), median(cpuReq)}
-}
-
-// cpuSeconds is the user and system CPU time pid has used, from
-// /proc/PID/stat (in clock ticks of 1/100 s, Linux's USER_HZ).
-func cpuSeconds(pid int) (float64, error) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("benchmark: CPU time of pid %d: %w", pid, err)
-	}
-	// pid (comm) state ppid ...: utime and stime are fields 14 and 15.
-	i := bytes.LastIndexByte(stat, ')')
-	f := strings.Fields(string(stat[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("benchmark: CPU time of pid %d: unexpected /proc stat %q", pid, stat)
-	}
-	utime, err1 := strconv.ParseFloat(f[11], 64)
-	stime, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("benchmark: CPU time of pid %d: unexpected /proc stat %q", pid, stat)
-	}
-	return (utime + stime) / 100, nil
 }
 
 func median(v []float64) float64 {

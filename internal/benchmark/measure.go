@@ -170,6 +170,7 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 	tr := newTransport(n, 0)
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
+	var all atomic.Int64 // every request answered, the warm-up's too
 	lat, secs, err := closedLoop(ctx, n, b.cfg.Duration, func() func(context.Context) error {
 		buf := make([]byte, len(smallBody)+1)
 		return func(ctx context.Context) error {
@@ -198,6 +199,7 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 			if err != nil {
 				return fmt.Errorf("GET /small: %w", err)
 			}
+			all.Add(1)
 			return nil
 		}
 	})
@@ -206,12 +208,13 @@ func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
 	}
 	sum := stats.Summarize(lat)
 	return &SmallResult{
-		Clients:   n,
-		Requests:  int64(sum.N),
-		Seconds:   secs,
-		ReqPerSec: float64(sum.N) / secs,
-		P50Ms:     durMs(sum.P50),
-		P99Ms:     durMs(sum.P99),
+		Clients:     n,
+		Requests:    int64(sum.N),
+		AllRequests: all.Load(),
+		Seconds:     secs,
+		ReqPerSec:   float64(sum.N) / secs,
+		P50Ms:       durMs(sum.P50),
+		P99Ms:       durMs(sum.P99),
 	}, nil
 }
 
@@ -311,9 +314,9 @@ const openTimeout = time.Minute
 
 // sse measures the delay of timestamped events on n concurrent streams:
 // all n streams are opened, then the publisher sends one event to each
-// every SSEInterval for SSEDuration, then an "end" event with the count.
-// Every stream must receive every event, in order.
-func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
+// every interval for dur, then an "end" event with the count. Every
+// stream must receive every event, in order.
+func (b *bench) sse(ctx context.Context, c *client, n int, interval, dur time.Duration) (*SSEResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -344,7 +347,7 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 				return
 			}
 			defer resp.Body.Close()
-			r.delays = make([]int64, 0, int(b.cfg.SSEDuration/b.cfg.SSEInterval)+8)
+			r.delays = make([]int64, 0, int(dur/interval)+8)
 			for {
 				ev, err := p.Next()
 				now := time.Now().UnixNano()
@@ -397,7 +400,7 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 	}
 
 	start := time.Now()
-	rounds, lastSend, err := b.up.pub.run(ctx, b.cfg.SSEInterval, b.cfg.SSEDuration)
+	rounds, lastSend, err := b.up.pub.run(ctx, interval, dur)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +410,7 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 		wg.Wait()
 		close(done)
 	}()
-	drainTimeout := time.Minute + b.cfg.SSEDuration
+	drainTimeout := time.Minute + dur
 	select {
 	case <-done:
 	case <-time.After(drainTimeout):
@@ -437,14 +440,15 @@ func (b *bench) sse(ctx context.Context, c *client, n int) (*SSEResult, error) {
 		b.note("after the SSE run with %d streams through %s, the clients had closed their streams but %v", n, c.base, err)
 	}
 	return &SSEResult{
-		Streams: n,
-		Events:  events,
-		Rounds:  rounds,
-		Seconds: published.Seconds(),
-		P50Ms:   nsMs(sum.P50),
-		P99Ms:   nsMs(sum.P99),
-		MaxMs:   nsMs(sum.Max),
-		DrainMs: max(0, nsMs(lastAt-lastSend.UnixNano())),
+		Streams:    n,
+		IntervalMs: durMs(interval),
+		Events:     events,
+		Rounds:     rounds,
+		Seconds:    published.Seconds(),
+		P50Ms:      nsMs(sum.P50),
+		P99Ms:      nsMs(sum.P99),
+		MaxMs:      nsMs(sum.Max),
+		DrainMs:    max(0, nsMs(lastAt-lastSend.UnixNano())),
 	}, nil
 }
 
@@ -457,7 +461,7 @@ func (b *bench) measureMemory(ctx context.Context, c *client, t target) (*Memory
 	if err != nil {
 		return nil, err
 	}
-	eachBefore, before, err := rssKB(procs)
+	eachBefore, _, err := rssKB(procs)
 	if err != nil {
 		return nil, err
 	}
@@ -525,7 +529,7 @@ func (b *bench) measureMemory(ctx context.Context, c *client, t target) (*Memory
 	if err != nil {
 		return nil, err
 	}
-	eachAfter, after, err := rssKB(procsAfter)
+	eachAfter, _, err := rssKB(procsAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -546,20 +550,27 @@ func (b *bench) measureMemory(ctx context.Context, c *client, t target) (*Memory
 	if err := waitCount(&b.up.idleOpen, 0, 10*time.Second); err != nil {
 		b.note("after closing %d idle streams through %s: %v", k, c.base, err)
 	}
-	m := &MemoryResult{
-		Streams:     k,
-		Processes:   len(procs),
-		BeforeKB:    before,
-		AfterKB:     after,
-		PerStreamKB: float64(after-before) / float64(k),
-	}
+	return newMemoryResult(procs, eachBefore, eachAfter, k), nil
+}
+
+// newMemoryResult is the memory of procs before (VmRSS in KB, each
+// process's) and after holding k streams or connections: the total, and
+// per stream the total and the edge's and the agent's shares.
+func newMemoryResult(procs []proc, before, after []int64, k int) *MemoryResult {
+	m := &MemoryResult{Streams: k, Processes: len(procs)}
+	grown := make([]float64, len(procs))
 	for i, p := range procs {
+		m.BeforeKB += before[i]
+		m.AfterKB += after[i]
+		grown[i] = float64(after[i] - before[i])
 		m.ByProcess = append(m.ByProcess, ProcessMemory{
-			Name: p.name, PID: p.pid, BeforeKB: eachBefore[i], AfterKB: eachAfter[i],
-			PerStreamKB: float64(eachAfter[i]-eachBefore[i]) / float64(k),
+			Name: p.name, Role: p.role, PID: p.pid, BeforeKB: before[i], AfterKB: after[i],
+			PerStreamKB: grown[i] / float64(k),
 		})
 	}
-	return m, nil
+	m.PerStreamKB = float64(m.AfterKB-m.BeforeKB) / float64(k)
+	m.ByRole = splitByRole(procs, grown, float64(k))
+	return m
 }
 
 func statusError(resp *http.Response) error {

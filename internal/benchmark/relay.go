@@ -85,16 +85,19 @@ func startRelays(ctx context.Context, cfg Config, upPort int) (target, error) {
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	t := &procTarget{base: "http://" + addr(p1)}
+	// Relay 1, which the clients reach, stands for an edge; relay 2, which
+	// connects to the upstream, for an agent.
 	for _, hop := range []struct {
-		name         string
+		name, role   string
 		listen, dest int
-	}{{"relay 2", p2, upPort}, {"relay 1", p1, p2}} {
+	}{{"relay 2", roleAgent, p2, upPort}, {"relay 1", roleEdge, p1, p2}} {
 		args := append(slices.Clone(cfg.RelayCmd[1:]), addr(hop.listen), addr(hop.dest))
 		c, err := startChild(hop.name, cfg.RelayCmd[0], args...)
 		if err != nil {
 			t.stop()
 			return nil, err
 		}
+		c.role = hop.role
 		t.children = append(t.children, c)
 	}
 	if err := waitReady(ctx, t, "/small", ""); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // ratioRow is one line of a table with a column per target: a figure of
@@ -65,8 +66,47 @@ func (r *Report) rows() []ratioRow[TargetResult] {
 	}
 	one := func(t *TargetResult) *SSEResult { return t.SSEOne }
 	many := func(t *TargetResult) *SSEResult { return t.SSEMany }
+	paced := func(t *TargetResult) *SSEResult { return t.SSEPaced }
+	events := func(which func(*TargetResult) *SSEResult) func(*TargetResult) (float64, bool) {
+		return func(t *TargetResult) (float64, bool) {
+			s := which(t)
+			if s == nil || s.Seconds <= 0 {
+				return 0, false
+			}
+			return float64(s.Events) / s.Seconds, true
+		}
+	}
+	// split gives the rows of a figure split by process: the total, the
+	// edge's share and the agent's.
+	split := func(label string, which func(*TargetResult) *Split, f func(float64) string) []ratioRow[TargetResult] {
+		part := func(p func(*Split) *float64) func(*TargetResult) (float64, bool) {
+			return func(t *TargetResult) (float64, bool) {
+				s := which(t)
+				if s == nil || p(s) == nil {
+					return 0, false
+				}
+				return *p(s), true
+			}
+		}
+		return []ratioRow[TargetResult]{
+			{label + ", total", part(func(s *Split) *float64 { return &s.Total }), f},
+			{label + ", edge", part(func(s *Split) *float64 { return s.Edge }), f},
+			{label + ", agent", part(func(s *Split) *float64 { return s.Agent }), f},
+		}
+	}
+	cpu := func(which func(*CPUResult) *Split) func(*TargetResult) *Split {
+		return func(t *TargetResult) *Split {
+			if t.CPU == nil {
+				return nil
+			}
+			return which(t.CPU)
+		}
+	}
+	cpuS := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	cpuUs := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	c := r.Config
-	return []ratioRow[TargetResult]{
+	manyLabel := fmt.Sprintf("%d streams %s", c.SSEStreams, perStream(time.Duration(c.SSEIntervalMs*1e6)))
+	rows := []ratioRow[TargetResult]{
 		{"download MB/s", func(t *TargetResult) (float64, bool) {
 			if t.Download == nil {
 				return 0, false
@@ -79,6 +119,10 @@ func (r *Report) rows() []ratioRow[TargetResult] {
 			}
 			return t.Upload.MBps, true
 		}, mbps},
+	}
+	rows = append(rows, split("CPU s per GiB downloaded", cpu(func(c *CPUResult) *Split { return c.DownloadSPerGiB }), cpuS)...)
+	rows = append(rows, split("CPU s per GiB uploaded", cpu(func(c *CPUResult) *Split { return c.UploadSPerGiB }), cpuS)...)
+	rows = append(rows, []ratioRow[TargetResult]{
 		{fmt.Sprintf("small req/s (%d clients)", c.Clients), func(t *TargetResult) (float64, bool) {
 			if t.Small == nil {
 				return 0, false
@@ -97,23 +141,29 @@ func (r *Report) rows() []ratioRow[TargetResult] {
 			}
 			return t.Small.P99Ms, true
 		}, ms},
+	}...)
+	rows = append(rows, split("CPU µs per small request", cpu(func(c *CPUResult) *Split { return c.SmallUsPerReq }), cpuUs)...)
+	rows = append(rows, []ratioRow[TargetResult]{
 		{"SSE delay p50 ms, 1 stream", sse(one, false), ms},
 		{"SSE delay p99 ms, 1 stream", sse(one, true), ms},
-		{fmt.Sprintf("SSE events/s delivered, %d streams", c.SSEStreams), func(t *TargetResult) (float64, bool) {
-			if t.SSEMany == nil || t.SSEMany.Seconds <= 0 {
-				return 0, false
-			}
-			return float64(t.SSEMany.Events) / t.SSEMany.Seconds, true
-		}, mbps},
-		{fmt.Sprintf("SSE delay p50 ms, %d streams", c.SSEStreams), sse(many, false), ms},
-		{fmt.Sprintf("SSE delay p99 ms, %d streams", c.SSEStreams), sse(many, true), ms},
-		{fmt.Sprintf("memory KB per idle stream (%d)", c.MemStreams), func(t *TargetResult) (float64, bool) {
-			if t.Memory == nil {
-				return 0, false
-			}
-			return t.Memory.PerStreamKB, true
-		}, kb},
+		{"SSE events/s delivered, " + manyLabel, events(many), mbps},
+		{"SSE delay p50 ms, " + manyLabel, sse(many, false), ms},
+		{"SSE delay p99 ms, " + manyLabel, sse(many, true), ms},
+	}...)
+	if c.SSEPacedIntervalMs > 0 {
+		pacedLabel := fmt.Sprintf("%d streams %s", c.SSEStreams, perStream(time.Duration(c.SSEPacedIntervalMs*1e6)))
+		rows = append(rows, []ratioRow[TargetResult]{
+			{"SSE events/s delivered, " + pacedLabel, events(paced), mbps},
+			{"SSE delay p50 ms, " + pacedLabel, sse(paced, false), ms},
+			{"SSE delay p99 ms, " + pacedLabel, sse(paced, true), ms},
+		}...)
 	}
+	return append(rows, split(fmt.Sprintf("memory KB per idle stream (%d)", c.MemStreams), func(t *TargetResult) *Split {
+		if t.Memory == nil {
+			return nil
+		}
+		return &t.Memory.ByRole
+	}, kb)...)
 }
 
 // WriteTable writes the figures as a table, one row per figure and one
@@ -126,8 +176,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(&b, ", nginx %s", r.Env.NginxVersion)
 	}
 	c := r.Config
-	fmt.Fprintf(&b, "\n%s down and up; %d clients for %gs; SSE every %gms for %gs; %d idle streams held %gs\n\n",
-		byteSize(c.SizeBytes), c.Clients, c.DurationS, c.SSEIntervalMs, c.SSEDurationS, c.MemStreams, c.MemSettleS)
+	fmt.Fprintf(&b, "\n%s down and up; %d clients for %gs; SSE every %gms for %gs", byteSize(c.SizeBytes), c.Clients, c.DurationS, c.SSEIntervalMs, c.SSEDurationS)
+	if c.SSEPacedIntervalMs > 0 {
+		fmt.Fprintf(&b, " and every %gms for %gs", c.SSEPacedIntervalMs, c.SSEPacedDurationS)
+	}
+	fmt.Fprintf(&b, "; %d idle streams held %gs\n\n", c.MemStreams, c.MemSettleS)
 
 	var direct *TargetResult
 	for i := range r.Targets {
@@ -137,21 +190,26 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	writeRatioTable(&b, r.Targets, func(t *TargetResult) string { return t.Name }, direct, r.rows(),
 		func(t *TargetResult, label string) string {
+			perProcess := strings.HasPrefix(label, "memory") || strings.HasPrefix(label, "CPU")
+			split := strings.HasSuffix(label, ", edge") || strings.HasSuffix(label, ", agent")
 			switch {
-			case t.Name == "direct" && strings.HasPrefix(label, "memory"):
+			case t.Name == "direct" && perProcess:
 				return "n/a"
 			case t.Error != "":
 				return "failed"
+			case t.Name == "nginx" && split:
+				return "n/a"
 			default:
 				return "-"
 			}
 		})
 
-	b.WriteString("\n(×: the figure over direct's. Higher is better for MB/s and req/s, lower for ms and KB.)\n")
-	if direct != nil {
-		b.WriteString("memory: direct is n/a: the upstream runs inside the benchmark process. " +
-			"sluice counts the edge and the agent processes, relays both relays, nginx the master and its workers (VmRSS).\n")
-	}
+	b.WriteString("\n(×: the figure over direct's. Higher is better for MB/s and req/s, lower for ms, KB and CPU.)\n")
+	b.WriteString("memory and CPU: the target's processes: sluice's edge and agent, the two relays, frps and frpc, chisel's server and client, " +
+		"nginx's master and workers (no edge or agent: n/a); direct is n/a, the upstream runs inside the benchmark process. " +
+		"Edge is the process the clients connect to (relays: relay 1), agent the one that connects to the upstream. " +
+		"Memory is VmRSS; CPU is user + system time from /proc/PID/stat (10 ms ticks) over the whole phase, " +
+		"per GiB moved or per request answered (warm-up included).\n")
 	for _, name := range slices.Sorted(maps.Keys(r.Skipped)) {
 		fmt.Fprintf(&b, "%s: skipped: %s\n", name, r.Skipped[name])
 	}

@@ -73,6 +73,7 @@ func (t *procTarget) measurable() bool { return true }
 type proc struct {
 	pid  int
 	name string
+	role string // roleEdge, roleAgent or ""
 }
 
 func (t *procTarget) procs() ([]proc, error) {
@@ -81,14 +82,14 @@ func (t *procTarget) procs() ([]proc, error) {
 		if err := c.alive(); err != nil {
 			return nil, err
 		}
-		procs = append(procs, proc{c.cmd.Process.Pid, c.name})
+		procs = append(procs, proc{c.cmd.Process.Pid, c.name, c.role})
 		if t.withChildren {
 			kids, err := childPIDs(c.cmd.Process.Pid)
 			if err != nil {
 				return nil, err
 			}
 			for _, k := range kids {
-				procs = append(procs, proc{k, t.childLabel})
+				procs = append(procs, proc{k, t.childLabel, c.role})
 			}
 		}
 	}
@@ -178,6 +179,7 @@ func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStrea
 	if err != nil {
 		return nil, err
 	}
+	edge.role = roleEdge
 	t.children = append(t.children, edge)
 	// The agent starts once the edge answers, so that it connects at once
 	// rather than after a backoff.
@@ -191,6 +193,7 @@ func startSluiceTo(ctx context.Context, bin, upstream, protocol string, maxStrea
 		t.stop()
 		return nil, err
 	}
+	agent.role = roleAgent
 	t.children = append(t.children, agent)
 	if readyPath == "" {
 		return t, nil
@@ -351,6 +354,7 @@ func freePort() (int, error) {
 // child is a child process whose output is kept.
 type child struct {
 	name    string
+	role    string // in the figures split by process: roleEdge, roleAgent or ""
 	cmd     *exec.Cmd
 	out     *tailBuffer    // standard output and error, or only error with stdout set
 	stdout  *tailBuffer    // standard output, if kept apart

@@ -631,7 +631,7 @@ func tcpMemory(ctx context.Context, addr string, cfg TCPConfig, up *tcpUpstream,
 	if err != nil {
 		return nil, err
 	}
-	eachBefore, before, err := rssKB(procs)
+	eachBefore, _, err := rssKB(procs)
 	if err != nil {
 		return nil, err
 	}
@@ -666,7 +666,7 @@ func tcpMemory(ctx context.Context, addr string, cfg TCPConfig, up *tcpUpstream,
 	if err != nil {
 		return nil, err
 	}
-	eachAfter, after, err := rssKB(procsAfter)
+	eachAfter, _, err := rssKB(procsAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -676,20 +676,7 @@ func tcpMemory(ctx context.Context, addr string, cfg TCPConfig, up *tcpUpstream,
 	if !slices.Equal(procs, procsAfter) {
 		return nil, fmt.Errorf("the processes changed while the connections were held: %v before, %v after", procs, procsAfter)
 	}
-	m := &MemoryResult{
-		Streams:     k,
-		Processes:   len(procs),
-		BeforeKB:    before,
-		AfterKB:     after,
-		PerStreamKB: float64(after-before) / float64(k),
-	}
-	for i, p := range procs {
-		m.ByProcess = append(m.ByProcess, ProcessMemory{
-			Name: p.name, PID: p.pid, BeforeKB: eachBefore[i], AfterKB: eachAfter[i],
-			PerStreamKB: float64(eachAfter[i]-eachBefore[i]) / float64(k),
-		})
-	}
-	return m, nil
+	return newMemoryResult(procs, eachBefore, eachAfter, k), nil
 }
 
 // WriteTable prints the report as a table with a column per target, each

@@ -42,6 +42,7 @@ func startSluiceTCP(ctx context.Context, bin, upAddr, protocol string) (*procTar
 	if err != nil {
 		return nil, "", err
 	}
+	edge.role = roleEdge
 	t.children = append(t.children, edge)
 	if err := waitReady(ctx, t, "/healthz", ""); err != nil {
 		t.stop()
@@ -53,6 +54,7 @@ func startSluiceTCP(ctx context.Context, bin, upAddr, protocol string) (*procTar
 		t.stop()
 		return nil, "", err
 	}
+	agent.role = roleAgent
 	t.children = append(t.children, agent)
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -129,9 +131,9 @@ func startFrp(ctx context.Context, dir, upAddr string) (*procTarget, string, err
 		"{{remoteport}}", strconv.Itoa(remotePort),
 	)
 	t := &procTarget{cleanup: func() { os.RemoveAll(tmp) }}
-	for _, p := range []struct{ bin, conf, text string }{
-		{"frps", "frps.toml", frpsConf},
-		{"frpc", "frpc.toml", frpcConf},
+	for _, p := range []struct{ bin, conf, text, role string }{
+		{"frps", "frps.toml", frpsConf, roleEdge},
+		{"frpc", "frpc.toml", frpcConf, roleAgent},
 	} {
 		conf := filepath.Join(tmp, p.conf)
 		if err := os.WriteFile(conf, []byte(r.Replace(p.text)), 0o600); err != nil {
@@ -143,6 +145,7 @@ func startFrp(ctx context.Context, dir, upAddr string) (*procTarget, string, err
 			t.stop()
 			return nil, "", err
 		}
+		c.role = p.role
 		t.children = append(t.children, c)
 		if p.bin == "frps" {
 			if err := waitListening(ctx, t, "127.0.0.1:"+strconv.Itoa(bindPort)); err != nil {
@@ -177,6 +180,7 @@ func startChisel(ctx context.Context, dir, upAddr string) (*procTarget, string, 
 	if err != nil {
 		return nil, "", err
 	}
+	s.role = roleEdge
 	t.children = append(t.children, s)
 	if err := waitListening(ctx, t, server); err != nil {
 		t.stop()
@@ -188,6 +192,7 @@ func startChisel(ctx context.Context, dir, upAddr string) (*procTarget, string, 
 		t.stop()
 		return nil, "", err
 	}
+	c.role = roleAgent
 	t.children = append(t.children, c)
 	return t, "127.0.0.1:" + strconv.Itoa(remotePort), nil
 }
@@ -213,4 +218,33 @@ func waitListening(ctx context.Context, t *procTarget, addr string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startTCPTunnel starts frp's TCP mode ("frp-tcp") or chisel as a target
+// of the comparative run: a TCP tunnel to the HTTP upstream on upPort,
+// which the clients reach as they reach the relays, and waits until it
+// proxies.
+func startTCPTunnel(ctx context.Context, cfg Config, name string, upPort int) (target, error) {
+	upAddr := "127.0.0.1:" + strconv.Itoa(upPort)
+	var t *procTarget
+	var addr string
+	var err error
+	switch name {
+	case "frp-tcp":
+		t, addr, err = startFrp(ctx, cfg.FrpDir, upAddr)
+	case "chisel":
+		t, addr, err = startChisel(ctx, cfg.ChiselDir, upAddr)
+	default:
+		return nil, fmt.Errorf("benchmark: %q is not a TCP tunnel", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.base = "http://" + addr
+	if err := waitReady(ctx, t, "/small", ""); err != nil {
+		out := t.output()
+		t.stop()
+		return nil, fmt.Errorf("the %s tunnel did not come up: %w\n%s", name, err, out)
+	}
+	return t, nil
 }

@@ -18,15 +18,23 @@ const compareHelp = `Usage: go run ./bench/cmd/bench [flags]
 Measures sluice on loopback against the upstream it fronts ("direct") and
 against nginx as a streaming reverse proxy, in one run: download and upload
 throughput, small requests per second with latency, Server-Sent Events
-delivery delay with one and with many streams, and memory per held stream.
+delivery delay with one and with many streams (at --sse-interval, which
+overloads two cores, and at --sse-paced-interval, which they carry), memory
+per held stream, and the CPU time of the target's processes per GiB
+downloaded and uploaded and per small request (from /proc/PID/stat), with
+memory and CPU split between the edge and the agent.
 The upstream is a Go server inside this process; sluice runs as an edge and
 an agent, two child processes of the sluice binary, once with protocol v1
 and once with v2; nginx, if found, runs as a child process on a temporary
 configuration. "relays" is two bare TCP relays in a chain (child processes
 of this binary, "bench relay LISTEN TARGET"): what any tunnel with an
 edge process and an agent process costs at least on this machine, since
-every byte crosses three connections instead of one. Every figure is
-checked (byte counts, event counts) and a failure ends with exit status 1.
+every byte crosses three connections instead of one. frp's TCP mode
+("frp-tcp": frps and frpc, --frp DIR or $SLUICE_BENCH_FRP) and chisel
+(--chisel DIR or $SLUICE_BENCH_CHISEL) join the run as TCP tunnels to the
+upstream when their binaries are given; they are never fetched. Every
+figure is checked (byte counts, event counts) and a failure ends with exit
+status 1.
 
   go run ./bench/cmd/bench             the full run, a few minutes
   go run ./bench/cmd/bench --quick     a smoke run of a few seconds per target
@@ -52,12 +60,16 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sseStreams := fs.Int("sse-streams", def.SSEStreams, "concurrent streams of the many-stream SSE run")
 	sseDuration := fs.Duration("sse-duration", def.SSEDuration, "how long events are published in each SSE run")
 	sseInterval := fs.Duration("sse-interval", def.SSEInterval, "time between two events of every stream")
+	ssePacedInterval := fs.Duration("sse-paced-interval", def.SSEPacedInterval, "time between two events of every stream in the paced many-stream SSE run (0: no such run)")
+	ssePacedDuration := fs.Duration("sse-paced-duration", def.SSEPacedDuration, "how long events are published in the paced many-stream SSE run")
 	memStreams := fs.Int("mem-streams", def.MemStreams, "idle SSE streams held for the memory measurement")
 	settle := fs.Duration("settle", def.MemSettle, "how long the idle streams are held before memory is read")
-	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, relays, nginx, sluice-v1, sluice-v2 (sluice: both)")
+	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, relays, nginx, sluice-v1, sluice-v2 (sluice: both), frp-tcp, chisel")
 	nginx := fs.String("nginx", "auto", `nginx binary: "auto" looks in PATH and /usr/sbin, "off" skips nginx`)
+	frp := fs.String("frp", os.Getenv("SLUICE_BENCH_FRP"), "directory holding frps and frpc, for the frp-tcp target (default $SLUICE_BENCH_FRP; none: skipped)")
+	chisel := fs.String("chisel", os.Getenv("SLUICE_BENCH_CHISEL"), "directory holding chisel, for the chisel target (default $SLUICE_BENCH_CHISEL; none: skipped)")
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
-	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs (flags given override)")
+	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs, paced SSE every 250 ms (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
 	pos, err := cli.Parse(fs, args)
@@ -91,6 +103,10 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.SSEDuration = *sseDuration
 		case "sse-interval":
 			cfg.SSEInterval = *sseInterval
+		case "sse-paced-interval":
+			cfg.SSEPacedInterval = *ssePacedInterval
+		case "sse-paced-duration":
+			cfg.SSEPacedDuration = *ssePacedDuration
 		case "mem-streams":
 			cfg.MemStreams = *memStreams
 		case "settle":
@@ -104,16 +120,19 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, t := range strings.Split(*targets, ",") {
 		switch t = strings.TrimSpace(t); t {
 		case "":
-		case "direct", "relays", "nginx", "sluice-v1", "sluice-v2":
+		case "direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel":
 			cfg.Targets = append(cfg.Targets, t)
 		case "sluice":
 			cfg.Targets = append(cfg.Targets, "sluice-v1", "sluice-v2")
 		case "v1", "v2":
 			cfg.Targets = append(cfg.Targets, "sluice-"+t)
+		case "frp":
+			cfg.Targets = append(cfg.Targets, "frp-tcp")
 		default:
-			return cli.Usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both)", t)
+			return cli.Usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both, frp-tcp, chisel)", t)
 		}
 	}
+	cfg.FrpDir, cfg.ChiselDir = *frp, *chisel
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
 	if has("sluice-v1") || has("sluice-v2") {
 		bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
