@@ -1,8 +1,8 @@
 // Package benchmark measures sluice against the upstream it fronts and
 // against nginx as a reverse proxy, on loopback, in one run (Run): bulk
 // download and upload throughput, small-request rate and latency,
-// Server-Sent Events delivery delay with one and with many streams, and
-// memory per held stream. Scale holds 10,000 streams through one tunnel,
+// Server-Sent Events delivery delay with one and with many streams, memory
+// per held stream, and CPU time per GiB and per small request. Scale holds 10,000 streams through one tunnel,
 // HeadOfLine measures a client's latency beside a stalled stream, and GRPC
 // gRPC unary calls and server streaming to an h2c server, directly and
 // through sluice. It is what the bench command (bench/cmd/bench) runs; the
@@ -15,7 +15,10 @@
 // the floor of any two-process tunnel on the machine), "nginx" (a
 // child nginx configured as a streaming reverse proxy), "sluice-v1" and
 // "sluice-v2" (an edge and an agent, each a child process of the given
-// sluice binary). Every
+// sluice binary), and "frp-tcp" and "chisel" (frp's TCP mode and chisel,
+// TCP tunnels to the upstream, when their binaries are given). Beside the
+// rates, Run reads the CPU time and the memory of each target's processes,
+// split between the edge and the agent. Every
 // measurement checks what it measured (byte counts, event counts and
 // sequence numbers) and fails with an error when something does not add up.
 package benchmark
@@ -500,7 +503,7 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		}
 	}
 	b.logf("%s: download: %s in %.2f s: %.0f MB/s%s", name, byteSize(res.Download.Bytes), res.Download.Seconds, res.Download.MBps,
-		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.DownloadSPerGiB }, "%.2f CPU s/GiB"))
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.DownloadSPerGiB }, "%.2f", "CPU s/GiB"))
 	if err := startPhase(); err != nil {
 		return fail("upload", err)
 	}
@@ -513,7 +516,7 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 		}
 	}
 	b.logf("%s: upload: %s in %.2f s: %.0f MB/s%s", name, byteSize(res.Upload.Bytes), res.Upload.Seconds, res.Upload.MBps,
-		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.UploadSPerGiB }, "%.2f CPU s/GiB"))
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.UploadSPerGiB }, "%.2f", "CPU s/GiB"))
 	if err := startPhase(); err != nil {
 		return fail("small requests", err)
 	}
@@ -527,7 +530,7 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 	}
 	b.logf("%s: small: %d clients, %d requests in %.1f s: %.0f req/s, p50 %s ms, p99 %s ms%s",
 		name, res.Small.Clients, res.Small.Requests, res.Small.Seconds, res.Small.ReqPerSec, ms(res.Small.P50Ms), ms(res.Small.P99Ms),
-		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.SmallUsPerReq }, "%.0f CPU µs/request"))
+		cpuLog(res.CPU, func(c *CPUResult) *Split { return c.SmallUsPerReq }, "%.0f", "CPU µs/request"))
 	if res.SSEOne, err = b.sse(ctx, c, 1, b.cfg.SSEInterval, b.cfg.SSEDuration); err != nil {
 		return fail("SSE, 1 stream", err)
 	}
@@ -549,15 +552,16 @@ func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
 }
 
 // cpuLog is a phase's CPU figures for the progress log: the total, the
-// edge's and the agent's, formatted with format; "" without them.
-func cpuLog(c *CPUResult, which func(*CPUResult) *Split, format string) string {
+// edge's and the agent's, each formatted with format, then unit; ""
+// without them.
+func cpuLog(c *CPUResult, which func(*CPUResult) *Split, format, unit string) string {
 	if c == nil || which(c) == nil {
 		return ""
 	}
 	s := which(c)
-	out := "; " + fmt.Sprintf(format, s.Total)
+	out := "; " + fmt.Sprintf(format, s.Total) + " " + unit
 	if s.Edge != nil && s.Agent != nil {
-		out += fmt.Sprintf(" (edge %s, agent %s)", fmt.Sprintf(format, *s.Edge), fmt.Sprintf(format, *s.Agent))
+		out += " (edge " + fmt.Sprintf(format, *s.Edge) + ", agent " + fmt.Sprintf(format, *s.Agent) + ")"
 	}
 	return out
 }

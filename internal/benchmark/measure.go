@@ -568,8 +568,8 @@ func newMemoryResult(procs []proc, before, after []int64, k int) *MemoryResult {
 			PerStreamKB: grown[i] / float64(k),
 		})
 	}
-	m.PerStreamKB = float64(m.AfterKB-m.BeforeKB) / float64(k)
 	m.ByRole = splitByRole(procs, grown, float64(k))
+	m.PerStreamKB = m.ByRole.Total
 	return m
 }
 

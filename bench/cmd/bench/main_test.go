@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"github.com/sluicehq/sluice/internal/cli"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sluicehq/sluice/internal/benchmark"
+	"github.com/sluicehq/sluice/internal/cli"
 	"go.uber.org/goleak"
 )
 
@@ -87,5 +92,63 @@ func TestExitCode(t *testing.T) {
 	}
 	if c := cli.ExitCode(errors.New("x"), false); c != 1 {
 		t.Errorf("error: %d", c)
+	}
+}
+
+// A --quick run of the command, as a user runs it, through the relays and
+// sluice v2: the figures by process (CPU per GiB and per small request,
+// memory per held stream, each for the edge and the agent) and the paced
+// many-stream SSE run are there and positive.
+func TestQuickRun(t *testing.T) {
+	dir := t.TempDir()
+	bench := filepath.Join(dir, "bench")
+	if out, err := exec.Command("go", "build", "-o", bench, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building the bench command: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bench, "--quick", "--json", "--targets", "relays,sluice-v2", "--nginx", "off")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench --quick: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var rep benchmark.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	quick := benchmark.QuickConfig()
+	if len(rep.Targets) != 2 {
+		t.Fatalf("targets: %+v", rep.Targets)
+	}
+	positive := func(p *float64) bool { return p != nil && *p > 0 }
+	for _, r := range rep.Targets {
+		if r.Error != "" {
+			t.Errorf("%s: %s", r.Name, r.Error)
+			continue
+		}
+		if r.CPU == nil {
+			t.Errorf("%s: no CPU figures", r.Name)
+			continue
+		}
+		// 32 MiB is a few 10 ms ticks of CPU time: the bulk totals are
+		// positive, their shares there.
+		for what, s := range map[string]*benchmark.Split{"download": r.CPU.DownloadSPerGiB, "upload": r.CPU.UploadSPerGiB} {
+			if s == nil || !(s.Total > 0) || s.Edge == nil || s.Agent == nil {
+				t.Errorf("%s: CPU per GiB of the %s: %+v", r.Name, what, s)
+			}
+		}
+		if s := r.CPU.SmallUsPerReq; s == nil || !(s.Total > 0) || !positive(s.Edge) || !positive(s.Agent) {
+			t.Errorf("%s: CPU per small request: %+v", r.Name, s)
+		}
+		if m := r.Memory; m == nil || !(m.ByRole.Total > 0) || !positive(m.ByRole.Edge) || !positive(m.ByRole.Agent) {
+			t.Errorf("%s: memory per held stream: %+v", r.Name, m)
+		}
+		if s := r.SSEPaced; s == nil || s.Streams != quick.SSEStreams || s.IntervalMs != 250 || s.Events <= 0 || !(s.P99Ms > 0) {
+			t.Errorf("%s: paced SSE run: %+v", r.Name, s)
+		}
+	}
+	if testing.Verbose() {
+		t.Logf("stderr:\n%s", stderr.String())
 	}
 }
