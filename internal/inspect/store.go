@@ -1,9 +1,11 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,10 +62,9 @@ type Inspector struct {
 
 	mu     sync.Mutex
 	seq    uint64
-	recs   []*Entry // oldest first
-	byID   map[string]*Entry
-	bytes  int64 // captured bytes of recs
-	closed bool  // Close was called: no new background work
+	recs   []*Entry // oldest first, so in the order of their seq
+	bytes  int64    // captured bytes of recs
+	closed bool     // Close was called: no new background work
 }
 
 // New returns an empty Inspector.
@@ -84,7 +85,6 @@ func New(cfg Config) *Inspector {
 	in := &Inspector{
 		cfg:      cfg,
 		hub:      sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
-		byID:     make(map[string]*Entry),
 		bgCtx:    bgCtx,
 		bgCancel: bgCancel,
 		pub:      newPublisher(),
@@ -137,8 +137,9 @@ func (in *Inspector) goBackground(f func(ctx context.Context)) bool {
 type Entry struct {
 	in    *Inspector
 	start time.Time
+	seq   uint64 // its ID, as a number (the string is made when shown)
 	// Guarded by in.mu.
-	req      Request
+	req      Request // its ID is set by idLocked
 	reqBody  []byte
 	respBody []byte
 	items    []Item
@@ -164,7 +165,7 @@ func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	e.req = Request{
 		Time:       now,
 		Method:     r.Method,
-		Path:       r.URL.RequestURI(),
+		Path:       requestURI(r),
 		Host:       r.Host,
 		Proto:      r.Proto,
 		RemoteAddr: visitor(r),
@@ -173,14 +174,25 @@ func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	}
 	in.mu.Lock()
 	in.seq++
-	e.req.ID = strconv.FormatUint(in.seq, 10)
+	e.seq = in.seq
 	in.recs = append(in.recs, e)
-	in.byID[e.req.ID] = e
 	in.bytes += hb
 	in.evictLocked()
 	in.publishLocked(e)
 	in.mu.Unlock()
 	return e
+}
+
+// requestURI is the request's path and query: as received (the request
+// line's target, HTTP/2's :path), which is what URL.RequestURI would
+// rebuild from the parsed URL, without an allocation; the URL's for a
+// target in absolute form, and for a request built by a client (a replay),
+// which has no RequestURI.
+func requestURI(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI()
 }
 
 // visitor is the public client's address: the first of X-Forwarded-For
@@ -244,7 +256,30 @@ func (f flatHeader) header() http.Header {
 }
 
 // ID is the request's ID.
-func (e *Entry) ID() string { return e.req.ID }
+func (e *Entry) ID() string { return strconv.FormatUint(e.seq, 10) }
+
+// idLocked is the request's ID, made once (most requests are never shown:
+// their IDs are not made on their path).
+func (e *Entry) idLocked() string {
+	if e.req.ID == "" {
+		e.req.ID = e.ID()
+	}
+	return e.req.ID
+}
+
+// findLocked is the kept request with that ID, by its number: recs are in
+// the order of their numbers.
+func (in *Inspector) findLocked(id string) (*Entry, bool) {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return nil, false
+	}
+	i, ok := slices.BinarySearchFunc(in.recs, n, func(e *Entry, n uint64) int { return cmp.Compare(e.seq, n) })
+	if !ok || in.recs[i].idLocked() != id { // "007" is not 7's ID
+		return nil, false
+	}
+	return in.recs[i], true
+}
 
 // capture appends p to *dst within the body limit and the inspector's
 // total, and reports whether some of p was not kept.
@@ -471,7 +506,6 @@ func (in *Inspector) evictOneLocked(keep *Entry) bool {
 	} else {
 		in.recs = append(in.recs[:idx], in.recs[idx+1:]...)
 	}
-	delete(in.byID, e.req.ID)
 	in.bytes -= e.sizeLocked()
 	e.removed = true
 	e.reqBody, e.respBody, e.items = nil, nil, nil
@@ -494,6 +528,7 @@ func (e *Entry) viewLocked(withItems bool) Request {
 	if e.respHdr != nil {
 		e.req.ResponseHeaders, e.respHdr = e.respHdr.header(), nil
 	}
+	e.idLocked()
 	r := e.req
 	if r.RequestHeaders == nil {
 		r.RequestHeaders = http.Header{}
@@ -525,7 +560,7 @@ func (in *Inspector) List() []Request {
 func (in *Inspector) Get(id string) (Request, bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	e, ok := in.byID[id]
+	e, ok := in.findLocked(id)
 	if !ok {
 		return Request{}, false
 	}
@@ -537,7 +572,7 @@ func (in *Inspector) Get(id string) (Request, bool) {
 func (in *Inspector) Body(id string, request bool) (body []byte, r Request, ok bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	e, ok := in.byID[id]
+	e, ok := in.findLocked(id)
 	if !ok {
 		return nil, Request{}, false
 	}
