@@ -36,33 +36,62 @@ import (
 // The record ends (Entry.End) once, when the handler returns or, for a
 // hijacked connection, when the handler has returned and the connection
 // is closed (or both its directions are).
-func (in *Inspector) Wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		of := ""
-		var mark *replayInfo
-		if in.replaying.Load() > 0 {
-			mark = replayOf(r.Context())
+func (in *Inspector) Wrap(h http.Handler) http.Handler { return &wrapped{in: in, h: h} }
+
+// wrapped is Wrap's handler. Its ServeHTTP is one small frame between the
+// server's and the handler's: the handler's goroutine, whose stack grows
+// under the reverse proxy (each growth copies the stack and walks its
+// frames), carries no more than that.
+type wrapped struct {
+	in *Inspector
+	h  http.Handler
+}
+
+func (wh *wrapped) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cw, r := wh.in.begin(w, r)
+	if cw == nil {
+		wh.h.ServeHTTP(w, r)
+		return
+	}
+	defer cw.served()
+	wh.h.ServeHTTP(cw, r)
+}
+
+// begin starts recording r, and returns the writer and the request the
+// handler gets; a nil writer when r is already being recorded (a replay
+// through an outer Wrap).
+func (in *Inspector) begin(w http.ResponseWriter, r *http.Request) (*captureWriter, *http.Request) {
+	of := ""
+	var mark *replayInfo
+	if in.replaying.Load() > 0 {
+		mark = replayOf(r.Context())
+	}
+	if mark != nil {
+		if mark.Entry != nil {
+			return nil, r
 		}
-		if mark != nil {
-			if mark.Entry != nil {
-				h.ServeHTTP(w, r)
-				return
-			}
-			of = mark.Of
-		}
-		c := &capture{in: in, e: in.Begin(r, of)}
-		if mark != nil {
-			mark.Entry = c.e
-		}
-		if r.Body != nil && r.Body != http.NoBody {
-			r2 := new(http.Request)
-			*r2 = *r
-			r2.Body = &bodyTee{ReadCloser: r.Body, c: c, r: r}
-			r = r2
-		}
-		cw := &captureWriter{ResponseWriter: w, c: c, head: r.Method == http.MethodHead}
-		c.serve(h, cw, r)
-	})
+		of = mark.Of
+	}
+	// The capture and its writer in one allocation.
+	cc := &struct {
+		c capture
+		w captureWriter
+	}{c: capture{in: in, e: in.Begin(r, of)}}
+	c, cw := &cc.c, &cc.w
+	*cw = captureWriter{ResponseWriter: w, c: c, head: r.Method == http.MethodHead}
+	if mark != nil {
+		mark.Entry = c.e
+	}
+	// A body of length 0 has no bytes to see (a server's GET has one
+	// that is not NoBody over HTTP/2) nor trailers (they come after a
+	// body of unknown length): it is left as it is.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.Body = &bodyTee{ReadCloser: r.Body, c: c, r: r}
+		r = r2
+	}
+	return cw, r
 }
 
 // Bounds of the capture's own buffers.
@@ -95,25 +124,23 @@ type capture struct {
 	ws         *wsCapture // after a hijack
 }
 
-// serve runs the handler and ends the record when it returns (or panics:
-// the panic goes on, as the server expects, after the record says so).
-func (c *capture) serve(h http.Handler, w *captureWriter, r *http.Request) {
-	defer func() {
-		p := recover()
-		var err error
-		if p != nil {
-			err = fmt.Errorf("inspect: the handler aborted the response: %v", p)
-			if p == http.ErrAbortHandler {
-				err = errors.New("inspect: the response was aborted (the local server or the client failed mid-response)")
-			}
+// served ends the record when the handler returns (or panics: the panic
+// goes on, as the server expects, after the record says so). It is
+// deferred: it recovers.
+func (w *captureWriter) served() {
+	p := recover()
+	var err error
+	if p != nil {
+		err = fmt.Errorf("inspect: the handler aborted the response: %v", p)
+		if p == http.ErrAbortHandler {
+			err = errors.New("inspect: the response was aborted (the local server or the client failed mid-response)")
 		}
-		w.finish()
-		c.handlerReturned(err)
-		if p != nil {
-			panic(p)
-		}
-	}()
-	h.ServeHTTP(w, r)
+	}
+	w.finish()
+	w.c.handlerReturned(err)
+	if p != nil {
+		panic(p)
+	}
 }
 
 // fail keeps the first failure, for End.

@@ -221,10 +221,10 @@ func (in *Inspector) takeBatch(out []pubEvent) []pubEvent {
 			out = append(out, pubEvent{kind: opRequest, req: e.viewLocked(false)})
 		case opItem:
 			if !e.removed {
-				out = append(out, pubEvent{kind: opItem, id: e.req.ID, item: op.item})
+				out = append(out, pubEvent{kind: opItem, id: e.idLocked(), item: op.item})
 			}
 		case opRemoved:
-			out = append(out, pubEvent{kind: opRemoved, id: e.req.ID})
+			out = append(out, pubEvent{kind: opRemoved, id: e.idLocked()})
 		}
 		*op = pubOp{}
 	}

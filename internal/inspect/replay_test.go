@@ -345,8 +345,15 @@ func TestReplayEdits(t *testing.T) {
 // TestReplayStream: a replayed event stream is answered once its headers
 // have come, and goes on, recorded, until the inspector closes.
 func TestReplayStream(t *testing.T) {
-	events := make(chan string, 4)
+	// Each request's events come on a channel of its own: the first
+	// request's handler, which may not have seen its client leave yet,
+	// cannot take the replay's event.
+	first, second := make(chan string, 4), make(chan string, 4)
+	streams := make(chan chan string, 2)
+	streams <- first
+	streams <- second
 	f := newAgentFixture(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+		events := <-streams
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()
@@ -367,7 +374,7 @@ func TestReplayStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events <- "one"
+	first <- "one"
 	p := sse.NewParser(resp.Body, sse.ParserConfig{})
 	if ev, err := p.Next(); err != nil || ev.Data != "one" {
 		t.Fatalf("%v %+v", err, ev)
@@ -379,7 +386,7 @@ func TestReplayStream(t *testing.T) {
 	if r.ReplayOf != "1" || r.Stream != StreamSSE || r.State != StateStreaming || r.Status != 200 {
 		t.Fatalf("the replay's record %+v", r)
 	}
-	events <- "two"
+	second <- "two"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got, _ := f.in.Get(r.ID)

@@ -1,9 +1,11 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,10 +62,9 @@ type Inspector struct {
 
 	mu     sync.Mutex
 	seq    uint64
-	recs   []*Entry // oldest first
-	byID   map[string]*Entry
-	bytes  int64 // captured bytes of recs
-	closed bool  // Close was called: no new background work
+	recs   []*Entry // oldest first, so in the order of their seq
+	bytes  int64    // captured bytes of recs
+	closed bool     // Close was called: no new background work
 }
 
 // New returns an empty Inspector.
@@ -84,7 +85,6 @@ func New(cfg Config) *Inspector {
 	in := &Inspector{
 		cfg:      cfg,
 		hub:      sse.NewHub(sse.HubConfig{HistorySize: 1000, MaxTopics: 1}),
-		byID:     make(map[string]*Entry),
 		bgCtx:    bgCtx,
 		bgCancel: bgCancel,
 		pub:      newPublisher(),
@@ -135,10 +135,10 @@ func (in *Inspector) goBackground(f func(ctx context.Context)) bool {
 // Entry is one request being recorded. Its methods are called by the
 // capture as the request passes; they never block on a reader.
 type Entry struct {
-	in    *Inspector
-	start time.Time
+	in  *Inspector
+	seq uint64 // its ID, as a number (the string is made when shown)
 	// Guarded by in.mu.
-	req      Request
+	req      Request // its ID is set by idLocked; its Time is when it began
 	reqBody  []byte
 	respBody []byte
 	items    []Item
@@ -157,14 +157,14 @@ type Entry struct {
 // Begin records a new request (replayOf: the ID it replays, or "").
 func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	now := in.cfg.Now()
-	e := &Entry{in: in, start: now}
+	e := &Entry{in: in} // 512 bytes: within a size class of objects without a malloc header
 	var hb int64
 	e.reqHdr, hb = flatten(r.Header)
 	e.hdrBytes = hb
 	e.req = Request{
 		Time:       now,
 		Method:     r.Method,
-		Path:       r.URL.RequestURI(),
+		Path:       requestURI(r),
 		Host:       r.Host,
 		Proto:      r.Proto,
 		RemoteAddr: visitor(r),
@@ -173,14 +173,25 @@ func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	}
 	in.mu.Lock()
 	in.seq++
-	e.req.ID = strconv.FormatUint(in.seq, 10)
+	e.seq = in.seq
 	in.recs = append(in.recs, e)
-	in.byID[e.req.ID] = e
 	in.bytes += hb
 	in.evictLocked()
 	in.publishLocked(e)
 	in.mu.Unlock()
 	return e
+}
+
+// requestURI is the request's path and query: as received (the request
+// line's target, HTTP/2's :path), which is what URL.RequestURI would
+// rebuild from the parsed URL, without an allocation; the URL's for a
+// target in absolute form, and for a request built by a client (a replay),
+// which has no RequestURI.
+func requestURI(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI()
 }
 
 // visitor is the public client's address: the first of X-Forwarded-For
@@ -244,7 +255,30 @@ func (f flatHeader) header() http.Header {
 }
 
 // ID is the request's ID.
-func (e *Entry) ID() string { return e.req.ID }
+func (e *Entry) ID() string { return strconv.FormatUint(e.seq, 10) }
+
+// idLocked is the request's ID, made once (most requests are never shown:
+// their IDs are not made on their path).
+func (e *Entry) idLocked() string {
+	if e.req.ID == "" {
+		e.req.ID = e.ID()
+	}
+	return e.req.ID
+}
+
+// findLocked is the kept request with that ID, by its number: recs are in
+// the order of their numbers.
+func (in *Inspector) findLocked(id string) (*Entry, bool) {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return nil, false
+	}
+	i, ok := slices.BinarySearchFunc(in.recs, n, func(e *Entry, n uint64) int { return cmp.Compare(e.seq, n) })
+	if !ok || in.recs[i].idLocked() != id { // "007" is not 7's ID
+		return nil, false
+	}
+	return in.recs[i], true
+}
 
 // capture appends p to *dst within the body limit and the inspector's
 // total, and reports whether some of p was not kept.
@@ -324,7 +358,7 @@ func (e *Entry) Response(status int, h http.Header) {
 		return
 	}
 	e.req.Status = status
-	e.req.HeadersMS = ms(now.Sub(e.start))
+	e.req.HeadersMS = ms(now.Sub(e.req.Time))
 	e.respHdr = f
 	e.req.State = StateStreaming
 	e.hdrBytes += hb
@@ -369,7 +403,7 @@ func (e *Entry) AddItem(it Item) {
 	defer in.mu.Unlock()
 	e.req.ItemCount++
 	it.N = e.req.ItemCount
-	it.TimeMS = ms(in.cfg.Now().Sub(e.start))
+	it.TimeMS = ms(in.cfg.Now().Sub(e.req.Time))
 	if len(it.Text) > itemTextLimit {
 		it.Text, it.Truncated = validPrefix(it.Text, itemTextLimit), true
 	}
@@ -423,7 +457,7 @@ func (e *Entry) End(err error) {
 		return
 	}
 	e.done = true
-	e.req.DurationMS = ms(in.cfg.Now().Sub(e.start))
+	e.req.DurationMS = ms(in.cfg.Now().Sub(e.req.Time))
 	e.req.State = StateDone
 	if err != nil {
 		e.req.State, e.req.Error = StateFailed, err.Error()
@@ -471,7 +505,6 @@ func (in *Inspector) evictOneLocked(keep *Entry) bool {
 	} else {
 		in.recs = append(in.recs[:idx], in.recs[idx+1:]...)
 	}
-	delete(in.byID, e.req.ID)
 	in.bytes -= e.sizeLocked()
 	e.removed = true
 	e.reqBody, e.respBody, e.items = nil, nil, nil
@@ -494,6 +527,7 @@ func (e *Entry) viewLocked(withItems bool) Request {
 	if e.respHdr != nil {
 		e.req.ResponseHeaders, e.respHdr = e.respHdr.header(), nil
 	}
+	e.idLocked()
 	r := e.req
 	if r.RequestHeaders == nil {
 		r.RequestHeaders = http.Header{}
@@ -502,7 +536,7 @@ func (e *Entry) viewLocked(withItems bool) Request {
 		r.ResponseHeaders = http.Header{}
 	}
 	if !e.done {
-		r.DurationMS = ms(e.in.cfg.Now().Sub(e.start))
+		r.DurationMS = ms(e.in.cfg.Now().Sub(e.req.Time))
 	}
 	if withItems {
 		r.Items = append([]Item(nil), e.items...)
@@ -525,7 +559,7 @@ func (in *Inspector) List() []Request {
 func (in *Inspector) Get(id string) (Request, bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	e, ok := in.byID[id]
+	e, ok := in.findLocked(id)
 	if !ok {
 		return Request{}, false
 	}
@@ -537,7 +571,7 @@ func (in *Inspector) Get(id string) (Request, bool) {
 func (in *Inspector) Body(id string, request bool) (body []byte, r Request, ok bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	e, ok := in.byID[id]
+	e, ok := in.findLocked(id)
 	if !ok {
 		return nil, Request{}, false
 	}
