@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -136,6 +137,11 @@ func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err erro
 	case errors.As(err, &cve):
 		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamError, "Local server's certificate not trusted",
 			fmt.Sprintf("the agent does not trust the TLS certificate of %s. Start it with --upstream-ca FILE (the certificate's CA) or --upstream-insecure.", up.Host))
+	case errpage.IsGRPC(r) && r.Header.Get("Grpc-Timeout") != "" && strings.Contains(err.Error(), "CANCEL"):
+		// A gRPC server resets a call whose deadline (grpc-timeout)
+		// passed with CANCEL: the caller's deadline, told as one.
+		id = errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Deadline exceeded",
+			fmt.Sprintf("%s ended the call at its deadline.", up.Host))
 	case errors.As(err, &ne) && ne.Timeout():
 		id = errpage.Write(w, r, http.StatusGatewayTimeout, wire.CodeUpstreamTimeout, "Local server timed out",
 			fmt.Sprintf("%s did not answer in time.", up.Host))

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/wire"
 )
 
 // logBuffer collects the edge's logs.
@@ -142,12 +143,23 @@ func (e *testEdge) dial(t *testing.T) *rawAgent {
 }
 
 // register connects a plain Jetty agent: exactly the register frame a
-// Jetty agent sends (no features), and expects registered.
+// Jetty agent sends (no features), and expects registered. A refusal that
+// asks to register again (an admin's decision, perhaps another edge's,
+// landed during the registration) is retried, as agents do.
 func (e *testEdge) register(t *testing.T, name, token string) *rawAgent {
 	t.Helper()
-	a := e.dial(t)
-	a.send(t, `{"type":"register","tunnel_id":"`+name+`","agent_token":"`+token+`"}`)
-	f := a.read(t, 5*time.Second)
+	var a *rawAgent
+	var f frame
+	for try := 0; ; try++ {
+		a = e.dial(t)
+		a.send(t, `{"type":"register","tunnel_id":"`+name+`","agent_token":"`+token+`"}`)
+		f = a.read(t, 5*time.Second)
+		if try < 5 && f.typ() == "error" && f.str("code") == wire.CodeInternal {
+			a.ws.Close()
+			continue
+		}
+		break
+	}
 	if f.typ() != "registered" {
 		t.Fatalf("register %q: got %s, want registered", name, f.raw)
 	}
