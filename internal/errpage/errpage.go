@@ -13,8 +13,6 @@ import (
 	"encoding/json"
 	"html"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 )
 
@@ -36,13 +34,6 @@ func Write(w http.ResponseWriter, r *http.Request, status int, code, title, deta
 	h.Del("Content-Length")
 	accept := r.Header.Get("Accept")
 	switch {
-	case IsGRPC(r):
-		// A gRPC client reads a status, not a page: a trailers-only
-		// answer (HTTP 200, the status in the headers).
-		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(GRPCStatus(status)))
-		h.Set("Grpc-Message", url.PathEscape(title+": "+detail+" (request id "+id+")"))
-		w.WriteHeader(http.StatusOK)
 	case strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html"):
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -76,26 +67,4 @@ func newID() string {
 func IsGRPC(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
-}
-
-// GRPCStatus is the gRPC status code of an error page's HTTP status, as
-// gRPC maps HTTP statuses (doc/http-grpc-status-mapping.md), except that a
-// gateway timeout is DEADLINE_EXCEEDED: the tunnel or the local server ran
-// out of time, which is what the caller's deadline is about.
-func GRPCStatus(httpStatus int) int {
-	switch httpStatus {
-	case http.StatusBadRequest:
-		return 13 // INTERNAL
-	case http.StatusUnauthorized:
-		return 16 // UNAUTHENTICATED
-	case http.StatusForbidden:
-		return 7 // PERMISSION_DENIED
-	case http.StatusNotFound, http.StatusNotImplemented:
-		return 12 // UNIMPLEMENTED
-	case http.StatusGatewayTimeout:
-		return 4 // DEADLINE_EXCEEDED
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
-		return 14 // UNAVAILABLE
-	}
-	return 2 // UNKNOWN
 }
