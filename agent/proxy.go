@@ -58,7 +58,7 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 	transport.Protocols = new(http.Protocols)
 	transport.Protocols.SetHTTP1(true)
 	transport.Protocols.SetHTTP2(true)
-	rp := &httputil.ReverseProxy{
+	return tunnel.NewProxy(tunnel.Proxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			tg := target()
 			up := tg.url
@@ -78,15 +78,12 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 				pr.Out.Host = tg.hostHeader
 			}
 		},
-		Transport:     newUpstreamTransport(transport),
-		BufferPool:    &tunnel.BufferPool{},
-		FlushInterval: -1,
-		ErrorLog:      log.New(io.Discard, "", 0),
+		Transport: newUpstreamTransport(transport),
+		Buffers:   &tunnel.BufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			upstreamError(w, r, target().url, err, cfg.Logger)
 		},
-	}
-	return rp
+	}, log.New(io.Discard, "", 0))
 }
 
 // upstreamTransport sends requests for h2c:// upstreams over HTTP/2

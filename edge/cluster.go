@@ -23,8 +23,7 @@ import (
 // claims in the routing table every tunnel whose agent it holds, and a
 // public request for a tunnel it does not hold goes to the edge that does,
 // over one HTTP/2 connection per peer, streaming as through a tunnel
-// (httputil.ReverseProxy, flushed at once, trailers, upgrades over
-// HTTP/1.1). The owning edge applies the tunnel's visitor rules, with the
+// (tunnel.Proxy, flushed at once, trailers, upgrades over HTTP/1.1). The owning edge applies the tunnel's visitor rules, with the
 // visitor's address that the forwarding edge signed; a signed request is
 // served there and never forwarded again. An agent that connects to
 // another edge with the same token takes its name there, and this edge
@@ -90,7 +89,7 @@ func (s *Server) initCluster() {
 	}, func() float64 { return float64(c.Held()) })
 	s.metrics.reg.MustRegister(m.forwarded, m.forwardErrors, m.received, m.refused, m.messages, m.lost, degraded, held)
 	s.clusterM = m
-	s.forwarder = &httputil.ReverseProxy{
+	s.forwarder = tunnel.NewProxy(tunnel.Proxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			fr := pr.In.Context().Value(routeKey{}).(forwardRoute)
 			// The request goes on as the visitor sent it: the forwarding
@@ -108,12 +107,10 @@ func (s *Server) initCluster() {
 			pr.Out.Host = pr.In.Host
 			c.Sign(pr.Out, pr.In.RemoteAddr, pr.In.TLS != nil)
 		},
-		Transport:     c.Transport(),
-		BufferPool:    &s.buffers,
-		FlushInterval: -1, // every chunk is flushed as it comes
-		ErrorHandler:  s.forwardError,
-		ErrorLog:      log.New(slogWriter{s.cfg.Logger}, "", 0),
-	}
+		Transport:    c.Transport(),
+		Buffers:      &s.buffers,
+		ErrorHandler: s.forwardError,
+	}, log.New(slogWriter{s.cfg.Logger}, "", 0))
 }
 
 // fromPeer checks the cluster signature of r, if it has one: a signed

@@ -3,9 +3,9 @@
 // apex domain, the agents' WebSocket endpoint /agent, /healthz, /metrics
 // and a landing page.
 //
-// Each tunnel's public handler is an httputil.ReverseProxy whose Transport
-// is the agent's tunnel.Session, so the streaming rules are those of the
-// standard library's proxy plus sluice's: headers flushed at once, every
+// Each tunnel's public handler is a tunnel.Proxy (the reverse proxy both
+// ends share) whose Transport is the agent's tunnel.Session, so the
+// streaming rules hold as written there: headers flushed at once, every
 // chunk flushed, X-Accel-Buffering: no on streamed responses, cancellation
 // carried to the agent, and an upstream failure mid-body aborting the
 // client's connection.

@@ -20,12 +20,12 @@ import (
 type proxy struct {
 	s    *Server
 	name string
-	rp   *httputil.ReverseProxy
+	rp   *tunnel.Proxy
 }
 
 func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 	p := &proxy{s: s, name: name}
-	p.rp = &httputil.ReverseProxy{
+	p.rp = tunnel.NewProxy(tunnel.Proxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Append to the client's X-Forwarded-For rather than replace
 			// it, and say which host and scheme the client used, in one
@@ -45,12 +45,10 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 			pr.Out.Host = host
 		},
 		Transport:      session,
-		BufferPool:     &s.buffers,
-		FlushInterval:  -1, // every chunk is flushed as it comes
+		Buffers:        &s.buffers,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.proxyError,
-		ErrorLog:       log.New(slogWriter{s.cfg.Logger}, "", 0),
-	}
+	}, log.New(slogWriter{s.cfg.Logger}, "", 0))
 	return p
 }
 

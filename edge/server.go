@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,7 +34,7 @@ type Server struct {
 	authFails  authFailures   // failed basic-auth attempts per address and tunnel
 	bcrypt     chan struct{}  // a slot per concurrent bcrypt check
 	apex       *http.ServeMux
-	forwarder  *httputil.ReverseProxy // to the other edges of the cluster (cluster.go)
+	forwarder  *tunnel.Proxy // to the other edges of the cluster (cluster.go)
 	clusterM   *clusterMetrics
 
 	ctx    context.Context // ends the agent sessions

@@ -57,7 +57,7 @@ func (b *continueBody) Read(p []byte) (int, error) {
 }
 
 // no100Writer drops the handler's 100 Continue (the local server's, passed
-// on by httputil.ReverseProxy): the request body's first read sends the
+// on by the agent's Proxy): the request body's first read sends the
 // agent's own, once. Other 1xx and everything else go through.
 type no100Writer struct{ http.ResponseWriter }
 

@@ -21,8 +21,8 @@ var hopHeaders = []string{
 }
 
 // RemoveHopByHop deletes from h the hop-by-hop fields and every field that
-// Connection names, as httputil.ReverseProxy does on both of the tunnel's
-// proxies. The upgrade path, which copies a raw 101 head by hand, uses it
+// Connection names, as httputil.ReverseProxy does, on both of the tunnel's
+// proxies (Proxy). The upgrade path, which copies a raw 101 head by hand, uses it
 // so that the same rule holds there.
 func RemoveHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {

@@ -21,9 +21,10 @@ import (
 )
 
 // agentServer is the placeholder put under http.ServerContextKey in the
-// requests the agent serves: httputil.ReverseProxy then reports a broken
-// upstream body by panicking with http.ErrAbortHandler, as it does under a
-// real http.Server, and the agent turns that into an http_response_end with
+// requests the agent serves: httputil.ReverseProxy (which Proxy uses for
+// upgrades) then reports a broken upstream body by panicking with
+// http.ErrAbortHandler, as it does under a real http.Server (Proxy always
+// does), and the agent turns that into an http_response_end with
 // an error instead of a clean end.
 var agentServer = &http.Server{}
 

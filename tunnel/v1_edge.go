@@ -593,7 +593,7 @@ func (s *v1Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // got1xxFunc returns the Got1xxResponse hook of ctx's client trace (that
-// of httputil.ReverseProxy, which writes the 1xx to the client), or nil.
+// of the edge's Proxy, which writes the 1xx to the client), or nil.
 func got1xxFunc(ctx context.Context) func(int, textproto.MIMEHeader) error {
 	if t := httptrace.ContextClientTrace(ctx); t != nil {
 		return t.Got1xxResponse

@@ -1,0 +1,297 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Proxy is the reverse proxy of both ends of the tunnel: the edge's public
+// handler (its Transport is the agent's Session) and the agent's handler
+// (its Transport reaches the local server). It does what
+// httputil.ReverseProxy does for them, with the streaming rules, and less
+// per request and per held stream:
+//
+//   - no goroutine or timer per response to flush the headers: they go out
+//     with the first body bytes when those come at once, and are flushed
+//     alone only when no body byte came within headerFlushDelay (rule 1:
+//     an SSE feed shows its headers in milliseconds);
+//   - a copy buffer of 64 KiB only while the body moves: a response waits
+//     for its bytes holding a small buffer (smallBufferSize), and takes a
+//     pooled large one when a read fills the small one, giving it back when
+//     reads fit the small one again. A held SSE stream holds 2 KiB, not 64;
+//   - the URL is passed untouched (httputil removes query parameters it
+//     cannot parse: a tunnel shows the local server what the visitor
+//     sent).
+//
+// Upgrade requests (WebSocket) are served by Upgrades, an
+// httputil.ReverseProxy configured alike: its 101 handling (hijack, copy
+// both ways) is kept as it is.
+type Proxy struct {
+	// Rewrite readies the outgoing request (pr.Out, a copy of pr.In with
+	// its own header map and URL, hop-by-hop fields and the client's
+	// Forwarded/X-Forwarded-* fields removed), as for httputil.
+	Rewrite func(pr *httputil.ProxyRequest)
+	// Transport sends the outgoing request.
+	Transport http.RoundTripper
+	// ModifyResponse, if set, may change the response before it is
+	// written; an error is handled by ErrorHandler.
+	ModifyResponse func(*http.Response) error
+	// ErrorHandler answers when Transport or ModifyResponse failed.
+	ErrorHandler func(http.ResponseWriter, *http.Request, error)
+	// Buffers lends the large copy buffers (and reserves them from its
+	// budget, if it has one).
+	Buffers *BufferPool
+	// Upgrades serves upgrade requests.
+	Upgrades http.Handler
+}
+
+// NewProxy returns a Proxy whose upgrade requests go to an
+// httputil.ReverseProxy made from the same parts (errorLog: where that one
+// logs; nil: the standard logger).
+func NewProxy(p Proxy, errorLog *log.Logger) *Proxy {
+	rp := &httputil.ReverseProxy{
+		Rewrite:        p.Rewrite,
+		Transport:      p.Transport,
+		BufferPool:     p.Buffers,
+		FlushInterval:  -1,
+		ModifyResponse: p.ModifyResponse,
+		ErrorHandler:   p.ErrorHandler,
+		ErrorLog:       errorLog,
+	}
+	p.Upgrades = rp
+	return &p
+}
+
+// headerFlushDelay is how long a response's headers wait for its first
+// body bytes, to go out in one write with them, before they are flushed
+// alone.
+const headerFlushDelay = time.Millisecond
+
+// smallBufferSize is the copy buffer of a body that is not moving much:
+// what a held stream holds while it waits.
+const smallBufferSize = 2 << 10
+
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBufferSize); return &b }}
+
+// ServeHTTP proxies one request.
+func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	if isUpgrade(req.Header) {
+		p.Upgrades.ServeHTTP(rw, req)
+		return
+	}
+	out := new(http.Request)
+	*out = *req // the same context
+	// Request trailers do not cross (docs/protocol.md, "Trailers"): they
+	// arrive after the header section was checked and rewritten.
+	out.Trailer = nil
+	u := *req.URL
+	out.URL = &u
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
+	out.Close = false
+	if req.ContentLength == 0 {
+		out.Body = nil // as httputil: a transport may retry a request without a body
+	}
+	if out.Body != nil {
+		// The transport closes the body it was given when it fails; the
+		// client's body is not closed under the handler (an unread
+		// 100-continue body would hang its Close).
+		out.Body = noopCloser{out.Body}
+	}
+	te := headerHasToken(req.Header, "Te", "trailers")
+	RemoveHopByHop(out.Header)
+	if te {
+		out.Header["Te"] = []string{"trailers"}
+	}
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(out.Header, h)
+	}
+	pr := &httputil.ProxyRequest{In: req, Out: out}
+	p.Rewrite(pr)
+	out = pr.Out
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // not Go's default
+	}
+
+	// 1xx responses (100 Continue, 103 Early Hints) go to the client as
+	// they come, until RoundTrip returned.
+	g := &passInformational{rw: rw}
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: g.got}))
+	res, err := p.Transport.RoundTrip(out)
+	g.done()
+	if err != nil {
+		p.ErrorHandler(rw, out, err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		res.Body.Close()
+		p.ErrorHandler(rw, out, errors.New("tunnel: the server switched protocols on a request that asked for no upgrade"))
+		return
+	}
+	RemoveHopByHop(res.Header)
+	if p.ModifyResponse != nil {
+		if err := p.ModifyResponse(res); err != nil {
+			res.Body.Close()
+			p.ErrorHandler(rw, out, err)
+			return
+		}
+	}
+	h := rw.Header()
+	for k, vv := range res.Header {
+		if prev, ok := h[k]; ok {
+			h[k] = append(prev, vv...)
+		} else {
+			h[k] = vv
+		}
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		h.Add("Trailer", strings.Join(keys, ", "))
+	}
+	rw.WriteHeader(res.StatusCode)
+	rc := http.NewResponseController(rw)
+	if announced > 0 {
+		rc.Flush() // chunked, so that the trailers can follow
+	}
+	if err := p.copyBody(rw, rc, res.Body); err != nil {
+		res.Body.Close()
+		// Mid-stream: the client's connection is aborted, never ended as
+		// if the body were complete (rule 6).
+		panic(http.ErrAbortHandler)
+	}
+	res.Body.Close() // now: res.Trailer is filled
+	if len(res.Trailer) == 0 {
+		return
+	}
+	rc.Flush()
+	if len(res.Trailer) == announced {
+		for k, vv := range res.Trailer {
+			h[k] = vv
+		}
+		return
+	}
+	for k, vv := range res.Trailer {
+		for _, v := range vv {
+			h.Add(http.TrailerPrefix+k, v)
+		}
+	}
+}
+
+// copyBody writes body to rw as it is read, each read flushed. The
+// headers, written but not flushed, go out with the first bytes, or alone
+// after headerFlushDelay if none came by then.
+func (p *Proxy) copyBody(rw http.ResponseWriter, rc *http.ResponseController, body io.Reader) error {
+	var mu sync.Mutex
+	copying := false // guarded by mu: from then on only the copy touches rw
+	t := time.AfterFunc(headerFlushDelay, func() {
+		mu.Lock()
+		if !copying {
+			rc.Flush()
+		}
+		mu.Unlock()
+	})
+	small := smallBuffers.Get().(*[]byte)
+	buf, large := *small, false
+	defer func() {
+		if large {
+			p.Buffers.Put(buf)
+		}
+		smallBuffers.Put(small)
+	}()
+	for {
+		n, rerr := body.Read(buf)
+		if t != nil {
+			t.Stop()
+			mu.Lock() // a flush the timer began is done; none begins after
+			copying = true
+			mu.Unlock()
+			t = nil
+		}
+		if n > 0 {
+			if _, err := rw.Write(buf[:n]); err != nil {
+				return err
+			}
+			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+		switch {
+		case !large && n == len(buf):
+			// The body moves: a large buffer while it does.
+			if b := p.Buffers.Get(); len(b) > len(buf) {
+				buf, large = b, true
+			} else {
+				p.Buffers.Put(b)
+			}
+		case large && n <= smallBufferSize:
+			// The small one would have done: the large one goes back.
+			p.Buffers.Put(buf)
+			buf, large = *small, false
+		}
+	}
+}
+
+// passInformational passes 1xx responses to the client while RoundTrip runs.
+type passInformational struct {
+	mu       sync.Mutex
+	rw       http.ResponseWriter
+	finished bool
+}
+
+func (g *passInformational) got(code int, header textproto.MIMEHeader) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.finished {
+		return nil
+	}
+	h := g.rw.Header()
+	for k, vv := range header {
+		h[k] = append(h[k], vv...)
+	}
+	g.rw.WriteHeader(code)
+	clear(h) // WriteHeader leaves a 1xx's fields in the map
+	return nil
+}
+
+func (g *passInformational) done() {
+	g.mu.Lock()
+	g.finished = true
+	g.mu.Unlock()
+}
+
+// headerHasToken reports whether a comma-separated field of h lists token.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// noopCloser keeps the transport from closing the client's body.
+type noopCloser struct{ io.Reader }
+
+func (noopCloser) Close() error { return nil }

@@ -1,0 +1,165 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// newTestProxy fronts upstream with a Proxy whose large buffers are
+// reserved from budget.
+func newTestProxy(t *testing.T, upstream *httptest.Server, budget *Budget) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	p := NewProxy(Proxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
+		Transport: tr,
+		Buffers:   &BufferPool{Budget: budget},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		},
+	}, nil)
+	front := httptest.NewServer(p)
+	t.Cleanup(front.Close)
+	return front
+}
+
+// TestProxyBuffersOnlyWhileMoving: a held event stream gets its headers at
+// once, its events one by one, and holds no large copy buffer while it
+// waits; a large body takes one while it moves and gives it back.
+func TestProxyBuffersOnlyWhileMoving(t *testing.T) {
+	t.Parallel()
+	send := make(chan string)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(big)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case ev := <-send:
+				io.WriteString(w, ev)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer upstream.Close()
+	budget := NewBudget(1 << 30)
+	front := newTestProxy(t, upstream, budget)
+
+	resp, err := http.Get(front.URL + "/events")
+	if err != nil {
+		t.Fatal(err) // the headers came with no event sent yet
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	br := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		ev := "data: " + strings.Repeat("x", 100*(i+1)) + "\n\n"
+		send <- ev
+		got := make([]byte, len(ev))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != ev {
+			t.Fatalf("event %d: %q, %v", i, got, err)
+		}
+		if used := budget.Used(); used != 0 {
+			t.Fatalf("a held stream with small events reserves %d bytes of large buffers", used)
+		}
+	}
+
+	resp2, err := http.Get(front.URL + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("big body: %d bytes, %v", len(got), err)
+	}
+	if peak := budget.Peak(); peak < copyBufferSize {
+		t.Fatalf("a 4 MiB body never took a large buffer (peak %d)", peak)
+	}
+	if used := budget.Used(); used != 0 {
+		t.Fatalf("%d bytes of large buffers still reserved after the body", used)
+	}
+}
+
+// TestProxyPassesThrough: the query as sent (httputil would drop the
+// parameter with a semicolon), the request body but not its trailers
+// (docs/protocol.md), and both kinds of response trailers.
+func TestProxyPassesThrough(t *testing.T) {
+	t.Parallel()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Declared")
+		w.Header().Set("X-Query", r.URL.RawQuery)
+		w.Header().Set("X-Req-Trailer", r.Trailer.Get("X-Sum"))
+		w.Header().Set("X-Body", string(body))
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "body")
+		w.Header().Set("X-Declared", "d")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "l")
+	}))
+	defer upstream.Close()
+	front := newTestProxy(t, upstream, nil)
+
+	req, _ := http.NewRequest(http.MethodPost, front.URL+"/p?a=1;b=2&c=%zz", io.NopCloser(strings.NewReader("hello")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sum": {"42"}}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for name, want := range map[string]string{"X-Query": "a=1;b=2&c=%zz", "X-Req-Trailer": "", "X-Body": "hello"} {
+		if v := resp.Header.Get(name); v != want {
+			t.Errorf("%s: %q, want %q", name, v, want)
+		}
+	}
+	if string(got) != "body" || resp.Trailer.Get("X-Declared") != "d" || resp.Trailer.Get("X-Late") != "l" {
+		t.Errorf("body %q, trailers %v", got, resp.Trailer)
+	}
+}
+
+// TestProxyAbortsMidStream: a body that fails midway aborts the client's
+// connection rather than ending it as if complete.
+func TestProxyAbortsMidStream(t *testing.T) {
+	t.Parallel()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "only part")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	defer upstream.Close()
+	front := newTestProxy(t, upstream, nil)
+	resp, err := http.Get(front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Fatalf("a body cut at %d of 100 bytes ended without an error", len(got))
+	}
+}
