@@ -86,36 +86,6 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 	}, log.New(io.Discard, "", 0))
 }
 
-// upstreamTransport sends requests for h2c:// upstreams over HTTP/2
-// without TLS (prior knowledge, as gRPC servers expect) and the others
-// (http://, https://) through the HTTP/1.1 transport, which negotiates
-// HTTP/2 with https:// upstreams that offer it.
-type upstreamTransport struct {
-	h1  *http.Transport
-	h2c *http.Transport
-}
-
-func newUpstreamTransport(h1 *http.Transport) *upstreamTransport {
-	h2c := h1.Clone() // the same timeouts and limits
-	h2c.Protocols = new(http.Protocols)
-	h2c.Protocols.SetUnencryptedHTTP2(true)
-	return &upstreamTransport{h1: h1, h2c: h2c}
-}
-
-func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "h2c" {
-		return t.h1.RoundTrip(req)
-	}
-	// A shallow copy with an http:// URL: a RoundTripper does not modify
-	// its request.
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
-	u.Scheme = "http"
-	out.URL = &u
-	return t.h2c.RoundTrip(out)
-}
-
 // upstreamError answers when the local server could not be reached. The
 // page names the upstream as configured and says what kind of failure it
 // was; the error itself (socket errors, resolver addresses) goes to the
