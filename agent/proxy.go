@@ -24,11 +24,13 @@ import (
 	"github.com/sluicehq/sluice/tunnel"
 )
 
-// The buffers of each upstream connection, held as long as the connection
-// (and so by every held stream). Response bodies bypass the read buffer
-// (the proxy reads them 64 KiB at a time) and request bodies the write
-// buffer; what goes through them is the response head and chunk lines, and
-// the request head.
+// The buffers of each upstream connection. Response bodies bypass the read
+// buffer (the proxy reads them up to 64 KiB at a time) and request bodies
+// the write buffer; what goes through them is the response head and chunk
+// lines, and the request head. net/http's transport holds both as long as
+// the connection (and so every held stream); the agent's own client
+// (upstream.go) holds the read buffer, and the write buffer only while it
+// writes a request.
 var upstreamReadBuffer, upstreamWriteBuffer = 1 << 10, 1 << 10
 
 // newProxy returns the local reverse proxy to upstream (HTTP/1.1, h2c, or
