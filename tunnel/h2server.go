@@ -139,13 +139,13 @@ type h2Server struct {
 	sendInit    int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	maxFrame    int   // the peer's SETTINGS_MAX_FRAME_SIZE
 	tableSize   uint32
-	newTable    bool       // the peer changed SETTINGS_HEADER_TABLE_SIZE
-	recvConn    int64      // connection-level receive window left
-	connUnacked int64      // received bytes consumed or dropped, not yet granted again
-	connCond    sync.Cond  // a writer waits for connection-level window
-	connWaiters int        // writers waiting on connCond
-	err         error      // why the connection ended, once it did
-	ctl         [64]byte   // scratch for control frames, under mu
+	newTable    bool      // the peer changed SETTINGS_HEADER_TABLE_SIZE
+	recvConn    int64     // connection-level receive window left
+	connUnacked int64     // received bytes consumed or dropped, not yet granted again
+	connCond    sync.Cond // a writer waits for connection-level window
+	connWaiters int       // writers waiting on connCond
+	err         error     // why the connection ended, once it did
+	ctl         [64]byte  // scratch for control frames, under mu
 	wg          sync.WaitGroup
 }
 
@@ -434,17 +434,17 @@ func (c *h2Server) data(f *http2.DataFrame) error {
 			Cause: fmt.Errorf("tunnel: v2: a request body longer than its Content-Length of %d", st.declLen)}
 	}
 	st.gotLen += int64(len(data))
-	pad := n - int64(len(data))
 	if st.bodyClosed {
-		pad = n // nobody reads: all given back to the connection
+		// Nobody reads: the bytes go back to the connection, not to the
+		// stream (its sender has nobody to send to).
 		c.consumedLocked(nil, n)
-	} else if len(data) > 0 {
-		st.recv.write(data)
-		st.cond.Broadcast()
-	}
-	if pad > 0 {
-		if err := c.consumedLocked(st, pad); err != nil {
-			return err
+	} else {
+		if len(data) > 0 {
+			st.recv.write(data)
+			st.cond.Broadcast()
+		}
+		if pad := n - int64(len(data)); pad > 0 {
+			c.consumedLocked(st, pad)
 		}
 	}
 	if f.StreamEnded() {

@@ -208,16 +208,16 @@ type h2Writer struct {
 	sentHeader  bool
 	// the response head as of WriteHeader (net/http ignores later
 	// changes, trailers aside), in wire form
-	fields      []hpack.HeaderField
-	clen        string // a valid Content-Length the handler set
-	clenSet     bool   // the handler set Content-Length at all
-	sentLen     int64  // clen's value
-	hasCT       bool
-	hasCE       bool
-	trailers    []string // declared trailers, canonical
-	wrote       int64
-	buf         *h2Chunk // body bytes not sent yet, at most h2ResponseBuffer
-	dataHdr     [9]byte
+	fields   []hpack.HeaderField
+	clen     string // a valid Content-Length the handler set
+	clenSet  bool   // the handler set Content-Length at all
+	sentLen  int64  // clen's value
+	hasCT    bool
+	hasCE    bool
+	trailers []string // declared trailers, canonical
+	wrote    int64
+	buf      *h2Chunk // body bytes not sent yet, at most h2ResponseBuffer
+	dataHdr  [9]byte
 }
 
 func (w *h2Writer) Header() http.Header {
