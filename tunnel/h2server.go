@@ -174,7 +174,7 @@ func serveH2(ctx context.Context, conn net.Conn, handler http.Handler, cfg h2Ser
 		conn:     conn,
 		out:      wrapConnOut(conn),
 		handler:  handler,
-		base:     context.WithoutCancel(ctx),
+		base:     baseContext(ctx, conn),
 		window:   int32(window),
 		onError:  cfg.OnError,
 		logger:   cfg.Logger,
@@ -205,6 +205,17 @@ func serveH2(ctx context.Context, conn net.Conn, handler http.Handler, cfg h2Ser
 	c.closeAll(err)
 	c.wg.Wait()
 	return err
+}
+
+// baseContext is what every request's context derives from: ctx's values
+// without its cancellation (each stream's context ends with the stream,
+// and all of them with the connection), and those net/http's servers set.
+// httputil.ReverseProxy aborts a response whose upstream failed mid-body
+// (panic(http.ErrAbortHandler), streaming rule 6) only for a request
+// whose context has http.ServerContextKey.
+func baseContext(ctx context.Context, conn net.Conn) context.Context {
+	ctx = context.WithValue(context.WithoutCancel(ctx), http.ServerContextKey, &http.Server{MaxHeaderBytes: MaxRequestHeaderBytes})
+	return context.WithValue(ctx, http.LocalAddrContextKey, conn.LocalAddr())
 }
 
 // readLoop sends the server's preface, reads the client's, then reads and

@@ -79,8 +79,11 @@ func TestH2ServerRequests(t *testing.T) {
 		io.Copy(w, r.Body)
 	})
 	mux.HandleFunc("/request", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s %s host=%s uri=%s cookie=%s remote=%t nobody=%t",
-			r.Method, r.Proto, r.URL.Path, r.Host, r.RequestURI, r.Header.Get("Cookie"), r.RemoteAddr != "", r.Body == http.NoBody)
+		// (httputil.ReverseProxy aborts a response whose upstream failed
+		// only in a request with http.ServerContextKey.)
+		fmt.Fprintf(w, "%s %s %s host=%s uri=%s cookie=%s remote=%t nobody=%t server=%t",
+			r.Method, r.Proto, r.URL.Path, r.Host, r.RequestURI, r.Header.Get("Cookie"), r.RemoteAddr != "", r.Body == http.NoBody,
+			r.Context().Value(http.ServerContextKey) != nil)
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("/trailers", func(w http.ResponseWriter, r *http.Request) {
@@ -120,7 +123,7 @@ func TestH2ServerRequests(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := "GET HTTP/2.0 /request host=t.example uri=/request?q=1 cookie=a=1; b=2 remote=true nobody=true"; string(body) != want {
+	if want := "GET HTTP/2.0 /request host=t.example uri=/request?q=1 cookie=a=1; b=2 remote=true nobody=true server=true"; string(body) != want {
 		t.Errorf("request: %q, want %q", body, want)
 	}
 	resp, body = h2Get(t, cc, "HEAD", "/small", nil)
