@@ -218,6 +218,7 @@ type h2Writer struct {
 	wrote    int64
 	buf      *h2Chunk // body bytes not sent yet, at most h2ResponseBuffer
 	dataHdr  [9]byte
+	ended    bool // END_STREAM went out (or was attempted)
 }
 
 func (w *h2Writer) Header() http.Header {
@@ -374,6 +375,9 @@ func (w *h2Writer) release() {
 // the whole body's Content-Length when it was all held), the bytes held,
 // END_STREAM, the trailers.
 func (w *h2Writer) finish() {
+	if w.ended {
+		return
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -422,6 +426,17 @@ func (w *h2Writer) informational(code int, h http.Header) {
 func (w *h2Writer) send(a, b []byte, final bool) error {
 	st := w.st
 	c := st.c
+	if w.ended {
+		return nil
+	}
+	if !final && w.clen != "" && w.wrote == w.sentLen && len(w.trailers) == 0 && !w.prefixTrailers() {
+		// The whole body of the Content-Length goes: END_STREAM with
+		// it, not in a frame of its own when the handler returns.
+		final = true
+	}
+	if final {
+		w.ended = true
+	}
 	pending := !w.sentHeader
 	w.sentHeader = true
 	var ctype, clen string
@@ -486,6 +501,16 @@ func (w *h2Writer) send(a, b []byte, final bool) error {
 		return err
 	}
 	return nil
+}
+
+// prefixTrailers reports whether the header has http.TrailerPrefix keys.
+func (w *h2Writer) prefixTrailers() bool {
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *h2Writer) nonEmptyTrailers() bool {

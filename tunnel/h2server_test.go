@@ -532,3 +532,21 @@ func TestH2ServerBodyBufferBounded(t *testing.T) {
 		t.Fatalf("the handler read %s bytes", got)
 	}
 }
+
+// TestH2ServerContentLengthEnds: the last byte of a Content-Length body
+// carries END_STREAM: the client has the whole body before the handler
+// returns.
+func TestH2ServerContentLengthEnds(t *testing.T) {
+	release := make(chan struct{})
+	cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+		http.NewResponseController(w).Flush()
+		<-release
+	}))
+	defer close(release)
+	_, body := h2Get(t, cc, "GET", "/", nil)
+	if string(body) != "hello" {
+		t.Fatalf("body %q", body)
+	}
+}
