@@ -67,8 +67,11 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 }
 
 // leanH2Server selects the agent's HTTP/2 server: our own (h2server.go),
-// or x/net's (serveXNetH2), kept to compare them.
-var leanH2Server = true
+// or x/net's (serveXNetH2). Ours is off until the edge's
+// TestBudgetHoldsUnreadDownloads passes with it: with 50 clients that never
+// read, the edge's buffered bytes peak about 1 MB past the budget and its
+// 16 KiB floor per stream (x/net's server stays within); not understood yet.
+var leanH2Server = false
 
 // serveXNetH2 serves conn with x/net's HTTP/2 server.
 func serveXNetH2(ctx context.Context, conn *WSConn, h http.Handler, cfg Config) {
