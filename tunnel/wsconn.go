@@ -185,6 +185,32 @@ func (c *WSConn) WriteBuffers(v [][]byte) (int, error) {
 	return n, nil
 }
 
+// maxBacklog is how far past maxPending queue may fill the pending bytes:
+// the frames a reader answers with, which a peer that keeps asking while
+// it does not read would pile up.
+const maxBacklog = 1 << 20
+
+// ErrBacklog is returned by queue when the peer let maxPending+maxBacklog
+// bytes pile up.
+var ErrBacklog = errors.New("tunnel: the peer does not read what it asks for")
+
+// queue queues p without waiting for room: for the few small frames a
+// connection's reader sends (acknowledgements, window updates), which must
+// never wait for the peer to read, lest both ends wait for each other.
+func (c *WSConn) queue(p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(c.pending) >= maxPending+maxBacklog {
+		return ErrBacklog
+	}
+	c.pending = append(c.pending, p...)
+	signal(c.wake)
+	return nil
+}
+
 // writer sends the pending bytes, one message each time it wakes, until
 // the connection closes or a write fails.
 func (c *WSConn) writer() {

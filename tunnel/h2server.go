@@ -1,0 +1,893 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The agent's end of protocol v2 is an HTTP/2 server (RFC 9113) of our own
+// rather than golang.org/x/net/http2.Server, which hands every frame from
+// a reader goroutine to a serve loop over a channel, and every handler
+// write (headers, data) to that loop and back: several goroutine hand-offs
+// per request. Here:
+//
+//   - one goroutine per connection reads and handles the frames (the read
+//     loop), and one per stream runs its handler: nothing else;
+//   - a handler writes its own frames: the header block is encoded under
+//     the encoder's lock (wmu) and queued on the connection at once, DATA
+//     frames are queued without any lock of ours; the connection (WSConn)
+//     coalesces what is queued into WebSocket messages;
+//   - the read loop never waits for the peer to read: its own frames (SETTINGS
+//     and PING acknowledgements, WINDOW_UPDATEs, RST_STREAM, GOAWAY) are
+//     queued without waiting for room (h2Out.queue), so that both ends can
+//     never wait on each other's full buffers;
+//   - a request body's bytes wait in pooled buffers taken only while bytes
+//     wait, bounded by the window the server advertised.
+//
+// The edge (x/net's ClientConn, see v2_edge.go and v2_window.go) is
+// unchanged: this is the same protocol.
+
+// h2Out is where the server's frames go: WSConn, or wrapConnOut's adapter.
+type h2Out interface {
+	// WriteBuffers queues the buffers, in order and unbroken by any other
+	// write; it may wait for room.
+	WriteBuffers(v [][]byte) (int, error)
+	// queue queues p at once, without waiting for room.
+	queue(p []byte) error
+}
+
+// connOut is the h2Out of a plain net.Conn (tests): writes go to the
+// connection under a lock, and so queue waits as long as the connection's
+// Write does (memPipe's never does).
+type connOut struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (o *connOut) WriteBuffers(v [][]byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, b := range v {
+		m, err := o.c.Write(b)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (o *connOut) queue(p []byte) error {
+	_, err := o.WriteBuffers([][]byte{p})
+	return err
+}
+
+func wrapConnOut(c net.Conn) h2Out {
+	if o, ok := c.(h2Out); ok {
+		return o
+	}
+	return &connOut{c: c}
+}
+
+// Limits and sizes of the server.
+const (
+	// h2ResponseBuffer is how many body bytes a response holds before it
+	// sends them (and, before the first, its headers): a small response
+	// goes out as HEADERS and DATA together, as with x/net's server.
+	h2ResponseBuffer = 4 << 10
+	// h2MaxHeaderFrame is the largest header block fragment sent in one
+	// frame (the smallest SETTINGS_MAX_FRAME_SIZE a peer may have).
+	h2MaxHeaderFrame = 16 << 10
+	// h2DefaultWindow and h2DefaultFrameSize are HTTP/2's initial values.
+	h2DefaultWindow    = 65535
+	h2DefaultFrameSize = 16 << 10
+	h2MaxWindow        = 1<<31 - 1
+	// h2ReadBuffer buffers the connection's reads (frame headers and
+	// small frames in one read).
+	h2ReadBuffer = 4 << 10
+)
+
+// h2Server serves one HTTP/2 connection. The read loop alone touches the
+// fields it documents as its own; mu guards the streams, the windows and
+// every stream's shared state; wmu guards the header encoder (and a
+// stream's headersOut). Lock order: wmu, then mu, then the h2Out's own.
+type h2Server struct {
+	conn    net.Conn
+	out     h2Out
+	handler http.Handler
+	base    context.Context // the requests' values; never cancelled
+	window  int32           // each stream's receive window, advertised
+	remote  string
+	onError func(kind string, err error)
+	logger  *slog.Logger
+
+	// the read loop's own
+	fr          *http2.Framer
+	canon       map[string]string // lower-case name to canonical, beyond the common ones
+	canonSize   int
+	maxID       uint32 // the highest stream the peer opened
+	sawSettings bool
+	goingAway   bool // the peer sent GOAWAY
+	rctl        [32]byte
+
+	wmu  sync.Mutex
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer // the encoder's output
+	hfr  []byte       // header frames being written
+
+	mu          sync.Mutex
+	streams     map[uint32]*h2sStream
+	handlers    int   // handler goroutines running
+	sendConn    int64 // connection-level send window
+	sendInit    int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame    int   // the peer's SETTINGS_MAX_FRAME_SIZE
+	tableSize   uint32
+	newTable    bool      // the peer changed SETTINGS_HEADER_TABLE_SIZE
+	recvConn    int64     // connection-level receive window left
+	connUnacked int64     // received bytes consumed or dropped, not yet granted again
+	connCond    sync.Cond // a writer waits for connection-level window
+	connWaiters int       // writers waiting on connCond
+	err         error     // why the connection ended, once it did
+	ctl         [64]byte  // scratch for control frames, under mu
+	wg          sync.WaitGroup
+}
+
+// h2ServerConfig configures serveH2.
+type h2ServerConfig struct {
+	// Window is each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE):
+	// the request body bytes a stream may hold. Zero means DefaultWindowV2.
+	Window int
+	// OnError is told of each protocol error of the peer; nil ignores.
+	OnError func(kind string, err error)
+	// Logger receives handler panics; nil discards.
+	Logger *slog.Logger
+}
+
+// serveH2 serves the HTTP/2 connection conn (the client's preface comes
+// first) with handler until the connection ends or ctx does, then returns
+// once every handler returned. Requests carry ctx's values; their contexts
+// end with their streams. It returns why the connection ended.
+func serveH2(ctx context.Context, conn net.Conn, handler http.Handler, cfg h2ServerConfig) error {
+	window := cfg.Window
+	if window <= 0 {
+		window = DefaultWindowV2
+	}
+	window = min(window, h2MaxWindow)
+	c := &h2Server{
+		conn:     conn,
+		out:      wrapConnOut(conn),
+		handler:  handler,
+		base:     baseContext(ctx, conn),
+		window:   int32(window),
+		onError:  cfg.OnError,
+		logger:   cfg.Logger,
+		streams:  map[uint32]*h2sStream{},
+		sendConn: h2DefaultWindow,
+		sendInit: h2DefaultWindow,
+		maxFrame: h2DefaultFrameSize,
+		recvConn: h2DefaultWindow,
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if a := conn.RemoteAddr(); a != nil {
+		c.remote = a.String()
+	}
+	c.connCond.L = &c.mu
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = MaxRequestHeaderBytes
+	c.fr.SetMaxReadFrameSize(h2AgentFrameSize)
+	c.fr.SetReuseFrames()
+
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	err := c.readLoop()
+	stop()
+	conn.Close()
+	c.closeAll(err)
+	c.wg.Wait()
+	return err
+}
+
+// baseContext is what every request's context derives from: ctx's values
+// without its cancellation (each stream's context ends with the stream,
+// and all of them with the connection), and those net/http's servers set.
+// httputil.ReverseProxy aborts a response whose upstream failed mid-body
+// (panic(http.ErrAbortHandler), streaming rule 6) only for a request
+// whose context has http.ServerContextKey.
+func baseContext(ctx context.Context, conn net.Conn) context.Context {
+	ctx = context.WithValue(context.WithoutCancel(ctx), http.ServerContextKey, &http.Server{MaxHeaderBytes: MaxRequestHeaderBytes})
+	return context.WithValue(ctx, http.LocalAddrContextKey, conn.LocalAddr())
+}
+
+// readLoop sends the server's preface, reads the client's, then reads and
+// handles frames until the connection fails or the peer breaks the
+// protocol (then GOAWAY goes out first).
+func (c *h2Server) readLoop() error {
+	var b []byte
+	b = appendFrameHeader(b, 4*6, http2.FrameSettings, 0, 0)
+	for _, s := range [...]struct {
+		id  http2.SettingID
+		val uint32
+	}{
+		{http2.SettingMaxFrameSize, h2AgentFrameSize},
+		{http2.SettingMaxConcurrentStreams, h2MaxStreams},
+		{http2.SettingMaxHeaderListSize, MaxRequestHeaderBytes},
+		{http2.SettingInitialWindowSize, uint32(c.window)},
+	} {
+		b = binary.BigEndian.AppendUint16(b, uint16(s.id))
+		b = binary.BigEndian.AppendUint32(b, s.val)
+	}
+	b = appendWindowUpdate(b, 0, h2ConnWindow-h2DefaultWindow)
+	c.mu.Lock()
+	c.recvConn = h2ConnWindow
+	c.mu.Unlock()
+	if err := c.out.queue(b); err != nil {
+		return err
+	}
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.conn, preface[:]); err != nil {
+		return err
+	}
+	if string(preface[:]) != http2.ClientPreface {
+		return c.connError(http2.ErrCodeProtocol, "preface", fmt.Errorf("tunnel: v2: bad client preface %q", preface[:]))
+	}
+	for {
+		f, err := c.fr.ReadFrame()
+		if err == nil {
+			err = c.frame(f)
+		}
+		if err == nil {
+			continue
+		}
+		var se http2.StreamError
+		var ce http2.ConnectionError
+		switch {
+		case errors.As(err, &se):
+			c.report("stream_error", err)
+			if se.StreamID%2 == 1 && se.StreamID > c.maxID {
+				c.maxID = se.StreamID // a stream that failed to open is used
+			}
+			c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
+		case errors.As(err, &ce):
+			return c.connError(http2.ErrCode(ce), "connection_error", err)
+		case errors.Is(err, http2.ErrFrameTooLarge):
+			return c.connError(http2.ErrCodeFrameSize, "oversized", err)
+		default:
+			return err
+		}
+	}
+}
+
+// report tells OnError of a protocol error of the peer.
+func (c *h2Server) report(kind string, err error) {
+	if c.onError != nil {
+		c.onError(kind, err)
+	}
+}
+
+// connError sends GOAWAY with code and returns the error that ends the
+// connection.
+func (c *h2Server) connError(code http2.ErrCode, kind string, err error) error {
+	c.report(kind, err)
+	b := appendFrameHeader(nil, 8, http2.FrameGoAway, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, c.maxID)
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	c.out.queue(b)
+	return fmt.Errorf("tunnel: v2: %w", err)
+}
+
+// frame handles one frame from the peer.
+func (c *h2Server) frame(f http2.Frame) error {
+	if !c.sawSettings {
+		if _, ok := f.(*http2.SettingsFrame); !ok {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		c.sawSettings = true
+	}
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.headers(f)
+	case *http2.DataFrame:
+		return c.data(f)
+	case *http2.WindowUpdateFrame:
+		return c.windowUpdate(f)
+	case *http2.SettingsFrame:
+		return c.settings(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		b := appendFrameHeader(c.ctlBuf(), 8, http2.FramePing, http2.FlagPingAck, 0)
+		return c.out.queue(append(b, f.Data[:]...))
+	case *http2.RSTStreamFrame:
+		if f.StreamID > c.maxID {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+		}
+		c.mu.Lock()
+		if st := c.streams[f.StreamID]; st != nil {
+			c.endLocked(st, fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
+		}
+		c.mu.Unlock()
+		return nil
+	case *http2.GoAwayFrame:
+		c.goingAway = true
+		return nil
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol) // a client cannot push
+	default: // PRIORITY, PRIORITY_UPDATE, unknown types
+		return nil
+	}
+}
+
+// ctlBuf is scratch for one control frame of the read loop (c.ctl is
+// under mu).
+func (c *h2Server) ctlBuf() []byte { return c.rctl[:0] }
+
+func (c *h2Server) settings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if f.NumSettings() > 100 || f.HasDuplicates() {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.sendInit
+			c.sendInit = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWin += delta
+				if st.sendWin > h2MaxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				if delta > 0 {
+					st.cond.Broadcast()
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.tableSize, c.newTable = s.Val, true
+		}
+		return nil
+	})
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.out.queue(appendFrameHeader(c.ctlBuf(), 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+}
+
+func (c *h2Server) windowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendConn += int64(f.Increment)
+		if c.sendConn > h2MaxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		if c.connWaiters > 0 {
+			c.connCond.Broadcast()
+		}
+		return nil
+	}
+	if f.StreamID > c.maxID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		return nil // a closed stream: allowed
+	}
+	st.sendWin += int64(f.Increment)
+	if st.sendWin > h2MaxWindow {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+	}
+	st.cond.Broadcast()
+	return nil
+}
+
+// data handles a DATA frame: its bytes wait in the stream's body until
+// the handler reads them, within the windows the server advertised.
+func (c *h2Server) data(f *http2.DataFrame) error {
+	id := f.StreamID
+	if id > c.maxID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	}
+	n := int64(f.Length) // with the padding
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n > c.recvConn {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvConn -= n
+	st := c.streams[id]
+	if st == nil {
+		// A stream that ended (or was reset) here: the bytes are
+		// dropped, and given back to the connection.
+		return c.consumedLocked(nil, n)
+	}
+	if st.remoteDone {
+		c.consumedLocked(nil, n)
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
+	}
+	if n > st.recvWin {
+		c.consumedLocked(nil, n)
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl, Cause: ErrFlowControl}
+	}
+	st.recvWin -= n
+	data := f.Data()
+	if st.declLen >= 0 && st.gotLen+int64(len(data)) > st.declLen {
+		c.consumedLocked(nil, n)
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol,
+			Cause: fmt.Errorf("tunnel: v2: a request body longer than its Content-Length of %d", st.declLen)}
+	}
+	st.gotLen += int64(len(data))
+	if st.bodyClosed {
+		// Nobody reads: the bytes go back to the connection, not to the
+		// stream (its sender has nobody to send to).
+		c.consumedLocked(nil, n)
+	} else {
+		if len(data) > 0 {
+			st.recv.write(data)
+			st.cond.Broadcast()
+		}
+		if pad := n - int64(len(data)); pad > 0 {
+			c.consumedLocked(st, pad)
+		}
+	}
+	if f.StreamEnded() {
+		c.remoteEndLocked(st)
+	}
+	return nil
+}
+
+// remoteEndLocked ends the request body (END_STREAM). The caller holds
+// mu.
+func (c *h2Server) remoteEndLocked(st *h2sStream) {
+	st.remoteDone = true
+	if st.declLen >= 0 && st.gotLen != st.declLen {
+		st.bodyErr = fmt.Errorf("tunnel: v2: a request body of %d bytes, with a Content-Length of %d", st.gotLen, st.declLen)
+	} else {
+		st.bodyErr = io.EOF
+	}
+	st.cond.Broadcast()
+	if st.handlerDone {
+		delete(c.streams, st.id)
+	}
+}
+
+// consumedLocked gives back n received bytes that were read or dropped:
+// to the connection, and to st's stream unless st is nil or its body
+// ended. WINDOW_UPDATEs go out in batches (half a window). The caller
+// holds mu.
+func (c *h2Server) consumedLocked(st *h2sStream, n int64) error {
+	var b []byte
+	c.connUnacked += n
+	if c.connUnacked >= h2ConnWindow/2 {
+		b = appendWindowUpdate(c.ctl[:0], 0, uint32(c.connUnacked))
+		c.recvConn += c.connUnacked
+		c.connUnacked = 0
+	}
+	if st != nil && !st.remoteDone && st.reset == nil {
+		st.unacked += n
+		if st.unacked >= int64(c.window)/2 {
+			if b == nil {
+				b = c.ctl[:0]
+			}
+			b = appendWindowUpdate(b, st.id, uint32(st.unacked))
+			st.recvWin += st.unacked
+			st.unacked = 0
+		}
+	}
+	if b == nil {
+		return nil
+	}
+	return c.out.queue(b)
+}
+
+// resetStream sends RST_STREAM with code for stream id and ends the
+// stream, if it is open, with err.
+func (c *h2Server) resetStream(id uint32, code http2.ErrCode, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.streams[id]; st != nil {
+		c.endLocked(st, err)
+	}
+	c.out.queue(appendRST(c.ctl[:0], id, code))
+}
+
+// endLocked ends stream st for both sides with err (a reset): its handler's
+// writes fail, its body's reads fail once the bytes received are read,
+// its context ends. The caller holds mu.
+func (c *h2Server) endLocked(st *h2sStream, err error) {
+	if st.reset == nil {
+		st.reset = err
+	}
+	if !st.remoteDone {
+		st.remoteDone = true
+		st.bodyErr = err
+	}
+	delete(c.streams, st.id)
+	st.cond.Broadcast()
+	if c.connWaiters > 0 {
+		c.connCond.Broadcast()
+	}
+	st.cancel()
+}
+
+// closeAll ends every stream once the connection ended.
+func (c *h2Server) closeAll(err error) {
+	if err == nil {
+		err = net.ErrClosed
+	}
+	err = fmt.Errorf("%w: %w", ErrSessionClosed, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = err
+	}
+	for _, st := range c.streams {
+		c.endLocked(st, err)
+	}
+	c.connCond.Broadcast()
+}
+
+// headers handles a HEADERS frame: a new stream, or a request's trailers.
+func (c *h2Server) headers(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 != 1 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if id <= c.maxID {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		st := c.streams[id]
+		if st == nil {
+			return nil // a stream that ended here (its block was decoded)
+		}
+		return c.trailersLocked(st, f)
+	}
+	c.maxID = id
+	if c.goingAway {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
+	}
+	req, st, handler, err := c.newRequest(f)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.handlers >= h2MaxStreams || c.err != nil {
+		c.mu.Unlock()
+		st.cancel()
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
+	}
+	c.handlers++
+	c.streams[id] = st
+	st.sendWin = c.sendInit
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.run(st, req, handler)
+	return nil
+}
+
+// trailersLocked takes a request's trailers. The caller holds mu.
+func (c *h2Server) trailersLocked(st *h2sStream, f *http2.MetaHeadersFrame) error {
+	if st.remoteDone {
+		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
+	}
+	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
+		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
+	}
+	for _, hf := range f.RegularFields() {
+		k := c.canonical(hf.Name)
+		if !httpguts.ValidTrailerHeader(k) {
+			return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
+		}
+		if _, ok := st.reqTrailer[k]; ok {
+			if st.trailer == nil {
+				st.trailer = http.Header{}
+			}
+			st.trailer[k] = append(st.trailer[k], hf.Value)
+		}
+	}
+	c.remoteEndLocked(st)
+	return nil
+}
+
+// h2ConnHeaders are the connection-specific fields an HTTP/2 request may
+// not have (RFC 9113, section 8.2.2).
+var h2ConnHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
+
+// newRequest makes a stream's request from its HEADERS, as x/net's server
+// does, and picks its handler: c.handler, or one that answers 431 (a
+// header list past MaxRequestHeaderBytes) or 400 (fields HTTP/2 forbids).
+func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStream, http.Handler, error) {
+	id := f.StreamID
+	bad := http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	var method, scheme, authority, path string
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":path":
+			path = hf.Value
+		default: // :protocol (extended CONNECT is not offered)
+			return nil, nil, nil, bad
+		}
+	}
+	connect := method == http.MethodConnect
+	if connect {
+		if path != "" || scheme != "" || authority == "" {
+			return nil, nil, nil, bad
+		}
+	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
+		return nil, nil, nil, bad
+	}
+	regular := f.RegularFields()
+	header := make(http.Header, len(regular))
+	for _, hf := range regular {
+		k := c.canonical(hf.Name)
+		header[k] = append(header[k], hf.Value)
+	}
+	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
+	if needsContinue {
+		delete(header, "Expect")
+	}
+	if cookies := header["Cookie"]; len(cookies) > 1 {
+		header["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	var trailer http.Header
+	for _, v := range header["Trailer"] {
+		for key := range strings.SplitSeq(v, ",") {
+			key = http.CanonicalHeaderKey(strings.TrimSpace(key))
+			switch key {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+			default:
+				if trailer == nil {
+					trailer = http.Header{}
+				}
+				trailer[key] = nil
+			}
+		}
+	}
+	delete(header, "Trailer")
+	if host := header["Host"]; len(host) == 1 {
+		if authority == "" {
+			authority = host[0]
+		} else if host[0] != authority {
+			return nil, nil, nil, bad
+		}
+		delete(header, "Host")
+	} else if len(host) > 1 {
+		return nil, nil, nil, bad
+	}
+	if authority != "" && (!httpguts.ValidHostHeader(authority) || strings.IndexByte(authority, '@') >= 0) {
+		return nil, nil, nil, bad
+	}
+	var u *url.URL
+	requestURI := path
+	if connect {
+		u, requestURI = &url.URL{Host: authority}, authority
+	} else {
+		if path[0] != '/' && path != "*" {
+			return nil, nil, nil, bad
+		}
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return nil, nil, nil, bad
+		}
+	}
+
+	st := &h2sStream{c: c, id: id, declLen: -1, recvWin: int64(c.window), reqTrailer: trailer}
+	st.cond.L = &c.mu
+	st.ctx, st.cancel = context.WithCancel(c.base)
+	st.w.st = st
+	st.w.head = method == http.MethodHead
+	st.body.st = st
+	req := &http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     header,
+		Host:       authority,
+		RemoteAddr: c.remote,
+		RequestURI: requestURI,
+		Trailer:    trailer,
+	}
+	if f.StreamEnded() {
+		req.Body = http.NoBody
+		st.remoteDone, st.bodyErr = true, io.EOF
+	} else {
+		req.Body = &st.body
+		req.ContentLength = -1
+		if vv, ok := header["Content-Length"]; ok {
+			if cl, err := strconv.ParseUint(vv[0], 10, 63); err == nil {
+				req.ContentLength = int64(cl)
+			} else {
+				req.ContentLength = 0
+			}
+			st.declLen = req.ContentLength
+		}
+		st.needContinue = needsContinue
+	}
+	req = req.WithContext(st.ctx)
+	handler := c.handler
+	if f.Truncated {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+			io.WriteString(w, "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>")
+		})
+	} else {
+		for _, k := range h2ConnHeaders {
+			if _, ok := header[k]; ok {
+				handler = badRequest(fmt.Sprintf("request header %q is not valid in HTTP/2", k))
+			}
+		}
+		if te := header["Te"]; len(te) > 1 || len(te) == 1 && te[0] != "trailers" && te[0] != "" {
+			handler = badRequest(`request header "TE" may only be "trailers" in HTTP/2`)
+		}
+	}
+	return req, st, handler, nil
+}
+
+func badRequest(msg string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, msg, http.StatusBadRequest)
+	})
+}
+
+// maxCanonCache bounds the bytes of c.canon.
+const maxCanonCache = 32 << 10
+
+// canonical returns the canonical form of a lower-case field name.
+func (c *h2Server) canonical(name string) string {
+	if k, ok := commonCanonical[name]; ok {
+		return k
+	}
+	if k, ok := c.canon[name]; ok {
+		return k
+	}
+	k := http.CanonicalHeaderKey(name)
+	if size := 2*len(name) + 64; c.canonSize+size <= maxCanonCache {
+		if c.canon == nil {
+			c.canon = map[string]string{}
+		}
+		c.canon[name] = k
+		c.canonSize += size
+	}
+	return k
+}
+
+// commonFields are the field names looked up without allocating, each
+// way.
+var commonFields = []string{
+	"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges", "Access-Control-Allow-Origin",
+	"Age", "Allow", "Authorization", "Cache-Control", "Connection", "Content-Disposition", "Content-Encoding",
+	"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type", "Cookie", "Date",
+	"Etag", "Expect", "Expires", "From", "Host", "If-Match", "If-Modified-Since", "If-None-Match",
+	"If-Range", "If-Unmodified-Since", "Last-Modified", "Link", "Location", "Max-Forwards", "Origin",
+	"Proxy-Authenticate", "Proxy-Authorization", "Range", "Referer", "Refresh", "Retry-After", "Server",
+	"Set-Cookie", "Strict-Transport-Security", "Te", "Trailer", "Transfer-Encoding", "User-Agent", "Vary", "Via",
+	"Www-Authenticate", "X-Accel-Buffering", "X-Content-Type-Options", "X-Forwarded-For", "X-Forwarded-Host",
+	"X-Forwarded-Proto", "X-Frame-Options", "X-Request-Id", "Grpc-Encoding", "Grpc-Accept-Encoding",
+	"Grpc-Timeout", "Grpc-Status", "Grpc-Message", upgradeHeader, upgradedHeader, tcpHeader, tcpErrorHeader,
+	udpHeader, headerExpect,
+}
+
+// commonCanonical and commonLower map the common names' two forms.
+var commonCanonical, commonLower = func() (map[string]string, map[string]string) {
+	canon, lower := make(map[string]string, len(commonFields)), make(map[string]string, len(commonFields))
+	for _, k := range commonFields {
+		canon[strings.ToLower(k)] = k
+		lower[k] = strings.ToLower(k)
+	}
+	return canon, lower
+}()
+
+// lowerField returns the wire form of a field name, or false if it has no
+// valid one.
+func lowerField(k string) (string, bool) {
+	if l, ok := commonLower[k]; ok {
+		return l, true
+	}
+	upper := false
+	for i := 0; i < len(k); i++ {
+		b := k[i]
+		if b >= 0x80 {
+			return "", false
+		}
+		upper = upper || 'A' <= b && b <= 'Z'
+	}
+	if upper {
+		k = strings.ToLower(k)
+	}
+	return k, httpguts.ValidHeaderFieldName(k)
+}
+
+// run runs a stream's handler, then ends its response: completed when
+// the handler returned, reset (INTERNAL_ERROR) when it panicked, as with
+// http.ErrAbortHandler (the client sees an abort, never a clean end).
+func (c *h2Server) run(st *h2sStream, req *http.Request, handler http.Handler) {
+	defer c.wg.Done()
+	defer func() {
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
+			c.logger.Error("tunnel: v2: handler panic", "method", req.Method, "path", req.URL.Path, "panic", fmt.Sprint(p))
+		}
+		if p == nil {
+			st.w.finish()
+		}
+		st.body.Close()
+		c.mu.Lock()
+		c.handlers--
+		st.handlerDone = true
+		switch {
+		case p != nil && st.reset == nil:
+			c.endLocked(st, errHandlerPanicked)
+			c.out.queue(appendRST(c.ctl[:0], st.id, http2.ErrCodeInternal))
+		case st.reset == nil && !st.remoteDone:
+			// A complete response to a request whose body goes on:
+			// the client may stop sending it (RFC 9113, section 8.1).
+			c.endLocked(st, errHandlerComplete)
+			c.out.queue(appendRST(c.ctl[:0], st.id, http2.ErrCodeNo))
+		default:
+			delete(c.streams, st.id)
+		}
+		c.mu.Unlock()
+		st.cancel()
+		st.w.release()
+	}()
+	handler.ServeHTTP(&st.w, req)
+}
+
+var (
+	errHandlerPanicked = errors.New("tunnel: v2: handler panicked")
+	errHandlerComplete = errors.New("tunnel: v2: response complete")
+	errBodyClosed      = errors.New("tunnel: v2: request body closed by the handler")
+	errTooLong         = errors.New("tunnel: v2: the handler wrote more than its Content-Length")
+)
+
+// Frame encoding (RFC 9113, section 4.1).
+
+func appendFrameHeader(b []byte, length int, typ http2.FrameType, flags http2.Flags, id uint32) []byte {
+	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
+		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+}
+
+func appendWindowUpdate(b []byte, id, n uint32) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
+	return binary.BigEndian.AppendUint32(b, n&h2MaxWindow)
+}
+
+func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
+	return binary.BigEndian.AppendUint32(b, uint32(code))
+}
