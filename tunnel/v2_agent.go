@@ -3,14 +3,11 @@ package tunnel
 import (
 	"context"
 	"fmt"
-	"io"
-	"log"
 	"net/http"
 	"sync"
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
-	"golang.org/x/net/http2"
 )
 
 // serveV2 serves the requests (and the TCP connections, with dial) of a protocol v2 connection (after the
@@ -45,11 +42,7 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	hs := &handlerSet{idle: make(chan struct{})}
 	h := hs.wrap(serveTCPH2(dial, takeExpectation(serveUpgradeH2(handler))))
-	if leanH2Server {
-		serveH2(ctx, conn, h, h2ServerConfig{Window: cfg.V2.Window, OnError: cfg.frameError, Logger: cfg.Logger})
-	} else {
-		serveXNetH2(ctx, conn, h, cfg)
-	}
+	serveH2(ctx, conn, h, h2ServerConfig{Window: cfg.V2.Window, OnError: cfg.frameError, Logger: cfg.Logger})
 	stop()
 	conn.Close()
 	cancel() // the handlers' requests are cancelled
@@ -64,33 +57,6 @@ func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial
 		return peerErr
 	}
 	return fmt.Errorf("tunnel: v2 connection lost: %w", conn.Err())
-}
-
-// leanH2Server selects the agent's HTTP/2 server: our own (h2server.go),
-// or x/net's (serveXNetH2). Ours is off until the edge's
-// TestBudgetHoldsUnreadDownloads passes with it: with 50 clients that never
-// read, the edge's buffered bytes peak about 1 MB past the budget and its
-// 16 KiB floor per stream (x/net's server stays within); not understood yet.
-var leanH2Server = false
-
-// serveXNetH2 serves conn with x/net's HTTP/2 server.
-func serveXNetH2(ctx context.Context, conn *WSConn, h http.Handler, cfg Config) {
-	srv := &http2.Server{
-		MaxConcurrentStreams:         h2MaxStreams,
-		MaxUploadBufferPerStream:     int32(cfg.V2.Window),
-		MaxUploadBufferPerConnection: h2ConnWindow,
-		MaxReadFrameSize:             h2AgentFrameSize,
-		// x/net's default round-robin scheduler walks every open stream
-		// for each frame it writes: with 2,000 held SSE streams that was a
-		// fifth of the agent's CPU. The random scheduler keeps only the
-		// streams with frames waiting.
-		NewWriteScheduler: func() http2.WriteScheduler { return http2.NewRandomWriteScheduler() },
-	}
-	srv.ServeConn(conn, &http2.ServeConnOpts{
-		Context:    ctx,
-		Handler:    h,
-		BaseConfig: &http.Server{ErrorLog: log.New(io.Discard, "", 0), MaxHeaderBytes: MaxRequestHeaderBytes},
-	})
 }
 
 // handlerSet counts the handlers running, so that serveV2 returns only

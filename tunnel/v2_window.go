@@ -52,11 +52,12 @@ type h2Window struct {
 // frame size.
 const h2Floor = 16 << 10
 
-// h2Stream is a stream's window as the agent sees it (avail) and the
-// window x/net allows beyond that, not granted yet (owed).
+// h2Stream is a stream's window as the agent sees it (avail), the window
+// x/net allows beyond that, not granted yet (owed), and the bytes it
+// received that x/net's reader has not given back yet (unread).
 type h2Stream struct {
-	avail, owed int64
-	grant       bool // a WINDOW_UPDATE to send after the header block
+	avail, owed, unread int64
+	grant               bool // a WINDOW_UPDATE to send after the header block
 }
 
 // HTTP/2 frame types and flags (RFC 9113) used here.
@@ -198,6 +199,7 @@ func (c *h2Window) sent(out []byte) []byte {
 			return append(append(out, w.hdr[:]...), w.payload...) // the agent ended it: nothing to grant
 		}
 		st.owed += k
+		st.unread -= min(k, st.unread)
 		if st.grant {
 			return out // sent with the header block's grant
 		}
@@ -215,14 +217,17 @@ func (c *h2Window) sent(out []byte) []byte {
 	return out
 }
 
-// grant grows a stream's window as the budget allows, never below h2Floor
-// in flight, and appends the WINDOW_UPDATE. The caller holds mu.
+// grant grows a stream's window as the budget allows, and appends the
+// WINDOW_UPDATE. Whatever the budget, a stream keeps h2Floor bytes in
+// flight or unread: the floor is forced only for what the stream holds
+// below it, so that beyond the budget each stream holds at most h2Floor,
+// however fast its agent fills what it is granted. The caller holds mu.
 func (c *h2Window) grant(out []byte, id uint32, st *h2Stream) []byte {
 	if c.closed {
 		return out
 	}
 	f := c.budget.Grow(st.owed)
-	if short := h2Floor - (st.avail + f); short > 0 {
+	if short := h2Floor - (st.avail + st.unread + f); short > 0 {
 		force := min(short, st.owed-f)
 		c.budget.Force(force)
 		f += force
@@ -322,6 +327,7 @@ func (c *h2Window) frame(r *h2Parser) error {
 			use := min(l, st.avail)
 			over := l - use
 			st.avail -= use
+			st.unread += use
 			c.granted -= use
 			if over > 0 {
 				if !c.closed {
