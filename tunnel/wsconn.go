@@ -223,14 +223,18 @@ func (c *WSConn) writer() {
 			return
 		}
 		c.wmu.Lock()
+		if len(c.pending) == 0 {
+			// A wake for bytes the last round took: nothing to swap
+			// (swapping would drop a buffer and grow a new one from
+			// nothing, copying it at every doubling).
+			c.wmu.Unlock()
+			continue
+		}
 		buf := c.pending
 		c.pending = c.spare[:0]
 		c.spare = nil
 		c.wcond.Broadcast()
 		c.wmu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
 		c.wsmu.Lock()
 		err := c.ws.WriteMessage(websocket.BinaryMessage, buf)
 		c.wsmu.Unlock()
