@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Proxy is the reverse proxy of both ends of the tunnel: the edge's public
@@ -108,7 +110,7 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		// 100-continue body would hang its Close).
 		out.Body = noopCloser{out.Body}
 	}
-	te := headerHasToken(req.Header, "Te", "trailers")
+	te := httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers")
 	RemoveHopByHop(out.Header)
 	if te {
 		out.Header["Te"] = []string{"trailers"}
@@ -277,18 +279,6 @@ func (g *passInformational) done() {
 	g.mu.Lock()
 	g.finished = true
 	g.mu.Unlock()
-}
-
-// headerHasToken reports whether a comma-separated field of h lists token.
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // noopCloser keeps the transport from closing the client's body.

@@ -9,13 +9,13 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
+	"golang.org/x/net/http/httpguts"
 )
 
 // v1Edge is the edge's end of a protocol v1 session: an http.RoundTripper
@@ -901,17 +901,7 @@ func (c *upgradedConn) Write(p []byte) (int, error) {
 // isUpgrade reports whether h asks for a protocol upgrade (Connection:
 // upgrade with an Upgrade header).
 func isUpgrade(h http.Header) bool {
-	if h.Get("Upgrade") == "" {
-		return false
-	}
-	for _, v := range h["Connection"] {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
+	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "upgrade")
 }
 
 var _ Session = (*v1Edge)(nil)
