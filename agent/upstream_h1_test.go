@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // countedServer is an HTTP/1.1 server on loopback that counts the
@@ -82,16 +84,6 @@ func fetch(t *testing.T, rt http.RoundTripper, method, url string, body io.Reade
 		t.Fatalf("%s %s: body: %v", method, url, err)
 	}
 	return resp, string(b)
-}
-
-// waitUntil polls cond until it holds, failing the test after a minute.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting for %s after a minute", what)
-		}
-	}
 }
 
 func TestLeanRequest(t *testing.T) {
@@ -254,7 +246,7 @@ func TestLeanConnectionNotReused(t *testing.T) {
 		if _, err := resp.Body.Read(make([]byte, 10)); !errors.Is(err, http.ErrBodyReadAfterClose) {
 			t.Errorf("Read after Close: %v, want %v", err, http.ErrBodyReadAfterClose)
 		}
-		waitUntil(t, "the server to see the connection closed", func() bool { return srv.closed.Load() == 1 })
+		testtool.Eventually(t, "the server to see the connection closed", func() bool { return srv.closed.Load() == 1 })
 		fetch(t, ut, "GET", srv.URL+"/", nil)
 		if n := srv.opened.Load(); n != 2 {
 			t.Errorf("%d connections, want 2", n)
@@ -266,7 +258,7 @@ func TestLeanConnectionNotReused(t *testing.T) {
 		ut := testUpstream(t, func(tr *http.Transport) { tr.IdleConnTimeout = 50 * time.Millisecond })
 		fetch(t, ut, "GET", srv.URL+"/", nil)
 		// The idle connection's timer closes it.
-		waitUntil(t, "the idle connection to be closed", func() bool { return srv.closed.Load() == 1 })
+		testtool.Eventually(t, "the idle connection to be closed", func() bool { return srv.closed.Load() == 1 })
 		fetch(t, ut, "GET", srv.URL+"/", nil)
 		if n := srv.opened.Load(); n != 2 {
 			t.Errorf("%d connections, want 2", n)
@@ -359,7 +351,7 @@ func TestLeanStaleConnection(t *testing.T) {
 		fetch(t, ut, "GET", "http://"+addr+"/", nil)
 		<-closed
 		// The server's FIN has reached the pooled connection.
-		waitUntil(t, "the pooled connection to see the close", func() bool {
+		testtool.Eventually(t, "the pooled connection to see the close", func() bool {
 			ut.lean.mu.Lock()
 			defer ut.lean.mu.Unlock()
 			list := ut.lean.idle[addr]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/testtool"
 	"github.com/sluicehq/sluice/tunnel"
 )
 
@@ -105,7 +106,7 @@ func TestSlowUploadsFromOneAddressLeaveOthersServed(t *testing.T) {
 			for range perIP {
 				e.rawRequest(t, "127.0.0.2", slowUpload)
 			}
-			waitUntil(t, func() bool { return started.Load() == perIP })
+			testtool.Eventually(t, "every upload started", func() bool { return started.Load() == perIP })
 			for range 3 * perIP { // the 1,030 against 1,024 streams, scaled
 				c := e.rawRequest(t, "127.0.0.2", slowUpload)
 				// Over the limit: the answer comes though the upload is
@@ -126,18 +127,6 @@ func TestSlowUploadsFromOneAddressLeaveOthersServed(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds (a hang fails after patience).
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition still false after", patience)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // An early answer (here 503: the tunnel carries its maximum of streams)
 // reaches a client whose upload is slow at once: the edge does not first
 // read up to 256 KiB of it.
@@ -150,7 +139,7 @@ func TestEarlyAnswerReachesSlowUploader(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 	}))
 	e.rawRequest(t, "127.0.0.1", slowUpload) // holds the only stream
-	waitUntil(t, func() bool { return started.Load() == 1 })
+	testtool.Eventually(t, "the upload started", func() bool { return started.Load() == 1 })
 	c := e.rawRequest(t, "127.0.0.1", slowUpload)
 	resp := readStatus(t, c)
 	if resp.StatusCode != http.StatusServiceUnavailable {

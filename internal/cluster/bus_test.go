@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/redistest"
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // The edges' messages and the claims between edges, on a real
@@ -25,9 +26,9 @@ func TestBusMessages(t *testing.T) {
 	ha, hb := &recorder{}, &recorder{}
 	a := realMember(t, rs, "a", longLease, ha)
 	b := realMember(t, rs, "b", longLease, hb)
-	eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() })
+	testtool.Eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() })
 	// A subscription may still be on its way: publish until B hears.
-	eventually(t, "B hears A", func() bool {
+	testtool.Eventually(t, "B hears A", func() bool {
 		if err := a.Publish(context.Background(), "test.hello", map[string]int{"n": 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -41,8 +42,8 @@ func TestBusMessages(t *testing.T) {
 	// Redis restarts (empty): both subscribe again, hear Resync, and
 	// messages flow again.
 	rs.Restart()
-	eventually(t, "both resynced", func() bool { return ha.has("resync") && hb.has("resync") })
-	eventually(t, "A hears B after the restart", func() bool {
+	testtool.Eventually(t, "both resynced", func() bool { return ha.has("resync") && hb.has("resync") })
+	testtool.Eventually(t, "A hears B after the restart", func() bool {
 		b.Publish(context.Background(), "test.again", "x")
 		time.Sleep(50 * time.Millisecond)
 		return ha.has(`test.again "x"`)
@@ -61,7 +62,7 @@ func TestClaimEndsNegativeCache(t *testing.T) {
 	a := realMember(t, rs, "a", longLease)
 	b := realMemberConfig(t, rs, Config{ID: "b", Lease: longLease, NegativeTTL: time.Hour}, hb)
 	ctx := context.Background()
-	eventually(t, "subscribed", func() bool {
+	testtool.Eventually(t, "subscribed", func() bool {
 		a.Publish(ctx, "test.ping", 0)
 		time.Sleep(50 * time.Millisecond)
 		return hb.has("test.ping 0")
@@ -72,7 +73,7 @@ func TestClaimEndsNegativeCache(t *testing.T) {
 	if _, err := a.Hold(ctx, "late", Holder{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "routed at B", func() bool {
+	testtool.Eventually(t, "routed at B", func() bool {
 		r, err := b.Lookup(ctx, "late")
 		return err == nil && r.Edge == "a"
 	})
@@ -85,8 +86,8 @@ func TestClaimAcrossEdges(t *testing.T) {
 	b := realMember(t, rs, "b", longLease, hb)
 	c := realMember(t, rs, "c", longLease)
 	ctx := context.Background()
-	eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() && !c.Degraded() })
-	eventually(t, "subscribed", func() bool { // every subscription is up once a message goes round
+	testtool.Eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() && !c.Degraded() })
+	testtool.Eventually(t, "subscribed", func() bool { // every subscription is up once a message goes round
 		a.Publish(ctx, "test.ping", 0)
 		time.Sleep(50 * time.Millisecond)
 		return hb.has("test.ping 0")
@@ -109,7 +110,7 @@ func TestClaimAcrossEdges(t *testing.T) {
 	if _, err := b.Hold(ctx, "demo", alice); err != nil {
 		t.Fatalf("the same token at B: %v", err)
 	}
-	eventually(t, "A lost demo", func() bool { return ha.has("lost demo") })
+	testtool.Eventually(t, "A lost demo", func() bool { return ha.has("lost demo") })
 	if a.Held() != 0 || b.Held() != 1 {
 		t.Errorf("A holds %d, B %d; want 0 and 1", a.Held(), b.Held())
 	}
@@ -124,7 +125,7 @@ func TestClaimAcrossEdges(t *testing.T) {
 	if _, err := c.Hold(ctx, "demo", Holder{Token: "owner", Owner: true}); err != nil {
 		t.Fatalf("the owner's claim: %v", err)
 	}
-	eventually(t, "B lost demo", func() bool { return hb.has("lost demo") })
+	testtool.Eventually(t, "B lost demo", func() bool { return hb.has("lost demo") })
 
 	// A claim made again here after another edge's is not lost to the
 	// late message of that other claim: the route decides. (A may hear
@@ -143,8 +144,8 @@ func TestClaimAcrossEdges(t *testing.T) {
 	// published after them has (one subscription delivers in order, and
 	// a claim is handled before the next message).
 	b.Publish(ctx, "test.ping", 1)
-	eventually(t, "A heard the ping", func() bool { return ha.has("test.ping 1") })
-	eventually(t, "B lost flip", func() bool { return hb.has("lost flip") })
+	testtool.Eventually(t, "A heard the ping", func() bool { return ha.has("test.ping 1") })
+	testtool.Eventually(t, "B lost flip", func() bool { return hb.has("lost flip") })
 	if a.Held() != 1 {
 		t.Errorf("A, which claimed flip last, heard %q and holds %d", ha.get(), a.Held())
 	}

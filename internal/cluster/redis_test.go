@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/redistest"
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // The Redis table against a real redis-server.
@@ -44,24 +45,12 @@ func realMemberConfig(t *testing.T, rs *redistest.Server, cfg Config, h ...Handl
 	return c
 }
 
-// eventually polls cond every 10 ms until it holds, for up to a minute.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not %s after a minute", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRedisTable(t *testing.T) {
 	rs := redistest.Start(t)
 	a := realMember(t, rs, "a", 3*time.Second)
 	b := realMember(t, rs, "b", 3*time.Second)
 	ctx := context.Background()
-	eventually(t, "in the peers table", func() bool { return !a.Degraded() && !b.Degraded() })
+	testtool.Eventually(t, "in the peers table", func() bool { return !a.Degraded() && !b.Degraded() })
 
 	// More names than one renewal script call takes: one pipeline.
 	var claims []Claim
@@ -101,7 +90,7 @@ func TestRedisTable(t *testing.T) {
 	// Redis restarts, empty, and forgets the scripts: the next renewal
 	// loads them again and writes every route back.
 	rs.Restart()
-	eventually(t, "re-claimed after the restart", func() bool {
+	testtool.Eventually(t, "re-claimed after the restart", func() bool {
 		r, err := b.Lookup(ctx, "t5")
 		return err == nil && r.Edge == "a"
 	})
@@ -114,10 +103,10 @@ func TestRedisDown(t *testing.T) {
 	rs := redistest.Start(t)
 	a := realMember(t, rs, "a", 1500*time.Millisecond)
 	ctx := context.Background()
-	eventually(t, "healthy", func() bool { return !a.Degraded() })
+	testtool.Eventually(t, "healthy", func() bool { return !a.Degraded() })
 	hold(a, "demo")
 	rs.Stop()
-	eventually(t, "degraded", a.Degraded)
+	testtool.Eventually(t, "degraded", a.Degraded)
 	// Every wait is bounded: with Redis gone, calls fail within Timeout.
 	t0 := time.Now()
 	hold(a, "late")
@@ -129,7 +118,7 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("calls with Redis down took %v", d)
 	}
 	rs.Restart()
-	eventually(t, "healthy again", func() bool { return !a.Degraded() })
+	testtool.Eventually(t, "healthy again", func() bool { return !a.Degraded() })
 	for _, n := range []string{"demo", "late"} {
 		if r, err := a.Lookup(ctx, n); err != nil || r.Edge != "a" {
 			t.Errorf("Lookup(%s) after Redis restarted = %+v, %v", n, r, err)
@@ -142,14 +131,14 @@ func TestRedisLeaseRunsOut(t *testing.T) {
 	a := realMember(t, rs, "a", time.Second)
 	b := realMember(t, rs, "b", time.Second)
 	ctx := context.Background()
-	eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() })
+	testtool.Eventually(t, "healthy", func() bool { return !a.Degraded() && !b.Degraded() })
 	hold(a, "demo")
-	eventually(t, "routed", func() bool { // a call may outlast Timeout (Lease/3) on a loaded machine
+	testtool.Eventually(t, "routed", func() bool { // a call may outlast Timeout (Lease/3) on a loaded machine
 		_, err := b.Lookup(ctx, "demo")
 		return err == nil
 	})
 	a.Close() // dies: nothing released
-	eventually(t, "expired", func() bool {
+	testtool.Eventually(t, "expired", func() bool {
 		_, err := b.Lookup(ctx, "demo")
 		return errors.Is(err, ErrNoRoute)
 	})
