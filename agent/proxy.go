@@ -66,7 +66,7 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 			up := tg.url
 			pr.SetURL(up)
 			// The edge set these for the public client; keep them.
-			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			for _, h := range tunnel.ForwardingHeaders {
 				if v := pr.In.Header[h]; v != nil {
 					pr.Out.Header[h] = v
 				}

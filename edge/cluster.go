@@ -97,7 +97,7 @@ func (s *Server) initCluster() {
 			// address, as if it had been reached directly), no Sluice-*
 			// field but the signature.
 			tunnel.RemoveInternal(pr.Out.Header)
-			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
+			for _, k := range tunnel.ForwardingHeaders {
 				if v := pr.In.Header[k]; v != nil {
 					pr.Out.Header[k] = append([]string(nil), v...)
 				}

@@ -20,6 +20,12 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
+// ForwardingHeaders are the fields that say which client a request came
+// from and how: the edge's Proxy removes the visitor's and the edge sets
+// its own; the agent's proxy and the cluster's forwarder pass the edge's
+// on.
+var ForwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
 // RemoveHopByHop deletes from h the hop-by-hop fields and every field that
 // Connection names, as httputil.ReverseProxy does, on both of the tunnel's
 // proxies (Proxy). The upgrade path, which copies a raw 101 head by hand, uses it

@@ -115,7 +115,7 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if te {
 		out.Header["Te"] = []string{"trailers"}
 	}
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+	for _, h := range ForwardingHeaders {
 		delete(out.Header, h)
 	}
 	pr := &httputil.ProxyRequest{In: req, Out: out}
