@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,4 +550,47 @@ func TestH2ServerContentLengthEnds(t *testing.T) {
 	if string(body) != "hello" {
 		t.Fatalf("body %q", body)
 	}
+}
+
+// TestH2ServerReusesHandlerGoroutines: a stream after another one ended
+// runs on the goroutine that served it (its stack already grown), and the
+// idle goroutines end with the connection (goleak checks).
+func TestH2ServerReusesHandlerGoroutines(t *testing.T) {
+	idled := make(chan struct{}, 100)
+	var mu sync.Mutex
+	ids := map[string]int{}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf [64]byte
+		n := runtime.Stack(buf[:], false)
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:n]), "goroutine "), " ")
+		mu.Lock()
+		ids[id]++
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	})
+	cli, srv := memPipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serveH2(context.Background(), srv, handler, h2ServerConfig{idled: func() { idled <- struct{}{} }})
+	}()
+	tr := &http2.Transport{AllowHTTP: true, DisableCompression: true}
+	cc, err := tr.NewClientConn(cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, b := h2Get(t, cc, "GET", "/", nil); string(b) != "ok" {
+			t.Fatalf("request %d: body %q", i, b)
+		}
+		wait(t, idled, "the handler goroutine to go idle")
+	}
+	mu.Lock()
+	if len(ids) != 1 {
+		t.Errorf("10 requests one after another ran on %d goroutines (%v), want 1", len(ids), ids)
+	}
+	mu.Unlock()
+	cc.Close()
+	cli.Close()
+	wait(t, done, "serveH2")
 }
