@@ -6,10 +6,10 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/tunnel"
@@ -66,8 +66,12 @@ func markStreamed(resp *http.Response) error {
 		resp.StatusCode == http.StatusNotModified || resp.Request.Method == http.MethodHead {
 		return nil
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if resp.ContentLength < 0 || mt == "text/event-stream" || mt == "application/x-ndjson" {
+	// The media type, compared as RFC 9110 says (case-insensitive, before
+	// any parameter), without parsing the parameters: every response
+	// passes here.
+	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	mt = strings.TrimSpace(mt)
+	if resp.ContentLength < 0 || strings.EqualFold(mt, "text/event-stream") || strings.EqualFold(mt, "application/x-ndjson") {
 		resp.Header.Set("X-Accel-Buffering", "no")
 	}
 	return nil
