@@ -735,9 +735,18 @@ func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStr
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
-	for _, hf := range regular {
+	// One backing array for the values (as net/textproto does): a field's
+	// first value takes a one-element slice of it, capacity one, so that
+	// a repeated field's append copies out.
+	vals := make([]string, len(regular))
+	for i, hf := range regular {
 		k := c.canonical(hf.Name)
-		header[k] = append(header[k], hf.Value)
+		if vv, ok := header[k]; ok {
+			header[k] = append(vv, hf.Value)
+			continue
+		}
+		vals[i] = hf.Value
+		header[k] = vals[i : i+1 : i+1]
 	}
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
 	if needsContinue {

@@ -594,3 +594,26 @@ func TestH2ServerReusesHandlerGoroutines(t *testing.T) {
 	cli.Close()
 	wait(t, done, "serveH2")
 }
+
+// TestH2ServerRepeatedFields: a repeated field's values arrive in order
+// under one key, and a handler appending to one field's values changes no
+// other field (the values share one backing array).
+func TestH2ServerRepeatedFields(t *testing.T) {
+	cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header["X-One"] = append(r.Header["X-One"], "appended")
+		fmt.Fprintf(w, "%q %q %q", r.Header["X-Multi"], r.Header["X-One"], r.Header["X-Two"])
+	}))
+	req, _ := http.NewRequest("GET", "http://t.example/", nil)
+	req.Header["X-One"] = []string{"c"}
+	req.Header["X-Multi"] = []string{"a", "b"}
+	req.Header["X-Two"] = []string{"d"}
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if want := `["a" "b"] ["c" "appended"] ["d"]`; string(b) != want {
+		t.Errorf("handler saw %s, want %s", b, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -89,13 +90,18 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		p.Upgrades.ServeHTTP(rw, req)
 		return
 	}
-	out := new(http.Request)
-	*out = *req // the same context
+	// What a request needs beyond the outgoing request itself, in one
+	// allocation (every request passes here, at both ends).
+	st := &proxyState{g: passInformational{rw: rw}}
+	st.trace.Got1xxResponse = st.g.got
+	// 1xx responses (100 Continue, 103 Early Hints) go to the client as
+	// they come, until RoundTrip returned.
+	out := req.WithContext(httptrace.WithClientTrace(req.Context(), &st.trace))
 	// Request trailers do not cross (docs/protocol.md, "Trailers"): they
 	// arrive after the header section was checked and rewritten.
 	out.Trailer = nil
-	u := *req.URL
-	out.URL = &u
+	st.url = *req.URL
+	out.URL = &st.url
 	out.Header = req.Header.Clone()
 	if out.Header == nil {
 		out.Header = make(http.Header)
@@ -118,17 +124,14 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	for _, h := range ForwardingHeaders {
 		delete(out.Header, h)
 	}
-	pr := &httputil.ProxyRequest{In: req, Out: out}
-	p.Rewrite(pr)
-	out = pr.Out
+	st.pr = httputil.ProxyRequest{In: req, Out: out}
+	p.Rewrite(&st.pr)
+	out = st.pr.Out // (a request of Rewrite's own derives from Out, trace and all)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = []string{""} // not Go's default
 	}
 
-	// 1xx responses (100 Continue, 103 Early Hints) go to the client as
-	// they come, until RoundTrip returned.
-	g := &passInformational{rw: rw}
-	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: g.got}))
+	g := &st.g
 	res, err := p.Transport.RoundTrip(out)
 	g.done()
 	if err != nil {
@@ -251,6 +254,15 @@ func (p *Proxy) copyBody(rw http.ResponseWriter, rc *http.ResponseController, bo
 			buf, large = *small, false
 		}
 	}
+}
+
+// proxyState is what ServeHTTP allocates for a request besides the
+// outgoing request.
+type proxyState struct {
+	url   url.URL
+	pr    httputil.ProxyRequest
+	g     passInformational
+	trace httptrace.ClientTrace
 }
 
 // passInformational passes 1xx responses to the client while RoundTrip runs.
