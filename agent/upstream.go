@@ -279,14 +279,25 @@ func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	bodyless := req.Body == nil || req.Body == http.NoBody
 
-	bw := c.client.writers.Get().(*bufio.Writer)
-	bw.Reset(c.conn)
-	err := req.Write(bw)
-	if err == nil {
-		err = bw.Flush()
+	var err error
+	h := heads.Get().(*requestHead)
+	var ok bool
+	if h.b, h.keys, ok = appendRequestHead(h.b[:0], req, h.keys); ok {
+		_, err = c.conn.Write(h.b)
+	} else {
+		bw := c.client.writers.Get().(*bufio.Writer)
+		bw.Reset(c.conn)
+		err = req.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		c.client.writers.Put(bw)
 	}
-	bw.Reset(nil)
-	c.client.writers.Put(bw)
+	if cap(h.b) <= 8<<10 {
+		clear(h.keys)
+		heads.Put(h)
+	}
 	if err != nil {
 		// A request without a body is written in full or not at all as
 		// far as the server goes (its head ends with its last byte).
@@ -341,6 +352,14 @@ func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = &h1Body{c: c, body: resp.Body, ctx: ctx, stop: stop, keep: keep}
 	return resp, nil
 }
+
+// requestHead is appendRequestHead's scratch space.
+type requestHead struct {
+	b    []byte
+	keys []string
+}
+
+var heads = sync.Pool{New: func() any { return &requestHead{b: make([]byte, 0, 1<<10)} }}
 
 // replayable is net/http's rule for sending a request again after its
 // connection failed: a method without side effects, or a request that
