@@ -1,0 +1,43 @@
+package edge
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestMarkStreamed: X-Accel-Buffering: no on a response without a length
+// or of a streamed media type (whatever its case and parameters), never
+// on a bodiless one, and an upstream's own value kept.
+func TestMarkStreamed(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, ctype, own string
+		status                   int
+		length                   int64
+		want                     string
+	}{
+		{"sse", "GET", "text/event-stream", "", 200, 100, "no"},
+		{"sse with parameters, any case", "GET", " Text/Event-Stream ; charset=utf-8", "", 200, 100, "no"},
+		{"ndjson", "GET", "application/x-ndjson", "", 200, 5, "no"},
+		{"no length", "GET", "application/json", "", 200, -1, "no"},
+		{"known length", "GET", "application/json", "", 200, 10, ""},
+		{"prefix only", "GET", "text/event-streams", "", 200, 10, ""},
+		{"head", "HEAD", "text/event-stream", "", 200, -1, ""},
+		{"no content", "GET", "text/event-stream", "", 204, -1, ""},
+		{"not modified", "GET", "text/event-stream", "", 304, -1, ""},
+		{"informational", "GET", "text/event-stream", "", 103, -1, ""},
+		{"upstream's own", "GET", "text/event-stream", "yes", 200, -1, "yes"},
+	} {
+		resp := &http.Response{StatusCode: tc.status, ContentLength: tc.length, Header: http.Header{},
+			Request: &http.Request{Method: tc.method}}
+		resp.Header.Set("Content-Type", tc.ctype)
+		if tc.own != "" {
+			resp.Header.Set("X-Accel-Buffering", tc.own)
+		}
+		if err := markStreamed(resp); err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Header.Get("X-Accel-Buffering"); got != tc.want {
+			t.Errorf("%s: X-Accel-Buffering %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
