@@ -43,13 +43,13 @@ import (
 // The wire is unchanged: agents running x/net's server (older releases)
 // and the agent's own server both serve it.
 
-// h2Client is one HTTP/2 client connection. The read loop alone touches
+// h2cConn is the edge's HTTP/2 client connection. The read loop alone touches
 // the fields it documents as its own; mu guards the streams, the windows,
 // the budget's accounting and every stream's shared state; wmu guards the
 // header encoder and the allocation of stream IDs (so that HEADERS go out
 // in the order of their IDs). Lock order: wmu, then mu, then the h2Out's
 // own.
-type h2Client struct {
+type h2cConn struct {
 	conn            net.Conn
 	out             h2Out
 	budget          *Budget
@@ -123,7 +123,7 @@ const (
 // newH2Client starts an HTTP/2 client connection on conn: its preface and
 // settings are queued, and its read loop runs until the connection ends.
 // close ends it.
-func newH2Client(conn net.Conn, cfg h2ClientConfig) (*h2Client, error) {
+func newH2Client(conn net.Conn, cfg h2ClientConfig) (*h2cConn, error) {
 	window := cfg.Window
 	if window <= 0 {
 		window = DefaultWindowV2
@@ -132,7 +132,7 @@ func newH2Client(conn net.Conn, cfg h2ClientConfig) (*h2Client, error) {
 	if maxHeader <= 0 {
 		maxHeader = DefaultMaxHeaderBytes
 	}
-	c := &h2Client{
+	c := &h2cConn{
 		conn:            conn,
 		out:             wrapConnOut(conn),
 		budget:          cfg.Budget,
@@ -182,7 +182,7 @@ func newH2Client(conn net.Conn, cfg h2ClientConfig) (*h2Client, error) {
 // close ends the connection and returns once the read loop did: every
 // stream has failed, and what the connection reserved of the budget is
 // released.
-func (c *h2Client) close() {
+func (c *h2cConn) close() {
 	c.conn.Close()
 	<-c.readDone
 }
@@ -190,14 +190,14 @@ func (c *h2Client) close() {
 // readLoop reads and handles frames until the connection fails or the
 // agent breaks the protocol (then GOAWAY goes out first), then ends every
 // stream and closes the connection.
-func (c *h2Client) readLoop() {
+func (c *h2cConn) readLoop() {
 	defer close(c.readDone)
 	err := c.readFrames()
 	c.conn.Close()
 	c.closeAll(err)
 }
 
-func (c *h2Client) readFrames() error {
+func (c *h2cConn) readFrames() error {
 	for {
 		f, err := c.fr.ReadFrame()
 		if err == nil {
@@ -229,7 +229,7 @@ func (c *h2Client) readFrames() error {
 }
 
 // report tells OnError of a protocol error of the agent.
-func (c *h2Client) report(kind string, err error) {
+func (c *h2cConn) report(kind string, err error) {
 	if c.onError != nil {
 		c.onError(kind, err)
 	}
@@ -237,7 +237,7 @@ func (c *h2Client) report(kind string, err error) {
 
 // connError sends GOAWAY with code and returns the error that ends the
 // connection. A flow-control error was reported where it was found.
-func (c *h2Client) connError(code http2.ErrCode, kind string, err error) error {
+func (c *h2cConn) connError(code http2.ErrCode, kind string, err error) error {
 	if !errors.Is(err, ErrFlowControl) {
 		c.report(kind, err)
 	}
@@ -249,7 +249,7 @@ func (c *h2Client) connError(code http2.ErrCode, kind string, err error) error {
 }
 
 // frame handles one frame from the agent.
-func (c *h2Client) frame(f http2.Frame) error {
+func (c *h2cConn) frame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
 		return c.headers(f)
@@ -279,9 +279,9 @@ func (c *h2Client) frame(f http2.Frame) error {
 
 // opened reports whether stream id was opened by the client (an idle
 // stream's frames are a connection error). The caller holds mu.
-func (c *h2Client) opened(id uint32) bool { return id%2 == 1 && id <= c.lastID }
+func (c *h2cConn) opened(id uint32) bool { return id%2 == 1 && id <= c.lastID }
 
-func (c *h2Client) settings(f *http2.SettingsFrame) error {
+func (c *h2cConn) settings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
@@ -324,7 +324,7 @@ func (c *h2Client) settings(f *http2.SettingsFrame) error {
 	return c.out.queue(appendFrameHeader(c.rctl[:0], 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
 }
 
-func (c *h2Client) windowUpdate(f *http2.WindowUpdateFrame) error {
+func (c *h2cConn) windowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f.StreamID == 0 {
@@ -356,7 +356,7 @@ func (c *h2Client) windowUpdate(f *http2.WindowUpdateFrame) error {
 // body does once the bytes received are read; a stream whose response
 // was complete keeps it (RFC 9113, section 8.1: a server may reset with
 // NO_ERROR a request whose body it does not need).
-func (c *h2Client) rstStream(f *http2.RSTStreamFrame) error {
+func (c *h2cConn) rstStream(f *http2.RSTStreamFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.opened(f.StreamID) {
@@ -371,7 +371,7 @@ func (c *h2Client) rstStream(f *http2.RSTStreamFrame) error {
 
 // goAwayFrame refuses new streams and fails those the agent will not
 // process; the connection closes once the others ended.
-func (c *h2Client) goAwayFrame(f *http2.GoAwayFrame) {
+func (c *h2cConn) goAwayFrame(f *http2.GoAwayFrame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.goAway = true
@@ -388,7 +388,7 @@ func (c *h2Client) goAwayFrame(f *http2.GoAwayFrame) {
 // closeIfIdleLocked closes the connection once no new stream may open
 // (GOAWAY, or the stream IDs ran out) and none is left: the session ends
 // cleanly, and the agent reconnects. The caller holds mu.
-func (c *h2Client) closeIfIdleLocked() {
+func (c *h2cConn) closeIfIdleLocked() {
 	if (c.goAway || c.exhausted) && len(c.streams) == 0 && c.err == nil {
 		b := appendFrameHeader(c.ctl[:0], 8, http2.FrameGoAway, 0, 0)
 		b = binary.BigEndian.AppendUint32(b, 0)
@@ -400,7 +400,7 @@ func (c *h2Client) closeIfIdleLocked() {
 
 // closeAll ends every stream once the connection ended, and releases the
 // connection's share of the budget.
-func (c *h2Client) closeAll(err error) {
+func (c *h2cConn) closeAll(err error) {
 	if err == nil {
 		err = net.ErrClosed
 	}
@@ -420,7 +420,7 @@ func (c *h2Client) closeAll(err error) {
 
 // resetLocked sends RST_STREAM with code for st, unless it ended, and ends
 // it with err. The caller holds mu.
-func (c *h2Client) resetLocked(st *h2cStream, code http2.ErrCode, err error) {
+func (c *h2cConn) resetLocked(st *h2cStream, code http2.ErrCode, err error) {
 	if !st.localDone || !st.remoteDone {
 		if c.err == nil {
 			c.out.queue(appendRST(c.ctl[:0], st.id, code))
@@ -433,7 +433,7 @@ func (c *h2Client) resetLocked(st *h2cStream, code http2.ErrCode, err error) {
 // endLocked ends what is left of st with err: its response (the head, or
 // the body once the bytes received are read) unless it was complete, its
 // request body's writes. The caller holds mu.
-func (c *h2Client) endLocked(st *h2cStream, err error) {
+func (c *h2cConn) endLocked(st *h2cStream, err error) {
 	if st.err == nil {
 		st.err = err
 	}
@@ -450,7 +450,7 @@ func (c *h2Client) endLocked(st *h2cStream, err error) {
 // remoteEndLocked ends st's response (END_STREAM with io.EOF, else an
 // error): the window it was granted and will not use is released. The
 // caller holds mu.
-func (c *h2Client) remoteEndLocked(st *h2cStream, err error) {
+func (c *h2cConn) remoteEndLocked(st *h2cStream, err error) {
 	st.remoteDone = true
 	if err == io.EOF && st.declLen >= 0 && st.gotLen != st.declLen && !st.noBody {
 		err = io.ErrUnexpectedEOF
@@ -467,7 +467,7 @@ func (c *h2Client) remoteEndLocked(st *h2cStream, err error) {
 }
 
 // forgetLocked drops st once both of its sides ended. The caller holds mu.
-func (c *h2Client) forgetLocked(st *h2cStream) {
+func (c *h2cConn) forgetLocked(st *h2cStream) {
 	if !st.localDone || !st.remoteDone || st.forgotten {
 		return
 	}

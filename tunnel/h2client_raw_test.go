@@ -19,7 +19,7 @@ import (
 // h2cRaw is the edge's client on a memPipe to a raw agent: the frames the
 // agent sends are the test's, those it reads the client's.
 type h2cRaw struct {
-	c     *h2Client
+	c     *h2cConn
 	rec   *h2cRecorder
 	srv   net.Conn
 	fr    *http2.Framer

@@ -19,10 +19,10 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// h2cStream is one stream of an h2Client: its request, its response and
+// h2cStream is one stream of an h2cConn: its request, its response and
 // the state they share with the read loop, guarded by the client's mu.
 type h2cStream struct {
-	c    *h2Client
+	c    *h2cConn
 	id   uint32
 	cond sync.Cond   // on c.mu: the head, bytes or window came, the stream ended
 	stop func() bool // stops the request context's AfterFunc
@@ -77,7 +77,7 @@ var (
 // writer's writes (req.Body is not read); otherwise a body is sent by a
 // goroutine of its own while it is being sent. req.Context() ending, or
 // the response body's Close before its end, resets the stream.
-func (c *h2Client) roundTrip(req *http.Request, duplex bool) (*http.Response, *h2cWriter, error) {
+func (c *h2cConn) roundTrip(req *http.Request, duplex bool) (*http.Response, *h2cWriter, error) {
 	ctx := req.Context()
 	body := req.Body
 	cl := req.ContentLength // what is sent: as x/net's actualContentLength
@@ -184,7 +184,7 @@ func (st *h2cStream) goneLocked() {
 // open registers st, and sends its HEADERS (with END_STREAM when end):
 // the stream's ID is taken and its header block encoded and queued under
 // wmu, so that streams open in the order of their IDs.
-func (c *h2Client) open(st *h2cStream, req *http.Request, cl int64, end bool) error {
+func (c *h2cConn) open(st *h2cStream, req *http.Request, cl int64, end bool) error {
 	// Checked before the encoder's state changes.
 	size, err := requestFields(req, cl, nil)
 	if err != nil {
@@ -333,7 +333,7 @@ func requestFields(req *http.Request, cl int64, enc *hpack.Encoder) (uint64, err
 
 // headers handles a HEADERS frame from the agent: a response head (1xx or
 // final), or a response's trailers. The read loop calls it.
-func (c *h2Client) headers(f *http2.MetaHeadersFrame) error {
+func (c *h2cConn) headers(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -410,7 +410,7 @@ func (c *h2Client) headers(f *http2.MetaHeadersFrame) error {
 // header makes a header from a head's fields; with trailer, the keys a
 // Trailer field declares go there (with no values) instead of in the
 // header, as net/http's clients do.
-func (c *h2Client) header(fields []hpack.HeaderField, trailer *http.Header) http.Header {
+func (c *h2cConn) header(fields []hpack.HeaderField, trailer *http.Header) http.Header {
 	h := make(http.Header, len(fields))
 	vals := make([]string, len(fields)) // one array for the single values
 	for i, hf := range fields {
@@ -437,7 +437,7 @@ func (c *h2Client) header(fields []hpack.HeaderField, trailer *http.Header) http
 }
 
 // trailersLocked takes a response's trailers. The caller holds mu.
-func (c *h2Client) trailersLocked(st *h2cStream, f *http2.MetaHeadersFrame) error {
+func (c *h2cConn) trailersLocked(st *h2cStream, f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
@@ -451,7 +451,7 @@ func (c *h2Client) trailersLocked(st *h2cStream, f *http2.MetaHeadersFrame) erro
 // data handles a DATA frame: its bytes wait in the stream's body until
 // the caller reads them, within the windows the client granted. The read
 // loop calls it.
-func (c *h2Client) data(f *http2.DataFrame) error {
+func (c *h2cConn) data(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int64(f.Length) // with the padding
 	c.mu.Lock()
@@ -667,7 +667,7 @@ func (st *h2cStream) write(p []byte, end bool) error {
 // the connection's send windows, waiting while there is none; last says
 // that the frame ends the stream (with end, all of want fits), and the
 // stream's sending side is then over.
-func (c *h2Client) reserve(st *h2cStream, want int, end bool) (n int, last bool, err error) {
+func (c *h2cConn) reserve(st *h2cStream, want int, end bool) (n int, last bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {

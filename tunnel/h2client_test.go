@@ -37,7 +37,7 @@ var h2Servers = []struct {
 
 // h2cPair starts serve with handler on one end of a memPipe and returns
 // the edge's client on the other. Both have ended when the test does.
-func h2cPair(t *testing.T, serve func(context.Context, net.Conn, http.Handler), cfg h2ClientConfig, handler http.Handler) *h2Client {
+func h2cPair(t *testing.T, serve func(context.Context, net.Conn, http.Handler), cfg h2ClientConfig, handler http.Handler) *h2cConn {
 	t.Helper()
 	cli, srv := memPipe()
 	done := make(chan struct{})
@@ -57,7 +57,7 @@ func h2cPair(t *testing.T, serve func(context.Context, net.Conn, http.Handler), 
 	return c
 }
 
-func h2cDo(t *testing.T, c *h2Client, req *http.Request) (*http.Response, []byte) {
+func h2cDo(t *testing.T, c *h2cConn, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
 	resp, _, err := c.roundTrip(req, false)
 	if err != nil {
@@ -194,7 +194,7 @@ func TestH2ClientRequests(t *testing.T) {
 	}
 }
 
-func roundTripOnly(c *h2Client, req *http.Request) (*http.Response, error) {
+func roundTripOnly(c *h2cConn, req *http.Request) (*http.Response, error) {
 	resp, _, err := c.roundTrip(req, false)
 	return resp, err
 }

@@ -601,7 +601,7 @@ func (c *h2Server) trailersLocked(st *h2sStream, f *http2.MetaHeadersFrame) erro
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
 	for _, hf := range f.RegularFields() {
-		k := c.names.canonical(hf.Name)
+		k := c.canonical(hf.Name)
 		if !httpguts.ValidTrailerHeader(k) {
 			return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 		}
@@ -652,7 +652,7 @@ func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStr
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
 	for _, hf := range regular {
-		k := c.names.canonical(hf.Name)
+		k := c.canonical(hf.Name)
 		header[k] = append(header[k], hf.Value)
 	}
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
@@ -765,6 +765,9 @@ func badRequest(msg string) http.Handler {
 
 // maxCanonCache bounds the bytes of a fieldNames.
 const maxCanonCache = 32 << 10
+
+// canonical is the read loop's names.canonical.
+func (c *h2Server) canonical(name string) string { return c.names.canonical(name) }
 
 // fieldNames gives the canonical forms of a connection's lower-case field
 // names, the common ones without allocating and the others once each (up

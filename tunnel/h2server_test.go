@@ -21,16 +21,16 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// xnetClient starts serveH2 with handler on one end of a memPipe and
+// h2Client starts serveH2 with handler on one end of a memPipe and
 // returns x/net's client connection on the other (the edge's client).
 // The server must have returned when the test ends.
-func xnetClient(t *testing.T, window int, handler http.Handler) *http2.ClientConn {
+func h2Client(t *testing.T, window int, handler http.Handler) *http2.ClientConn {
 	t.Helper()
 	cli, srv := memPipe()
-	return xnetClientOn(t, cli, srv, window, handler)
+	return h2ClientOn(t, cli, srv, window, handler)
 }
 
-func xnetClientOn(t *testing.T, cli, srv net.Conn, window int, handler http.Handler) *http2.ClientConn {
+func h2ClientOn(t *testing.T, cli, srv net.Conn, window int, handler http.Handler) *http2.ClientConn {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -97,7 +97,7 @@ func TestH2ServerRequests(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%q", r.Trailer.Get("X-T"))
 	})
-	cc := xnetClient(t, 64<<10, mux)
+	cc := h2Client(t, 64<<10, mux)
 
 	resp, body := h2Get(t, cc, "GET", "/small", nil)
 	if string(body) != "<html>ok</html>" || resp.ContentLength != 15 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" ||
@@ -154,7 +154,7 @@ func TestH2ServerRequests(t *testing.T) {
 // TestH2ServerConcurrentStreams: streams share the connection's windows
 // and each keeps its own (64 KiB): many uploads and downloads at once.
 func TestH2ServerConcurrentStreams(t *testing.T) {
-	cc := xnetClient(t, 64<<10, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }))
+	cc := h2Client(t, 64<<10, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) }))
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
@@ -179,7 +179,7 @@ func TestH2ServerConcurrentStreams(t *testing.T) {
 // body byte (streaming rule 1), and a 103 goes out at once too.
 func TestH2ServerHeadersFirst(t *testing.T) {
 	release := make(chan struct{})
-	cc := xnetClient(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -218,7 +218,7 @@ func TestH2ServerHeadersFirst(t *testing.T) {
 func TestH2ServerAbort(t *testing.T) {
 	for _, v := range []any{http.ErrAbortHandler, "boom"} {
 		t.Run(fmt.Sprint(v), func(t *testing.T) {
-			cc := xnetClient(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				io.WriteString(w, "partial")
 				panic(v)
 			}))
@@ -243,7 +243,7 @@ func TestH2ServerAbort(t *testing.T) {
 func TestH2ServerCancel(t *testing.T) {
 	started := make(chan struct{})
 	ended := make(chan error, 1)
-	cc := xnetClient(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		http.NewResponseController(w).Flush()
 		close(started)
@@ -343,7 +343,7 @@ func (c *recordingConn) queue(p []byte) error {
 func TestH2ServerSmallResponseOneWrite(t *testing.T) {
 	cli, srv := memPipe()
 	rec := &recordingConn{Conn: srv}
-	cc := xnetClientOn(t, cli, rec, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cc := h2ClientOn(t, cli, rec, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "hello, ")
 		io.WriteString(w, "world")
@@ -538,7 +538,7 @@ func TestH2ServerBodyBufferBounded(t *testing.T) {
 // returns.
 func TestH2ServerContentLengthEnds(t *testing.T) {
 	release := make(chan struct{})
-	cc := xnetClient(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cc := h2Client(t, 0, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "5")
 		io.WriteString(w, "hello")
 		http.NewResponseController(w).Flush()

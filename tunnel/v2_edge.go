@@ -51,7 +51,7 @@ type v2Edge struct {
 	conn *WSConn
 	cfg  Config
 	mu   sync.Mutex // guards cc
-	cc   *h2Client
+	cc   *h2cConn
 	// informational: the agent takes Expect: 100-continue through
 	// (wire.FeatureInformational, see continue.go).
 	informational bool

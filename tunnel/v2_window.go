@@ -34,7 +34,7 @@ import (
 // the floor is forced only for what the stream holds below it, so that
 // beyond the budget each stream holds at most h2Floor, however fast its
 // agent fills what it is granted.
-func (c *h2Client) growLocked(st *h2cStream) int64 {
+func (c *h2cConn) growLocked(st *h2cStream) int64 {
 	if c.released || st.remoteDone {
 		return 0
 	}
@@ -60,7 +60,7 @@ func (c *h2Client) growLocked(st *h2cStream) int64 {
 // receivedLocked accounts n bytes of a DATA frame for st, within its
 // window (the caller checked): kept is how many of them st's body keeps,
 // the rest (padding, bytes nobody reads) are dropped at once.
-func (c *h2Client) receivedLocked(st *h2cStream, n, kept int64) {
+func (c *h2cConn) receivedLocked(st *h2cStream, n, kept int64) {
 	st.recvWin -= n
 	c.granted -= n
 	st.unread += kept
@@ -75,7 +75,7 @@ func (c *h2Client) receivedLocked(st *h2cStream, n, kept int64) {
 
 // consumedLocked releases n bytes of st's body that were read (grow: st's
 // window may grow again) or dropped.
-func (c *h2Client) consumedLocked(st *h2cStream, n int64, grow bool) {
+func (c *h2cConn) consumedLocked(st *h2cStream, n int64, grow bool) {
 	st.unread -= n
 	c.buffered -= n
 	if !c.released {
@@ -91,7 +91,7 @@ func (c *h2Client) consumedLocked(st *h2cStream, n int64, grow bool) {
 
 // connConsumedLocked gives n received bytes back to the connection's
 // window, in batches of half of it.
-func (c *h2Client) connConsumedLocked(n int64) {
+func (c *h2cConn) connConsumedLocked(n int64) {
 	c.connUnacked += n
 	if c.connUnacked >= h2ConnWindow/2 && c.err == nil {
 		c.out.queue(appendWindowUpdate(c.ctl[:0], 0, uint32(c.connUnacked)))
@@ -102,7 +102,7 @@ func (c *h2Client) connConsumedLocked(n int64) {
 
 // ungrantLocked releases the window st was granted and will not use: its
 // response ended.
-func (c *h2Client) ungrantLocked(st *h2cStream) {
+func (c *h2cConn) ungrantLocked(st *h2cStream) {
 	c.granted -= st.recvWin
 	if !c.released {
 		c.budget.Release(st.recvWin)
@@ -112,7 +112,7 @@ func (c *h2Client) ungrantLocked(st *h2cStream) {
 
 // releaseLocked gives the connection's reservation back to the budget,
 // once, when the connection ended.
-func (c *h2Client) releaseLocked() {
+func (c *h2cConn) releaseLocked() {
 	if c.released {
 		return
 	}
@@ -121,7 +121,7 @@ func (c *h2Client) releaseLocked() {
 }
 
 // reserved returns what the connection holds of the budget.
-func (c *h2Client) reserved() int64 {
+func (c *h2cConn) reserved() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.released {
@@ -134,7 +134,7 @@ func (c *h2Client) reserved() int64 {
 // send h2Floor at once (the client's SETTINGS said so), forced from the
 // budget, and the window grows from there: it returns by how much (the
 // WINDOW_UPDATE goes out with the stream's HEADERS).
-func (c *h2Client) openWindowLocked(st *h2cStream) int64 {
+func (c *h2cConn) openWindowLocked(st *h2cStream) int64 {
 	if c.released {
 		return 0
 	}
@@ -146,7 +146,7 @@ func (c *h2Client) openWindowLocked(st *h2cStream) int64 {
 
 // overWindowLocked checks a DATA frame of n bytes against st's window:
 // past it, the agent broke flow control, and the connection ends.
-func (c *h2Client) overWindowLocked(st *h2cStream, n int64) error {
+func (c *h2cConn) overWindowLocked(st *h2cStream, n int64) error {
 	if n <= st.recvWin {
 		return nil
 	}
@@ -154,7 +154,7 @@ func (c *h2Client) overWindowLocked(st *h2cStream, n int64) error {
 }
 
 // flowControlError counts err and returns the connection error it is.
-func (c *h2Client) flowControlError(err error) error {
+func (c *h2cConn) flowControlError(err error) error {
 	c.report("flow_control", err)
 	return fmt.Errorf("%w: %w: %w", err, ErrFlowControl, http2.ConnectionError(http2.ErrCodeFlowControl))
 }
