@@ -18,10 +18,11 @@ import (
 
 // FuzzH2Client: whatever frames an agent sends (after its SETTINGS) to the
 // client's GET on stream 1, POST that expects 100-continue on stream 3 and
-// full-duplex stream on 5, the edge's HTTP/2 client neither panics nor hangs: every request ends with a
-// response or an error, what the client sends is well-formed HTTP/2
-// (frames and header blocks an agent decodes), and once the connection
-// closes every stream has ended and the budget is whole again.
+// full-duplex stream on 5, the edge's HTTP/2 client neither panics nor
+// hangs: every request ends with a response or an error, what the client
+// sends is well-formed HTTP/2 (frames and header blocks an agent decodes),
+// and once the connection closes every stream has ended and the budget is
+// whole again.
 func FuzzH2Client(f *testing.F) {
 	f.Add(h2FuzzSeed(func(fr *http2.Framer, enc func(...string) []byte) {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(":status", "200", "content-length", "2"), EndHeaders: true})
