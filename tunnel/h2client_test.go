@@ -95,8 +95,8 @@ func TestH2ClientRequests(t *testing.T) {
 		io.Copy(w, r.Body)
 	})
 	mux.HandleFunc("/request", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s host=%s uri=%s ua=%q te=%q conn=%q", r.Method, r.URL.Path, r.Host, r.RequestURI,
-			r.Header.Get("User-Agent"), r.Header.Get("Te"), r.Header.Get("Connection"))
+		fmt.Fprintf(w, "%s %s host=%s uri=%s ua=%q te=%q conn=%q big=%d", r.Method, r.URL.Path, r.Host, r.RequestURI,
+			r.Header.Get("User-Agent"), r.Header.Get("Te"), r.Header.Get("Connection"), len(r.Header.Get("X-Big")))
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("/trailers", func(w http.ResponseWriter, r *http.Request) {
@@ -134,7 +134,8 @@ func TestH2ClientRequests(t *testing.T) {
 			req.Header.Set("User-Agent", "")
 			req.Header.Set("Te", "trailers")
 			req.Header.Set("Connection", "close")
-			if _, body = h2cDo(t, c, req); string(body) != `GET /request host=t.example uri=/request?q=1 ua="" te="trailers" conn=""` {
+			req.Header.Set("X-Big", strings.Repeat("b", 40<<10)) // a header block in HEADERS and CONTINUATIONs
+			if _, body = h2cDo(t, c, req); string(body) != `GET /request host=t.example uri=/request?q=1 ua="" te="trailers" conn="" big=40960` {
 				t.Errorf("request: %s", body)
 			}
 			resp, body = h2cDo(t, c, newReq("HEAD", "/small", nil))
