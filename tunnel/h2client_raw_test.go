@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testtool"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -503,4 +504,56 @@ func TestH2ClientStreamIDsExhausted(t *testing.T) {
 	}
 	r.until(t, "GOAWAY", isGoAway(http2.ErrCodeNo))
 	wait(t, r.c.readDone, "the connection's end")
+}
+
+// TestH2ClientDuplexCloseDuringWrite: Close of a full-duplex stream's
+// writer does not wait for a Write blocked on the agent's window (an
+// upgraded connection's proxy closes it from the other direction's
+// goroutine): the stream is reset, and the Write returns.
+func TestH2ClientDuplexCloseDuringWrite(t *testing.T) {
+	r := newH2cRaw(t, h2ClientConfig{}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	type opened struct {
+		resp *http.Response
+		w    *h2cWriter
+		err  error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		resp, w, err := r.c.roundTrip(newReq("POST", "/", nil), true)
+		ch <- opened{resp, w, err}
+	}()
+	r.until(t, "the request", isHeaders(1))
+	r.headers(1, false, ":status", "200")
+	o := <-ch
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	defer o.resp.Body.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := o.w.Write([]byte("waits for window"))
+		wrote <- err
+	}()
+	testtool.Eventually(t, "waiting in Write", func() bool {
+		if o.w.mu.TryLock() {
+			o.w.mu.Unlock()
+			return false
+		}
+		return true
+	})
+	closed := make(chan struct{})
+	go func() {
+		o.w.Close()
+		close(closed)
+	}()
+	wait(t, closed, "Close")
+	select {
+	case err := <-wrote:
+		if err == nil {
+			t.Fatal("the blocked Write passed")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the blocked Write did not return")
+	}
+	r.until(t, "RST_STREAM", isRST(1, http2.ErrCodeCancel))
 }

@@ -252,9 +252,10 @@ func (c *h2cConn) open(st *h2cStream, req *http.Request, cl int64, end bool) err
 	}
 	c.hfr = out
 	if _, err := c.out.WriteBuffers([][]byte{out}); err != nil {
+		err = fmt.Errorf("%w: %w", ErrSessionClosed, err)
 		c.mu.Lock()
 		st.localDone = true
-		c.endLocked(st, fmt.Errorf("%w: %w", ErrSessionClosed, err))
+		c.endLocked(st, err)
 		c.mu.Unlock()
 		return err
 	}
@@ -720,9 +721,13 @@ func (w *h2cWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close ends the request body: END_STREAM.
+// Close ends the request body: END_STREAM. Like an io.PipeWriter's, it
+// does not wait for a Write in progress (one that waits for window, from
+// another goroutine): the stream is reset instead.
 func (w *h2cWriter) Close() error {
-	w.mu.Lock()
+	if !w.mu.TryLock() {
+		return w.CloseWithError(io.ErrClosedPipe)
+	}
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil
