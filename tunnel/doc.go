@@ -27,8 +27,9 @@
 //     the edge buffers up to a bound per stream and then stops reading the
 //     connection: back-pressure on the whole tunnel, the reason protocol v2
 //     exists.
-//   - v2_*.go and wsconn.go: protocol v2, HTTP/2 (golang.org/x/net/http2)
-//     over the WebSocket's binary messages; each request an HTTP/2 stream
-//     with its own window.
+//   - v2_*.go, h2client*.go (the edge's HTTP/2 client), h2server*.go (the
+//     agent's HTTP/2 server) and wsconn.go: protocol v2, HTTP/2 (framing and
+//     HPACK from golang.org/x/net/http2) over the WebSocket's binary
+//     messages; each request an HTTP/2 stream with its own window.
 //   - upgrade.go: WebSocket passthrough over both.
 package tunnel

@@ -53,7 +53,7 @@ func FuzzV2Session(f *testing.F) {
 	f.Add(valid[:20], uint8(0))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint8(0))
 	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x01}, uint8(3))
-	// x/net's HTTP/2 client logs each bad frame with the standard logger.
+	// (x/net's framer may log a bad frame with the standard logger.)
 	log.SetOutput(io.Discard)
 	f.Cleanup(func() { log.SetOutput(os.Stderr) })
 	f.Fuzz(func(t *testing.T, input []byte, split uint8) { v2Input(t, valid, input, split) })

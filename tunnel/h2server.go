@@ -42,8 +42,8 @@ import (
 //   - a request body's bytes wait in pooled buffers taken only while bytes
 //     wait, bounded by the window the server advertised.
 //
-// The edge (x/net's ClientConn, see v2_edge.go and v2_window.go) is
-// unchanged: this is the same protocol.
+// The edge's client (h2client.go) is built the same way; x/net's client
+// and server speak the same protocol to both.
 
 // h2Out is where the server's frames go: WSConn, or wrapConnOut's adapter.
 type h2Out interface {
@@ -122,8 +122,7 @@ type h2Server struct {
 
 	// the read loop's own
 	fr          *http2.Framer
-	canon       map[string]string // lower-case name to canonical, beyond the common ones
-	canonSize   int
+	names       fieldNames
 	maxID       uint32 // the highest stream the peer opened
 	sawSettings bool
 	goingAway   bool // the peer sent GOAWAY
@@ -856,24 +855,35 @@ func badRequest(msg string) http.Handler {
 	})
 }
 
-// maxCanonCache bounds the bytes of c.canon.
+// maxCanonCache bounds the bytes of a fieldNames.
 const maxCanonCache = 32 << 10
 
+// canonical is the read loop's names.canonical.
+func (c *h2Server) canonical(name string) string { return c.names.canonical(name) }
+
+// fieldNames gives the canonical forms of a connection's lower-case field
+// names, the common ones without allocating and the others once each (up
+// to maxCanonCache bytes). It is for one goroutine (a read loop).
+type fieldNames struct {
+	canon map[string]string // lower-case name to canonical, beyond the common ones
+	size  int
+}
+
 // canonical returns the canonical form of a lower-case field name.
-func (c *h2Server) canonical(name string) string {
+func (n *fieldNames) canonical(name string) string {
 	if k, ok := commonCanonical[name]; ok {
 		return k
 	}
-	if k, ok := c.canon[name]; ok {
+	if k, ok := n.canon[name]; ok {
 		return k
 	}
 	k := http.CanonicalHeaderKey(name)
-	if size := 2*len(name) + 64; c.canonSize+size <= maxCanonCache {
-		if c.canon == nil {
-			c.canon = map[string]string{}
+	if size := 2*len(name) + 64; n.size+size <= maxCanonCache {
+		if n.canon == nil {
+			n.canon = map[string]string{}
 		}
-		c.canon[name] = k
-		c.canonSize += size
+		n.canon[name] = k
+		n.size += size
 	}
 	return k
 }

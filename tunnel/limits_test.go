@@ -86,8 +86,8 @@ func TestOversizedResponseHeadV1(t *testing.T) {
 
 // The same over protocol v2: the edge's HTTP/2 client advertises and
 // enforces MaxHeaderBytes (SETTINGS_MAX_HEADER_LIST_SIZE). A head far over
-// it is a connection error in x/net (it stops decoding it at twice the
-// limit): the session ends, and the agent reconnects.
+// it is a connection error in x/net's framer (it stops decoding it at
+// twice the limit): the session ends, and the agent reconnects.
 func TestOversizedResponseHeadV2(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sess, stop := bubbleTunnel(t, Config{MaxHeaderBytes: 64 << 10}, ProtocolV2, bigHeadUpstream())

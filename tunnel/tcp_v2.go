@@ -32,24 +32,17 @@ const (
 )
 
 // duplex sends out with a request body that stays open for the caller's
-// writes (w), and returns the response: the machinery of upgrades and TCP
-// streams.
-func (s *v2Edge) duplex(out *http.Request) (*http.Response, *io.PipeWriter, error) {
-	pr, pw := io.Pipe()
-	out.Body, out.ContentLength = pr, -1
-	resp, err := s.cc.RoundTrip(out)
-	if err != nil {
-		pw.Close()
-		return nil, nil, err
-	}
-	return resp, pw, nil
+// writes (w), and returns the response: the machinery of upgrades, TCP
+// and UDP streams. The writes go out from the caller's goroutine.
+func (s *v2Edge) duplex(out *http.Request) (*http.Response, *h2cWriter, error) {
+	return s.cc.roundTrip(out, true)
 }
 
 // openDuplex opens a TCP connection's or UDP session's stream (kind, with
 // the public client's address in field): counted in the stream limit,
 // and ctx bounding only the opening (the agent's dial). cancel ends the
 // stream's context; the caller releases the stream's count when done.
-func (s *v2Edge) openDuplex(ctx context.Context, kind, field, remoteAddr string) (*http.Response, *io.PipeWriter, context.CancelFunc, error) {
+func (s *v2Edge) openDuplex(ctx context.Context, kind, field, remoteAddr string) (*http.Response, *h2cWriter, context.CancelFunc, error) {
 	if err := s.waitOpen(ctx); err != nil {
 		return nil, nil, nil, err
 	}
@@ -102,7 +95,7 @@ type v2Stream struct {
 	body    io.ReadCloser
 	r       tcpChunkReader
 	err     error // the agent could not connect
-	w       *io.PipeWriter
+	w       *h2cWriter
 	cancel  context.CancelFunc
 	release func()
 	once    sync.Once

@@ -39,7 +39,7 @@ type v2Datagrams struct {
 	body    io.ReadCloser
 	err     error // the agent could not open its socket
 	wmu     sync.Mutex
-	w       *io.PipeWriter
+	w       *h2cWriter
 	wbuf    []byte
 	cancel  context.CancelFunc
 	release func()

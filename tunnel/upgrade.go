@@ -223,7 +223,7 @@ func (s *v2Edge) roundTripUpgrade(req *http.Request) (*http.Response, error) {
 // body, writes into the request body.
 type duplexBody struct {
 	io.ReadCloser
-	w *io.PipeWriter
+	w *h2cWriter
 }
 
 func (b *duplexBody) Write(p []byte) (int, error) { return b.w.Write(p) }

@@ -10,15 +10,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
-	"golang.org/x/net/http2"
 )
 
 // Protocol v2: after the JSON register/registered exchange, the WebSocket's
-// binary messages carry one HTTP/2 connection (RFC 9113 framing, through
-// golang.org/x/net/http2): the edge is its client, the agent its server.
-// Each request is an HTTP/2 stream with its own flow-control window, so
-// chunked bodies, trailers, cancellation (RST_STREAM) and back-pressure come
-// from proven code, and a slow reader fills only its own stream's window.
+// binary messages carry one HTTP/2 connection (RFC 9113): the edge is its
+// client (h2client.go), the agent its server (h2server.go), both our own
+// over golang.org/x/net/http2's Framer and HPACK. Each request is an
+// HTTP/2 stream with its own flow-control window, so chunked bodies,
+// trailers, cancellation (RST_STREAM) and back-pressure come from the
+// protocol, and a slow reader fills only its own stream's window.
 // Upgrades (WebSocket), which HTTP/2 has no 101 for, are carried as a
 // full-duplex stream (see upgradeH2). docs/protocol.md says why HTTP/2
 // rather than yamux or smux: it was measured.
@@ -33,13 +33,14 @@ const (
 	// h2ConnWindow is the connection-level window each way: large, so
 	// that only the per-stream windows (Config.Window) limit a stream.
 	h2ConnWindow = 1 << 30
-	// h2FrameSize is the largest DATA frame the edge reads.
-	h2FrameSize = 1 << 20
+	// h2FrameSize is the largest DATA frame the edge reads: its bytes
+	// wait in the stream's pooled chunks (h2RecvBuf), the largest of which
+	// holds such a frame.
+	h2FrameSize = 64 << 10
 	// h2AgentFrameSize is the largest DATA frame the agent reads, and so
-	// the largest the edge sends: x/net's client holds a scratch buffer of
-	// that size (at most 512 KiB) for every request body it is sending,
-	// outside any window, so a small one keeps uploads that wait on a slow
-	// upstream cheap at the edge.
+	// the largest the edge sends: a request body being sent holds a
+	// buffer of that size at most, outside any window, so a small one
+	// keeps uploads that wait on a slow upstream cheap at the edge.
 	h2AgentFrameSize = 64 << 10
 )
 
@@ -49,9 +50,8 @@ type v2Edge struct {
 	lifecycle
 	conn *WSConn
 	cfg  Config
-	mu   sync.Mutex // guards cc and win
-	cc   *http2.ClientConn
-	win  *h2Window // the agent's windows, from the budget
+	mu   sync.Mutex // guards cc
+	cc   *h2cConn
 	// informational: the agent takes Expect: 100-continue through
 	// (wire.FeatureInformational, see continue.go).
 	informational bool
@@ -64,14 +64,11 @@ func newV2Edge(ws *websocket.Conn, cfg Config, features []string) *v2Edge {
 	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg, informational: wire.HasFeature(features, wire.FeatureInformational)}
 	s.lifecycle = newLifecycle(func() {
 		s.mu.Lock()
-		cc, win := s.cc, s.win
+		cc := s.cc
 		s.mu.Unlock()
-		if cc != nil {
-			cc.Close()
-		}
 		s.conn.Close()
-		if win != nil {
-			win.release()
+		if cc != nil {
+			cc.close()
 		}
 	})
 	// The agent has no control messages to send in v2: one is logged,
@@ -90,37 +87,23 @@ func (s *v2Edge) writeText(f *wire.Frame, timeout time.Duration) error {
 // start begins the HTTP/2 connection (its preface and settings go out),
 // after registered.
 func (s *v2Edge) start() error {
-	t1 := &http.Transport{
-		DisableCompression: true, // bodies pass through as the client asked
-		// The agent's response heads: x/net advertises it as
-		// SETTINGS_MAX_HEADER_LIST_SIZE and enforces it.
-		MaxResponseHeaderBytes: int64(s.cfg.MaxHeaderBytes),
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerStream:     s.cfg.V2.Window,
-			MaxReceiveBufferPerConnection: h2ConnWindow,
-			MaxReadFrameSize:              h2FrameSize,
-		},
+	cfg := h2ClientConfig{
+		Budget:         s.cfg.Budget,
+		Window:         s.cfg.V2.Window,
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
+		OnError:        s.cfg.frameError,
 	}
 	if s.informational {
 		// A request that expects 100-continue sends its body after the
-		// agent's 100 (or never, after a final response first).
-		t1.ExpectContinueTimeout = continueTimeout
+		// agent's 100 (or never, after a final response above 299).
+		cfg.ContinueTimeout = continueTimeout
 	}
-	t2, err := http2.ConfigureTransports(t1)
+	cc, err := newH2Client(s.conn, cfg)
 	if err != nil {
-		return fmt.Errorf("tunnel: v2: %w", err)
-	}
-	t2.DisableCompression = true
-	t2.AllowHTTP = true
-	t2.MaxReadFrameSize = h2FrameSize
-	win := newH2Window(s.conn, s.cfg.Budget, s.cfg.V2.Window, s.cfg.frameError)
-	cc, err := t2.NewClientConn(win)
-	if err != nil {
-		win.release()
-		return fmt.Errorf("tunnel: v2: %w", err)
+		return err
 	}
 	s.mu.Lock()
-	s.cc, s.win = cc, win
+	s.cc = cc
 	s.mu.Unlock()
 	return nil
 }
@@ -180,7 +163,7 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	if isUpgrade(req.Header) {
 		resp, err = s.roundTripUpgrade(req)
 	} else {
-		resp, err = s.cc.RoundTrip(s.expectation(req))
+		resp, _, err = s.cc.roundTrip(s.expectation(req), false)
 	}
 	if err != nil {
 		s.release()
