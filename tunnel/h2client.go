@@ -1,18 +1,13 @@
 package tunnel
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // The edge's end of protocol v2 is an HTTP/2 client (RFC 9113) of our own
@@ -43,54 +38,29 @@ import (
 // The wire is unchanged: agents running x/net's server (older releases)
 // and the agent's own server both serve it.
 
-// h2cConn is the edge's HTTP/2 client connection. The read loop alone touches
-// the fields it documents as its own; mu guards the streams, the windows,
-// the budget's accounting and every stream's shared state; wmu guards the
-// header encoder and the allocation of stream IDs (so that HEADERS go out
-// in the order of their IDs). Lock order: wmu, then mu, then the h2Out's
-// own.
+// h2cConn is the edge's HTTP/2 client connection. Its h2Conn says which
+// fields the read loop alone touches and which mu and wmu guard; mu
+// guards the budget's accounting too, and wmu the allocation of stream
+// IDs (so that HEADERS go out in the order of their IDs).
 type h2cConn struct {
+	h2Conn
 	conn            net.Conn
-	out             h2Out
 	budget          *Budget
 	window          int64 // the most a stream's window grows to (Config.V2.Window)
 	maxHeaderBytes  int   // a response head's limit (SETTINGS_MAX_HEADER_LIST_SIZE)
 	continueTimeout time.Duration
-	onError         func(kind string, err error)
 	readDone        chan struct{} // closed when the read loop returned
 
-	// the read loop's own
-	fr    *http2.Framer
-	names fieldNames
-	rctl  [32]byte
+	nextID uint32 // under wmu
 
-	wmu    sync.Mutex
-	enc    *hpack.Encoder
-	hbuf   bytes.Buffer // the encoder's output
-	hfr    []byte       // header frames being written
-	nextID uint32
-
-	mu          sync.Mutex
-	streams     map[uint32]*h2cStream
-	lastID      uint32 // the highest stream opened
-	sendConn    int64  // connection-level send window
-	sendInit    int64  // the agent's SETTINGS_INITIAL_WINDOW_SIZE
-	maxFrame    int    // the agent's SETTINGS_MAX_FRAME_SIZE
-	maxStreams  int    // the agent's SETTINGS_MAX_CONCURRENT_STREAMS
-	peerMaxList uint64 // the agent's SETTINGS_MAX_HEADER_LIST_SIZE (0: none)
-	tableSize   uint32
-	newTable    bool      // the agent changed SETTINGS_HEADER_TABLE_SIZE
-	recvConn    int64     // connection-level receive window left
-	connUnacked int64     // received bytes read or dropped, not yet granted again
-	connCond    sync.Cond // a writer waits for connection-level window
-	connWaiters int       // writers waiting on connCond
-	goAway      bool      // the agent sent GOAWAY: no new streams
-	exhausted   bool      // the stream IDs ran out: no new streams
-	err         error     // why the connection ended, once it did
-	granted     int64     // budget: window granted to the streams, not yet received
-	buffered    int64     // budget: bytes received, not yet read or dropped
-	released    bool      // the budget's share was given back (the connection ended)
-	ctl         [64]byte  // scratch for control frames, under mu
+	// under mu
+	streams   map[uint32]*h2cStream
+	lastID    uint32 // the highest stream opened
+	goAway    bool   // the agent sent GOAWAY: no new streams
+	exhausted bool   // the stream IDs ran out: no new streams
+	granted   int64  // budget: window granted to the streams, not yet received
+	buffered  int64  // budget: bytes received, not yet read or dropped
+	released  bool   // the budget's share was given back (the connection ended)
 }
 
 // h2ClientConfig configures newH2Client.
@@ -134,44 +104,22 @@ func newH2Client(conn net.Conn, cfg h2ClientConfig) (*h2cConn, error) {
 	}
 	c := &h2cConn{
 		conn:            conn,
-		out:             wrapConnOut(conn),
 		budget:          cfg.Budget,
 		window:          int64(max(min(window, h2MaxWindow), h2Floor)),
 		maxHeaderBytes:  maxHeader,
 		continueTimeout: cfg.ContinueTimeout,
-		onError:         cfg.OnError,
 		readDone:        make(chan struct{}),
 		nextID:          1,
 		streams:         map[uint32]*h2cStream{},
-		sendConn:        h2DefaultWindow,
-		sendInit:        h2DefaultWindow,
-		maxFrame:        h2DefaultFrameSize,
-		maxStreams:      h2MaxStreamID,
-		recvConn:        h2ConnWindow,
 	}
-	c.connCond.L = &c.mu
-	c.enc = hpack.NewEncoder(&c.hbuf)
-	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = uint32(maxHeader)
-	c.fr.SetMaxReadFrameSize(h2FrameSize)
-	c.fr.SetReuseFrames()
+	c.init(conn, uint32(maxHeader), h2FrameSize, cfg.OnError)
+	c.recvConn = h2ConnWindow
 
-	b := append([]byte{}, http2.ClientPreface...)
-	b = appendFrameHeader(b, 4*6, http2.FrameSettings, 0, 0)
-	for _, s := range [...]struct {
-		id  http2.SettingID
-		val uint32
-	}{
-		{http2.SettingEnablePush, 0},
-		{http2.SettingInitialWindowSize, h2Floor},
-		{http2.SettingMaxFrameSize, h2FrameSize},
-		{http2.SettingMaxHeaderListSize, uint32(maxHeader)},
-	} {
-		b = binary.BigEndian.AppendUint16(b, uint16(s.id))
-		b = binary.BigEndian.AppendUint32(b, s.val)
-	}
-	b = appendWindowUpdate(b, 0, h2ConnWindow-h2DefaultWindow)
+	b := appendSettings([]byte(http2.ClientPreface),
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2Floor},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: h2FrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(maxHeader)})
 	if err := c.out.queue(b); err != nil {
 		return nil, fmt.Errorf("tunnel: v2: %w", err)
 	}
@@ -198,54 +146,18 @@ func (c *h2cConn) readLoop() {
 }
 
 func (c *h2cConn) readFrames() error {
-	for {
-		f, err := c.fr.ReadFrame()
-		if err == nil {
-			err = c.frame(f)
-		}
-		if err == nil {
-			continue
-		}
-		var se http2.StreamError
-		var ce http2.ConnectionError
-		switch {
-		case errors.As(err, &se):
-			c.report("stream_error", err)
-			c.mu.Lock()
-			if st := c.streams[se.StreamID]; st != nil {
-				c.resetLocked(st, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
-			} else if se.StreamID != 0 {
-				c.out.queue(appendRST(c.ctl[:0], se.StreamID, se.Code))
-			}
-			c.mu.Unlock()
-		case errors.As(err, &ce):
-			return c.connError(http2.ErrCode(ce), "connection_error", err)
-		case errors.Is(err, http2.ErrFrameTooLarge):
-			return c.connError(http2.ErrCodeFrameSize, "oversized", err)
-		default:
-			return err
-		}
-	}
+	return c.h2Conn.readFrames(c.frame, c.streamError)
 }
 
-// report tells OnError of a protocol error of the agent.
-func (c *h2cConn) report(kind string, err error) {
-	if c.onError != nil {
-		c.onError(kind, err)
+// streamError resets stream id after a stream error of the agent's.
+func (c *h2cConn) streamError(id uint32, code http2.ErrCode, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.streams[id]; st != nil {
+		c.resetLocked(st, code, err)
+	} else if id != 0 {
+		c.out.queue(appendRST(c.ctl[:0], id, code))
 	}
-}
-
-// connError sends GOAWAY with code and returns the error that ends the
-// connection. A flow-control error was reported where it was found.
-func (c *h2cConn) connError(code http2.ErrCode, kind string, err error) error {
-	if !errors.Is(err, ErrFlowControl) {
-		c.report(kind, err)
-	}
-	b := appendFrameHeader(nil, 8, http2.FrameGoAway, 0, 0)
-	b = binary.BigEndian.AppendUint32(b, 0) // no stream of the agent's was processed
-	b = binary.BigEndian.AppendUint32(b, uint32(code))
-	c.out.queue(b)
-	return fmt.Errorf("tunnel: v2: %w", err)
 }
 
 // frame handles one frame from the agent.
@@ -256,15 +168,11 @@ func (c *h2cConn) frame(f http2.Frame) error {
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.WindowUpdateFrame:
-		return c.windowUpdate(f)
+		return c.windowUpdate(f, c.sendStream)
 	case *http2.SettingsFrame:
-		return c.settings(f)
+		return c.settings(f, c.sends)
 	case *http2.PingFrame:
-		if f.IsAck() {
-			return nil
-		}
-		b := appendFrameHeader(c.rctl[:0], 8, http2.FramePing, http2.FlagPingAck, 0)
-		return c.out.queue(append(b, f.Data[:]...))
+		return c.ping(f)
 	case *http2.RSTStreamFrame:
 		return c.rstStream(f)
 	case *http2.GoAwayFrame:
@@ -281,75 +189,27 @@ func (c *h2cConn) frame(f http2.Frame) error {
 // stream's frames are a connection error). The caller holds mu.
 func (c *h2cConn) opened(id uint32) bool { return id%2 == 1 && id <= c.lastID }
 
-func (c *h2cConn) settings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	if f.NumSettings() > 100 || f.HasDuplicates() {
-		return http2.ConnectionError(http2.ErrCodeProtocol)
-	}
-	c.mu.Lock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
+// sends visits the streams' send windows (h2Conn.settings). The caller
+// holds mu.
+func (c *h2cConn) sends(yield func(*h2Stream) bool) {
+	for _, st := range c.streams {
+		if !yield(&st.h2Stream) {
+			return
 		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - c.sendInit
-			c.sendInit = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += delta
-				if st.sendWin > h2MaxWindow {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-				if delta > 0 {
-					st.cond.Broadcast()
-				}
-			}
-		case http2.SettingMaxFrameSize:
-			c.maxFrame = int(s.Val)
-		case http2.SettingMaxConcurrentStreams:
-			c.maxStreams = int(min(s.Val, h2MaxStreamID))
-		case http2.SettingMaxHeaderListSize:
-			c.peerMaxList = uint64(s.Val)
-		case http2.SettingHeaderTableSize:
-			c.tableSize, c.newTable = s.Val, true
-		}
-		return nil
-	})
-	c.mu.Unlock()
-	if err != nil {
-		return err
 	}
-	return c.out.queue(appendFrameHeader(c.rctl[:0], 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
 }
 
-func (c *h2cConn) windowUpdate(f *http2.WindowUpdateFrame) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f.StreamID == 0 {
-		c.sendConn += int64(f.Increment)
-		if c.sendConn > h2MaxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
-		if c.connWaiters > 0 {
-			c.connCond.Broadcast()
-		}
-		return nil
+// sendStream returns stream id's send window (h2Conn.windowUpdate): nil
+// for a closed stream, an error for one never opened. The caller holds
+// mu.
+func (c *h2cConn) sendStream(id uint32) (*h2Stream, error) {
+	if !c.opened(id) {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	if !c.opened(f.StreamID) {
-		return http2.ConnectionError(http2.ErrCodeProtocol)
+	if st := c.streams[id]; st != nil {
+		return &st.h2Stream, nil
 	}
-	st := c.streams[f.StreamID]
-	if st == nil {
-		return nil // a closed stream: allowed
-	}
-	st.sendWin += int64(f.Increment)
-	if st.sendWin > h2MaxWindow {
-		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
-	}
-	st.cond.Broadcast()
-	return nil
+	return nil, nil // a closed stream: allowed
 }
 
 // rstStream ends a stream the agent reset: its request fails, or its
@@ -401,21 +261,13 @@ func (c *h2cConn) closeIfIdleLocked() {
 // closeAll ends every stream once the connection ended, and releases the
 // connection's share of the budget.
 func (c *h2cConn) closeAll(err error) {
-	if err == nil {
-		err = net.ErrClosed
-	}
-	err = fmt.Errorf("%w: %w", ErrSessionClosed, err)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err == nil {
-		c.err = err
-	}
-	for _, st := range c.streams {
-		st.localDone = true
-		c.endLocked(st, err)
-	}
-	c.connCond.Broadcast()
-	c.releaseLocked()
+	c.closeStreams(err, func(err error) {
+		for _, st := range c.streams {
+			st.localDone = true
+			c.endLocked(st, err)
+		}
+		c.releaseLocked()
+	})
 }
 
 // resetLocked sends RST_STREAM with code for st, unless it ended, and ends
@@ -440,10 +292,7 @@ func (c *h2cConn) endLocked(st *h2cStream, err error) {
 	if !st.remoteDone {
 		c.remoteEndLocked(st, err)
 	}
-	st.cond.Broadcast()
-	if c.connWaiters > 0 {
-		c.connCond.Broadcast()
-	}
+	c.wakeLocked(&st.h2Stream)
 	c.forgetLocked(st)
 }
 

@@ -22,9 +22,10 @@ import (
 // h2cStream is one stream of an h2cConn: its request, its response and
 // the state they share with the read loop, guarded by the client's mu.
 type h2cStream struct {
+	// its cond also wakes awaitHead (the head came); its trailer goes
+	// into resp.Trailer at EOF
+	h2Stream
 	c    *h2cConn
-	id   uint32
-	cond sync.Cond   // on c.mu: the head, bytes or window came, the stream ended
 	stop func() bool // stops the request context's AfterFunc
 	head bool        // a HEAD request
 
@@ -35,19 +36,11 @@ type h2cStream struct {
 	err   error          // why the stream ended early, if it did
 
 	// receiving (the response body)
-	recv       h2RecvBuf
-	recvWin    int64 // window granted to the agent, not yet received
-	unread     int64 // received, not yet read or dropped
-	declLen    int64 // the response's Content-Length, or -1
-	gotLen     int64
-	noBody     bool  // HEAD, 204, 304: no body, whatever comes
-	remoteDone bool  // END_STREAM came, or the stream was reset
-	bodyErr    error // what reads return once recv is empty (with remoteDone)
-	bodyClosed bool
-	trailer    http.Header // received, copied into resp.Trailer at EOF
+	recvWin int64 // window granted to the agent, not yet received
+	unread  int64 // received, not yet read or dropped
+	noBody  bool  // HEAD, 204, 304: no body, whatever comes
 
 	// sending (the request body)
-	sendWin    int64
 	localDone  bool // END_STREAM or RST_STREAM went out (or came)
 	writerGone bool // the body will not be sent whole: the stream ends with the response
 	got100     bool // the agent's 100 Continue was passed on: the body may go
@@ -98,7 +91,7 @@ func (c *h2cConn) roundTrip(req *http.Request, duplex bool) (*http.Response, *h2
 		closeBody()
 		return nil, nil, err
 	}
-	st := &h2cStream{c: c, head: req.Method == http.MethodHead, declLen: -1}
+	st := &h2cStream{h2Stream: h2Stream{declLen: -1}, c: c, head: req.Method == http.MethodHead}
 	st.cond.L = &c.mu
 	st.body.st = st
 	if err := c.open(st, req, cl, cl == 0); err != nil {
@@ -202,7 +195,7 @@ func (c *h2cConn) open(st *h2cStream, req *http.Request, cl int64, end bool) err
 		err = errIDsExhausted
 	case len(c.streams) >= c.maxStreams:
 		err = ErrTooManyStreams
-	case c.peerMaxList > 0 && size > c.peerMaxList:
+	case c.maxList > 0 && size > c.maxList:
 		err = errRequestHeadLarge
 	}
 	if err != nil {
@@ -219,34 +212,11 @@ func (c *h2cConn) open(st *h2cStream, req *http.Request, cl int64, end bool) err
 	st.sendWin = c.sendInit
 	st.localDone = end
 	grant := c.openWindowLocked(st)
-	if c.newTable {
-		c.newTable = false
-		c.enc.SetMaxDynamicTableSizeLimit(c.tableSize)
-	}
+	c.headerBlockLocked()
 	c.mu.Unlock()
 
-	c.hbuf.Reset()
 	requestFields(req, cl, c.enc)
-	block := c.hbuf.Bytes()
-	out := c.hfr[:0]
-	typ := http2.FrameHeaders
-	var flags http2.Flags
-	if end {
-		flags = http2.FlagHeadersEndStream
-	}
-	for {
-		frag := block[:min(len(block), h2MaxHeaderFrame)]
-		block = block[len(frag):]
-		if len(block) == 0 {
-			flags |= http2.FlagHeadersEndHeaders
-		}
-		out = appendFrameHeader(out, len(frag), typ, flags, st.id)
-		out = append(out, frag...)
-		if len(block) == 0 {
-			break
-		}
-		typ, flags = http2.FrameContinuation, 0
-	}
+	out := appendHeaderFrames(c.hfr[:0], c.hbuf.Bytes(), st.id, end)
 	if grant > 0 {
 		out = appendWindowUpdate(out, st.id, uint32(grant))
 	}
@@ -514,32 +484,17 @@ func (b *h2cBody) Read(p []byte) (int, error) {
 	if st.noBody && !st.bodyClosed {
 		return 0, io.EOF
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for st.recv.n == 0 && st.bodyErr == nil && !st.bodyClosed {
-		st.cond.Wait()
-	}
-	if st.bodyClosed {
-		return 0, errResponseClosed
-	}
-	n := st.recv.read(p)
-	if n > 0 {
-		c.consumedLocked(st, int64(n), true)
-	}
-	if st.recv.n > 0 || st.bodyErr == nil {
-		return n, nil
-	}
-	if st.bodyErr == io.EOF && st.trailer != nil {
+	return st.readLocked(p, errResponseClosed, func(n int64) error {
+		c.consumedLocked(st, n, true)
+		return nil
+	}, func(trailer http.Header) {
 		if st.resp.Trailer == nil {
-			st.resp.Trailer = make(http.Header, len(st.trailer))
+			st.resp.Trailer = make(http.Header, len(trailer))
 		}
-		for k, vv := range st.trailer {
+		for k, vv := range trailer {
 			st.resp.Trailer[k] = vv
 		}
-		st.trailer = nil
-	}
-	return n, st.bodyErr
+	})
 }
 
 // Close drops the bytes held and those to come; a stream not yet ended
@@ -549,14 +504,13 @@ func (b *h2cBody) Close() error {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st.bodyClosed {
+	n, ok := st.closeBodyLocked()
+	if !ok {
 		return nil
 	}
-	st.bodyClosed = true
-	if n := st.recv.release(); n > 0 {
-		c.consumedLocked(st, int64(n), false)
+	if n > 0 {
+		c.consumedLocked(st, n, false)
 	}
-	st.cond.Broadcast()
 	c.resetLocked(st, http2.ErrCodeCancel, errResponseClosed)
 	return nil
 }
@@ -671,29 +625,21 @@ func (st *h2cStream) write(p []byte, end bool) error {
 func (c *h2cConn) reserve(st *h2cStream, want int, end bool) (n int, last bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for {
+	n, err = c.reserveLocked(&st.h2Stream, want, true, func() error {
 		switch {
 		case st.err != nil:
-			return 0, false, st.err
+			return st.err
 		case st.localDone || st.writerGone:
-			return 0, false, errStreamDone
+			return errStreamDone
 		}
-		n := int(min(int64(want), st.sendWin, c.sendConn, int64(c.maxFrame)))
-		if n > 0 || want == 0 {
-			st.sendWin -= int64(n)
-			c.sendConn -= int64(n)
-			last = end && n == want
-			st.localDone = last
-			return n, last, nil
-		}
-		if st.sendWin <= 0 {
-			st.cond.Wait()
-		} else {
-			c.connWaiters++
-			c.connCond.Wait()
-			c.connWaiters--
-		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, err
 	}
+	last = end && n == want
+	st.localDone = last
+	return n, last, nil
 }
 
 // h2cWriter is the request body of a full-duplex stream (upgrades, TCP,

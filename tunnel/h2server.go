@@ -1,8 +1,6 @@
 package tunnel
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,7 +16,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // The agent's end of protocol v2 is an HTTP/2 server (RFC 9113) of our own
@@ -106,48 +103,26 @@ const (
 	h2ReadBuffer = 4 << 10
 )
 
-// h2Server serves one HTTP/2 connection. The read loop alone touches the
-// fields it documents as its own; mu guards the streams, the windows and
-// every stream's shared state; wmu guards the header encoder (and a
-// stream's headersOut). Lock order: wmu, then mu, then the h2Out's own.
+// h2Server serves one HTTP/2 connection. Its h2Conn says which fields the
+// read loop alone touches and which mu and wmu guard (a stream's
+// headersOut is wmu's too).
 type h2Server struct {
+	h2Conn
 	conn    net.Conn
-	out     h2Out
 	handler http.Handler
 	base    context.Context // the requests' values; never cancelled
 	window  int32           // each stream's receive window, advertised
 	remote  string
-	onError func(kind string, err error)
 	logger  *slog.Logger
 
 	// the read loop's own
-	fr          *http2.Framer
-	names       fieldNames
-	maxID       uint32 // the highest stream the peer opened
 	sawSettings bool
 	goingAway   bool // the peer sent GOAWAY
-	rctl        [32]byte
 
-	wmu  sync.Mutex
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer // the encoder's output
-	hfr  []byte       // header frames being written
-
-	mu          sync.Mutex
-	streams     map[uint32]*h2sStream
-	handlers    int   // handler goroutines running
-	sendConn    int64 // connection-level send window
-	sendInit    int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
-	maxFrame    int   // the peer's SETTINGS_MAX_FRAME_SIZE
-	tableSize   uint32
-	newTable    bool      // the peer changed SETTINGS_HEADER_TABLE_SIZE
-	recvConn    int64     // connection-level receive window left
-	connUnacked int64     // received bytes consumed or dropped, not yet granted again
-	connCond    sync.Cond // a writer waits for connection-level window
-	connWaiters int       // writers waiting on connCond
-	err         error     // why the connection ended, once it did
-	ctl         [64]byte  // scratch for control frames, under mu
-	wg          sync.WaitGroup
+	// under mu
+	streams  map[uint32]*h2sStream
+	handlers int // handler goroutines running
+	wg       sync.WaitGroup
 
 	poolMu     sync.Mutex
 	idle       []chan h2Task // idle handler goroutines, the last one idle first
@@ -182,34 +157,22 @@ func serveH2(ctx context.Context, conn net.Conn, handler http.Handler, cfg h2Ser
 	}
 	window = min(window, h2MaxWindow)
 	c := &h2Server{
-		conn:     conn,
-		out:      wrapConnOut(conn),
-		handler:  handler,
-		base:     baseContext(ctx, conn),
-		window:   int32(window),
-		onError:  cfg.OnError,
-		logger:   cfg.Logger,
-		streams:  map[uint32]*h2sStream{},
-		sendConn: h2DefaultWindow,
-		sendInit: h2DefaultWindow,
-		maxFrame: h2DefaultFrameSize,
-		recvConn: h2DefaultWindow,
-		quit:     make(chan struct{}),
-		idled:    cfg.idled,
+		conn:    conn,
+		handler: handler,
+		base:    baseContext(ctx, conn),
+		window:  int32(window),
+		logger:  cfg.Logger,
+		streams: map[uint32]*h2sStream{},
+		quit:    make(chan struct{}),
+		idled:   cfg.idled,
 	}
+	c.init(conn, MaxRequestHeaderBytes, h2AgentFrameSize, cfg.OnError)
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	if a := conn.RemoteAddr(); a != nil {
 		c.remote = a.String()
 	}
-	c.connCond.L = &c.mu
-	c.enc = hpack.NewEncoder(&c.hbuf)
-	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = MaxRequestHeaderBytes
-	c.fr.SetMaxReadFrameSize(h2AgentFrameSize)
-	c.fr.SetReuseFrames()
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	err := c.readLoop()
@@ -240,21 +203,11 @@ func baseContext(ctx context.Context, conn net.Conn) context.Context {
 // handles frames until the connection fails or the peer breaks the
 // protocol (then GOAWAY goes out first).
 func (c *h2Server) readLoop() error {
-	var b []byte
-	b = appendFrameHeader(b, 4*6, http2.FrameSettings, 0, 0)
-	for _, s := range [...]struct {
-		id  http2.SettingID
-		val uint32
-	}{
-		{http2.SettingMaxFrameSize, h2AgentFrameSize},
-		{http2.SettingMaxConcurrentStreams, h2MaxStreams},
-		{http2.SettingMaxHeaderListSize, MaxRequestHeaderBytes},
-		{http2.SettingInitialWindowSize, uint32(c.window)},
-	} {
-		b = binary.BigEndian.AppendUint16(b, uint16(s.id))
-		b = binary.BigEndian.AppendUint32(b, s.val)
-	}
-	b = appendWindowUpdate(b, 0, h2ConnWindow-h2DefaultWindow)
+	b := appendSettings(nil,
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: h2AgentFrameSize},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: MaxRequestHeaderBytes},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.window)})
 	c.mu.Lock()
 	c.recvConn = h2ConnWindow
 	c.mu.Unlock()
@@ -268,49 +221,15 @@ func (c *h2Server) readLoop() error {
 	if string(preface[:]) != http2.ClientPreface {
 		return c.connError(http2.ErrCodeProtocol, "preface", fmt.Errorf("tunnel: v2: bad client preface %q", preface[:]))
 	}
-	for {
-		f, err := c.fr.ReadFrame()
-		if err == nil {
-			err = c.frame(f)
-		}
-		if err == nil {
-			continue
-		}
-		var se http2.StreamError
-		var ce http2.ConnectionError
-		switch {
-		case errors.As(err, &se):
-			c.report("stream_error", err)
-			if se.StreamID%2 == 1 && se.StreamID > c.maxID {
-				c.maxID = se.StreamID // a stream that failed to open is used
-			}
-			c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
-		case errors.As(err, &ce):
-			return c.connError(http2.ErrCode(ce), "connection_error", err)
-		case errors.Is(err, http2.ErrFrameTooLarge):
-			return c.connError(http2.ErrCodeFrameSize, "oversized", err)
-		default:
-			return err
-		}
-	}
+	return c.readFrames(c.frame, c.streamError)
 }
 
-// report tells OnError of a protocol error of the peer.
-func (c *h2Server) report(kind string, err error) {
-	if c.onError != nil {
-		c.onError(kind, err)
+// streamError resets stream id after a stream error of the peer's.
+func (c *h2Server) streamError(id uint32, code http2.ErrCode, err error) {
+	if id%2 == 1 && id > c.maxID {
+		c.maxID = id // a stream that failed to open is used
 	}
-}
-
-// connError sends GOAWAY with code and returns the error that ends the
-// connection.
-func (c *h2Server) connError(code http2.ErrCode, kind string, err error) error {
-	c.report(kind, err)
-	b := appendFrameHeader(nil, 8, http2.FrameGoAway, 0, 0)
-	b = binary.BigEndian.AppendUint32(b, c.maxID)
-	b = binary.BigEndian.AppendUint32(b, uint32(code))
-	c.out.queue(b)
-	return fmt.Errorf("tunnel: v2: %w", err)
+	c.resetStream(id, code, err)
 }
 
 // frame handles one frame from the peer.
@@ -327,15 +246,11 @@ func (c *h2Server) frame(f http2.Frame) error {
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.WindowUpdateFrame:
-		return c.windowUpdate(f)
+		return c.windowUpdate(f, c.sendStream)
 	case *http2.SettingsFrame:
-		return c.settings(f)
+		return c.settings(f, c.sends)
 	case *http2.PingFrame:
-		if f.IsAck() {
-			return nil
-		}
-		b := appendFrameHeader(c.ctlBuf(), 8, http2.FramePing, http2.FlagPingAck, 0)
-		return c.out.queue(append(b, f.Data[:]...))
+		return c.ping(f)
 	case *http2.RSTStreamFrame:
 		if f.StreamID > c.maxID {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
@@ -356,75 +271,26 @@ func (c *h2Server) frame(f http2.Frame) error {
 	}
 }
 
-// ctlBuf is scratch for one control frame of the read loop (c.ctl is
-// under mu).
-func (c *h2Server) ctlBuf() []byte { return c.rctl[:0] }
-
-func (c *h2Server) settings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	if f.NumSettings() > 100 || f.HasDuplicates() {
-		return http2.ConnectionError(http2.ErrCodeProtocol)
-	}
-	c.mu.Lock()
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
+// sends visits the streams' send windows (h2Conn.settings). The caller
+// holds mu.
+func (c *h2Server) sends(yield func(*h2Stream) bool) {
+	for _, st := range c.streams {
+		if !yield(&st.h2Stream) {
+			return
 		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - c.sendInit
-			c.sendInit = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += delta
-				if st.sendWin > h2MaxWindow {
-					return http2.ConnectionError(http2.ErrCodeFlowControl)
-				}
-				if delta > 0 {
-					st.cond.Broadcast()
-				}
-			}
-		case http2.SettingMaxFrameSize:
-			c.maxFrame = int(s.Val)
-		case http2.SettingHeaderTableSize:
-			c.tableSize, c.newTable = s.Val, true
-		}
-		return nil
-	})
-	c.mu.Unlock()
-	if err != nil {
-		return err
 	}
-	return c.out.queue(appendFrameHeader(c.ctlBuf(), 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
 }
 
-func (c *h2Server) windowUpdate(f *http2.WindowUpdateFrame) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f.StreamID == 0 {
-		c.sendConn += int64(f.Increment)
-		if c.sendConn > h2MaxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
-		if c.connWaiters > 0 {
-			c.connCond.Broadcast()
-		}
-		return nil
+// sendStream returns stream id's send window (h2Conn.windowUpdate): nil
+// for a closed stream, an error for an idle one. The caller holds mu.
+func (c *h2Server) sendStream(id uint32) (*h2Stream, error) {
+	if id > c.maxID {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
 	}
-	if f.StreamID > c.maxID {
-		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	if st := c.streams[id]; st != nil {
+		return &st.h2Stream, nil
 	}
-	st := c.streams[f.StreamID]
-	if st == nil {
-		return nil // a closed stream: allowed
-	}
-	st.sendWin += int64(f.Increment)
-	if st.sendWin > h2MaxWindow {
-		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
-	}
-	st.cond.Broadcast()
-	return nil
+	return nil, nil // a closed stream: allowed
 }
 
 // data handles a DATA frame: its bytes wait in the stream's body until
@@ -502,25 +368,16 @@ func (c *h2Server) remoteEndLocked(st *h2sStream) {
 // ended. WINDOW_UPDATEs go out in batches (half a window). The caller
 // holds mu.
 func (c *h2Server) consumedLocked(st *h2sStream, n int64) error {
-	var b []byte
-	c.connUnacked += n
-	if c.connUnacked >= h2ConnWindow/2 {
-		b = appendWindowUpdate(c.ctl[:0], 0, uint32(c.connUnacked))
-		c.recvConn += c.connUnacked
-		c.connUnacked = 0
-	}
+	b := c.ackConnLocked(c.ctl[:0], n)
 	if st != nil && !st.remoteDone && st.reset == nil {
 		st.unacked += n
 		if st.unacked >= int64(c.window)/2 {
-			if b == nil {
-				b = c.ctl[:0]
-			}
 			b = appendWindowUpdate(b, st.id, uint32(st.unacked))
 			st.recvWin += st.unacked
 			st.unacked = 0
 		}
 	}
-	if b == nil {
+	if len(b) == 0 {
 		return nil
 	}
 	return c.out.queue(b)
@@ -549,28 +406,17 @@ func (c *h2Server) endLocked(st *h2sStream, err error) {
 		st.bodyErr = err
 	}
 	delete(c.streams, st.id)
-	st.cond.Broadcast()
-	if c.connWaiters > 0 {
-		c.connCond.Broadcast()
-	}
+	c.wakeLocked(&st.h2Stream)
 	st.cancel()
 }
 
 // closeAll ends every stream once the connection ended.
 func (c *h2Server) closeAll(err error) {
-	if err == nil {
-		err = net.ErrClosed
-	}
-	err = fmt.Errorf("%w: %w", ErrSessionClosed, err)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err == nil {
-		c.err = err
-	}
-	for _, st := range c.streams {
-		c.endLocked(st, err)
-	}
-	c.connCond.Broadcast()
+	c.closeStreams(err, func(err error) {
+		for _, st := range c.streams {
+			c.endLocked(st, err)
+		}
+	})
 }
 
 // headers handles a HEADERS frame: a new stream, or a request's trailers.
@@ -796,7 +642,7 @@ func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStr
 		}
 	}
 
-	st := &h2sStream{c: c, id: id, declLen: -1, recvWin: int64(c.window), reqTrailer: trailer}
+	st := &h2sStream{h2Stream: h2Stream{id: id, declLen: -1}, c: c, recvWin: int64(c.window), reqTrailer: trailer}
 	st.cond.L = &c.mu
 	st.ctx, st.cancel = context.WithCancel(c.base)
 	st.w.st = st

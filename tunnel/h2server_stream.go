@@ -3,7 +3,6 @@ package tunnel
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -20,27 +19,18 @@ import (
 // response (w) and the state they share with the read loop, guarded by
 // the server's mu unless said otherwise.
 type h2sStream struct {
-	c      *h2Server
-	id     uint32
-	ctx    context.Context
-	cancel context.CancelFunc
-	cond   sync.Cond // on c.mu: bytes came, the window grew, the stream ended
+	h2Stream // its trailer goes into reqTrailer at the body's end
+	c        *h2Server
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	// receiving (the request body)
-	recv         h2RecvBuf
 	recvWin      int64 // what the peer may still send
 	unacked      int64 // read, not yet granted again
-	declLen      int64 // the request's Content-Length, or -1
-	gotLen       int64
-	remoteDone   bool  // END_STREAM came, or the stream was reset
-	bodyErr      error // what reads return once recv is empty (with remoteDone)
-	bodyClosed   bool  // the handler closed the body: what comes is dropped
 	needContinue bool  // read only by the body's reader: 100 Continue on the first read
 	reqTrailer   http.Header
-	trailer      http.Header // received, copied into reqTrailer at the end
 
 	// sending (the response)
-	sendWin     int64
 	reset       error // the stream ended (reset, or the connection): writes fail
 	handlerDone bool
 	headersOut  bool // the final header block went out (guarded by c.wmu)
@@ -149,33 +139,15 @@ func (b *h2Body) Read(p []byte) (int, error) {
 		st.needContinue = false
 		st.w.informational(http.StatusContinue, nil)
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for st.recv.n == 0 && st.bodyErr == nil && !st.bodyClosed {
-		st.cond.Wait()
-	}
-	if st.bodyClosed {
-		return 0, errBodyClosed
-	}
-	n := st.recv.read(p)
-	if n > 0 {
-		if err := c.consumedLocked(st, int64(n)); err != nil {
-			return n, err
-		}
-	}
-	if st.recv.n > 0 || st.bodyErr == nil {
-		return n, nil
-	}
-	if st.bodyErr == io.EOF && st.trailer != nil {
-		for k, vv := range st.trailer {
+	return st.readLocked(p, errBodyClosed, func(n int64) error {
+		return c.consumedLocked(st, n)
+	}, func(trailer http.Header) {
+		for k, vv := range trailer {
 			st.reqTrailer[k] = vv
 		}
-		st.trailer = nil
-	}
-	return n, st.bodyErr
+	})
 }
 
 // Close drops the bytes held and those to come (their window goes back to
@@ -185,13 +157,8 @@ func (b *h2Body) Close() error {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st.bodyClosed {
-		return nil
-	}
-	st.bodyClosed = true
-	st.cond.Broadcast()
-	if n := st.recv.release(); n > 0 {
-		c.consumedLocked(nil, int64(n))
+	if n, _ := st.closeBodyLocked(); n > 0 {
+		c.consumedLocked(nil, n)
 	}
 	return nil
 }
@@ -570,12 +537,8 @@ func (c *h2Server) streamErr(st *h2sStream) error {
 // until it releases it.
 func (c *h2Server) headerFrames(id uint32, status int, fields []hpack.HeaderField, clen, ctype string, end bool) []byte {
 	c.mu.Lock()
-	if c.newTable {
-		c.newTable = false
-		c.enc.SetMaxDynamicTableSizeLimit(c.tableSize)
-	}
+	c.headerBlockLocked()
 	c.mu.Unlock()
-	c.hbuf.Reset()
 	if status != 0 {
 		c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusString(status)})
 	}
@@ -588,28 +551,8 @@ func (c *h2Server) headerFrames(id uint32, status int, fields []hpack.HeaderFiel
 	if clen != "" {
 		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: clen})
 	}
-	block := c.hbuf.Bytes()
-	out := c.hfr[:0]
-	typ := http2.FrameHeaders
-	var flags http2.Flags
-	if end {
-		flags = http2.FlagHeadersEndStream
-	}
-	for {
-		frag := block[:min(len(block), h2MaxHeaderFrame)]
-		block = block[len(frag):]
-		if len(block) == 0 {
-			flags |= http2.FlagHeadersEndHeaders
-		}
-		out = appendFrameHeader(out, len(frag), typ, flags, id)
-		out = append(out, frag...)
-		if len(block) == 0 {
-			break
-		}
-		typ, flags = http2.FrameContinuation, 0
-	}
-	c.hfr = out
-	return out
+	c.hfr = appendHeaderFrames(c.hfr[:0], c.hbuf.Bytes(), id, end)
+	return c.hfr
 }
 
 func statusString(code int) string {
@@ -630,25 +573,5 @@ func statusString(code int) string {
 func (c *h2Server) reserve(st *h2sStream, want int, wait bool) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for {
-		if st.reset != nil {
-			return 0, st.reset
-		}
-		n := min(int64(want), st.sendWin, c.sendConn, int64(c.maxFrame))
-		if n > 0 {
-			st.sendWin -= n
-			c.sendConn -= n
-			return int(n), nil
-		}
-		if !wait {
-			return 0, nil
-		}
-		if st.sendWin <= 0 {
-			st.cond.Wait()
-		} else {
-			c.connWaiters++
-			c.connCond.Wait()
-			c.connWaiters--
-		}
-	}
+	return c.reserveLocked(&st.h2Stream, want, wait, func() error { return st.reset })
 }

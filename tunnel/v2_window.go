@@ -90,13 +90,13 @@ func (c *h2cConn) consumedLocked(st *h2cStream, n int64, grow bool) {
 }
 
 // connConsumedLocked gives n received bytes back to the connection's
-// window, in batches of half of it.
+// window, in batches of half of it, while the connection lasts.
 func (c *h2cConn) connConsumedLocked(n int64) {
-	c.connUnacked += n
-	if c.connUnacked >= h2ConnWindow/2 && c.err == nil {
-		c.out.queue(appendWindowUpdate(c.ctl[:0], 0, uint32(c.connUnacked)))
-		c.recvConn += c.connUnacked
-		c.connUnacked = 0
+	if c.err != nil {
+		return
+	}
+	if b := c.ackConnLocked(c.ctl[:0], n); len(b) > 0 {
+		c.out.queue(b)
 	}
 }
 

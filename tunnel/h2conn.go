@@ -1,0 +1,399 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net"
+	"net/http"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// What both ends of protocol v2 share. The agent's server (h2server.go)
+// and the edge's client (h2client.go) embed h2Conn in their connections
+// and h2Stream in their streams: the rules of HTTP/2 (RFC 9113) that do
+// not depend on the end live here once, for both (the peer's settings,
+// the send windows and their waits, the framer's errors, the header
+// block's frames, a body's reads). What differs stays with each end: the
+// server's handler dispatch, the client's budget accounting
+// (v2_window.go).
+
+// h2Conn is the part of an HTTP/2 connection both ends use, embedded in
+// h2Server and h2cConn. The read loop alone touches the fields it
+// documents as its own; mu guards the others, the connection's streams
+// and every stream's shared state; wmu guards the header encoder. Lock
+// order: wmu, then mu, then the h2Out's own.
+type h2Conn struct {
+	out     h2Out
+	onError func(kind string, err error)
+
+	// the read loop's own
+	fr    *http2.Framer
+	names fieldNames
+	maxID uint32 // the highest stream the peer opened (the client's peer opens none)
+	rctl  [32]byte
+
+	wmu  sync.Mutex
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer // the encoder's output
+	hfr  []byte       // header frames being written
+
+	mu          sync.Mutex
+	sendConn    int64     // connection-level send window
+	sendInit    int64     // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame    int       // the peer's SETTINGS_MAX_FRAME_SIZE
+	maxStreams  int       // the peer's SETTINGS_MAX_CONCURRENT_STREAMS (the client keeps to it)
+	maxList     uint64    // the peer's SETTINGS_MAX_HEADER_LIST_SIZE, 0: none (the client keeps to it)
+	tableSize   uint32    // the peer's SETTINGS_HEADER_TABLE_SIZE
+	newTable    bool      // the peer changed SETTINGS_HEADER_TABLE_SIZE
+	recvConn    int64     // connection-level receive window left
+	connUnacked int64     // received bytes read or dropped, not yet granted again
+	connCond    sync.Cond // a writer waits for connection-level window
+	connWaiters int       // writers waiting on connCond
+	err         error     // why the connection ended, once it did
+	ctl         [64]byte  // scratch for control frames, under mu
+}
+
+// init readies c for conn: HTTP/2's initial values of the peer's
+// settings, and a framer that reads header lists of up to maxList bytes
+// and frames of up to maxRead.
+func (c *h2Conn) init(conn net.Conn, maxList, maxRead uint32, onError func(kind string, err error)) {
+	c.out = wrapConnOut(conn)
+	c.onError = onError
+	c.sendConn = h2DefaultWindow
+	c.sendInit = h2DefaultWindow
+	c.maxFrame = h2DefaultFrameSize
+	c.maxStreams = h2MaxStreamID
+	c.recvConn = h2DefaultWindow
+	c.connCond.L = &c.mu
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = maxList
+	c.fr.SetMaxReadFrameSize(maxRead)
+	c.fr.SetReuseFrames()
+}
+
+// appendSettings appends a SETTINGS frame of ss, then the WINDOW_UPDATE
+// that grows the connection's receive window from HTTP/2's initial one to
+// h2ConnWindow: what each end sends first (after the client's preface).
+func appendSettings(b []byte, ss ...http2.Setting) []byte {
+	b = appendFrameHeader(b, 6*len(ss), http2.FrameSettings, 0, 0)
+	for _, s := range ss {
+		b = binary.BigEndian.AppendUint16(b, uint16(s.ID))
+		b = binary.BigEndian.AppendUint32(b, s.Val)
+	}
+	return appendWindowUpdate(b, 0, h2ConnWindow-h2DefaultWindow)
+}
+
+// readFrames reads the peer's frames and hands each to frame until the
+// connection fails or the peer breaks the protocol: a stream error is
+// reported and reset ends the stream (and says so to the peer) with the
+// error as ErrStreamReset; a connection error, or a frame past the size
+// allowed, ends the loop with GOAWAY. Both ends' read loops run it.
+func (c *h2Conn) readFrames(frame func(http2.Frame) error, reset func(id uint32, code http2.ErrCode, err error)) error {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err == nil {
+			err = frame(f)
+		}
+		if err == nil {
+			continue
+		}
+		var se http2.StreamError
+		var ce http2.ConnectionError
+		switch {
+		case errors.As(err, &se):
+			c.report("stream_error", err)
+			reset(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
+		case errors.As(err, &ce):
+			return c.connError(http2.ErrCode(ce), "connection_error", err)
+		case errors.Is(err, http2.ErrFrameTooLarge):
+			return c.connError(http2.ErrCodeFrameSize, "oversized", err)
+		default:
+			return err
+		}
+	}
+}
+
+// report tells OnError of a protocol error of the peer.
+func (c *h2Conn) report(kind string, err error) {
+	if c.onError != nil {
+		c.onError(kind, err)
+	}
+}
+
+// connError sends GOAWAY with code (and the highest stream the peer
+// opened) and returns the error that ends the connection. A flow-control
+// error was reported where it was found. Both ends use it.
+func (c *h2Conn) connError(code http2.ErrCode, kind string, err error) error {
+	if !errors.Is(err, ErrFlowControl) {
+		c.report(kind, err)
+	}
+	b := appendFrameHeader(nil, 8, http2.FrameGoAway, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, c.maxID)
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	c.out.queue(b)
+	return fmt.Errorf("tunnel: v2: %w", err)
+}
+
+// ping acknowledges the peer's PING. The read loop calls it.
+func (c *h2Conn) ping(f *http2.PingFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	b := appendFrameHeader(c.rctl[:0], 8, http2.FramePing, http2.FlagPingAck, 0)
+	return c.out.queue(append(b, f.Data[:]...))
+}
+
+// settings applies the peer's SETTINGS and acknowledges them. sends
+// visits the send windows of the connection's streams (under mu), which a
+// new SETTINGS_INITIAL_WINDOW_SIZE moves. The read loop of both ends
+// calls it.
+func (c *h2Conn) settings(f *http2.SettingsFrame, sends iter.Seq[*h2Stream]) error {
+	if f.IsAck() {
+		return nil
+	}
+	if f.NumSettings() > 100 || f.HasDuplicates() {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.sendInit
+			c.sendInit = int64(s.Val)
+			for st := range sends {
+				st.sendWin += delta
+				if st.sendWin > h2MaxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				if delta > 0 {
+					st.cond.Broadcast()
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = int(s.Val)
+		case http2.SettingMaxConcurrentStreams:
+			c.maxStreams = int(min(s.Val, h2MaxStreamID))
+		case http2.SettingMaxHeaderListSize:
+			c.maxList = uint64(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.tableSize, c.newTable = s.Val, true
+		}
+		return nil
+	})
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.out.queue(appendFrameHeader(c.rctl[:0], 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+}
+
+// windowUpdate applies the peer's WINDOW_UPDATE to the connection's send
+// window, or to that of the stream stream returns (under mu): nil for a
+// closed stream (allowed), an error for one that was never opened. Both
+// ends' read loops call it.
+func (c *h2Conn) windowUpdate(f *http2.WindowUpdateFrame, stream func(id uint32) (*h2Stream, error)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendConn += int64(f.Increment)
+		if c.sendConn > h2MaxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		if c.connWaiters > 0 {
+			c.connCond.Broadcast()
+		}
+		return nil
+	}
+	st, err := stream(f.StreamID)
+	if st == nil {
+		return err
+	}
+	st.sendWin += int64(f.Increment)
+	if st.sendWin > h2MaxWindow {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+	}
+	st.cond.Broadcast()
+	return nil
+}
+
+// reserveLocked takes up to want bytes (and at most a frame) of st's and
+// the connection's send windows. While there is none it waits, on st's
+// cond while st's window is empty and on connCond while the connection's
+// is, or with wait false returns 0. stop, checked before each try, says
+// why st may no longer send. The caller holds mu. Both ends' writers use
+// it.
+func (c *h2Conn) reserveLocked(st *h2Stream, want int, wait bool, stop func() error) (int, error) {
+	for {
+		if err := stop(); err != nil {
+			return 0, err
+		}
+		n := min(int64(want), st.sendWin, c.sendConn, int64(c.maxFrame))
+		if n > 0 || want == 0 {
+			st.sendWin -= n
+			c.sendConn -= n
+			return int(n), nil
+		}
+		if !wait {
+			return 0, nil
+		}
+		if st.sendWin <= 0 {
+			st.cond.Wait()
+		} else {
+			c.connWaiters++
+			c.connCond.Wait()
+			c.connWaiters--
+		}
+	}
+}
+
+// wakeLocked wakes the writers waiting for st's window and those waiting
+// for the connection's: st ended. The caller holds mu.
+func (c *h2Conn) wakeLocked(st *h2Stream) {
+	st.cond.Broadcast()
+	if c.connWaiters > 0 {
+		c.connCond.Broadcast()
+	}
+}
+
+// ackConnLocked counts n received bytes that were read or dropped and,
+// once they reach half the connection's receive window, appends to b the
+// WINDOW_UPDATE that grants them again. The caller holds mu. Both ends
+// use it.
+func (c *h2Conn) ackConnLocked(b []byte, n int64) []byte {
+	c.connUnacked += n
+	if c.connUnacked < h2ConnWindow/2 {
+		return b
+	}
+	b = appendWindowUpdate(b, 0, uint32(c.connUnacked))
+	c.recvConn += c.connUnacked
+	c.connUnacked = 0
+	return b
+}
+
+// closeStreams ends the connection's streams once the connection ended with
+// err: end ends each of them (under mu) with the error, as
+// ErrSessionClosed, and the writers waiting for window wake.
+func (c *h2Conn) closeStreams(err error, end func(err error)) {
+	if err == nil {
+		err = net.ErrClosed
+	}
+	err = fmt.Errorf("%w: %w", ErrSessionClosed, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = err
+	}
+	end(err)
+	c.connCond.Broadcast()
+}
+
+// headerBlockLocked starts a header block: the encoder takes the peer's
+// new SETTINGS_HEADER_TABLE_SIZE, if any, and its output is reset. The
+// caller holds wmu and mu.
+func (c *h2Conn) headerBlockLocked() {
+	if c.newTable {
+		c.newTable = false
+		c.enc.SetMaxDynamicTableSizeLimit(c.tableSize)
+	}
+	c.hbuf.Reset()
+}
+
+// appendHeaderFrames appends the header block as frames of stream id:
+// HEADERS, then CONTINUATIONs, with END_STREAM when end. Both ends use it.
+func appendHeaderFrames(out, block []byte, id uint32, end bool) []byte {
+	typ := http2.FrameHeaders
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagHeadersEndStream
+	}
+	for {
+		frag := block[:min(len(block), h2MaxHeaderFrame)]
+		block = block[len(frag):]
+		if len(block) == 0 {
+			flags |= http2.FlagHeadersEndHeaders
+		}
+		out = appendFrameHeader(out, len(frag), typ, flags, id)
+		out = append(out, frag...)
+		if len(block) == 0 {
+			return out
+		}
+		typ, flags = http2.FrameContinuation, 0
+	}
+}
+
+// h2Stream is the part of a stream both ends use, embedded in h2sStream
+// and h2cStream and guarded by the connection's mu: its send window, the
+// cond its writers and its body's reader wait on, and the body it
+// receives.
+type h2Stream struct {
+	id      uint32
+	cond    sync.Cond // on the connection's mu: bytes or window came, the stream ended
+	sendWin int64
+
+	// receiving (the request body at the server, the response body at
+	// the client)
+	recv       h2RecvBuf
+	declLen    int64 // the body's Content-Length, or -1
+	gotLen     int64
+	remoteDone bool        // END_STREAM came, or the stream was reset
+	bodyErr    error       // what reads return once recv is empty (with remoteDone)
+	bodyClosed bool        // the body's reader closed it: what comes is dropped
+	trailer    http.Header // received, handed over at the body's end
+}
+
+// readLocked reads the body for its reader into p, waiting for bytes,
+// the body's end or its Close (then it returns closed). consumed is told
+// how many bytes were read (an error it returns is the read's); at the
+// end of a body that had trailers, trailers is given them to hand over.
+// The caller holds mu. Both ends' bodies use it.
+func (st *h2Stream) readLocked(p []byte, closed error, consumed func(n int64) error, trailers func(http.Header)) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for st.recv.n == 0 && st.bodyErr == nil && !st.bodyClosed {
+		st.cond.Wait()
+	}
+	if st.bodyClosed {
+		return 0, closed
+	}
+	n := st.recv.read(p)
+	if n > 0 {
+		if err := consumed(int64(n)); err != nil {
+			return n, err
+		}
+	}
+	if st.recv.n > 0 || st.bodyErr == nil {
+		return n, nil
+	}
+	if st.bodyErr == io.EOF && st.trailer != nil {
+		trailers(st.trailer)
+		st.trailer = nil
+	}
+	return n, st.bodyErr
+}
+
+// closeBodyLocked closes the body for its reader: what it holds is
+// dropped (how many bytes is returned, to give back to the windows) and
+// what comes will be. It reports false if the body was closed already.
+// The caller holds mu. Both ends' bodies use it.
+func (st *h2Stream) closeBodyLocked() (int64, bool) {
+	if st.bodyClosed {
+		return 0, false
+	}
+	st.bodyClosed = true
+	st.cond.Broadcast()
+	return int64(st.recv.release()), true
+}
