@@ -140,13 +140,9 @@ func (c *h2cConn) close() {
 // stream and closes the connection.
 func (c *h2cConn) readLoop() {
 	defer close(c.readDone)
-	err := c.readFrames()
+	err := c.readFrames(c)
 	c.conn.Close()
 	c.closeAll(err)
-}
-
-func (c *h2cConn) readFrames() error {
-	return c.h2Conn.readFrames(c.frame, c.streamError)
 }
 
 // streamError resets stream id after a stream error of the agent's.
@@ -162,27 +158,7 @@ func (c *h2cConn) streamError(id uint32, code http2.ErrCode, err error) {
 
 // frame handles one frame from the agent.
 func (c *h2cConn) frame(f http2.Frame) error {
-	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.headers(f)
-	case *http2.DataFrame:
-		return c.data(f)
-	case *http2.WindowUpdateFrame:
-		return c.windowUpdate(f, c.sendStream)
-	case *http2.SettingsFrame:
-		return c.settings(f, c.sends)
-	case *http2.PingFrame:
-		return c.ping(f)
-	case *http2.RSTStreamFrame:
-		return c.rstStream(f)
-	case *http2.GoAwayFrame:
-		c.goAwayFrame(f)
-		return nil
-	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // push is off
-	default: // PRIORITY, PRIORITY_UPDATE, unknown types
-		return nil
-	}
+	return c.handleFrame(c, f)
 }
 
 // opened reports whether stream id was opened by the client (an idle

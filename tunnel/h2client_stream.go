@@ -10,7 +10,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -376,35 +375,6 @@ func (c *h2cConn) headers(f *http2.MetaHeadersFrame) error {
 		c.remoteEndLocked(st, io.EOF)
 	}
 	return nil
-}
-
-// header makes a header from a head's fields; with trailer, the keys a
-// Trailer field declares go there (with no values) instead of in the
-// header, as net/http's clients do.
-func (c *h2cConn) header(fields []hpack.HeaderField, trailer *http.Header) http.Header {
-	h := make(http.Header, len(fields))
-	vals := make([]string, len(fields)) // one array for the single values
-	for i, hf := range fields {
-		k := c.names.canonical(hf.Name)
-		if k == "Trailer" && trailer != nil {
-			for _, v := range strings.Split(hf.Value, ",") {
-				if v = strings.TrimSpace(v); v != "" {
-					if *trailer == nil {
-						*trailer = http.Header{}
-					}
-					(*trailer)[http.CanonicalHeaderKey(v)] = nil
-				}
-			}
-			continue
-		}
-		if vv, ok := h[k]; ok {
-			h[k] = append(vv, hf.Value)
-			continue
-		}
-		vals[i] = hf.Value
-		h[k] = vals[i : i+1 : i+1]
-	}
-	return h
 }
 
 // trailersLocked takes a response's trailers. The caller holds mu.

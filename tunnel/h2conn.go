@@ -10,6 +10,7 @@ import (
 	"iter"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"golang.org/x/net/http2"
@@ -93,16 +94,36 @@ func appendSettings(b []byte, ss ...http2.Setting) []byte {
 	return appendWindowUpdate(b, 0, h2ConnWindow-h2DefaultWindow)
 }
 
-// readFrames reads the peer's frames and hands each to frame until the
+// h2End is what differs between the two ends for their read loops
+// (h2Conn.readFrames): h2Server and h2cConn implement it. The read loop
+// calls its methods; sends and sendStream under mu.
+type h2End interface {
+	// frame handles one frame of the peer (most go on to
+	// h2Conn.handleFrame).
+	frame(f http2.Frame) error
+	headers(f *http2.MetaHeadersFrame) error
+	data(f *http2.DataFrame) error
+	rstStream(f *http2.RSTStreamFrame) error
+	goAwayFrame(f *http2.GoAwayFrame)
+	// streamError resets stream id after a stream error of the peer's.
+	streamError(id uint32, code http2.ErrCode, err error)
+	// sends visits the streams' send windows (h2Conn.settings).
+	sends(yield func(*h2Stream) bool)
+	// sendStream returns stream id's send window (h2Conn.windowUpdate):
+	// nil for a closed stream, an error for one never opened.
+	sendStream(id uint32) (*h2Stream, error)
+}
+
+// readFrames reads the peer's frames and hands each to end until the
 // connection fails or the peer breaks the protocol: a stream error is
-// reported and reset ends the stream (and says so to the peer) with the
+// reported and end resets the stream (and says so to the peer) with the
 // error as ErrStreamReset; a connection error, or a frame past the size
 // allowed, ends the loop with GOAWAY. Both ends' read loops run it.
-func (c *h2Conn) readFrames(frame func(http2.Frame) error, reset func(id uint32, code http2.ErrCode, err error)) error {
+func (c *h2Conn) readFrames(end h2End) error {
 	for {
 		f, err := c.fr.ReadFrame()
 		if err == nil {
-			err = frame(f)
+			err = end.frame(f)
 		}
 		if err == nil {
 			continue
@@ -112,7 +133,7 @@ func (c *h2Conn) readFrames(frame func(http2.Frame) error, reset func(id uint32,
 		switch {
 		case errors.As(err, &se):
 			c.report("stream_error", err)
-			reset(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
+			end.streamError(se.StreamID, se.Code, fmt.Errorf("%w: %w", ErrStreamReset, err))
 		case errors.As(err, &ce):
 			return c.connError(http2.ErrCode(ce), "connection_error", err)
 		case errors.Is(err, http2.ErrFrameTooLarge):
@@ -142,6 +163,34 @@ func (c *h2Conn) connError(code http2.ErrCode, kind string, err error) error {
 	b = binary.BigEndian.AppendUint32(b, uint32(code))
 	c.out.queue(b)
 	return fmt.Errorf("tunnel: v2: %w", err)
+}
+
+// handleFrame hands a frame of the peer to the rule of its type: those
+// of the connection here, those of the streams to end. Both ends' read
+// loops call it.
+func (c *h2Conn) handleFrame(end h2End, f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return end.headers(f)
+	case *http2.DataFrame:
+		return end.data(f)
+	case *http2.WindowUpdateFrame:
+		return c.windowUpdate(f, end.sendStream)
+	case *http2.SettingsFrame:
+		return c.settings(f, end.sends)
+	case *http2.PingFrame:
+		return c.ping(f)
+	case *http2.RSTStreamFrame:
+		return end.rstStream(f)
+	case *http2.GoAwayFrame:
+		end.goAwayFrame(f)
+		return nil
+	case *http2.PushPromiseFrame:
+		// The client turned push off; a client cannot push.
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	default: // PRIORITY, PRIORITY_UPDATE, unknown types
+		return nil
+	}
 }
 
 // ping acknowledges the peer's PING. The read loop calls it.
@@ -332,6 +381,38 @@ func appendHeaderFrames(out, block []byte, id uint32, end bool) []byte {
 		}
 		typ, flags = http2.FrameContinuation, 0
 	}
+}
+
+// header makes a header from a head's fields, the values of a name in
+// one array (as net/textproto does: a field's first value takes a
+// one-element slice of it, capacity one, so that a repeated field's
+// append copies out); with trailer, the keys a Trailer field declares go
+// there (with no values) instead of in the header, as net/http's clients
+// do. The read loop of both ends calls it.
+func (c *h2Conn) header(fields []hpack.HeaderField, trailer *http.Header) http.Header {
+	h := make(http.Header, len(fields))
+	vals := make([]string, len(fields))
+	for i, hf := range fields {
+		k := c.names.canonical(hf.Name)
+		if k == "Trailer" && trailer != nil {
+			for _, v := range strings.Split(hf.Value, ",") {
+				if v = strings.TrimSpace(v); v != "" {
+					if *trailer == nil {
+						*trailer = http.Header{}
+					}
+					(*trailer)[http.CanonicalHeaderKey(v)] = nil
+				}
+			}
+			continue
+		}
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, hf.Value)
+			continue
+		}
+		vals[i] = hf.Value
+		h[k] = vals[i : i+1 : i+1]
+	}
+	return h
 }
 
 // h2Stream is the part of a stream both ends use, embedded in h2sStream

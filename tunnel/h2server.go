@@ -221,7 +221,7 @@ func (c *h2Server) readLoop() error {
 	if string(preface[:]) != http2.ClientPreface {
 		return c.connError(http2.ErrCodeProtocol, "preface", fmt.Errorf("tunnel: v2: bad client preface %q", preface[:]))
 	}
-	return c.readFrames(c.frame, c.streamError)
+	return c.readFrames(c)
 }
 
 // streamError resets stream id after a stream error of the peer's.
@@ -232,7 +232,8 @@ func (c *h2Server) streamError(id uint32, code http2.ErrCode, err error) {
 	c.resetStream(id, code, err)
 }
 
-// frame handles one frame from the peer.
+// frame handles one frame from the peer, the first of which must be
+// SETTINGS (the client's preface).
 func (c *h2Server) frame(f http2.Frame) error {
 	if !c.sawSettings {
 		if _, ok := f.(*http2.SettingsFrame); !ok {
@@ -240,36 +241,24 @@ func (c *h2Server) frame(f http2.Frame) error {
 		}
 		c.sawSettings = true
 	}
-	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.headers(f)
-	case *http2.DataFrame:
-		return c.data(f)
-	case *http2.WindowUpdateFrame:
-		return c.windowUpdate(f, c.sendStream)
-	case *http2.SettingsFrame:
-		return c.settings(f, c.sends)
-	case *http2.PingFrame:
-		return c.ping(f)
-	case *http2.RSTStreamFrame:
-		if f.StreamID > c.maxID {
-			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
-		}
-		c.mu.Lock()
-		if st := c.streams[f.StreamID]; st != nil {
-			c.endLocked(st, fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
-		}
-		c.mu.Unlock()
-		return nil
-	case *http2.GoAwayFrame:
-		c.goingAway = true
-		return nil
-	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // a client cannot push
-	default: // PRIORITY, PRIORITY_UPDATE, unknown types
-		return nil
-	}
+	return c.handleFrame(c, f)
 }
+
+// rstStream ends a stream the client reset.
+func (c *h2Server) rstStream(f *http2.RSTStreamFrame) error {
+	if f.StreamID > c.maxID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	}
+	c.mu.Lock()
+	if st := c.streams[f.StreamID]; st != nil {
+		c.endLocked(st, fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// goAwayFrame refuses the streams the client opens from now on.
+func (c *h2Server) goAwayFrame(*http2.GoAwayFrame) { c.goingAway = true }
 
 // sends visits the streams' send windows (h2Conn.settings). The caller
 // holds mu.
@@ -578,21 +567,7 @@ func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStr
 	} else if method == "" || path == "" || (scheme != "http" && scheme != "https") {
 		return nil, nil, nil, bad
 	}
-	regular := f.RegularFields()
-	header := make(http.Header, len(regular))
-	// One backing array for the values (as net/textproto does): a field's
-	// first value takes a one-element slice of it, capacity one, so that
-	// a repeated field's append copies out.
-	vals := make([]string, len(regular))
-	for i, hf := range regular {
-		k := c.canonical(hf.Name)
-		if vv, ok := header[k]; ok {
-			header[k] = append(vv, hf.Value)
-			continue
-		}
-		vals[i] = hf.Value
-		header[k] = vals[i : i+1 : i+1]
-	}
+	header := c.header(f.RegularFields(), nil)
 	needsContinue := httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")
 	if needsContinue {
 		delete(header, "Expect")
