@@ -557,3 +557,39 @@ func TestH2ClientDuplexCloseDuringWrite(t *testing.T) {
 	}
 	r.until(t, "RST_STREAM", isRST(1, http2.ErrCodeCancel))
 }
+
+// TestH2ClientEndBelowZeroWindow: a request body ends (an empty DATA frame
+// with END_STREAM, which takes no window) even when the agent's new
+// SETTINGS_INITIAL_WINDOW_SIZE took the stream's send window below zero.
+func TestH2ClientEndBelowZeroWindow(t *testing.T) {
+	r := newH2cRaw(t, h2ClientConfig{}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
+	type opened struct {
+		resp *http.Response
+		w    *h2cWriter
+		err  error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		resp, w, err := r.c.roundTrip(newReq("POST", "/", nil), true)
+		ch <- opened{resp, w, err}
+	}()
+	r.until(t, "the request", isHeaders(1))
+	r.headers(1, false, ":status", "200")
+	o := <-ch
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	defer o.resp.Body.Close()
+	if _, err := o.w.Write(bytes.Repeat([]byte("x"), 100)); err != nil {
+		t.Fatal(err)
+	}
+	r.until(t, "the body", func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && len(d.Data()) == 100 })
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	r.fr.WritePing(false, [8]byte{9}) // read after the SETTINGS: its ack says they were applied
+	r.until(t, "the ping's ack", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() && p.Data[0] == 9 })
+	o.w.Close()
+	d := r.until(t, "END_STREAM", func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok }).(*http2.DataFrame)
+	if !d.StreamEnded() || len(d.Data()) != 0 {
+		t.Fatalf("a DATA frame of %d bytes, END_STREAM %t", len(d.Data()), d.StreamEnded())
+	}
+}

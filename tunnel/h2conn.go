@@ -289,7 +289,9 @@ func (c *h2Conn) reserveLocked(st *h2Stream, want int, wait bool, stop func() er
 		if err := stop(); err != nil {
 			return 0, err
 		}
-		n := min(int64(want), st.sendWin, c.sendConn, int64(c.maxFrame))
+		// An empty frame (END_STREAM) takes none, even from a window the
+		// peer's new SETTINGS_INITIAL_WINDOW_SIZE took below zero.
+		n := max(min(int64(want), st.sendWin, c.sendConn, int64(c.maxFrame)), 0)
 		if n > 0 || want == 0 {
 			st.sendWin -= n
 			c.sendConn -= n
