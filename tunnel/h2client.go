@@ -15,7 +15,8 @@ import (
 // per request for the request's whole life and hands every response head
 // from its read loop to RoundTrip, and whose receive windows had to be
 // bent to the edge's Budget by rewriting its frames (the former
-// v2_window.go). Here, as in the agent's server (h2server.go):
+// v2_window.go). Here, as in the agent's server (h2server.go), whose
+// rules of HTTP/2 it shares (h2conn.go):
 //
 //   - one goroutine per connection reads and handles the frames (the read
 //     loop); RoundTrip's goroutine encodes the request's header block

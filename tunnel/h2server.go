@@ -39,8 +39,9 @@ import (
 //   - a request body's bytes wait in pooled buffers taken only while bytes
 //     wait, bounded by the window the server advertised.
 //
-// The edge's client (h2client.go) is built the same way; x/net's client
-// and server speak the same protocol to both.
+// The edge's client (h2client.go) is built the same way, and both take
+// the rules of HTTP/2 that do not depend on the end from h2conn.go; x/net's
+// client and server speak the same protocol to both.
 
 // h2Out is where the server's frames go: WSConn, or wrapConnOut's adapter.
 type h2Out interface {
