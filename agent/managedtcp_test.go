@@ -43,19 +43,52 @@ func echoTCP(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// freePorts returns two ports free a moment ago, lower first.
-func freePorts(t *testing.T) (int, int) {
+// freeTCPPort returns a TCP port free a moment ago.
+func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	var ports []int
-	for range 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return min(ports[0], ports[1]), max(ports[0], ports[1])
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// anyPort is an edge's port range that takes whatever port a test found
+// free.
+var anyPort = edge.PortRange{Low: 1024, High: 65535}
+
+// forwardOnFreePort stores a free port for a tunnel (store) and waits until
+// the managed agent forwards it (kind "tcp" or "udp", to local). A port
+// something else took between the probe and the edge's bind (another test,
+// or a suite running beside this one) is refused by the edge: then another
+// is tried, up to five in all. It returns the port forwarded.
+func forwardOnFreePort(t *testing.T, status *statusLog, kind, local string, free func(*testing.T) int, store func(port int)) int {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port := free(t)
+		store(port)
+		p := strconv.Itoa(port)
+		forwarding := "Forwarding " + kind + "://localhost:" + p + " -> " + local
+		taken := " port " + p + " is in use"
+		deadline := time.Now().Add(patience)
+		for {
+			s := status.String()
+			if strings.Contains(s, forwarding) {
+				return port
+			}
+			if strings.Contains(s, taken) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q line within %v; status:\n%s", forwarding, patience, s)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if attempt == 5 {
+			t.Fatalf("five free ports in a row were taken before the edge bound them; status:\n%s", status)
+		}
+	}
 }
 
 // echoThrough sends 1 MiB through the public port and checks that the
@@ -90,25 +123,11 @@ func echoThrough(t *testing.T, port int) {
 	}
 }
 
-// waitStatus waits for a status line containing want.
-func waitStatus(t *testing.T, status *statusLog, want string) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !strings.Contains(status.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q line within %v; status:\n%s", want, patience, status)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A managed agent serves a stored tunnel of type tcp: it registers it as
 // a TCP tunnel on the stored port, and bytes go through both ways. When
 // the stored port changes, it registers again on the new one.
 func TestManagedTCPTunnel(t *testing.T) {
 	t.Parallel()
-	port, port2 := freePorts(t)
-
 	st, err := store.Open(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +135,7 @@ func TestManagedTCPTunnel(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	cfg := edge.DefaultConfig()
 	cfg.Store, cfg.AdminTokens = st, []string{"A"}
-	cfg.TCPPorts, cfg.TCPListenHost = edge.PortRange{Low: port, High: port2}, "127.0.0.1"
+	cfg.TCPPorts, cfg.TCPListenHost = anyPort, "127.0.0.1"
 	addr := serveEdge(t, cfg)
 	admin, err := api.NewClient("http://"+addr, "A", nil)
 	if err != nil {
@@ -128,18 +147,45 @@ func TestManagedTCPTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := echoTCP(t)
-	if _, err := admin.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://" + local),
-		RemotePort: ptr(port), AgentToken: ptr(secret)}); err != nil {
+	status := &statusLog{}
+	created := false
+	// The first port offered is taken (held here), as another process
+	// could take it: the edge refuses it and another is tried.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	status := &statusLog{}
-	defer runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add})()
-	waitStatus(t, status, "Forwarding tcp://localhost:"+strconv.Itoa(port)+" -> "+local)
+	defer held.Close()
+	offers := 0
+	free := func(t *testing.T) int {
+		if offers++; offers == 1 {
+			return held.Addr().(*net.TCPAddr).Port
+		}
+		return freeTCPPort(t)
+	}
+	port := forwardOnFreePort(t, status, "tcp", local, free, func(port int) {
+		if created {
+			if _, err := admin.UpdateTunnel(ctx, "db", api.TunnelRequest{RemotePort: ptr(port)}); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		created = true
+		if _, err := admin.CreateTunnel(ctx, api.TunnelRequest{Name: ptr("db"), Type: ptr("tcp"), Upstream: ptr("tcp://" + local),
+			RemotePort: ptr(port), AgentToken: ptr(secret)}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(runManaged(t, ctx, ManagedConfig{Edge: "http://" + addr, Token: secret, Status: status.add}))
+	})
+	if offers < 2 {
+		t.Errorf("the agent forwarded the taken port %d", port)
+	}
 	echoThrough(t, port)
 
-	if _, err := admin.UpdateTunnel(ctx, "db", api.TunnelRequest{RemotePort: ptr(port2)}); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, status, "Forwarding tcp://localhost:"+strconv.Itoa(port2)+" -> "+local)
+	port2 := forwardOnFreePort(t, status, "tcp", local, freeTCPPort, func(port int) {
+		if _, err := admin.UpdateTunnel(ctx, "db", api.TunnelRequest{RemotePort: ptr(port)}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	echoThrough(t, port2)
 }
