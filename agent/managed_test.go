@@ -77,14 +77,29 @@ func waitServes(t *testing.T, addr, name, want string) {
 
 // statusLog collects a managed agent's status lines.
 type statusLog struct {
-	mu    sync.Mutex
-	lines []string
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{} // closed at the next line
 }
 
 func (s *statusLog) add(line string) {
 	s.mu.Lock()
 	s.lines = append(s.lines, line)
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	s.mu.Unlock()
+}
+
+// next returns a channel closed when the next line comes.
+func (s *statusLog) next() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
 }
 
 func (s *statusLog) String() string {

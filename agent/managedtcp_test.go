@@ -71,20 +71,24 @@ func forwardOnFreePort(t *testing.T, status *statusLog, kind, local string, free
 		p := strconv.Itoa(port)
 		forwarding := "Forwarding " + kind + "://localhost:" + p + " -> " + local
 		taken := " port " + p + " is in use"
-		deadline := time.Now().Add(patience)
+		deadline := time.NewTimer(patience)
 		for {
+			changed := status.next()
 			s := status.String()
 			if strings.Contains(s, forwarding) {
+				deadline.Stop()
 				return port
 			}
 			if strings.Contains(s, taken) {
 				break
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q line within %v; status:\n%s", forwarding, patience, s)
+			select {
+			case <-changed:
+			case <-deadline.C:
+				t.Fatalf("no %q line within %v; status:\n%s", forwarding, patience, status)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
+		deadline.Stop()
 		if attempt == 5 {
 			t.Fatalf("five free ports in a row were taken before the edge bound them; status:\n%s", status)
 		}

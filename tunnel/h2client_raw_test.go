@@ -506,28 +506,45 @@ func TestH2ClientStreamIDsExhausted(t *testing.T) {
 	wait(t, r.c.readDone, "the connection's end")
 }
 
+// h2cOpened is a full-duplex stream the agent answered.
+type h2cOpened struct {
+	resp *http.Response
+	w    *h2cWriter
+}
+
+// openDuplex opens stream 1 as a full-duplex stream and answers it 200.
+func (r *h2cRaw) openDuplex(t *testing.T) h2cOpened {
+	t.Helper()
+	type result struct {
+		h2cOpened
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		resp, w, err := r.c.roundTrip(newReq("POST", "/", nil), true)
+		ch <- result{h2cOpened{resp, w}, err}
+	}()
+	r.until(t, "the request", isHeaders(1))
+	r.headers(1, false, ":status", "200")
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		return res.h2cOpened
+	case <-time.After(time.Minute):
+		t.Fatal("the duplex stream's head did not come back")
+		return h2cOpened{}
+	}
+}
+
 // TestH2ClientDuplexCloseDuringWrite: Close of a full-duplex stream's
 // writer does not wait for a Write blocked on the agent's window (an
 // upgraded connection's proxy closes it from the other direction's
 // goroutine): the stream is reset, and the Write returns.
 func TestH2ClientDuplexCloseDuringWrite(t *testing.T) {
 	r := newH2cRaw(t, h2ClientConfig{}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	type opened struct {
-		resp *http.Response
-		w    *h2cWriter
-		err  error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		resp, w, err := r.c.roundTrip(newReq("POST", "/", nil), true)
-		ch <- opened{resp, w, err}
-	}()
-	r.until(t, "the request", isHeaders(1))
-	r.headers(1, false, ":status", "200")
-	o := <-ch
-	if o.err != nil {
-		t.Fatal(o.err)
-	}
+	o := r.openDuplex(t)
 	defer o.resp.Body.Close()
 	wrote := make(chan error, 1)
 	go func() {
@@ -563,22 +580,7 @@ func TestH2ClientDuplexCloseDuringWrite(t *testing.T) {
 // SETTINGS_INITIAL_WINDOW_SIZE took the stream's send window below zero.
 func TestH2ClientEndBelowZeroWindow(t *testing.T) {
 	r := newH2cRaw(t, h2ClientConfig{}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
-	type opened struct {
-		resp *http.Response
-		w    *h2cWriter
-		err  error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		resp, w, err := r.c.roundTrip(newReq("POST", "/", nil), true)
-		ch <- opened{resp, w, err}
-	}()
-	r.until(t, "the request", isHeaders(1))
-	r.headers(1, false, ":status", "200")
-	o := <-ch
-	if o.err != nil {
-		t.Fatal(o.err)
-	}
+	o := r.openDuplex(t)
 	defer o.resp.Body.Close()
 	if _, err := o.w.Write(bytes.Repeat([]byte("x"), 100)); err != nil {
 		t.Fatal(err)
