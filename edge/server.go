@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/edge/h1"
 	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
@@ -169,6 +170,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// lean reports whether r may be served by the edge's own HTTP/1.1
+// server: a request to a tunnel's host under the domain (custom hostnames,
+// which need the store, and the apex go to net/http's).
+func (s *Server) lean(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	return len(host) > len(s.cfg.Domain)+1 && host[len(host)-len(s.cfg.Domain)-1] == '.' &&
+		strings.EqualFold(host[len(host)-len(s.cfg.Domain):], s.cfg.Domain)
+}
+
 // endedPage answers for a tunnel that an admin's decision (code, a
 // wire.Final code) took offline: the true reason, at once.
 func (s *Server) endedPage(w http.ResponseWriter, r *http.Request, host, code string) {
@@ -227,9 +241,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
+	// Tunnel traffic over plain HTTP/1.1 goes through the edge's own
+	// server (edge/h1); everything else, TLS included, through hs.
+	srv := &h1.Server{Handler: s, Lean: s.lean, Fallback: hs, ReadHeaderTimeout: hs.ReadHeaderTimeout, IdleTimeout: hs.IdleTimeout}
 	stopCluster := s.runCluster()
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		s.Close()
@@ -239,12 +256,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	s.drain()                // push channels end now: agents reconnect elsewhere or later
-	err := hs.Shutdown(sctx) // waits for public requests, up to grace
-	s.Close()                // then the sessions go, aborting what is left
-	stopCluster(true)        // and this edge leaves the cluster's tables
+	s.drain()                 // push channels end now: agents reconnect elsewhere or later
+	err := srv.Shutdown(sctx) // waits for public requests, up to grace
+	s.Close()                 // then the sessions go, aborting what is left
+	stopCluster(true)         // and this edge leaves the cluster's tables
 	if err != nil {
-		hs.Close()
+		srv.Close()
 	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
