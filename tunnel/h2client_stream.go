@@ -457,14 +457,38 @@ func (b *h2cBody) Read(p []byte) (int, error) {
 	return st.readLocked(p, errResponseClosed, func(n int64) error {
 		c.consumedLocked(st, n, true)
 		return nil
-	}, func(trailer http.Header) {
-		if st.resp.Trailer == nil {
-			st.resp.Trailer = make(http.Header, len(trailer))
-		}
-		for k, vv := range trailer {
-			st.resp.Trailer[k] = vv
-		}
-	})
+	}, st.handTrailersLocked)
+}
+
+// writeNext waits for the body's next bytes, or its end, holding no
+// buffer, and writes the bytes held to w from the chunks they wait in
+// (chunkBody: the Proxy's copy). The chunks, and the bytes' credit in the
+// stream's window and the budget, are given back once w took them: while
+// a client is slow to take them, its stream's window stays shut and its
+// bytes stay counted. Like Read, for one goroutine at a time (not
+// concurrently with Read); Close may be called meanwhile.
+func (b *h2cBody) writeNext(w io.Writer) (int, error) {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st.noBody && !st.bodyClosed {
+		return 0, io.EOF
+	}
+	return st.writeLocked(w, errResponseClosed, func(n int64, written bool) {
+		c.consumedLocked(st, n, written)
+	}, st.handTrailersLocked)
+}
+
+// handTrailersLocked hands the response's trailers over at the body's
+// end. The caller holds mu.
+func (st *h2cStream) handTrailersLocked(trailer http.Header) {
+	if st.resp.Trailer == nil {
+		st.resp.Trailer = make(http.Header, len(trailer))
+	}
+	for k, vv := range trailer {
+		st.resp.Trailer[k] = vv
+	}
 }
 
 // Close drops the bytes held and those to come; a stream not yet ended

@@ -446,10 +446,7 @@ func (st *h2Stream) readLocked(p []byte, closed error, consumed func(n int64) er
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for st.recv.n == 0 && st.bodyErr == nil && !st.bodyClosed {
-		st.cond.Wait()
-	}
-	if st.bodyClosed {
+	if !st.awaitLocked() {
 		return 0, closed
 	}
 	n := st.recv.read(p)
@@ -458,14 +455,73 @@ func (st *h2Stream) readLocked(p []byte, closed error, consumed func(n int64) er
 			return n, err
 		}
 	}
+	return n, st.bodyEndLocked(trailers)
+}
+
+// writeLocked is readLocked without a buffer of the reader's: it waits
+// the same way, then writes the bytes held to w straight from their
+// chunks, with mu unlocked while it writes (the read loop goes on
+// receiving into new chunks, and a Close meanwhile drops only those).
+// Only once the writes returned are the chunks given back and consumed
+// told of the bytes (written: they were, and the window may grow; else
+// they were dropped). A write's error is returned as it is. The caller
+// holds mu. The edge's response body uses it (h2cBody.writeNext).
+func (st *h2Stream) writeLocked(w io.Writer, closed error, consumed func(n int64, written bool), trailers func(http.Header)) (int, error) {
+	if !st.awaitLocked() {
+		return 0, closed
+	}
+	n := 0
+	if st.recv.n > 0 {
+		held := st.recv
+		st.recv = h2RecvBuf{}
+		st.cond.L.Unlock()
+		var err error
+		n, err = held.writeTo(w)
+		st.cond.L.Lock()
+		consumed(int64(held.release()), err == nil)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, st.bodyEndLocked(trailers)
+}
+
+// awaitLocked waits until the body holds bytes, ended, or was closed:
+// false then. The caller holds mu.
+func (st *h2Stream) awaitLocked() bool {
+	for st.recv.n == 0 && st.bodyErr == nil && !st.bodyClosed {
+		st.cond.Wait()
+	}
+	return !st.bodyClosed
+}
+
+// bodyEndLocked returns what a read that emptied the body returns: nil
+// while the body goes on, else its end (trailers, if it had them, are
+// given to trailers to hand over first). The caller holds mu.
+func (st *h2Stream) bodyEndLocked(trailers func(http.Header)) error {
 	if st.recv.n > 0 || st.bodyErr == nil {
-		return n, nil
+		return nil
 	}
 	if st.bodyErr == io.EOF && st.trailer != nil {
 		trailers(st.trailer)
 		st.trailer = nil
 	}
-	return n, st.bodyErr
+	return st.bodyErr
+}
+
+// writeTo writes the bytes held to w, chunk by chunk, keeping them (the
+// caller releases them once written). It returns how many were written.
+func (b *h2RecvBuf) writeTo(w io.Writer) (int, error) {
+	n, r := 0, b.r
+	for _, ch := range b.chunks {
+		m, err := w.Write(ch.b[r:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		r = 0
+	}
+	return n, nil
 }
 
 // closeBodyLocked closes the body for its reader: what it holds is

@@ -30,6 +30,11 @@ import (
 //     for its bytes holding a small buffer (smallBufferSize), and takes a
 //     pooled large one when a read fills the small one, giving it back when
 //     reads fit the small one again. A held SSE stream holds 2 KiB, not 64;
+//   - no copy buffer at all for a body whose bytes already wait in buffers
+//     of its own (chunkBody: the edge's v2 client): it writes them to the
+//     client from there, each piece flushed, and gives them back once
+//     written. A held stream then holds no buffer, and each byte is copied
+//     once less;
 //   - the URL is passed untouched (httputil removes query parameters it
 //     cannot parse: a tunnel shows the local server what the visitor
 //     sent).
@@ -172,7 +177,8 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if announced > 0 {
 		rc.Flush() // chunked, so that the trailers can follow
 	}
-	if err := p.copyBody(rw, rc, res.Body); err != nil {
+	st.copy.rw, st.copy.rc = rw, rc
+	if err := p.copyBody(&st.copy, res.Body); err != nil {
 		res.Body.Close()
 		// Mid-stream: the client's connection is aborted, never ended as
 		// if the body were complete (rule 6).
@@ -196,19 +202,41 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	}
 }
 
+// chunkBody is a response body whose bytes wait in buffers of its own
+// (the edge's v2 client: h2cBody). writeNext waits for the next bytes,
+// or the body's end, and writes the bytes held to w from those buffers,
+// giving them back once written; it returns how many bytes were written
+// and, like Read, io.EOF at the end (with or after the last bytes), or
+// the error of the body or of w. The copy then needs no buffer of its
+// own: a held stream holds none while it waits, and each byte is copied
+// once less.
+type chunkBody interface {
+	writeNext(w io.Writer) (int, error)
+}
+
 // copyBody writes body to rw as it is read, each read flushed. The
 // headers, written but not flushed, go out with the first bytes, or alone
-// after headerFlushDelay if none came by then.
-func (p *Proxy) copyBody(rw http.ResponseWriter, rc *http.ResponseController, body io.Reader) error {
-	var mu sync.Mutex
-	copying := false // guarded by mu: from then on only the copy touches rw
-	t := time.AfterFunc(headerFlushDelay, func() {
-		mu.Lock()
-		if !copying {
-			rc.Flush()
+// after headerFlushDelay if none came by then. A chunkBody writes its
+// bytes itself; another body is read into the proxy's buffers.
+func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
+	c.t = time.AfterFunc(headerFlushDelay, c.flushHead)
+	if cb, ok := body.(chunkBody); ok {
+		for {
+			n, err := cb.writeNext(c)
+			c.begin()
+			if n > 0 {
+				if err := c.flush(); err != nil {
+					return err
+				}
+			}
+			if err != nil {
+				if err == io.EOF {
+					return nil
+				}
+				return err
+			}
 		}
-		mu.Unlock()
-	})
+	}
 	small := smallBuffers.Get().(*[]byte)
 	buf, large := *small, false
 	defer func() {
@@ -219,18 +247,12 @@ func (p *Proxy) copyBody(rw http.ResponseWriter, rc *http.ResponseController, bo
 	}()
 	for {
 		n, rerr := body.Read(buf)
-		if t != nil {
-			t.Stop()
-			mu.Lock() // a flush the timer began is done; none begins after
-			copying = true
-			mu.Unlock()
-			t = nil
-		}
+		c.begin()
 		if n > 0 {
-			if _, err := rw.Write(buf[:n]); err != nil {
+			if _, err := c.rw.Write(buf[:n]); err != nil {
 				return err
 			}
-			if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := c.flush(); err != nil {
 				return err
 			}
 		}
@@ -256,6 +278,54 @@ func (p *Proxy) copyBody(rw http.ResponseWriter, rc *http.ResponseController, bo
 	}
 }
 
+// bodyCopy is copyBody's state: the client's response and the timer that
+// flushes its headers alone. As an io.Writer, it is what a chunkBody
+// writes to.
+type bodyCopy struct {
+	rw      http.ResponseWriter
+	rc      *http.ResponseController
+	t       *time.Timer // the headers' flush, until the copy began
+	mu      sync.Mutex
+	copying bool // guarded by mu: from then on only the copy touches rw
+}
+
+// flushHead flushes the headers alone, unless the copy began: the timer
+// runs it.
+func (c *bodyCopy) flushHead() {
+	c.mu.Lock()
+	if !c.copying {
+		c.rc.Flush()
+	}
+	c.mu.Unlock()
+}
+
+// begin stops the headers' timer once the body's first read returned: a
+// flush it began is done, none begins after.
+func (c *bodyCopy) begin() {
+	if c.t == nil {
+		return
+	}
+	c.t.Stop()
+	c.mu.Lock()
+	c.copying = true
+	c.mu.Unlock()
+	c.t = nil
+}
+
+// Write writes body bytes to the client.
+func (c *bodyCopy) Write(p []byte) (int, error) {
+	c.begin()
+	return c.rw.Write(p)
+}
+
+// flush sends what was written to the client.
+func (c *bodyCopy) flush() error {
+	if err := c.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
 // proxyState is what ServeHTTP allocates for a request besides the
 // outgoing request.
 type proxyState struct {
@@ -263,6 +333,7 @@ type proxyState struct {
 	pr    httputil.ProxyRequest
 	g     passInformational
 	trace httptrace.ClientTrace
+	copy  bodyCopy
 }
 
 // passInformational passes 1xx responses to the client while RoundTrip runs.

@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // newTestProxy fronts upstream with a Proxy whose large buffers are
@@ -161,5 +163,78 @@ func TestProxyAbortsMidStream(t *testing.T) {
 	resp.Body.Close()
 	if err == nil {
 		t.Fatalf("a body cut at %d of 100 bytes ended without an error", len(got))
+	}
+}
+
+// TestProxyWaitsWithoutBuffer: behind the Proxy, a held event stream of
+// protocol v2 waits for its next event in the body's writeNext (through
+// the session's wrapper), holding no copy buffer; a v1 body keeps the
+// proxy's read loop. (Not parallel: it looks at every goroutine.)
+func TestProxyWaitsWithoutBuffer(t *testing.T) {
+	for name, features := range map[string][]string{"v2": v2Features, "v1": allFeatures} {
+		t.Run(name, func(t *testing.T) {
+			send := make(chan string)
+			upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				http.NewResponseController(w).Flush()
+				for {
+					select {
+					case ev := <-send:
+						io.WriteString(w, ev)
+						http.NewResponseController(w).Flush()
+					case <-r.Context().Done():
+						return
+					}
+				}
+			})
+			url := tunnelFront(t, features, upstream)
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			for i := range 2 {
+				if i == 1 {
+					// The stream waits for its next event.
+					wantWait(t, name == "v2")
+				}
+				ev := "data: " + strings.Repeat("x", 5000) + "\n\n" // more than the small copy buffer
+				send <- ev
+				got := make([]byte, len(ev))
+				if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != ev {
+					t.Fatalf("event %d: %.20q, %v", i, got, err)
+				}
+			}
+		})
+	}
+}
+
+// wantWait waits until the Proxy's copy waits for the body's next bytes,
+// and checks where: in writeNext (chunks), or in a Read.
+func wantWait(t *testing.T, chunks bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			waiting := strings.Contains(head, "[sync.Cond.Wait") || strings.Contains(head, "[chan receive")
+			if !waiting || !strings.Contains(g, "tunnel.(*Proxy).copyBody") {
+				continue
+			}
+			if inWriteNext := strings.Contains(g, "tunnel.(*h2cBody).writeNext"); inWriteNext != chunks {
+				t.Fatalf("the copy waits in writeNext: %v, want %v:\n%s", inWriteNext, chunks, g)
+			}
+			if strings.Contains(g, ").Read(") == chunks {
+				t.Fatalf("the copy waits in a Read: %v, want %v:\n%s", !chunks, !chunks, g)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the copy never waited for the body:\n%s", buf)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

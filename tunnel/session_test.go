@@ -33,7 +33,7 @@ var modes = map[string][]string{"extensions": allFeatures, "plain": nil, "v2": v
 
 // tunnelFront starts an edge session and an agent serving upstream over a
 // real WebSocket, and a public reverse proxy whose Transport is the
-// session. It returns the public URL.
+// session: the Proxy, as at the edge. It returns the public URL.
 func tunnelFront(t *testing.T, features []string, upstream http.Handler) string {
 	t.Helper()
 	return tunnelFrontB(t, features, upstream)
@@ -43,15 +43,16 @@ func tunnelFront(t *testing.T, features []string, upstream http.Handler) string 
 func tunnelFrontB(t testing.TB, features []string, upstream http.Handler) string {
 	t.Helper()
 	sess := tunnelSession(t, features, upstream)
-	front := httptest.NewServer(&httputil.ReverseProxy{
+	front := httptest.NewServer(NewProxy(Proxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
 		},
-		Transport:     sess,
-		BufferPool:    &BufferPool{},
-		FlushInterval: -1,
-		ErrorLog:      nil,
-	})
+		Transport: sess,
+		Buffers:   &BufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		},
+	}, nil))
 	t.Cleanup(func() {
 		front.CloseClientConnections()
 		front.Close()

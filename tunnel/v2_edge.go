@@ -197,13 +197,16 @@ func (s *v2Edge) expectation(req *http.Request) *http.Request {
 }
 
 // countedBody calls done once when body is closed, keeping the Write of an
-// upgraded connection's body.
+// upgraded connection's body and the writeNext of a response body
+// (chunkBody: the Proxy finds it through this wrapper).
 func countedBody(body io.ReadCloser, done func()) io.ReadCloser {
-	b := &onClose{ReadCloser: body, done: done}
 	if rwc, ok := body.(io.ReadWriteCloser); ok {
-		return &onCloseRW{onClose: b, w: rwc}
+		return &onCloseRW{onClose: &onClose{ReadCloser: body, done: done}, w: rwc}
 	}
-	return b
+	if cb, ok := body.(chunkBody); ok {
+		return &onCloseChunks{onClose: onClose{ReadCloser: body, done: done}, cb: cb}
+	}
+	return &onClose{ReadCloser: body, done: done}
 }
 
 type onClose struct {
@@ -224,5 +227,12 @@ type onCloseRW struct {
 }
 
 func (b *onCloseRW) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+type onCloseChunks struct {
+	onClose
+	cb chunkBody
+}
+
+func (b *onCloseChunks) writeNext(w io.Writer) (int, error) { return b.cb.writeNext(w) }
 
 var _ Session = (*v2Edge)(nil)
