@@ -32,8 +32,12 @@ var rangeCalls atomic.Int64
 // from the ranges this test binary's other calls found.
 func freeRange(t *testing.T, n int) edge.PortRange {
 	t.Helper()
-	start := 43000 + int(rangeCalls.Add(1)-1)*97*3%16000
-	for base := start; base < 60000; base += 97 {
+	// Each call starts elsewhere, and goes round the whole span: under
+	// load (another suite beside, connections in TIME_WAIT) many are
+	// taken.
+	first := int(rangeCalls.Add(1)-1) * 97 * 3 % 17000
+	for i := 0; i < 17000; i += 97 {
+		base := 43000 + (first+i)%17000
 		ok := true
 		for p := base; p < base+n && ok; p++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,10 +38,11 @@ type conn struct {
 
 	// Owned by the connection's goroutine, and by the request body's
 	// reader while the handler runs.
-	buf     *[]byte // pooled; nil while no byte waits
-	r, w    int     // buf[r:w] read, not yet used
-	served  int     // requests served
-	headRdr bytes.Reader
+	buf      *[]byte // pooled; nil while no byte waits
+	r, w     int     // buf[r:w] read, not yet used
+	served   int     // requests served
+	lastPOST bool    // the last one was a POST
+	headRdr  bytes.Reader
 
 	idle atomic.Bool // waiting for a request (Shutdown closes it)
 
@@ -88,6 +90,7 @@ func (c *conn) serve() {
 			return
 		}
 		c.idle.Store(false)
+		c.lastPOST = req.Method == "POST"
 		if !c.serveRequest(ctx, req, end) || c.s.isStopping() {
 			return
 		}
@@ -122,8 +125,25 @@ func (c *conn) readHead() (end int, ok bool) {
 		head
 	)
 	deadline := none
+	// On a kept-alive connection net/http's server waits for 4 bytes
+	// before it reads a head (and closes without a word if they do not
+	// come); after a POST it drops the CR and LF bytes among them (RFC
+	// 9112 2.2: old clients end a body with one).
+	peeked := c.served == 0
 	for {
-		if end := headEnd(b[:c.w]); end >= 0 {
+		if !peeked && c.w >= 4 {
+			peeked = true
+			if c.lastPOST {
+				k := 0
+				for k < 4 && (b[k] == '\r' || b[k] == '\n') {
+					k++
+				}
+				c.w = copy(b, b[k:c.w])
+			}
+		}
+		if !peeked {
+			// Not yet 4 bytes: no head to look for.
+		} else if end := headEnd(b[:c.w]); end >= 0 {
 			if deadline != none {
 				c.rwc.SetReadDeadline(time.Time{})
 			}
@@ -131,6 +151,10 @@ func (c *conn) readHead() (end int, ok bool) {
 		}
 		if c.w == len(b) {
 			// Too large a head for here: Fallback answers it.
+			return -1, true
+		}
+		if rerr == io.EOF && peeked && c.w > 0 {
+			// A head cut short: net/http's answer (400), from the bytes.
 			return -1, true
 		}
 		if rerr != nil {
@@ -158,9 +182,6 @@ func (c *conn) readHead() (end int, ok bool) {
 		n, err := c.rwc.Read(b[c.w:])
 		c.w += n
 		rerr = err
-		if n == 0 && err != nil {
-			return 0, false
-		}
 	}
 }
 
@@ -225,6 +246,12 @@ func servedHere(req *http.Request) bool {
 		return false
 	}
 	if len(req.TransferEncoding) > 0 || req.ContentLength < 0 {
+		return false
+	}
+	// Origin form only ("/path"): then req.Host is the Host field's (in
+	// absolute form it is the URL's, and whether a Host field came, which
+	// net/http's server requires, no longer shows).
+	if !strings.HasPrefix(req.RequestURI, "/") || req.URL.Host != "" {
 		return false
 	}
 	if !httpguts.ValidHostHeader(req.Host) || req.Host == "" {
@@ -368,6 +395,7 @@ type body struct {
 	c         *conn
 	mu        sync.Mutex
 	remaining int64
+	sawEOF    bool // read to its end, or to the client's early end
 	closed    bool
 }
 
@@ -377,7 +405,7 @@ func (b *body) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	if b.remaining == 0 {
+	if b.sawEOF {
 		return 0, io.EOF
 	}
 	if int64(len(p)) > b.remaining {
@@ -397,10 +425,14 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	b.remaining -= int64(n)
 	if b.remaining == 0 {
+		b.sawEOF = true
 		c.startBackgroundRead()
 		return n, io.EOF
 	}
 	if err == io.EOF {
+		// The client ended its side early; later reads see EOF, and the
+		// connection's next read ends it (net/http's body does the same).
+		b.sawEOF = true
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err
@@ -424,5 +456,5 @@ func (b *body) finish() bool {
 	}
 	defer b.mu.Unlock()
 	b.closed = true
-	return b.remaining == 0
+	return b.sawEOF
 }

@@ -28,7 +28,7 @@ type servers struct {
 
 // serveBoth starts both servers; lean decides what h1 serves itself (nil:
 // everything it can).
-func serveBoth(t *testing.T, h http.Handler, lean func(*http.Request) bool) *servers {
+func serveBoth(t testing.TB, h http.Handler, lean func(*http.Request) bool) *servers {
 	t.Helper()
 	if lean == nil {
 		lean = func(*http.Request) bool { return true }
@@ -47,7 +47,7 @@ func serveBoth(t *testing.T, h http.Handler, lean func(*http.Request) bool) *ser
 	fb.Protocols.SetHTTP2(true)
 	fb.Protocols.SetUnencryptedHTTP2(true)
 	front := &h1.Server{Handler: h, Lean: lean, Fallback: fb, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}
-	std := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute, ErrorLog: quiet}
+	std := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute, ErrorLog: quiet, Protocols: fb.Protocols}
 	s := &servers{front: front}
 	s.lean = serve(t, front.Serve, front.Close)
 	s.std = serve(t, std.Serve, std.Close)
@@ -55,7 +55,7 @@ func serveBoth(t *testing.T, h http.Handler, lean func(*http.Request) bool) *ser
 }
 
 // serve runs a server's Serve on a loopback listener until the test ends.
-func serve(t *testing.T, run func(net.Listener) error, stop func() error) string {
+func serve(t testing.TB, run func(net.Listener) error, stop func() error) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,7 +74,7 @@ func serve(t *testing.T, run func(net.Listener) error, stop func() error) string
 
 // exchange sends raw on a new connection and returns all the server sent
 // until it closed the connection (a minute at most).
-func exchange(t *testing.T, addr, raw string) string {
+func exchange(t testing.TB, addr, raw string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -61,7 +61,6 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 	c.abortPendingRead()
 	c.bgMu.Lock()
 	c.cancel = nil
-	gone := c.readErr != nil
 	c.bgMu.Unlock()
 	if w.writeDeadline {
 		c.rwc.SetWriteDeadline(time.Time{})
@@ -73,7 +72,9 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 			time.Sleep(rstAvoidanceDelay)
 		}
 	}
-	return w.reusable() && !gone
+	// A client that left (the background read failed) may still have
+	// sent whole requests: readHead serves them, then sees the error.
+	return w.reusable()
 }
 
 // response is the http.ResponseWriter of a request served here. It
