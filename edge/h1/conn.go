@@ -74,6 +74,7 @@ func (c *conn) serve() {
 			c.logf("http: panic serving %v: %v\n%s", c.rwc.RemoteAddr(), p, buf)
 		}
 		c.rwc.Close()
+		c.abortPendingRead() // after a panic: the background read's timer
 		c.release()
 	}()
 	ctx := context.WithValue(c.s.baseCtx, http.LocalAddrContextKey, c.rwc.LocalAddr())

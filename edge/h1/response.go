@@ -46,6 +46,9 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 	if req.ContentLength > 0 {
 		b = &body{c: c, remaining: req.ContentLength}
 		req.Body = b
+		// Also when the handler panics: a reader elsewhere (the tunnel's
+		// upload) is done with the connection's buffer before it goes.
+		defer b.finish()
 	} else {
 		req.Body = http.NoBody
 		c.startBackgroundRead()
