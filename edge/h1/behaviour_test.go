@@ -173,20 +173,29 @@ func TestShutdown(t *testing.T) {
 // TestTimeouts: a head that does not come whole within ReadHeaderTimeout,
 // and a kept-alive connection idle for IdleTimeout, are closed.
 func TestTimeouts(t *testing.T) {
-	front := &h1.Server{
+	// Each server has a short timeout only for what it tests (a short
+	// ReadHeaderTimeout counts from the accept: on a busy machine the
+	// request itself could come later).
+	slowHead := &h1.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
 		Lean:              func(*http.Request) bool { return true },
 		Fallback:          &http.Server{},
 		ReadHeaderTimeout: 50 * time.Millisecond,
-		IdleTimeout:       50 * time.Millisecond,
+		IdleTimeout:       time.Minute,
 	}
-	addr := serve(t, front.Serve, front.Close)
-	slow := dial(t, addr)
+	slow := dial(t, serve(t, slowHead.Serve, slowHead.Close))
 	io.WriteString(slow, "GET / HTTP/1.1\r\nHost:")
 	if got, err := io.ReadAll(slow); err != nil || len(got) != 0 {
 		t.Fatalf("a slow head got %q, %v; want the connection closed", got, err)
 	}
-	idle := dial(t, addr)
+	idleConn := &h1.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		Lean:              func(*http.Request) bool { return true },
+		Fallback:          &http.Server{},
+		ReadHeaderTimeout: time.Minute,
+		IdleTimeout:       50 * time.Millisecond,
+	}
+	idle := dial(t, serve(t, idleConn.Serve, idleConn.Close))
 	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 	got, err := io.ReadAll(idle)
 	if err != nil || !bytes.HasPrefix(got, []byte("HTTP/1.1 200 OK\r\n")) || bytes.Contains(got, []byte("Connection: close")) {
