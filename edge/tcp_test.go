@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,12 +33,13 @@ var rangeCalls atomic.Int64
 // from the ranges this test binary's other calls found.
 func freeRange(t *testing.T, n int) edge.PortRange {
 	t.Helper()
-	// Each call starts elsewhere, and goes round the whole span: under
-	// load (another suite beside, connections in TIME_WAIT) many are
-	// taken.
-	first := int(rangeCalls.Add(1)-1) * 97 * 3 % 17000
-	for i := 0; i < 17000; i += 97 {
-		base := 43000 + (first+i)%17000
+	// Below the kernel's ephemeral ports (32768 and up on Linux), which
+	// every outgoing connection of the tests running beside takes one of;
+	// each call, and each test binary (another suite beside this one),
+	// starts elsewhere and goes round the whole span.
+	first := (os.Getpid()*131 + int(rangeCalls.Add(1)-1)*97*3) % 12000
+	for i := 0; i < 12000; i += 97 {
+		base := 20000 + (first+i)%12000
 		ok := true
 		for p := base; p < base+n && ok; p++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 )
@@ -32,10 +33,13 @@ func TestParsePortRange(t *testing.T) {
 	}
 }
 
-// freeRange returns a range of n loopback ports free at the moment.
+// freeRange returns a range of n loopback ports free at the moment,
+// below the kernel's ephemeral ports (32768 and up on Linux: outgoing
+// connections of the tests beside take them) and apart from the external
+// tests' (20000-32000).
 func freeRange(t *testing.T, n int) PortRange {
 	t.Helper()
-	for base := 42000; base < 60000; base += n {
+	for base := 10000 + os.Getpid()%5000; base < 20000-n; base += n {
 		free := true
 		for p := base; p < base+n && free; p++ {
 			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))

@@ -214,7 +214,8 @@ type chunkBody interface {
 	writeNext(w io.Writer) (int, error)
 }
 
-// copyBody writes body to rw as it is read, each read flushed. The
+// copyBody writes body to rw as it is read, each read flushed (but the
+// last, which the end of the response flushes as the handler returns). The
 // headers, written but not flushed, go out with the first bytes, or alone
 // after headerFlushDelay if none came by then. A chunkBody writes its
 // bytes itself; another body is read into the proxy's buffers.
@@ -224,7 +225,7 @@ func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
 		for {
 			n, err := cb.writeNext(c)
 			c.begin()
-			if n > 0 {
+			if n > 0 && err != io.EOF {
 				if err := c.flush(); err != nil {
 					return err
 				}
@@ -252,7 +253,11 @@ func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
 			if _, err := c.rw.Write(buf[:n]); err != nil {
 				return err
 			}
-			if err := c.flush(); err != nil {
+			if rerr == io.EOF {
+				// The last bytes: they go out with the end of the
+				// response when the handler returns (one write, and the
+				// end of an HTTP/2 stream on the same frame).
+			} else if err := c.flush(); err != nil {
 				return err
 			}
 		}

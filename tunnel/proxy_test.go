@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +237,73 @@ func wantWait(t *testing.T, chunks bool) {
 			t.Fatalf("the copy never waited for the body:\n%s", buf)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readsOf is a body that returns its reads as given, the last one with
+// io.EOF (alone if it is empty).
+type readsOf []string
+
+func (r *readsOf) Read(p []byte) (int, error) {
+	if len(*r) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, (*r)[0])
+	*r = (*r)[1:]
+	if len(*r) == 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// flushCounter is a ResponseWriter that counts its flushes.
+type flushCounter struct {
+	header  http.Header
+	body    bytes.Buffer
+	flushes int
+	at      []int // the body's length at each flush
+}
+
+func (f *flushCounter) Header() http.Header         { return f.header }
+func (f *flushCounter) WriteHeader(int)             {}
+func (f *flushCounter) Write(p []byte) (int, error) { return f.body.Write(p) }
+func (f *flushCounter) Flush()                      { f.flushes++; f.at = append(f.at, f.body.Len()) }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestProxyLastBytesGoWithTheEnd: the bytes of a body's last read (those
+// that came with io.EOF) are not flushed by the copy: the end of the
+// response, as the handler returns, takes them in the same write (and, at
+// the agent, the same HTTP/2 frame as END_STREAM). Every other read is
+// flushed as it comes.
+func TestProxyLastBytesGoWithTheEnd(t *testing.T) {
+	for _, tc := range []struct {
+		reads []string
+		at    []int // the flushes, by the body's length then
+	}{
+		{[]string{"all"}, nil},
+		{[]string{"a", "bc"}, []int{1}},
+		{[]string{"a", "bc", ""}, []int{1, 3}},
+		{[]string{"a", "b", "c", "d"}, []int{1, 2, 3}},
+	} {
+		reads := readsOf(tc.reads)
+		p := NewProxy(Proxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {},
+			Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: io.NopCloser(&reads)}, nil
+			}),
+			Buffers:      &BufferPool{},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { t.Fatal(err) },
+		}, nil)
+		w := &flushCounter{header: http.Header{}}
+		p.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+		// (A flush before any byte is the headers' own, after
+		// headerFlushDelay: a busy machine may be that slow.)
+		at := slices.DeleteFunc(w.at, func(n int) bool { return n == 0 })
+		if want := strings.Join(tc.reads, ""); w.body.String() != want || !slices.Equal(at, tc.at) {
+			t.Errorf("reads %q: wrote %q, flushed at %v; want %q, flushed at %v", tc.reads, w.body.String(), w.at, want, tc.at)
+		}
 	}
 }
