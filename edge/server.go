@@ -241,8 +241,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	hs.Protocols.SetHTTP1(true)
 	hs.Protocols.SetHTTP2(true)
 	hs.Protocols.SetUnencryptedHTTP2(true)
-	// Tunnel traffic over plain HTTP/1.1 goes through the edge's own
-	// server (edge/h1); everything else, TLS included, through hs.
+	// Tunnel traffic over HTTP/1.1 (plain or TLS) goes through the edge's
+	// own server (edge/h1); everything else (HTTP/2, upgrades, the apex)
+	// through hs.
 	srv := &h1.Server{Handler: s, Lean: s.lean, Fallback: hs, ReadHeaderTimeout: hs.ReadHeaderTimeout, IdleTimeout: hs.IdleTimeout}
 	stopCluster := s.runCluster()
 	errc := make(chan error, 1)

@@ -250,12 +250,14 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// TestHTTP2AndTLSGoToFallback: HTTP/2 with prior knowledge, and every TLS
-// connection (ALPN, the request's TLS state), are the fallback's.
-func TestHTTP2AndTLSGoToFallback(t *testing.T) {
+// TestHTTP2AndTLS: HTTP/2 with prior knowledge is the fallback's; over TLS,
+// HTTP/1.1 is served here (with the request's TLS state), HTTP/2 (ALPN)
+// and the requests h1 does not serve go to the fallback, which gives them
+// the TLS state too, and plain HTTP to the TLS port gets net/http's 400.
+func TestHTTP2AndTLS(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Proto)
-		if r.TLS != nil {
+		if r.TLS != nil && r.TLS.HandshakeComplete {
 			io.WriteString(w, " tls")
 		}
 	})
@@ -274,28 +276,50 @@ func TestHTTP2AndTLSGoToFallback(t *testing.T) {
 	}
 
 	cert := testcert.New(t, time.Time{}, time.Time{}, "127.0.0.1")
-	fb := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(fallbackMark, "net/http")
-		h.ServeHTTP(w, r)
-	})}
-	front := &h1.Server{Handler: h, Lean: func(*http.Request) bool { return true }, Fallback: fb}
+	var mu sync.Mutex
+	var logged bytes.Buffer
+	fb := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(fallbackMark, "net/http")
+			h.ServeHTTP(w, r)
+		}),
+		ErrorLog: log.New(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logged.Write(p) }), "", 0),
+	}
+	front := &h1.Server{Handler: h, Lean: func(r *http.Request) bool { return r.URL.Path != "/other" }, Fallback: fb, ReadHeaderTimeout: time.Minute}
 	addr := serve(t, func(ln net.Listener) error {
 		return front.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert.TLS}, NextProtos: []string{"h2", "http/1.1"}}))
 	}, front.Close)
-	for _, h2 := range []bool{false, true} {
+	for _, tc := range []struct {
+		h2       bool
+		path     string
+		want     string
+		fallback bool
+	}{
+		{false, "/", "HTTP/1.1 tls", false},
+		{false, "/other", "HTTP/1.1 tls", true},
+		{true, "/", "HTTP/2.0 tls", true},
+	} {
 		ttr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}, Protocols: new(http.Protocols)}
-		ttr.Protocols.SetHTTP1(!h2)
-		ttr.Protocols.SetHTTP2(h2)
-		resp, err := (&http.Client{Transport: ttr}).Get("https://" + addr + "/")
+		ttr.Protocols.SetHTTP1(!tc.h2)
+		ttr.Protocols.SetHTTP2(tc.h2)
+		resp, err := (&http.Client{Transport: ttr}).Get("https://" + addr + tc.path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		ttr.CloseIdleConnections()
-		want := map[bool]string{false: "HTTP/1.1 tls", true: "HTTP/2.0 tls"}[h2]
-		if string(b) != want || resp.Header.Get(fallbackMark) == "" {
-			t.Fatalf("TLS: %q, fields %v; want %q from the fallback", b, resp.Header, want)
+		if string(b) != tc.want || (resp.Header.Get(fallbackMark) != "") != tc.fallback {
+			t.Fatalf("TLS %s (h2 %v): %q, fields %v; want %q, from the fallback: %v", tc.path, tc.h2, b, resp.Header, tc.want, tc.fallback)
 		}
+	}
+	got := exchange(t, addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if got != "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n" {
+		t.Fatalf("plain HTTP to the TLS port: %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "http: TLS handshake error from ") || !strings.Contains(logged.String(), "client sent an HTTP request to an HTTPS server") {
+		t.Fatalf("logged %q", logged.String())
 	}
 }

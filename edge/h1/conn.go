@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -33,8 +35,9 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, he
 type conn struct {
 	s      *Server
 	rwc    net.Conn
-	since  time.Time // accepted
-	remote string    // RemoteAddr, once asked
+	since  time.Time            // accepted
+	remote string               // RemoteAddr, once asked
+	tls    *tls.ConnectionState // a TLS connection's, after its handshake
 
 	// Owned by the connection's goroutine, and by the request body's
 	// reader while the handler runs.
@@ -77,6 +80,18 @@ func (c *conn) serve() {
 		c.abortPendingRead() // after a panic: the background read's timer
 		c.release()
 	}()
+	c.idle.Store(true) // (a new connection: for Shutdown, after newConnGrace)
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		if !c.handshake(tc) {
+			return
+		}
+		if proto := c.tls.NegotiatedProtocol; proto != "" && proto != "http/1.1" && proto != "http/1.0" {
+			// HTTP/2 (or another protocol ALPN chose) is net/http's.
+			handed = true
+			c.s.handoff.hand(tc)
+			return
+		}
+	}
 	ctx := context.WithValue(c.s.baseCtx, http.LocalAddrContextKey, c.rwc.LocalAddr())
 	for {
 		c.idle.Store(true)
@@ -97,6 +112,45 @@ func (c *conn) serve() {
 		}
 		c.served++
 	}
+}
+
+// handshake runs a TLS connection's handshake as net/http's server does:
+// within ReadHeaderTimeout, a plain HTTP request answered with a 400, a
+// failure logged.
+func (c *conn) handshake(tc *tls.Conn) bool {
+	if d := c.s.ReadHeaderTimeout; d > 0 {
+		dl := time.Now().Add(d)
+		c.rwc.SetReadDeadline(dl)
+		c.rwc.SetWriteDeadline(dl)
+	}
+	if err := tc.HandshakeContext(c.s.baseCtx); err != nil {
+		reason := err.Error()
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			re.Conn.Close()
+			reason = "client sent an HTTP request to an HTTPS server"
+		}
+		c.logf("http: TLS handshake error from %s: %v", c.rwc.RemoteAddr(), reason)
+		return false
+	}
+	if c.s.ReadHeaderTimeout > 0 {
+		c.rwc.SetReadDeadline(time.Time{})
+		c.rwc.SetWriteDeadline(time.Time{})
+	}
+	st := tc.ConnectionState()
+	c.tls = &st
+	return true
+}
+
+// looksLikeHTTP is net/http's guess that a TLS record header is a plain
+// HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // readHead reads until buf holds a whole request head; it returns the
@@ -291,7 +345,12 @@ func (c *conn) handOff() {
 	}
 	c.bgMu.Unlock()
 	c.release()
-	c.s.handoff.hand(&prefixConn{Conn: c.rwc, prefix: rest})
+	pc := prefixConn{Conn: c.rwc, prefix: rest}
+	if c.tls != nil {
+		c.s.handoff.hand(&tlsPrefixConn{prefixConn: pc, state: c.tls})
+		return
+	}
+	c.s.handoff.hand(&pc)
 }
 
 // release gives buf back to the pool.

@@ -42,6 +42,7 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 		c.remote = c.rwc.RemoteAddr().String()
 	}
 	req.RemoteAddr = c.remote
+	req.TLS = c.tls
 	var b *body
 	if req.ContentLength > 0 {
 		b = &body{c: c, remaining: req.ContentLength}

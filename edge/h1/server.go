@@ -90,11 +90,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		failures = 0
-		if _, ok := rwc.(*tls.Conn); ok {
-			// TLS (ALPN, HTTP/2, the request's TLS state) is net/http's.
-			s.handoff.hand(rwc)
-			continue
-		}
 		c := s.newConn(rwc)
 		if c == nil {
 			rwc.Close() // shutting down
@@ -262,3 +257,13 @@ func (c *prefixConn) CloseWrite() error {
 	}
 	return nil
 }
+
+// tlsPrefixConn is a prefixConn over TLS: net/http's server gives its
+// requests the connection's TLS state (Request.TLS) from
+// ConnectionState, as for a *tls.Conn.
+type tlsPrefixConn struct {
+	prefixConn
+	state *tls.ConnectionState
+}
+
+func (c *tlsPrefixConn) ConnectionState() tls.ConnectionState { return *c.state }
