@@ -35,16 +35,17 @@ var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, he
 type conn struct {
 	s      *Server
 	rwc    net.Conn
-	since  time.Time            // accepted
+	since  time.Time            // accepted (read by Shutdown)
 	remote string               // RemoteAddr, once asked
 	tls    *tls.ConnectionState // a TLS connection's, after its handshake
 
 	// Owned by the connection's goroutine, and by the request body's
 	// reader while the handler runs.
-	buf      *[]byte // pooled; nil while no byte waits
-	r, w     int     // buf[r:w] read, not yet used
-	served   int     // requests served
-	lastPOST bool    // the last one was a POST
+	headFrom time.Time // the first head's ReadHeaderTimeout counts from it
+	buf      *[]byte   // pooled; nil while no byte waits
+	r, w     int       // buf[r:w] read, not yet used
+	served   int       // requests served
+	lastPOST bool      // the last one was a POST
 	headRdr  bytes.Reader
 
 	idle atomic.Bool // waiting for a request (Shutdown closes it)
@@ -140,6 +141,7 @@ func (c *conn) handshake(tc *tls.Conn) bool {
 	}
 	st := tc.ConnectionState()
 	c.tls = &st
+	c.headFrom = time.Now() // the first head's ReadHeaderTimeout counts from here
 	return true
 }
 
@@ -221,7 +223,7 @@ func (c *conn) readHead() (end int, ok bool) {
 		switch {
 		case deadline == head:
 		case c.served == 0:
-			c.setReadDeadline(c.since, c.s.ReadHeaderTimeout)
+			c.setReadDeadline(c.headFrom, c.s.ReadHeaderTimeout)
 			deadline = head
 		case c.w > 0:
 			c.setReadDeadline(time.Now(), c.s.ReadHeaderTimeout)

@@ -101,7 +101,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // newConn tracks a new connection; nil once the server is stopping.
 func (s *Server) newConn(rwc net.Conn) *conn {
-	c := &conn{s: s, rwc: rwc, since: time.Now()}
+	now := time.Now()
+	c := &conn{s: s, rwc: rwc, since: now, headFrom: now}
 	c.bgCond.L = &c.bgMu
 	s.mu.Lock()
 	defer s.mu.Unlock()
