@@ -12,7 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // newTestProxy fronts upstream with a Proxy whose large buffers are
@@ -215,28 +216,25 @@ func TestProxyWaitsWithoutBuffer(t *testing.T) {
 // and checks where: in writeNext (chunks), or in a Read.
 func wantWait(t *testing.T, chunks bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	var copying string // the copy's goroutine, once it waits
+	testtool.Eventually(t, "the copy waiting for the body", func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for g := range strings.SplitSeq(string(buf), "\n\n") {
 			head, _, _ := strings.Cut(g, "\n")
 			waiting := strings.Contains(head, "[sync.Cond.Wait") || strings.Contains(head, "[chan receive")
-			if !waiting || !strings.Contains(g, "tunnel.(*Proxy).copyBody") {
-				continue
+			if waiting && strings.Contains(g, "tunnel.(*Proxy).copyBody") {
+				copying = g
+				return true
 			}
-			if inWriteNext := strings.Contains(g, "tunnel.(*h2cBody).writeNext"); inWriteNext != chunks {
-				t.Fatalf("the copy waits in writeNext: %v, want %v:\n%s", inWriteNext, chunks, g)
-			}
-			if strings.Contains(g, ").Read(") == chunks {
-				t.Fatalf("the copy waits in a Read: %v, want %v:\n%s", !chunks, !chunks, g)
-			}
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the copy never waited for the body:\n%s", buf)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if inWriteNext := strings.Contains(copying, "tunnel.(*h2cBody).writeNext"); inWriteNext != chunks {
+		t.Fatalf("the copy waits in writeNext: %v, want %v:\n%s", inWriteNext, chunks, copying)
+	}
+	if strings.Contains(copying, ").Read(") == chunks {
+		t.Fatalf("the copy waits in a Read: %v, want %v:\n%s", !chunks, !chunks, copying)
 	}
 }
 
