@@ -110,12 +110,7 @@ func (s *Server) publicURLOf(host string) string {
 // of a stored tunnel to that tunnel (hostnames.go), anything else to the
 // apex (agents, health, metrics, landing page).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host := strings.ToLower(r.Host)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(host, ".")
-	name, ok := strings.CutSuffix(host, "."+s.cfg.Domain)
+	host, name, ok := s.tunnelHost(r.Host)
 	custom := false
 	if !ok {
 		var err error
@@ -170,17 +165,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// lean reports whether r may be served by the edge's own HTTP/1.1
-// server: a request to a tunnel's host under the domain (custom hostnames,
-// which need the store, and the apex go to net/http's).
-func (s *Server) lean(r *http.Request) bool {
-	host := r.Host
+// tunnelHost reads a request's Host: the host name (lower case, without
+// port or final dot) and, for NAME.DOMAIN, the tunnel's name.
+func (s *Server) tunnelHost(rawHost string) (host, name string, underDomain bool) {
+	host = strings.ToLower(rawHost)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(host, ".")
-	return len(host) > len(s.cfg.Domain)+1 && host[len(host)-len(s.cfg.Domain)-1] == '.' &&
-		strings.EqualFold(host[len(host)-len(s.cfg.Domain):], s.cfg.Domain)
+	d := s.cfg.Domain
+	if len(host) > len(d) && host[len(host)-len(d)-1] == '.' && host[len(host)-len(d):] == d {
+		return host, host[:len(host)-len(d)-1], true
+	}
+	return host, "", false
+}
+
+// lean reports whether r may be served by the edge's own HTTP/1.1
+// server: a request to a tunnel's host under the domain (custom hostnames,
+// which need the store, and the apex go to net/http's).
+func (s *Server) lean(r *http.Request) bool {
+	_, name, ok := s.tunnelHost(r.Host)
+	return ok && name != ""
 }
 
 // endedPage answers for a tunnel that an admin's decision (code, a

@@ -515,6 +515,9 @@ func (b *body) finish() bool {
 	if !b.mu.TryLock() {
 		b.c.rwc.SetReadDeadline(aLongTimeAgo)
 		b.mu.Lock()
+		// That read may have ended the body: the connection then serves
+		// on, and its next reads must not meet this deadline.
+		b.c.rwc.SetReadDeadline(time.Time{})
 	}
 	defer b.mu.Unlock()
 	b.closed = true

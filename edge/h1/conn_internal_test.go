@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testtool"
 )
 
 // TestHeldStreamHoldsNoBuffer: between two events of a held stream the
@@ -119,5 +122,38 @@ func checkHeadEnd(t *testing.T, b []byte) {
 	}
 	if got != want {
 		t.Fatalf("headEnd(%q) = %d; the lines end the head at %d", b, got, want)
+	}
+}
+
+// TestBodyFinishLeavesNoDeadline: ending a body whose read is blocked on
+// the connection unblocks it with a deadline in the past, and takes that
+// deadline away again: the connection's next read works.
+func TestBodyFinishLeavesNoDeadline(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	b := &body{c: &conn{rwc: c1}, remaining: 5}
+	read := make(chan error, 1)
+	go func() {
+		_, err := b.Read(make([]byte, 5))
+		read <- err
+	}()
+	testtool.Eventually(t, "the body's read holding its lock", func() bool {
+		if b.mu.TryLock() {
+			b.mu.Unlock()
+			return false
+		}
+		return true
+	})
+	if b.finish() {
+		t.Fatal("finish says a body with 5 bytes unread was read to its end")
+	}
+	if err := <-read; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the blocked read ended with %v", err)
+	}
+	go c2.Write([]byte("x"))
+	buf := make([]byte, 1)
+	if _, err := c1.Read(buf); err != nil {
+		t.Fatalf("the connection's next read: %v", err)
 	}
 }

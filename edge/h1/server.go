@@ -37,7 +37,7 @@ type Server struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	handoff  *handoffListener
-	fallback chan error // Fallback.Serve's result
+	fallback chan struct{} // closed when Fallback.Serve returned
 	conns    map[*conn]struct{}
 	stopping atomic.Bool    // set under mu
 	wg       sync.WaitGroup // the connections' goroutines
@@ -67,11 +67,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.handoff = &handoffListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
-	s.fallback = make(chan error, 1)
+	s.fallback = make(chan struct{})
 	s.conns = make(map[*conn]struct{})
 	s.baseCtx = context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
 	s.mu.Unlock()
-	go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
+	go func() {
+		defer close(s.fallback)
+		s.Fallback.Serve(s.handoff) // it ends when Shutdown or Close closes s.handoff
+	}()
 
 	failures := 0
 	for {
@@ -164,7 +167,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := <-fb
 	if started {
 		<-s.fallback
-		s.fallback <- nil // for Close
 	}
 	return err
 }
@@ -195,7 +197,6 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	if started {
 		<-s.fallback
-		s.fallback <- nil
 	}
 	return err
 }
