@@ -30,6 +30,7 @@ import (
 	"io"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,6 +87,11 @@ type Config struct {
 	// (a reverse TCP tunnel to the upstream). Empty skips the target with
 	// a note saying so.
 	ChiselDir string
+	// Rounds is how many times every target is measured, the targets in
+	// turn within each round, so that a spell of a slower machine (a
+	// busy neighbour of a virtual machine) falls on every target alike;
+	// the report holds each figure's median over the rounds. 0 or 1: once.
+	Rounds int
 	// Progress, if set, receives one line per step.
 	Progress io.Writer
 }
@@ -127,6 +133,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.Size <= 0:
 		return errors.New("benchmark: size must be positive")
+	case c.Rounds < 0:
+		return errors.New("benchmark: rounds must not be negative")
 	case c.Clients <= 0:
 		return errors.New("benchmark: clients must be positive")
 	case c.Duration <= 0 || c.SSEDuration <= 0 || c.SSEInterval <= 0:
@@ -173,6 +181,9 @@ type Report struct {
 	Env     Env            `json:"env"`
 	Config  ConfigSummary  `json:"config"`
 	Targets []TargetResult `json:"targets"`
+	// Rounds holds every round's results when the run had more than one;
+	// Targets then holds their medians (medianResult).
+	Rounds [][]TargetResult `json:"rounds,omitempty"`
 	// Skipped maps a target that was not run to the reason.
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Notes are remarks on the run that do not invalidate a figure.
@@ -201,6 +212,7 @@ type ConfigSummary struct {
 	SSEPacedDurationS  float64 `json:"sse_paced_duration_s"`
 	MemStreams         int     `json:"mem_streams"`
 	MemSettleS         float64 `json:"mem_settle_s"`
+	Rounds             int     `json:"rounds"`
 }
 
 // TargetResult holds one target's figures. Error is set when a measurement
@@ -298,6 +310,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			SSEIntervalMs:      float64(cfg.SSEInterval) / 1e6,
 			SSEPacedIntervalMs: float64(cfg.SSEPacedInterval) / 1e6, SSEPacedDurationS: cfg.SSEPacedDuration.Seconds(),
 			MemStreams: cfg.MemStreams, MemSettleS: cfg.MemSettle.Seconds(),
+			Rounds: max(cfg.Rounds, 1),
 		},
 		Skipped: map[string]string{},
 	}
@@ -312,21 +325,56 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	b := &bench{cfg: cfg, up: up, rep: rep}
 
 	var failed []string
-	for _, name := range cfg.Targets {
-		if ctx.Err() != nil {
+	results := map[string][]TargetResult{}
+	var order []string
+	for round := range max(cfg.Rounds, 1) {
+		if cfg.Rounds > 1 {
+			b.logf("round %d of %d", round+1, cfg.Rounds)
+		}
+		var this []TargetResult
+		for _, name := range cfg.Targets {
+			if ctx.Err() != nil {
+				break
+			}
+			if round == 0 {
+				if why := skipReason(cfg, name); why != "" {
+					rep.Skipped[name] = why
+					b.logf("%s: skipped: %s", name, why)
+					continue
+				}
+				order = append(order, name)
+			} else if !slices.Contains(order, name) {
+				continue
+			}
+			res := b.runTarget(ctx, name)
+			this = append(this, res)
+			results[name] = append(results[name], res)
+			if res.Error != "" {
+				first, _, _ := strings.Cut(res.Error, "\n")
+				failed = append(failed, name+": "+first)
+			}
+		}
+		if cfg.Rounds > 1 {
+			rep.Rounds = append(rep.Rounds, this)
+		}
+		if len(failed) > 0 || ctx.Err() != nil {
 			break
 		}
-		if why := skipReason(cfg, name); why != "" {
-			rep.Skipped[name] = why
-			b.logf("%s: skipped: %s", name, why)
+	}
+	for _, name := range order {
+		rs := results[name]
+		if len(rs) == 0 {
 			continue
 		}
-		res := b.runTarget(ctx, name)
-		rep.Targets = append(rep.Targets, res)
-		if res.Error != "" {
-			first, _, _ := strings.Cut(res.Error, "\n")
-			failed = append(failed, name+": "+first)
+		if last := rs[len(rs)-1]; last.Error != "" || len(rs) == 1 {
+			rep.Targets = append(rep.Targets, last)
+			continue
 		}
+		m, err := medianResult(rs)
+		if err != nil {
+			return rep, err
+		}
+		rep.Targets = append(rep.Targets, m)
 	}
 	if len(rep.Skipped) == 0 {
 		rep.Skipped = nil

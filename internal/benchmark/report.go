@@ -180,7 +180,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if c.SSEPacedIntervalMs > 0 {
 		fmt.Fprintf(&b, " and every %gms for %gs", c.SSEPacedIntervalMs, c.SSEPacedDurationS)
 	}
-	fmt.Fprintf(&b, "; %d idle streams held %gs\n\n", c.MemStreams, c.MemSettleS)
+	fmt.Fprintf(&b, "; %d idle streams held %gs", c.MemStreams, c.MemSettleS)
+	if c.Rounds > 1 {
+		fmt.Fprintf(&b, "; each figure the median of %d rounds, the targets in turn in each", c.Rounds)
+	}
+	b.WriteString("\n\n")
 
 	var direct *TargetResult
 	for i := range r.Targets {

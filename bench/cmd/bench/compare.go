@@ -39,6 +39,7 @@ status 1.
   go run ./bench/cmd/bench             the full run, a few minutes
   go run ./bench/cmd/bench --quick     a smoke run of a few seconds per target
   go run ./bench/cmd/bench --json      one JSON object with every number
+  go run ./bench/cmd/bench --rounds 3  each figure the median of three rounds, the targets in turn
   go run ./bench/cmd/bench scale       10,000 SSE streams per protocol (scale --help)
   go run ./bench/cmd/bench hol         head-of-line blocking beside a stalled download (hol --help)
   go run ./bench/cmd/bench faults      toxiproxy faults on the agent's and the client's link (faults --help)
@@ -69,6 +70,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	frp := fs.String("frp", os.Getenv("SLUICE_BENCH_FRP"), "directory holding frps and frpc, for the frp-tcp target (default $SLUICE_BENCH_FRP; none: skipped)")
 	chisel := fs.String("chisel", os.Getenv("SLUICE_BENCH_CHISEL"), "directory holding chisel, for the chisel target (default $SLUICE_BENCH_CHISEL; none: skipped)")
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
+	rounds := fs.Int("rounds", 1, "measure every target this many times, the targets in turn in each round, and report each figure's median (a busy neighbour slowing the machine for a while then falls on every target alike)")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs, paced SSE every 250 ms (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
@@ -132,6 +134,10 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return cli.Usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both, frp-tcp, chisel)", t)
 		}
 	}
+	if *rounds < 1 {
+		return cli.Usagef("--rounds must be at least 1")
+	}
+	cfg.Rounds = *rounds
 	cfg.FrpDir, cfg.ChiselDir = *frp, *chisel
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
 	if has("sluice-v1") || has("sluice-v2") {

@@ -43,6 +43,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"grpc", "--protocols", "v3"}, 2, `unknown protocol "v3"`},
 		{[]string{"inspect", "--protocol", "v3"}, 2, `unknown protocol "v3"`},
 		{[]string{"inspect", "--rounds", "0"}, 2, "must be positive"},
+		{[]string{"--rounds", "0"}, 2, "--rounds must be at least 1"},
 		{[]string{"cluster", "--postgres", ""}, 2, "--postgres URL is needed"},
 		{[]string{"cluster", "--postgres", "postgres://x", "--names", "0"}, 2, "must be positive"},
 		{[]string{"cluster", "--postgres", "postgres://x", "--protocol", "v3"}, 2, `unknown protocol "v3"`},
