@@ -193,6 +193,7 @@ type h1Conn struct {
 	client *h1Client
 	addr   string // host:port, the pool's key
 	conn   net.Conn
+	close  func()        // closes conn, for the request's context.AfterFunc (made once)
 	br     *bufio.Reader // reads through the h1Conn (Read), so that heads are bounded
 	reused bool          // it served a request before this one
 
@@ -265,7 +266,7 @@ func (e *retryError) Unwrap() error { return e.err }
 // the pool when the response has none.
 func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	stop := context.AfterFunc(ctx, c.close)
 	fail := func(op string, err error, retry bool) (*http.Response, error) {
 		c.conn.Close()
 		if !stop() {
@@ -518,6 +519,7 @@ func (cl *h1Client) get(ctx context.Context, addr string, fresh bool) (*h1Conn, 
 		return nil, fmt.Errorf("agent: upstream: %w", err)
 	}
 	c := &h1Conn{client: cl, addr: addr, conn: conn, headLeft: -1}
+	c.close = func() { conn.Close() }
 	c.br = bufio.NewReaderSize(c, cl.readBuffer)
 	return c, nil
 }

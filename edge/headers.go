@@ -22,6 +22,9 @@ import (
 // (so "Demo.Example.com.:443" reaches the upstream of an https edge as
 // "demo.example.com").
 func (s *Server) forwardHost(host, inHost string) string {
+	if strings.IndexByte(inHost, ':') < 0 {
+		return host // (without SplitHostPort's error, an allocation)
+	}
 	_, port, err := net.SplitHostPort(inHost)
 	if err != nil {
 		return host

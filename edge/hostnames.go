@@ -142,11 +142,11 @@ func withPublicHost(r *http.Request, host string) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), publicHostKey{}, host))
 }
 
-// publicHost is the host the visitor reached tunnel name at: its custom
+// publicHost is the host the visitor reached p's tunnel at: its custom
 // hostname, or NAME.DOMAIN.
-func (s *Server) publicHost(ctx context.Context, name string) string {
+func (p *proxy) publicHost(ctx context.Context) string {
 	if h, ok := ctx.Value(publicHostKey{}).(string); ok {
 		return h
 	}
-	return name + "." + s.cfg.Domain
+	return p.host
 }

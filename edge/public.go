@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
@@ -20,11 +21,12 @@ import (
 type proxy struct {
 	s    *Server
 	name string
+	host string // NAME.DOMAIN
 	rp   *tunnel.Proxy
 }
 
 func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
-	p := &proxy{s: s, name: name}
+	p := &proxy{s: s, name: name, host: name + "." + s.cfg.Domain}
 	p.rp = tunnel.NewProxy(tunnel.Proxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Append to the client's X-Forwarded-For rather than replace
@@ -32,15 +34,8 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 			// spelling (see forwardHost). No Sluice-* field of the
 			// visitor's goes on: the tunnel's are added after this.
 			tunnel.RemoveInternal(pr.Out.Header)
-			if xff := pr.In.Header["X-Forwarded-For"]; xff != nil {
-				pr.Out.Header["X-Forwarded-For"] = append([]string(nil), xff...)
-			}
-			host := s.forwardHost(s.publicHost(pr.In.Context(), name), pr.In.Host)
-			pr.SetXForwarded()
-			if forwardedTLS(pr.In) {
-				pr.Out.Header.Set("X-Forwarded-Proto", "https") // the visitor's, at the edge that forwarded it
-			}
-			pr.Out.Header.Set("X-Forwarded-Host", host)
+			host := s.forwardHost(p.publicHost(pr.In.Context()), pr.In.Host)
+			setForwarded(pr, host)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", host
 			pr.Out.Host = host
 		},
@@ -52,9 +47,37 @@ func (s *Server) newProxy(name string, session tunnel.Session) *proxy {
 	return p
 }
 
+// setForwarded sets the forwarding fields of pr.Out as
+// httputil.ProxyRequest.SetXForwarded does, but for the host, which is
+// host, and the scheme, which is the visitor's at the edge that forwarded
+// the request (forwardedTLS): X-Forwarded-For is the client's list with
+// the client's address appended (none if RemoteAddr has no port), then
+// X-Forwarded-Host and X-Forwarded-Proto; the three values share one
+// array (every request passes here).
+func setForwarded(pr *httputil.ProxyRequest, host string) {
+	vals := make([]string, 3)
+	h := pr.Out.Header
+	if clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		vals[0] = clientIP
+		h["X-Forwarded-For"] = vals[0:1:1]
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	vals[1] = host
+	h["X-Forwarded-Host"] = vals[1:2:2]
+	vals[2] = "http"
+	if pr.In.TLS != nil || forwardedTLS(pr.In) {
+		vals[2] = "https"
+	}
+	h["X-Forwarded-Proto"] = vals[2:3:3]
+}
+
 // modifyResponse readies the agent's response for the visitor.
 func (p *proxy) modifyResponse(resp *http.Response) error {
-	cleanResponse(resp, p.s.publicHost(resp.Request.Context(), p.name))
+	cleanResponse(resp, p.publicHost(resp.Request.Context()))
 	return markStreamed(resp)
 }
 

@@ -169,8 +169,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // port or final dot) and, for NAME.DOMAIN, the tunnel's name.
 func (s *Server) tunnelHost(rawHost string) (host, name string, underDomain bool) {
 	host = strings.ToLower(rawHost)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.IndexByte(host, ':') >= 0 { // (SplitHostPort's error is an allocation)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	host = strings.TrimSuffix(host, ".")
 	d := s.cfg.Domain

@@ -210,6 +210,9 @@ func (w *h2Writer) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
+	if w.fields == nil {
+		w.fields = make([]hpack.HeaderField, 0, len(w.header)+2) // one allocation, not one per doubling
+	}
 	for k, vv := range w.header {
 		switch k {
 		case "Content-Length":

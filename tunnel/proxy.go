@@ -173,11 +173,13 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		h.Add("Trailer", strings.Join(keys, ", "))
 	}
 	rw.WriteHeader(res.StatusCode)
-	rc := http.NewResponseController(rw)
+	// The controller is a value in st (NewResponseController's result
+	// would be an allocation of its own).
+	st.copy.rw, st.copy.rc = rw, *http.NewResponseController(rw)
+	rc := &st.copy.rc
 	if announced > 0 {
 		rc.Flush() // chunked, so that the trailers can follow
 	}
-	st.copy.rw, st.copy.rc = rw, rc
 	if err := p.copyBody(&st.copy, res.Body); err != nil {
 		res.Body.Close()
 		// Mid-stream: the client's connection is aborted, never ended as
@@ -288,7 +290,7 @@ func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
 // writes to.
 type bodyCopy struct {
 	rw      http.ResponseWriter
-	rc      *http.ResponseController
+	rc      http.ResponseController
 	t       *time.Timer // the headers' flush, until the copy began
 	mu      sync.Mutex
 	copying bool // guarded by mu: from then on only the copy touches rw
