@@ -236,10 +236,7 @@ func (s *Server) acmeEvent(ctx context.Context, event string, data map[string]an
 // scheme and port (HTTPS, with ACME).
 func (s *Server) ServeRedirect(ctx context.Context, ln net.Listener) error {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
+		host, _, _ := splitHostPort(r.Host)
 		if host == "" {
 			host = s.cfg.Domain
 		}

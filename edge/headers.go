@@ -22,11 +22,8 @@ import (
 // (so "Demo.Example.com.:443" reaches the upstream of an https edge as
 // "demo.example.com").
 func (s *Server) forwardHost(host, inHost string) string {
-	if strings.IndexByte(inHost, ':') < 0 {
-		return host // (without SplitHostPort's error, an allocation)
-	}
-	_, port, err := net.SplitHostPort(inHost)
-	if err != nil {
+	_, port, ok := splitHostPort(inHost)
+	if !ok {
 		return host
 	}
 	n, err := strconv.Atoi(port)
@@ -34,6 +31,21 @@ func (s *Server) forwardHost(host, inHost string) string {
 		return host
 	}
 	return host + ":" + strconv.Itoa(n)
+}
+
+// splitHostPort is net.SplitHostPort for a Host field, which may have no
+// port: ok is false, and host all of hostport, when it has none or does
+// not parse. Most Host fields have no port, and SplitHostPort's error for
+// them would be an allocation per request, so a colon is looked for first.
+func splitHostPort(hostport string) (host, port string, ok bool) {
+	if strings.IndexByte(hostport, ':') < 0 {
+		return hostport, "", false
+	}
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport, "", false
+	}
+	return h, p, true
 }
 
 func defaultPort(scheme string) int {

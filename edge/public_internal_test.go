@@ -41,3 +41,27 @@ func TestMarkStreamed(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitHostPort: a Host field with or without a port, IPv6 literals,
+// and no allocation for the common Host without a port.
+func TestSplitHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		in, host, port string
+		ok             bool
+	}{
+		{"demo.example.com", "demo.example.com", "", false},
+		{"demo.example.com:8080", "demo.example.com", "8080", true},
+		{"[::1]:443", "::1", "443", true},
+		{"[::1]", "[::1]", "", false},
+		{"a:b:c", "a:b:c", "", false},
+		{"", "", "", false},
+	} {
+		host, port, ok := splitHostPort(tc.in)
+		if host != tc.host || port != tc.port || ok != tc.ok {
+			t.Errorf("splitHostPort(%q) = %q, %q, %v; want %q, %q, %v", tc.in, host, port, ok, tc.host, tc.port, tc.ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { splitHostPort("demo.example.com") }); n != 0 {
+		t.Errorf("%v allocations for a Host without a port", n)
+	}
+}

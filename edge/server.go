@@ -169,11 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // port or final dot) and, for NAME.DOMAIN, the tunnel's name.
 func (s *Server) tunnelHost(rawHost string) (host, name string, underDomain bool) {
 	host = strings.ToLower(rawHost)
-	if strings.IndexByte(host, ':') >= 0 { // (SplitHostPort's error is an allocation)
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-	}
+	host, _, _ = splitHostPort(host)
 	host = strings.TrimSuffix(host, ".")
 	d := s.cfg.Domain
 	if len(host) > len(d) && host[len(host)-len(d)-1] == '.' && host[len(host)-len(d):] == d {
