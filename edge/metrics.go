@@ -139,7 +139,21 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Flush is found by handlers that do not use a ResponseController.
-func (w *statusWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+func (w *statusWriter) Flush() { w.FlushError() }
+
+// FlushError is Flush with its error, for http.ResponseController (the
+// guard's flush of every piece of a streamed response comes here: asked
+// directly, without a ResponseController of its own per flush).
+func (w *statusWriter) FlushError() error {
+	switch f := w.ResponseWriter.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+		return nil
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 // Hijack takes the connection for an upgrade (found by
 // http.ResponseController before Unwrap).

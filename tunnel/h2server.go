@@ -453,7 +453,7 @@ func (c *h2Server) headers(f *http2.MetaHeadersFrame) error {
 // the handler's deep calls (the proxy, the HTTP/1.1 client, net/http's
 // request writer): 15-20 % of the agent's CPU per small request when every
 // stream had its own.
-const h2IdleWorkers = 32
+const h2IdleWorkers = 128
 
 // h2Task is a stream for a handler goroutine.
 type h2Task struct {

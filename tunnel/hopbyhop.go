@@ -39,6 +39,6 @@ func RemoveHopByHop(h http.Header) {
 		}
 	}
 	for _, name := range hopHeaders {
-		h.Del(name)
+		delete(h, name) // canonical already (TestHopHeadersCanonical): no Del's canonicalising per name
 	}
 }

@@ -26,3 +26,13 @@ func TestRemoveHopByHop(t *testing.T) {
 		t.Fatalf("after RemoveHopByHop: %v, want %v", h, want)
 	}
 }
+
+// RemoveHopByHop deletes hopHeaders' names from the map as they are, so
+// each must be the canonical form a header map holds.
+func TestHopHeadersCanonical(t *testing.T) {
+	for _, name := range append(append([]string{}, hopHeaders...), ForwardingHeaders...) {
+		if c := http.CanonicalHeaderKey(name); c != name {
+			t.Errorf("%q is not canonical (%q): a map holding the field keeps it", name, c)
+		}
+	}
+}

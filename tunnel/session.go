@@ -100,8 +100,14 @@ func (l *lifecycle) opened() { close(l.ready) }
 func (l *lifecycle) waitOpen(ctx context.Context) error {
 	select {
 	case <-l.ready:
-	case <-l.done:
-	case <-ctx.Done():
+		// Open (nearly always): ctx.Done is not asked for, as it makes
+		// the context's channel (an allocation per request).
+	default:
+		select {
+		case <-l.ready:
+		case <-l.done:
+		case <-ctx.Done():
+		}
 	}
 	select {
 	case <-l.done:

@@ -260,9 +260,10 @@ func (w *response) FlushError() error {
 func (w *response) SetReadDeadline(t time.Time) error { return w.c.rwc.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the connection's write deadline, for
-// http.ResponseController; it is cleared after the request.
+// http.ResponseController; it is cleared after the request, unless the
+// handler cleared it already.
 func (w *response) SetWriteDeadline(t time.Time) error {
-	w.writeDeadline = true
+	w.writeDeadline = !t.IsZero()
 	return w.c.rwc.SetWriteDeadline(t)
 }
 
