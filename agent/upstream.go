@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // upstreamTransport sends the agent's requests to the local server. The
@@ -266,10 +268,10 @@ func (e *retryError) Unwrap() error { return e.err }
 // the pool when the response has none.
 func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, c.close)
+	stop := reqctx.AfterFunc(ctx, c.close)
 	fail := func(op string, err error, retry bool) (*http.Response, error) {
 		c.conn.Close()
-		if !stop() {
+		if !stop.Stop() {
 			return nil, fmt.Errorf("agent: upstream: %w", context.Cause(ctx))
 		}
 		err = fmt.Errorf("agent: upstream: %s: %w", op, err)
@@ -344,7 +346,7 @@ func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols &&
 		!httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
 	if resp.Body == http.NoBody {
-		if !stop() {
+		if !stop.Stop() {
 			keep = false // the context ended: the connection is closed
 		}
 		c.release(keep)
@@ -386,7 +388,7 @@ type h1Body struct {
 	c      *h1Conn
 	body   io.ReadCloser // http.ReadResponse's, which reads the trailers at the end
 	ctx    context.Context
-	stop   func() bool // stops the context's AfterFunc
+	stop   reqctx.Stop // stops the context's AfterFunc
 	keep   bool
 	done   atomic.Bool // the connection was released or closed
 	closed atomic.Bool
@@ -422,7 +424,7 @@ func (b *h1Body) finish(eof bool) {
 	if b.done.Swap(true) {
 		return
 	}
-	if !b.stop() {
+	if !b.stop.Stop() {
 		eof = false // the context ended: the connection is closed
 	}
 	b.c.release(eof && b.keep)

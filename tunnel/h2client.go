@@ -299,8 +299,6 @@ func (c *h2cConn) forgetLocked(st *h2cStream) {
 	}
 	st.forgotten = true
 	delete(c.streams, st.id)
-	if st.stop != nil {
-		st.stop()
-	}
+	st.stop.Stop()
 	c.closeIfIdleLocked()
 }

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // h2cStream is one stream of an h2cConn: its request, its response and
@@ -25,7 +26,7 @@ type h2cStream struct {
 	// into resp.Trailer at EOF
 	h2Stream
 	c    *h2cConn
-	stop func() bool // stops the request context's AfterFunc
+	stop reqctx.Stop // stops the request context's AfterFunc
 	head bool        // a HEAD request
 
 	// the response head, handed over once by the read loop
@@ -99,7 +100,7 @@ func (c *h2cConn) roundTrip(req *http.Request, duplex bool) (*http.Response, *h2
 	}
 	c.mu.Lock()
 	if !st.forgotten {
-		st.stop = context.AfterFunc(ctx, func() {
+		st.stop = reqctx.AfterFunc(ctx, func() {
 			c.mu.Lock()
 			c.resetLocked(st, http2.ErrCodeCancel, ctx.Err())
 			c.mu.Unlock()

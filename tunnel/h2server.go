@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // The agent's end of protocol v2 is an HTTP/2 server (RFC 9113) of our own
@@ -397,7 +399,7 @@ func (c *h2Server) endLocked(st *h2sStream, err error) {
 	}
 	delete(c.streams, st.id)
 	c.wakeLocked(&st.h2Stream)
-	st.cancel()
+	st.ctx.Cancel()
 }
 
 // closeAll ends every stream once the connection ended.
@@ -435,7 +437,7 @@ func (c *h2Server) headers(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	if c.handlers >= h2MaxStreams || c.err != nil {
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.Cancel()
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
 	c.handlers++
@@ -620,7 +622,7 @@ func (c *h2Server) newRequest(f *http2.MetaHeadersFrame) (*http.Request, *h2sStr
 
 	st := &h2sStream{h2Stream: h2Stream{id: id, declLen: -1}, c: c, recvWin: int64(c.window), reqTrailer: trailer}
 	st.cond.L = &c.mu
-	st.ctx, st.cancel = context.WithCancel(c.base)
+	st.ctx = reqctx.New(c.base) // watched by the agent's clients without a context.AfterFunc each
 	st.w.st = st
 	st.w.head = method == http.MethodHead
 	st.body.st = st
@@ -786,7 +788,7 @@ func (c *h2Server) run(st *h2sStream, req *http.Request, handler http.Handler) {
 			delete(c.streams, st.id)
 		}
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.Cancel()
 		st.w.release()
 	}()
 	handler.ServeHTTP(&st.w, req)

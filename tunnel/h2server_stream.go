@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // h2sStream is one stream of an h2Server: its request body (body), its
@@ -21,8 +22,7 @@ import (
 type h2sStream struct {
 	h2Stream // its trailer goes into reqTrailer at the body's end
 	c        *h2Server
-	ctx      context.Context
-	cancel   context.CancelFunc
+	ctx      *reqctx.Context // the request's; Cancel ends it
 
 	// receiving (the request body)
 	recvWin      int64 // what the peer may still send

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // headBufferSize is the largest request head served here (a larger one
@@ -60,8 +62,8 @@ type conn struct {
 	aborted bool
 	hasByte bool // the read got the next request's first byte
 	byteBuf [1]byte
-	readErr error              // the connection's reading failed
-	cancel  context.CancelFunc // the current request's context
+	readErr error           // the connection's reading failed
+	reqCtx  *reqctx.Context // the current request's context (Cancel ends it)
 }
 
 // serve runs the connection until it closes or goes to Fallback.
@@ -423,8 +425,8 @@ func (c *conn) backgroundRead() {
 		// abortPendingRead's own deadline.
 	} else if err != nil {
 		c.readErr = err
-		if c.cancel != nil {
-			c.cancel()
+		if c.reqCtx != nil {
+			c.reqCtx.Cancel()
 		}
 	}
 	c.aborted = false

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sluicehq/sluice/internal/reqctx"
 )
 
 // stageSize is how many body bytes wait for the head before it is
@@ -32,10 +34,12 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 	if c.r == c.w {
 		c.release()
 	}
-	ctx, cancel := context.WithCancel(base)
-	defer cancel()
+	// (A reqctx.Context: the tunnel's HTTP/2 client watches its end
+	// without a context.AfterFunc per request.)
+	ctx := reqctx.New(base)
+	defer ctx.Cancel()
 	c.bgMu.Lock()
-	c.cancel = cancel
+	c.reqCtx = ctx
 	c.bgMu.Unlock()
 	req = req.WithContext(ctx)
 	if c.remote == "" {
@@ -56,7 +60,7 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 	}
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1, isHEAD: req.Method == "HEAD", closeAfter: req.Close}
 	c.s.Handler.ServeHTTP(w, req)
-	cancel()
+	ctx.Cancel()
 	unread := b != nil && !b.finish()
 	if unread {
 		w.closeAfter = true
@@ -64,7 +68,7 @@ func (c *conn) serveRequest(base context.Context, req *http.Request, end int) bo
 	w.finish()
 	c.abortPendingRead()
 	c.bgMu.Lock()
-	c.cancel = nil
+	c.reqCtx = nil
 	c.bgMu.Unlock()
 	if w.writeDeadline {
 		c.rwc.SetWriteDeadline(time.Time{})
