@@ -78,8 +78,10 @@ type Config struct {
 	// or a closed connection. Default 60 s.
 	BodyIdleTimeout time.Duration
 	// WriteIdleTimeout cuts a client that reads nothing of a response for
-	// this long. A response with nothing to send (a quiet event stream)
-	// is idle, not slow, and is never cut. Default 60 s.
+	// this long (a response's write, between this and 1.25× this long
+	// after it began: the deadline moves only when near). A response with
+	// nothing to send (a quiet event stream) is idle, not slow, and is
+	// never cut. Default 60 s.
 	WriteIdleTimeout time.Duration
 	// MaxHeaderBytes bounds a visitor's request head (request line and
 	// header fields; HTTP/2 counts its header list): past it the edge
