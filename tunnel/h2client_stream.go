@@ -238,7 +238,7 @@ func (c *h2cConn) open(st *h2cStream, req *http.Request, cl int64, end bool) err
 // then the header without the connection-specific fields HTTP/2 forbids
 // (RFC 9113, section 8.2.2), and Content-Length when the body's length is
 // known (cl).
-func requestFields(req *http.Request, cl int64, enc *hpack.Encoder) (uint64, error) {
+func requestFields(req *http.Request, cl int64, enc *hpackEncoder) (uint64, error) {
 	var size uint64
 	field := func(name, value string) {
 		if enc != nil {

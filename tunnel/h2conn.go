@@ -42,7 +42,7 @@ type h2Conn struct {
 	rctl  [32]byte
 
 	wmu  sync.Mutex
-	enc  *hpack.Encoder
+	enc  *hpackEncoder
 	hbuf bytes.Buffer // the encoder's output
 	hfr  []byte       // header frames being written
 
@@ -74,7 +74,7 @@ func (c *h2Conn) init(conn net.Conn, maxList, maxRead uint32, onError func(kind 
 	c.maxStreams = h2MaxStreamID
 	c.recvConn = h2DefaultWindow
 	c.connCond.L = &c.mu
-	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.enc = newHPACKEncoder(&c.hbuf)
 	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxList
