@@ -146,9 +146,10 @@ func (b *guardBody) eof() bool {
 func (b *guardBody) Close() error { return nil }
 
 // guardWriter is a public response whose writes must make progress within
-// idle. The write deadline is moved only when it is near: before a write
-// or flush, if less than idle is left of it, it is set to idle + idle/4
-// from now, and it is cleared when the handler ends (finish). So a write
+// idle. Over HTTP/1 the write deadline is moved only when it is near:
+// before a write or flush, if less than idle is left of it, it is set to
+// idle + idle/4 from now, and it is cleared when the handler ends
+// (finish). (Over HTTP/2, see arm.) So a write
 // that makes no progress is cut between idle and 1.25 × idle after it
 // began, a response with nothing to send (a quiet event stream) is never
 // cut (a deadline that passes while nothing is written cuts nothing, and
@@ -177,11 +178,19 @@ func (gw *guardWriter) WriteHeader(code int) {
 }
 
 // arm makes sure the next write has at least idle before the deadline.
+// Over HTTP/2 (net/http's server) a deadline that passes resets the
+// stream even while nothing is written, so there it is set to idle before
+// each write and cleared after it (written), as it always was.
 func (gw *guardWriter) arm() {
 	if gw.cut {
 		return // the connection is done for (its writes fail from now on)
 	}
 	now := time.Now()
+	if gw.proto != 1 {
+		gw.until = now.Add(gw.idle)
+		gw.rc.SetWriteDeadline(gw.until)
+		return
+	}
 	if gw.until.Sub(now) >= gw.idle {
 		return
 	}
@@ -211,9 +220,16 @@ func (gw *guardWriter) FlushError() error {
 }
 
 func (gw *guardWriter) written(err error) {
-	if !gw.cut && errors.Is(err, os.ErrDeadlineExceeded) {
-		gw.cut = true
-		gw.m.limited.WithLabelValues("write_idle").Inc()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if !gw.cut {
+			gw.cut = true
+			gw.m.limited.WithLabelValues("write_idle").Inc()
+		}
+		return
+	}
+	if gw.proto != 1 {
+		gw.rc.SetWriteDeadline(time.Time{})
+		gw.until = time.Time{}
 	}
 }
 

@@ -263,6 +263,56 @@ func TestWriteIdleCutsNonReadersNotQuietStreams(t *testing.T) {
 	}
 }
 
+// Over HTTP/2 a write deadline that passes resets the stream even when
+// nothing is being written (net/http's server runs a timer per stream), so
+// the guard there sets it around each write and clears it after: a quiet
+// event stream outlives the timeout over HTTP/2 too.
+func TestWriteIdleQuietStreamOverHTTP2(t *testing.T) {
+	t.Parallel()
+	const idle = 300 * time.Millisecond
+	e := startEdge(t, func(c *edge.Config) { c.WriteIdleTimeout = idle })
+	event := make(chan struct{})
+	e.serveAgent(t, "up", tunnel.ProtocolV2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-event:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: late\n\n")
+	}))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req := e.newRequest(t, "GET", "up.localhost", "/events", nil)
+	resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("events: %s %d, want HTTP/2.0 200", resp.Proto, resp.StatusCode)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: first\n" {
+		t.Fatalf("first event: %q %v", line, err)
+	}
+	// Quiet for longer than 1.25 x the timeout: wall-clock time on real
+	// sockets (the deadline is the kernel's and net/http's), so a wait.
+	time.Sleep(3 * idle)
+	close(event)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "data: late") {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("quiet HTTP/2 event stream cut: %v (got %q)", err, got.String())
+		}
+		got.WriteString(line)
+	}
+}
+
 // Clients that never read a v2 download hold no more than --max-buffer
 // (plus a 16 KiB window floor per stream): the edge's buffered-bytes
 // metric stays within it, the agent is held back, and a client that reads
