@@ -249,15 +249,23 @@ func TestWriteIdleCutsNonReadersNotQuietStreams(t *testing.T) {
 	slow.(*net.TCPConn).SetReadBuffer(4 << 10)
 	io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: up.localhost\r\n\r\n")
 	e.waitMetric(t, `sluice_limited_total{reason="write_idle"}`, 1, 10*time.Second)
-	// The quiet stream, idle for longer than the timeout, still gets its
-	// event.
-	time.Sleep(2 * idle)
+	// The quiet stream, idle for longer than the timeout (and than the
+	// deadline's 1.25 x), still gets its event.
+	lateEvent(t, 2*idle, event, qr)
+}
+
+// lateEvent waits quiet (wall-clock time on real sockets: the deadlines
+// are the kernel's and net/http's, so a wait), lets the upstream send its
+// late event, and reads the stream up to it.
+func lateEvent(t *testing.T, quiet time.Duration, event chan struct{}, br *bufio.Reader) {
+	t.Helper()
+	time.Sleep(quiet)
 	close(event)
 	var got strings.Builder
 	for !strings.Contains(got.String(), "data: late") {
-		line, err := qr.ReadString('\n')
+		line, err := br.ReadString('\n')
 		if err != nil {
-			t.Fatalf("quiet event stream cut: %v (got %q)", err, got.String())
+			t.Fatalf("quiet event stream cut after %v: %v (got %q)", quiet, err, got.String())
 		}
 		got.WriteString(line)
 	}
@@ -299,18 +307,7 @@ func TestWriteIdleQuietStreamOverHTTP2(t *testing.T) {
 	if line, err := br.ReadString('\n'); err != nil || line != "data: first\n" {
 		t.Fatalf("first event: %q %v", line, err)
 	}
-	// Quiet for longer than 1.25 x the timeout: wall-clock time on real
-	// sockets (the deadline is the kernel's and net/http's), so a wait.
-	time.Sleep(3 * idle)
-	close(event)
-	var got strings.Builder
-	for !strings.Contains(got.String(), "data: late") {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("quiet HTTP/2 event stream cut: %v (got %q)", err, got.String())
-		}
-		got.WriteString(line)
-	}
+	lateEvent(t, 3*idle, event, br)
 }
 
 // Clients that never read a v2 download hold no more than --max-buffer
