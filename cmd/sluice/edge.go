@@ -89,7 +89,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxHandshakes := fs.Int("max-pending-handshakes-per-ip", 32, "agent WebSocket handshakes from one address not yet registered or refused (429 past it); each costs the edge little until its agent is authenticated")
 	registerTimeout := fs.Duration("register-timeout", 5*time.Second, "how long an agent's WebSocket may wait before sending its register frame")
 	bodyIdle := fs.Duration("body-idle-timeout", time.Minute, "end a request body that sends nothing for this long (the upstream sees the upload fail)")
-	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (a response with nothing to send is never cut)")
+	writeIdle := fs.Duration("write-idle-timeout", time.Minute, "cut a client that reads nothing of a response for this long (over HTTP/1 within 1.25x this long: the deadline moves only when near; a response with nothing to send is never cut)")
 	acmeOpts := addACMEFlags(fs)
 	dnsOpts := addDNSFlags(fs)
 	udpPorts := fs.String("udp-ports", "", `public ports for UDP tunnels, LOW-HIGH, or "none" (default: the --tcp-ports range)`)
