@@ -36,10 +36,14 @@ type h2Conn struct {
 	onError func(kind string, err error)
 
 	// the read loop's own
-	fr    *http2.Framer
-	names fieldNames
-	maxID uint32 // the highest stream the peer opened (the client's peer opens none)
-	rctl  [32]byte
+	fr      *http2.Framer
+	dec     *hpackDecoder
+	listMax uint32   // our SETTINGS_MAX_HEADER_LIST_SIZE
+	block   []byte   // a header block in several frames, put together
+	frags   [][2]int // where in block each CONTINUATION's fragment is
+	names   fieldNames
+	maxID   uint32 // the highest stream the peer opened (the client's peer opens none)
+	rctl    [32]byte
 
 	wmu  sync.Mutex
 	enc  *hpackEncoder
@@ -76,8 +80,8 @@ func (c *h2Conn) init(conn net.Conn, maxList, maxRead uint32, onError func(kind 
 	c.connCond.L = &c.mu
 	c.enc = newHPACKEncoder(&c.hbuf)
 	c.fr = http2.NewFramer(nil, bufio.NewReaderSize(conn, h2ReadBuffer))
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = maxList
+	c.dec = newHPACKDecoder(hpackTableSize, int(maxList))
+	c.listMax = maxList
 	c.fr.SetMaxReadFrameSize(maxRead)
 	c.fr.SetReuseFrames()
 }
@@ -122,6 +126,9 @@ type h2End interface {
 func (c *h2Conn) readFrames(end h2End) error {
 	for {
 		f, err := c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.readHead(hf)
+		}
 		if err == nil {
 			err = end.frame(f)
 		}
@@ -142,6 +149,101 @@ func (c *h2Conn) readFrames(end h2End) error {
 			return err
 		}
 	}
+}
+
+// readHead reads the header block that HEADERS frame hf opens, with the
+// CONTINUATION frames that carry the rest of it (the framer holds them in
+// order), and decodes it (hpackDecoder): what x/net's framer does when
+// ReadMetaHeaders is set, with the same errors. A breach of HPACK ends
+// the connection (COMPRESSION_ERROR), and so does a block of more than
+// four times the header list's size allowed (PROTOCOL_ERROR; x/net's
+// framer measures each frame against twice what is left of the sizes for
+// fields and for trailers, four times the list's at first); a field refused, or pseudo-headers that break
+// their rules, reset the stream.
+func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
+	block := hf.HeaderBlockFragment()
+	limit := 4 * int64(c.listMax) // x/net's: twice the list's size for fields and for trailers
+	if int64(len(block)) > limit {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	frags := c.frags[:0] // where each CONTINUATION's fragment begins, and its end
+	if !hf.HeadersEnded() {
+		c.block = append(c.block[:0], block...)
+		for {
+			f, err := c.fr.ReadFrame()
+			if err != nil {
+				return nil, err
+			}
+			cf := f.(*http2.ContinuationFrame) // the framer checks the order
+			frag := cf.HeaderBlockFragment()
+			if int64(len(c.block))+int64(len(frag)) > limit {
+				return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			frags = append(frags, [2]int{len(c.block), len(c.block) + len(frag)})
+			c.block = append(c.block, frag...)
+			if cf.HeadersEnded() {
+				break
+			}
+		}
+		block = c.block
+	}
+	c.frags = frags
+	head, err := c.dec.decode(block, c.listMax, len(frags) > 0)
+	if cap(c.block) > 64<<10 { // one large block does not stay with the connection
+		c.block = nil
+	}
+	if err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	// x/net's framer decodes a block frame by frame and refuses a
+	// CONTINUATION frame that comes after a field it refused, or whose
+	// fragment is more than twice what is left of the sizes by then: the
+	// same, from the state after the fields that ended before it.
+	m := hpackMark{remain: 2 * c.listMax}
+	for _, fr := range frags {
+		for _, mk := range c.dec.marks {
+			if mk.end > fr[0] {
+				break
+			}
+			m = mk
+		}
+		if int64(fr[1]-fr[0]) > 2*int64(m.remain) || m.refused {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+	}
+	if head.invalid != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: head.invalid}
+	}
+	mh := &http2.MetaHeadersFrame{HeadersFrame: hf, Fields: head.fields, Truncated: head.truncated}
+	if err := checkPseudos(mh.PseudoFields()); err != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	return mh, nil
+}
+
+// checkPseudos is x/net's check of a head's pseudo-headers: each known,
+// none twice, not a request's and a response's together.
+func checkPseudos(pf []hpack.HeaderField) error {
+	var isRequest, isResponse bool
+	for i, hf := range pf {
+		switch hf.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			isRequest = true
+		case ":status":
+			isResponse = true
+		default:
+			return fmt.Errorf("invalid pseudo-header %q", hf.Name)
+		}
+		for _, hf2 := range pf[:i] {
+			if hf.Name == hf2.Name {
+				return fmt.Errorf("duplicate pseudo-header %q", hf.Name)
+			}
+		}
+	}
+	if isRequest && isResponse {
+		return errors.New("mix of request and response pseudo headers")
+	}
+	return nil
 }
 
 // report tells OnError of a protocol error of the peer.
