@@ -352,7 +352,7 @@ func (c *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 		c.release(keep)
 		return resp, nil
 	}
-	resp.Body = &h1Body{c: c, body: resp.Body, ctx: ctx, stop: stop, keep: keep}
+	resp.Body = &h1Body{c: c, body: resp.Body, ctx: ctx, stop: stop, keep: keep, sized: resp.ContentLength >= 0}
 	return resp, nil
 }
 
@@ -390,8 +390,17 @@ type h1Body struct {
 	ctx    context.Context
 	stop   reqctx.Stop // stops the context's AfterFunc
 	keep   bool
+	sized  bool        // the body has a Content-Length
 	done   atomic.Bool // the connection was released or closed
 	closed atomic.Bool
+}
+
+// Ready reports whether a read returns at once (tunnel.ReadyBody): the
+// body was closed or ended, or it has a length and bytes of it are read
+// already (a chunked body's buffered bytes may be half a chunk's size
+// line, on which a read waits).
+func (b *h1Body) Ready() bool {
+	return b.closed.Load() || b.done.Load() || (b.sized && b.c.br.Buffered() > 0)
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {

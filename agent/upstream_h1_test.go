@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/testtool"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 // countedServer is an HTTP/1.1 server on loopback that counts the
@@ -656,4 +657,58 @@ func TestUpstreamNetHTTPCases(t *testing.T) {
 			t.Errorf("after the upload: %q, %v", rest, err)
 		}
 	})
+}
+
+// TestLeanBodyReady: the lean client's response body is Ready (a read
+// would not wait) when it has a length and bytes of it came with the head,
+// or once it ended; a chunked body's buffered bytes are not enough.
+func TestLeanBodyReady(t *testing.T) {
+	t.Parallel()
+	more := make(chan struct{})
+	srv := newCountedServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/sized" {
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+			return
+		}
+		io.WriteString(w, "a")
+		w.(http.Flusher).Flush()
+		<-more
+		io.WriteString(w, "b")
+	})
+	ut := testUpstream(t, nil)
+	ready := func(res *http.Response) bool {
+		rb, ok := res.Body.(tunnel.ReadyBody)
+		if !ok {
+			t.Fatalf("%T is not a ReadyBody", res.Body)
+		}
+		return rb.Ready()
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/sized", nil)
+	res, err := ut.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ready(res) {
+		t.Error("a sized body that came with its head: not Ready")
+	}
+	io.ReadAll(res.Body)
+	res.Body.Close()
+
+	req, _ = http.NewRequest("GET", srv.URL+"/chunked", nil)
+	res, err = ut.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ready(res) {
+		t.Error("a chunked body: Ready")
+	}
+	close(more)
+	if b, err := io.ReadAll(res.Body); err != nil || string(b) != "ab" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	if !ready(res) {
+		t.Error("a body read to its end: not Ready")
+	}
+	res.Body.Close()
 }

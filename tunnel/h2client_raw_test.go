@@ -595,3 +595,44 @@ func TestH2ClientEndBelowZeroWindow(t *testing.T) {
 		t.Fatalf("a DATA frame of %d bytes, END_STREAM %t", len(d.Data()), d.StreamEnded())
 	}
 }
+
+// TestH2ClientBodyReady: a response body says it is Ready (no read of it
+// would wait) once bytes came, and once its end came; not before.
+func TestH2ClientBodyReady(t *testing.T) {
+	for _, end := range []string{"data", "end"} {
+		r := newH2cRaw(t, h2ClientConfig{})
+		got := make(chan *http.Response, 1)
+		go func() {
+			res, _, err := r.c.roundTrip(newReq("GET", "/", nil), false)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- res
+		}()
+		r.until(t, "the request's HEADERS", isHeaders(1))
+		r.headers(1, false, ":status", "200")
+		var res *http.Response
+		select {
+		case res = <-got:
+		case <-time.After(time.Minute):
+			t.Fatal("no response")
+		}
+		if res == nil {
+			return
+		}
+		rb, ok := res.Body.(ReadyBody)
+		if !ok || rb.Ready() {
+			t.Fatalf("%s: a body with nothing yet: ReadyBody %v, Ready", end, ok)
+		}
+		if end == "data" {
+			r.fr.WriteData(1, false, []byte("x"))
+		} else {
+			r.fr.WriteData(1, true, nil)
+		}
+		r.pingAcked(t) // the client's read loop handled the frame
+		if !rb.Ready() {
+			t.Fatalf("%s came: not Ready", end)
+		}
+		res.Body.Close()
+	}
+}

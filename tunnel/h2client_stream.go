@@ -447,6 +447,16 @@ func (c *h2cConn) data(f *http2.DataFrame) error {
 // concurrently.
 type h2cBody struct{ st *h2cStream }
 
+// Ready reports whether a read returns at once (ReadyBody): bytes came,
+// or the body ended.
+func (b *h2cBody) Ready() bool {
+	st := b.st
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return st.noBody || st.recv.n > 0 || st.bodyErr != nil || st.bodyClosed
+}
+
 func (b *h2cBody) Read(p []byte) (int, error) {
 	st := b.st
 	c := st.c

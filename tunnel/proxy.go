@@ -214,15 +214,28 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // once less.
 type chunkBody interface {
 	writeNext(w io.Writer) (int, error)
+	ReadyBody
+}
+
+// ReadyBody is a response body that can tell that its next read will
+// not wait: bytes, or its end, are there. The proxy then sets no timer to
+// flush the headers alone (a timer per response, at each end, for the
+// small responses that come whole). The edge's HTTP/2 client's bodies and
+// the agent's HTTP/1.1 client's are ReadyBodies.
+type ReadyBody interface {
+	Ready() bool
 }
 
 // copyBody writes body to rw as it is read, each read flushed (but the
 // last, which the end of the response flushes as the handler returns). The
 // headers, written but not flushed, go out with the first bytes, or alone
-// after headerFlushDelay if none came by then. A chunkBody writes its
+// after headerFlushDelay if none came by then (no timer when a ReadyBody
+// has them already). A chunkBody writes its
 // bytes itself; another body is read into the proxy's buffers.
 func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
-	c.t = time.AfterFunc(headerFlushDelay, c.flushHead)
+	if rb, ok := body.(ReadyBody); !ok || !rb.Ready() {
+		c.t = time.AfterFunc(headerFlushDelay, c.flushHead)
+	}
 	if cb, ok := body.(chunkBody); ok {
 		for {
 			n, err := cb.writeNext(c)

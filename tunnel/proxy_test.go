@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/testtool"
 )
@@ -303,5 +305,55 @@ func TestProxyLastBytesGoWithTheEnd(t *testing.T) {
 		if want := strings.Join(tc.reads, ""); w.body.String() != want || !slices.Equal(at, tc.at) {
 			t.Errorf("reads %q: wrote %q, flushed at %v; want %q, flushed at %v", tc.reads, w.body.String(), w.at, want, tc.at)
 		}
+	}
+}
+
+// gatedBody is a body whose one read waits for gate, then returns data
+// and io.EOF; it says it is ready as told (a ReadyBody that lies, so that
+// the timer it spares can be seen to be missing).
+type gatedBody struct {
+	ready bool
+	gate  chan struct{}
+	data  string
+}
+
+func (b *gatedBody) Ready() bool  { return b.ready }
+func (b *gatedBody) Close() error { return nil }
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	<-b.gate
+	return copy(p, b.data), io.EOF
+}
+
+// TestProxyHeadersFlushTimer: a response's headers are flushed alone
+// when its body has no bytes by headerFlushDelay; a ReadyBody that says
+// its bytes are there sets no timer.
+func TestProxyHeadersFlushTimer(t *testing.T) {
+	for _, ready := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			body := &gatedBody{ready: ready, gate: make(chan struct{}), data: "x"}
+			p := NewProxy(Proxy{
+				Rewrite: func(pr *httputil.ProxyRequest) {},
+				Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+					return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: body}, nil
+				}),
+				Buffers:      &BufferPool{},
+				ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { t.Error(err) },
+			}, nil)
+			w := &flushCounter{header: http.Header{}}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				p.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+			}()
+			time.Sleep(10 * headerFlushDelay)
+			synctest.Wait()
+			alone := slices.Equal(w.at, []int{0})
+			close(body.gate)
+			<-done
+			if alone == ready || w.body.String() != "x" {
+				t.Errorf("Ready %v: flushes at %v before the body, wrote %q; want the headers flushed alone: %v", ready, w.at, w.body.String(), !ready)
+			}
+		})
 	}
 }

@@ -197,8 +197,8 @@ func (s *v2Edge) expectation(req *http.Request) *http.Request {
 }
 
 // countedBody calls done once when body is closed, keeping the Write of an
-// upgraded connection's body and the writeNext of a response body
-// (chunkBody: the Proxy finds it through this wrapper).
+// upgraded connection's body and the writeNext and Ready of a response
+// body (chunkBody: the Proxy finds them through this wrapper).
 func countedBody(body io.ReadCloser, done func()) io.ReadCloser {
 	if rwc, ok := body.(io.ReadWriteCloser); ok {
 		return &onCloseRW{onClose: &onClose{ReadCloser: body, done: done}, w: rwc}
@@ -234,5 +234,6 @@ type onCloseChunks struct {
 }
 
 func (b *onCloseChunks) writeNext(w io.Writer) (int, error) { return b.cb.writeNext(w) }
+func (b *onCloseChunks) Ready() bool                        { return b.cb.Ready() }
 
 var _ Session = (*v2Edge)(nil)
