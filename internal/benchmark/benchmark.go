@@ -92,6 +92,8 @@ type Config struct {
 	// busy neighbour of a virtual machine) falls on every target alike;
 	// the report holds each figure's median over the rounds. 0 or 1: once.
 	Rounds int
+	// NoPaired skips the paired run (PairedResult) of each tunnel.
+	NoPaired bool
 	// Progress, if set, receives one line per step.
 	Progress io.Writer
 }
@@ -230,6 +232,9 @@ type TargetResult struct {
 	// CPU is the CPU time of the target's processes per GiB and per
 	// small request (none for direct).
 	CPU *CPUResult `json:"cpu,omitempty"`
+	// Paired is a tunnel's small requests measured at the same time as
+	// the relays' (PairedResult); none for the other targets.
+	Paired *PairedResult `json:"paired,omitempty"`
 	// MemoryNote says why Memory is missing, for direct.
 	MemoryNote string `json:"memory_note,omitempty"`
 	Error      string `json:"error,omitempty"`
@@ -354,6 +359,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				failed = append(failed, name+": "+first)
 			}
 		}
+		if !cfg.NoPaired && slices.Contains(order, "relays") {
+			for i := range this {
+				name := this[i].Name
+				if !slices.Contains(pairedTargets, name) || this[i].Error != "" || ctx.Err() != nil {
+					continue
+				}
+				b.logf("%s: paired with the relays: starting", name)
+				p, err := b.paired(ctx, name)
+				if err != nil {
+					this[i].Error = "paired with the relays: " + err.Error()
+					failed = append(failed, name+": "+this[i].Error)
+					b.logf("%s: paired with the relays: FAILED: %v", name, err)
+					continue
+				}
+				this[i].Paired = p
+				b.logf("%s: paired with the relays, %d clients each: %.0f against %.0f CPU µs/request (%.2f×), %.0f against %.0f req/s (%.2f×)",
+					name, p.Clients, p.UsPerReq, p.RelaysUsPerReq, p.CPURatio, p.ReqPerSec, p.RelaysReqPerSec, p.ReqRatio)
+			}
+			for _, r := range this {
+				rs := results[r.Name]
+				rs[len(rs)-1] = r
+			}
+		}
 		if cfg.Rounds > 1 {
 			rep.Rounds = append(rep.Rounds, this)
 		}
@@ -444,29 +472,34 @@ func (b *bench) note(format string, args ...any) {
 }
 
 // runTarget starts a target, measures it and stops it.
-func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
-	res.Name = name
-	b.logf("%s: starting", name)
-	var t target
-	var err error
+// start starts target name.
+func (b *bench) start(ctx context.Context, name string) (target, error) {
 	switch name {
 	case "direct":
-		t = directTarget(b.up)
+		return directTarget(b.up), nil
 	case "relays":
-		t, err = startRelays(ctx, b.cfg, b.up.port)
+		return startRelays(ctx, b.cfg, b.up.port)
 	case "nginx":
-		t, err = startNginx(ctx, b.cfg, b.up.port)
+		t, err := startNginx(ctx, b.cfg, b.up.port)
 		if err == nil && b.rep.Env.NginxVersion == "" {
 			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
 		}
+		return t, err
 	case "sluice-v1", "sluice-v2":
 		// The edge's default stream limit per tunnel (1024) would turn the
 		// many-stream runs into 503s: size it for the run.
 		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
-		t, err = startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
+		return startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
 	case "frp-tcp", "chisel":
-		t, err = startTCPTunnel(ctx, b.cfg, name, b.up.port)
+		return startTCPTunnel(ctx, b.cfg, name, b.up.port)
 	}
+	return nil, fmt.Errorf("benchmark: unknown target %q", name)
+}
+
+func (b *bench) runTarget(ctx context.Context, name string) (res TargetResult) {
+	res.Name = name
+	b.logf("%s: starting", name)
+	t, err := b.start(ctx, name)
 	if err != nil {
 		res.Error = err.Error()
 		b.logf("%s: FAILED: %v", name, err)

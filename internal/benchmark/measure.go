@@ -166,7 +166,11 @@ func (r *patternReader) Read(p []byte) (int, error) {
 // Duration, after a short warm-up that opens the connections, and checks
 // every answer.
 func (b *bench) small(ctx context.Context, c *client) (*SmallResult, error) {
-	n := b.cfg.Clients
+	return b.smallN(ctx, c, b.cfg.Clients)
+}
+
+// smallN is the small-request run with n clients.
+func (b *bench) smallN(ctx context.Context, c *client, n int) (*SmallResult, error) {
 	tr := newTransport(n, 0)
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}

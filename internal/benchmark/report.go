@@ -143,6 +143,20 @@ func (r *Report) rows() []ratioRow[TargetResult] {
 		}, ms},
 	}...)
 	rows = append(rows, split("CPU µs per small request", cpu(func(c *CPUResult) *Split { return c.SmallUsPerReq }), cpuUs)...)
+	paired := func(v func(*PairedResult) float64) func(*TargetResult) (float64, bool) {
+		return func(t *TargetResult) (float64, bool) {
+			if t.Paired == nil {
+				return 0, false
+			}
+			return v(t.Paired), true
+		}
+	}
+	rows = append(rows, []ratioRow[TargetResult]{
+		{"paired with the relays: CPU µs per small request", paired(func(p *PairedResult) float64 { return p.UsPerReq }), cpuUs},
+		{"paired with the relays: the relays' CPU µs then", paired(func(p *PairedResult) float64 { return p.RelaysUsPerReq }), cpuUs},
+		{"paired with the relays: CPU × the relays'", paired(func(p *PairedResult) float64 { return p.CPURatio }), ratio},
+		{"paired with the relays: req/s × the relays'", paired(func(p *PairedResult) float64 { return p.ReqRatio }), ratio},
+	}...)
 	rows = append(rows, []ratioRow[TargetResult]{
 		{"SSE delay p50 ms, 1 stream", sse(one, false), ms},
 		{"SSE delay p99 ms, 1 stream", sse(one, true), ms},
@@ -214,6 +228,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		"Edge is the process the clients connect to (relays: relay 1), agent the one that connects to the upstream. " +
 		"Memory is VmRSS; CPU is user + system time from /proc/PID/stat (10 ms ticks) over the whole phase, " +
 		"per GiB moved or per request answered (warm-up included).\n")
+	b.WriteString("paired with the relays: each tunnel again, run at the same time as the relays, half the clients each, " +
+		"each side's CPU per request read over the same seconds (both see the same machine, where the rows above meet it one after the other); " +
+		"× the relays' is the ratio of the two sides.\n")
 	for _, name := range slices.Sorted(maps.Keys(r.Skipped)) {
 		fmt.Fprintf(&b, "%s: skipped: %s\n", name, r.Skipped[name])
 	}

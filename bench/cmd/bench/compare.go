@@ -71,6 +71,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	chisel := fs.String("chisel", os.Getenv("SLUICE_BENCH_CHISEL"), "directory holding chisel, for the chisel target (default $SLUICE_BENCH_CHISEL; none: skipped)")
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
 	rounds := fs.Int("rounds", 1, "measure every target this many times, the targets in turn in each round, and report each figure's median (a busy neighbour slowing the machine for a while then falls on every target alike)")
+	paired := fs.Bool("paired", true, "measure each tunnel's small requests again at the same time as the relays' (when the relays are a target), and report the ratio of the two")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs, paced SSE every 250 ms (flags given override)")
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "print no progress on stderr")
@@ -138,6 +139,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return cli.Usagef("--rounds must be at least 1")
 	}
 	cfg.Rounds = *rounds
+	cfg.NoPaired = !*paired
 	cfg.FrpDir, cfg.ChiselDir = *frp, *chisel
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
 	if has("sluice-v1") || has("sluice-v2") {

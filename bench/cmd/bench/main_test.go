@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -99,7 +100,8 @@ func TestExitCode(t *testing.T) {
 // A --quick run of the command, as a user runs it, through the relays and
 // sluice v2: the figures by process (CPU per GiB and per small request,
 // memory per held stream, each for the edge and the agent) and the paced
-// many-stream SSE run are there and positive.
+// many-stream SSE run are there and positive, and so is sluice's run
+// paired with the relays.
 func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	bench := filepath.Join(dir, "bench")
@@ -147,6 +149,14 @@ func TestQuickRun(t *testing.T) {
 		}
 		if s := r.SSEPaced; s == nil || s.Streams != quick.SSEStreams || s.IntervalMs != 250 || s.Events <= 0 || !(s.P99Ms > 0) {
 			t.Errorf("%s: paced SSE run: %+v", r.Name, s)
+		}
+		// The tunnel is measured again beside the relays; the relays are not.
+		switch p := r.Paired; {
+		case r.Name == "relays" && p != nil:
+			t.Errorf("relays: a paired run: %+v", p)
+		case r.Name == "sluice-v2" && (p == nil || p.Clients != quick.Clients/2 || !(p.UsPerReq > 0) || !(p.RelaysUsPerReq > 0) ||
+			math.Abs(p.CPURatio-p.UsPerReq/p.RelaysUsPerReq) > 1e-9 || !(p.ReqRatio > 0)):
+			t.Errorf("sluice-v2: the run paired with the relays: %+v", p)
 		}
 	}
 	if testing.Verbose() {
