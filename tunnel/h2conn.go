@@ -190,7 +190,7 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 	c.frags = frags
 	head, err := c.dec.decode(block, c.listMax, len(frags) > 0)
 	if cap(c.block) > 64<<10 { // one large block does not stay with the connection
-		c.block = nil
+		c.block, c.frags = nil, nil
 	}
 	if err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
@@ -201,7 +201,7 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 	// same, from the state after the fields that ended before it.
 	m := hpackMark{remain: 2 * c.listMax}
 	for _, fr := range frags {
-		for _, mk := range c.dec.marks {
+		for _, mk := range head.marks {
 			if mk.end > fr[0] {
 				break
 			}

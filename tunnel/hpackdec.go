@@ -85,6 +85,7 @@ type hpackHead struct {
 	fields    []hpack.HeaderField // valid until the next decode; their strings may be kept
 	truncated bool                // past the list's size: fields holds those before
 	invalid   error               // a field refused: fields holds those before
+	marks     []hpackMark         // with decode's marks
 }
 
 // decode decodes block, a whole header block, taking fields while their
@@ -127,10 +128,15 @@ func (d *hpackDecoder) decode(block []byte, maxList uint32, marks bool) (hpackHe
 		hf.Sensitive = r.sensitive
 		d.fields = append(d.fields, hf)
 	}
-	if cap(d.text) > 64<<10 { // one large block does not stay with the connection
+	head := hpackHead{fields: d.fields, truncated: d.truncated, invalid: d.invalid, marks: d.marks}
+	// One large block does not stay with the connection.
+	if cap(d.text) > 64<<10 {
 		d.text = nil
 	}
-	return hpackHead{fields: d.fields, truncated: d.truncated, invalid: d.invalid}, nil
+	if cap(d.refs) > 256 {
+		d.refs, d.fields, d.marks = nil, nil, nil
+	}
+	return head, nil
 }
 
 // field decodes the representation that opens b and returns what
@@ -183,6 +189,7 @@ func (d *hpackDecoder) literal(n uint8, b []byte, index, sensitive bool) ([]byte
 		return nil, err
 	}
 	want := !d.off || index // the strings are needed
+	mark := len(d.text)
 	r := hpackRef{sensitive: sensitive}
 	var name, val []byte
 	if i > 0 {
@@ -218,13 +225,15 @@ func (d *hpackDecoder) literal(n uint8, b []byte, index, sensitive bool) ([]byte
 		return nil, err
 	}
 	if index {
-		// The table's entry outlives the block: its strings are its own.
+		// The table's entry outlives the block: its strings are its own
+		// (and text no longer holds them).
 		if r.litName {
 			r.hf.Name = string(d.text[r.name[0]:r.name[1]])
 			r.litName = false
 		}
 		r.hf.Value = string(d.text[r.val[0]:r.val[1]])
 		r.litValue = false
+		d.text = d.text[:mark]
 		d.add(r.hf)
 	}
 	d.take(r)

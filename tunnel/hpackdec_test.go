@@ -319,3 +319,21 @@ func FuzzHPACKDecoder(f *testing.F) {
 		sameHeads(t, headStream(blocks, splits), maxList)
 	})
 }
+
+// TestHPACKDecoderManyFields: heads of hundreds of fields, whole, and
+// cut short by the list's size with a CONTINUATION frame after the cut
+// (which x/net's framer refuses, and so does ours): the same as x/net's.
+func TestHPACKDecoderManyFields(t *testing.T) {
+	block := []byte{0x88}
+	for range 400 {
+		block = append(block, lit("x-a", "1")...)
+	}
+	got := sameHeads(t, headStream([][]byte{block, {0x88}}, []int{2700, 0}), 1<<20)
+	if len(got) != 2 || len(got[0].Fields) != 401 {
+		t.Fatalf("whole: %d heads", len(got))
+	}
+	got = sameHeads(t, headStream([][]byte{block, {0x88}}, []int{2700, 0}), 12000)
+	if len(got) != 1 || got[0].ConnErr == "" {
+		t.Fatalf("cut short, then a CONTINUATION: %v", got)
+	}
+}
