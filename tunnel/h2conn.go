@@ -158,8 +158,8 @@ func (c *h2Conn) readFrames(end h2End) error {
 // the connection (COMPRESSION_ERROR), and so does a block of more than
 // four times the header list's size allowed (PROTOCOL_ERROR; x/net's
 // framer measures each frame against twice what is left of the sizes for
-// fields and for trailers, four times the list's at first); a field refused, or pseudo-headers that break
-// their rules, reset the stream.
+// fields and for trailers, four times the list's at first); a field
+// refused, or pseudo-headers that break their rules, reset the stream.
 func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 	block := hf.HeaderBlockFragment()
 	limit := 4 * int64(c.listMax) // x/net's: twice the list's size for fields and for trailers

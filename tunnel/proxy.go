@@ -221,7 +221,7 @@ type chunkBody interface {
 // not wait: bytes, or its end, are there. The proxy then sets no timer to
 // flush the headers alone (a timer per response, at each end, for the
 // small responses that come whole). The edge's HTTP/2 client's bodies and
-// the agent's HTTP/1.1 client's are ReadyBodies.
+// the agent's own HTTP/1.1 client's (agent/upstream.go) are ReadyBodies.
 type ReadyBody interface {
 	Ready() bool
 }
@@ -230,8 +230,8 @@ type ReadyBody interface {
 // last, which the end of the response flushes as the handler returns). The
 // headers, written but not flushed, go out with the first bytes, or alone
 // after headerFlushDelay if none came by then (no timer when a ReadyBody
-// has them already). A chunkBody writes its
-// bytes itself; another body is read into the proxy's buffers.
+// has them already). A chunkBody writes its bytes itself; another body is
+// read into the proxy's buffers.
 func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
 	if rb, ok := body.(ReadyBody); !ok || !rb.Ready() {
 		c.t = time.AfterFunc(headerFlushDelay, c.flushHead)
