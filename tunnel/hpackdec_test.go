@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -335,5 +336,24 @@ func TestHPACKDecoderManyFields(t *testing.T) {
 	got = sameHeads(t, headStream([][]byte{block, {0x88}}, []int{2700, 0}), 12000)
 	if len(got) != 1 || got[0].ConnErr == "" {
 		t.Fatalf("cut short, then a CONTINUATION: %v", got)
+	}
+}
+
+// TestHPACKFieldRules holds the decoder's byte checks to the rules they
+// copy: httpguts.ValidHeaderFieldValue, and x/net's name rule on the
+// wire (a token without upper case), byte by byte.
+func TestHPACKFieldRules(t *testing.T) {
+	for c := range 256 {
+		s := "a" + string([]byte{byte(c)}) + "b"
+		if got, want := validFieldValue(s), httpguts.ValidHeaderFieldValue(s); got != want || validFieldValue([]byte(s)) != want {
+			t.Errorf("value %q: %v, httpguts %v", s, got, want)
+		}
+		want := httpguts.IsTokenRune(rune(c)) && c < 0x80 && !('A' <= c && c <= 'Z')
+		if got := validWireName(s); got != want || validWireName([]byte(s)) != want {
+			t.Errorf("name %q: %v, want %v", s, got, want)
+		}
+	}
+	if validWireName("") {
+		t.Error("an empty name is valid")
 	}
 }
