@@ -38,9 +38,9 @@ type h2Conn struct {
 	// the read loop's own
 	fr      *http2.Framer
 	dec     *hpackDecoder
-	listMax uint32   // our SETTINGS_MAX_HEADER_LIST_SIZE
-	block   []byte   // a header block in several frames, put together
-	frags   [][2]int // where in block each CONTINUATION's fragment is
+	listMax uint32 // our SETTINGS_MAX_HEADER_LIST_SIZE
+	block   []byte // a header block in several frames, put together
+	bounds  []int  // where in block each CONTINUATION's fragment began
 	names   fieldNames
 	maxID   uint32 // the highest stream the peer opened (the client's peer opens none)
 	rctl    [32]byte
@@ -159,14 +159,16 @@ func (c *h2Conn) readFrames(end h2End) error {
 // four times the header list's size allowed (PROTOCOL_ERROR; x/net's
 // framer measures each frame against twice what is left of the sizes for
 // fields and for trailers, four times the list's at first); a field
-// refused, or pseudo-headers that break their rules, reset the stream.
+// refused, or pseudo-headers that break their rules, reset the stream. A
+// block in more CONTINUATION frames than h2MaxContinuations allows ends
+// the connection too.
 func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 	block := hf.HeaderBlockFragment()
 	limit := 4 * int64(c.listMax) // x/net's: twice the list's size for fields and for trailers
 	if int64(len(block)) > limit {
 		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	frags := c.frags[:0] // where each CONTINUATION's fragment begins, and its end
+	bounds := c.bounds[:0] // where each CONTINUATION's fragment begins
 	if !hf.HeadersEnded() {
 		c.block = append(c.block[:0], block...)
 		for {
@@ -176,10 +178,10 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 			}
 			cf := f.(*http2.ContinuationFrame) // the framer checks the order
 			frag := cf.HeaderBlockFragment()
-			if int64(len(c.block))+int64(len(frag)) > limit {
+			if int64(len(c.block))+int64(len(frag)) > limit || len(bounds) >= h2MaxContinuations(limit) {
 				return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 			}
-			frags = append(frags, [2]int{len(c.block), len(c.block) + len(frag)})
+			bounds = append(bounds, len(c.block))
 			c.block = append(c.block, frag...)
 			if cf.HeadersEnded() {
 				break
@@ -187,10 +189,10 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 		}
 		block = c.block
 	}
-	c.frags = frags
-	head, err := c.dec.decode(block, c.listMax, len(frags) > 0)
+	c.bounds = bounds
+	head, err := c.dec.decode(block, c.listMax, bounds)
 	if cap(c.block) > 64<<10 { // one large block does not stay with the connection
-		c.block, c.frags = nil, nil
+		c.block, c.bounds = nil, nil
 	}
 	if err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
@@ -198,16 +200,13 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 	// x/net's framer decodes a block frame by frame and refuses a
 	// CONTINUATION frame that comes after a field it refused, or whose
 	// fragment is more than twice what is left of the sizes by then: the
-	// same, from the state after the fields that ended before it.
-	m := hpackMark{remain: 2 * c.listMax}
-	for _, fr := range frags {
-		for _, mk := range head.marks {
-			if mk.end > fr[0] {
-				break
-			}
-			m = mk
+	// same, from the state of the decoding where each began.
+	for i, start := range bounds {
+		end := len(block)
+		if i+1 < len(bounds) {
+			end = bounds[i+1]
 		}
-		if int64(fr[1]-fr[0]) > 2*int64(m.remain) || m.refused {
+		if m := head.marks[i]; int64(end-start) > 2*int64(m.remain) || m.refused {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 	}
@@ -219,6 +218,16 @@ func (c *h2Conn) readHead(hf *http2.HeadersFrame) (http2.Frame, error) {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	return mh, nil
+}
+
+// h2MaxContinuations bounds the CONTINUATION frames of one header block of
+// at most limit bytes: one per KiB of it, and 16 more. x/net's framer
+// takes any number (each is decoded as it comes); ours keeps where each
+// began until the block is whole, which a flood of tiny or empty frames
+// would grow without this bound. A peer that splits a block sends frames
+// of its SETTINGS_MAX_FRAME_SIZE, 16 KiB or more.
+func h2MaxContinuations(limit int64) int {
+	return int(limit>>10) + 16
 }
 
 // checkPseudos is x/net's check of a head's pseudo-headers: each known,

@@ -43,14 +43,14 @@ type hpackDecoder struct {
 	remain     [2]uint32 // what is left of the list's size for fields, for Trailer fields
 	truncated  bool
 	invalid    error
-	marks      []hpackMark // with decode's marks: where each representation ended
+	marks      []hpackMark // decode's: one per bound
 }
 
-// hpackMark is the state of a block's decoding after one representation:
-// where it ended in the block, what was left of the sizes, and whether a
-// field had been refused.
+// hpackMark is the state of a block's decoding at the start of one of its
+// CONTINUATION frames, as x/net's framer sees it there (having decoded the
+// representations that ended before): what is left of the sizes for
+// fields and for trailers, and whether a field was refused.
 type hpackMark struct {
-	end     int
 	remain  uint32
 	refused bool
 }
@@ -85,7 +85,7 @@ type hpackHead struct {
 	fields    []hpack.HeaderField // valid until the next decode; their strings may be kept
 	truncated bool                // past the list's size: fields holds those before
 	invalid   error               // a field refused: fields holds those before
-	marks     []hpackMark         // with decode's marks
+	marks     []hpackMark         // the state at each of decode's bounds
 }
 
 // decode decodes block, a whole header block, taking fields while their
@@ -94,25 +94,33 @@ type hpackHead struct {
 // connection error); it leaves the dynamic table as the fields before it
 // made it.
 //
-// With marks, it keeps a mark after each representation (hpackMark) for
-// readHead's checks of a block that came in several frames.
-func (d *hpackDecoder) decode(block []byte, maxList uint32, marks bool) (hpackHead, error) {
+// bounds are where in block the CONTINUATION frames that carried it began,
+// in order; the head's marks are the state of the decoding at each, for
+// readHead's checks of those frames.
+func (d *hpackDecoder) decode(block []byte, maxList uint32, bounds []int) (hpackHead, error) {
 	d.text = d.text[:0]
 	d.refs = d.refs[:0]
 	d.marks = d.marks[:0]
 	d.off, d.sawRegular, d.truncated, d.invalid = false, false, false, nil
 	d.remain = [2]uint32{maxList, maxList}
+	state := func() hpackMark { return hpackMark{d.remain[0] + d.remain[1], d.invalid != nil} }
 	first := true
 	for rest := block; len(rest) > 0; {
+		before := state()
 		var err error
 		rest, err = d.field(rest, first)
 		if err != nil {
 			return hpackHead{}, err
 		}
 		first = false
-		if marks {
-			d.marks = append(d.marks, hpackMark{len(block) - len(rest), d.remain[0] + d.remain[1], d.invalid != nil})
+		// A bound inside this representation, or at its start, saw the
+		// state before it.
+		for end := len(block) - len(rest); len(d.marks) < len(bounds) && bounds[len(d.marks)] < end; {
+			d.marks = append(d.marks, before)
 		}
+	}
+	for len(d.marks) < len(bounds) {
+		d.marks = append(d.marks, state())
 	}
 	s := string(d.text) // one allocation for every literal of the block
 	d.fields = d.fields[:0]
@@ -134,7 +142,10 @@ func (d *hpackDecoder) decode(block []byte, maxList uint32, marks bool) (hpackHe
 		d.text = nil
 	}
 	if cap(d.refs) > 256 {
-		d.refs, d.fields, d.marks = nil, nil, nil
+		d.refs, d.fields = nil, nil
+	}
+	if cap(d.marks) > 256 {
+		d.marks = nil
 	}
 	return head, nil
 }

@@ -279,13 +279,13 @@ func TestHPACKDecoderAllocs(t *testing.T) {
 		for _, f := range []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "text/plain"}, {Name: "x-request-id", Value: "12345"}, {Name: "date", Value: "Tue, 01 Dec 2026 10:00:00 GMT"}} {
 			enc.WriteField(f)
 		}
-		if _, err := d.decode(buf.Bytes(), 1<<20, false); err != nil {
+		if _, err := d.decode(buf.Bytes(), 1<<20, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	block := buf.Bytes()
 	if n := testing.AllocsPerRun(100, func() {
-		if _, err := d.decode(block, 1<<20, false); err != nil {
+		if _, err := d.decode(block, 1<<20, nil); err != nil {
 			t.Fatal(err)
 		}
 	}); n > 1 {
@@ -355,5 +355,35 @@ func TestHPACKFieldRules(t *testing.T) {
 	}
 	if validWireName("") {
 		t.Error("an empty name is valid")
+	}
+}
+
+// TestHPACKDecoderBounded: what the decoder keeps grows with the fields it
+// takes and the frames a block came in, not with the block's
+// representations: a block of 50,000 table size updates keeps one mark
+// per CONTINUATION frame, and x/net's framer makes of it what ours does.
+// A flood of empty CONTINUATION frames ends the connection.
+func TestHPACKDecoderBounded(t *testing.T) {
+	block := bytes.Repeat([]byte{0x20}, 50000) // size update to 0, allowed anywhere while the table is empty
+	got := sameHeads(t, headStream([][]byte{block}, []int{25000}), 1<<20)
+	if len(got) != 1 || len(got[0].Fields) != 0 || got[0].ConnErr != "" || got[0].StreamErr != "" {
+		t.Fatalf("got %v", got)
+	}
+	d := newHPACKDecoder(hpackTableSize, 1<<20)
+	head, err := d.decode(block, 1<<20, []int{25000})
+	if err != nil || len(head.marks) != 1 || cap(d.refs) > 256 {
+		t.Fatalf("marks %d, refs %d, %v", len(head.marks), cap(d.refs), err)
+	}
+
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x88}})
+	const maxList = 1 << 10
+	for range h2MaxContinuations(4*maxList) + 1 {
+		fr.WriteContinuation(1, false, nil)
+	}
+	got = readHeads(buf.Bytes(), maxList, true)
+	if len(got) != 1 || got[0].ConnErr == "" {
+		t.Fatalf("a flood of CONTINUATION frames: %v", got)
 	}
 }
