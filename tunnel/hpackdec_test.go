@@ -312,7 +312,11 @@ func FuzzHPACKDecoder(f *testing.F) {
 		for len(data) >= 2 {
 			n, s := int(data[0]), int(data[1])
 			data = data[2:]
-			n = min(n, len(data))
+			// A block over four times the list's size ends our
+			// connection whatever it holds, where x/net's framer, which
+			// keeps nothing, takes one whose bytes use none of the size
+			// (table size updates): TestHPACKDecoderBounded has that case.
+			n = min(n, len(data), 4*int(maxList))
 			blocks = append(blocks, data[:n])
 			splits = append(splits, s)
 			data = data[n:]
@@ -362,7 +366,8 @@ func TestHPACKFieldRules(t *testing.T) {
 // takes and the frames a block came in, not with the block's
 // representations: a block of 50,000 table size updates keeps one mark
 // per CONTINUATION frame, and x/net's framer makes of it what ours does.
-// A flood of empty CONTINUATION frames ends the connection.
+// A block over four times the list's size, and a flood of empty
+// CONTINUATION frames, end the connection.
 func TestHPACKDecoderBounded(t *testing.T) {
 	block := bytes.Repeat([]byte{0x20}, 50000) // size update to 0, allowed anywhere while the table is empty
 	got := sameHeads(t, headStream([][]byte{block}, []int{25000}), 1<<20)
@@ -373,6 +378,13 @@ func TestHPACKDecoderBounded(t *testing.T) {
 	head, err := d.decode(block, 1<<20, []int{25000})
 	if err != nil || len(head.marks) != 1 || cap(d.refs) > 256 {
 		t.Fatalf("marks %d, refs %d, %v", len(head.marks), cap(d.refs), err)
+	}
+
+	// Over four times the list's size, in size updates that use none of
+	// it: the connection ends (x/net's framer would take it).
+	got = readHeads(headStream([][]byte{bytes.Repeat([]byte{0x20}, 161)}, []int{48}), 40, true)
+	if len(got) != 1 || got[0].ConnErr == "" {
+		t.Fatalf("a block over the limit: %v", got)
 	}
 
 	var buf bytes.Buffer
