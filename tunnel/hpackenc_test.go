@@ -63,8 +63,9 @@ func same(t testing.TB, got, want []hpack.HeaderField) {
 	}
 }
 
-// The static table as the encoder knows it matches x/net's: each index's
-// name and value, decoded from an indexed field.
+// The static table as the encoder knows it (its lookups) and as the
+// decoder holds it (hpackStatic) matches x/net's: each index's name and
+// value, decoded from an indexed field.
 func TestHPACKStaticTable(t *testing.T) {
 	firsts := map[string]uint8{}
 	for i := uint8(1); i <= 61; i++ {
@@ -73,6 +74,9 @@ func TestHPACKStaticTable(t *testing.T) {
 			t.Fatalf("index %d: %v %v", i, fs, err)
 		}
 		f := fs[0]
+		if got := hpackStatic[i-1]; got.Name != f.Name || got.Value != f.Value {
+			t.Errorf("the decoder's static entry %d is %q: %q, want %q: %q", i, got.Name, got.Value, f.Name, f.Value)
+		}
 		if _, ok := firsts[f.Name]; !ok {
 			firsts[f.Name] = i
 		}
@@ -86,6 +90,9 @@ func TestHPACKStaticTable(t *testing.T) {
 		if got := hpackStaticName(name); got != i {
 			t.Errorf("hpackStaticName(%q) = %d, want %d", name, got, i)
 		}
+	}
+	if len(hpackStatic) != 61 {
+		t.Errorf("the decoder's static table has %d entries", len(hpackStatic))
 	}
 	if hpackStaticName("x-forwarded-for") != 0 || hpackStaticPair(":method", "PUT") != 0 {
 		t.Error("a name or pair not in the static table has an index")
