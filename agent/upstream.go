@@ -198,6 +198,7 @@ type h1Conn struct {
 	close  func()        // closes conn, for the request's context.AfterFunc (made once)
 	br     *bufio.Reader // reads through the h1Conn (Read), so that heads are bounded
 	reused bool          // it served a request before this one
+	peek   *peeker       // asks the idle socket whether it is open (made on first reuse)
 
 	// headLeft bounds what a response head may still take; -1 while no
 	// head is read. Only the connection's owner touches it.
@@ -544,15 +545,18 @@ func (c *h1Conn) open() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
-		return true
+	if c.peek == nil {
+		sc, ok := c.conn.(syscall.Conn)
+		if !ok {
+			return true
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		c.peek = newPeeker(rc)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	return peekOpen(rc)
+	return c.peek.Open()
 }
 
 // closeIdle closes every idle connection.

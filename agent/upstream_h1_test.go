@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,6 +326,48 @@ func readRequest(br *bufio.Reader) (*http.Request, error) {
 }
 
 const okResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+// An idle connection is asked whether it is open without allocating (the
+// question is made once per connection), and a byte the server sends
+// unasked makes it not open.
+// Not parallel: AllocsPerRun refuses to run beside parallel tests.
+func TestLeanIdleOpen(t *testing.T) {
+	stray := make(chan struct{})
+	done := t.Context().Done()
+	addr, _ := rawServer(t, func(i int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := readRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, okResponse)
+		select {
+		case <-stray:
+		case <-done:
+			return
+		}
+		io.WriteString(c, "x")
+		io.Copy(io.Discard, c)
+	})
+	ut := testUpstream(t, nil)
+	fetch(t, ut, "GET", "http://"+addr+"/", nil)
+	ut.lean.mu.Lock()
+	list := ut.lean.idle[addr]
+	ut.lean.mu.Unlock()
+	if len(list) != 1 {
+		t.Fatalf("%d idle connections, want 1", len(list))
+	}
+	c := list[0]
+	if !c.open() {
+		t.Fatal("an idle connection the server keeps is not open")
+	}
+	if runtime.GOOS != "windows" {
+		if n := testing.AllocsPerRun(100, func() { c.open() }); n != 0 {
+			t.Errorf("open allocates %v times, want 0", n)
+		}
+	}
+	close(stray)
+	testtool.Eventually(t, "the stray byte to make the connection not open", func() bool { return !c.open() })
+}
 
 // A kept-alive connection that the server closes: the next request finds
 // it closed before it is sent (a POST with a body too), or, when the
