@@ -3,6 +3,8 @@ package edge
 import (
 	"net/http"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestMarkStreamed: X-Accel-Buffering: no on a response without a length
@@ -63,5 +65,26 @@ func TestSplitHostPort(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { splitHostPort("demo.example.com") }); n != 0 {
 		t.Errorf("%v allocations for a Host without a port", n)
+	}
+}
+
+// TestRequestCount: requests{code} counted through the per-code cache
+// and around it (codes outside 100-599), only the codes counted listed,
+// and a cached code counted without allocating.
+func TestRequestCount(t *testing.T) {
+	m := newMetrics()
+	for _, code := range []int{200, 200, 404, 42, 999, 999} {
+		m.requestCount(code).Inc()
+	}
+	for code, want := range map[string]float64{"200": 2, "404": 1, "42": 1, "999": 2} {
+		if got := testutil.ToFloat64(m.requests.WithLabelValues(code)); got != want {
+			t.Errorf("requests{code=%q} = %v, want %v", code, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.requests); n != 4 {
+		t.Errorf("%d series, want 4 (the codes counted)", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { m.requestCount(200).Inc() }); n != 0 {
+		t.Errorf("counting a cached code allocates %v times, want 0", n)
 	}
 }
