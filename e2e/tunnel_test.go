@@ -192,8 +192,14 @@ func (e *edgeProc) publicURL(name string) string {
 // its "Forwarding" line. proto is its --protocol; extra are more flags.
 func startAgent(t *testing.T, e *edgeProc, proto, name, token string, upstreamPort int, extra ...string) *proc {
 	t.Helper()
+	return startAgentEnv(t, e, nil, proto, name, token, upstreamPort, extra...)
+}
+
+// startAgentEnv is startAgent with extra environment variables.
+func startAgentEnv(t *testing.T, e *edgeProc, env []string, proto, name, token string, upstreamPort int, extra ...string) *proc {
+	t.Helper()
 	args := append([]string{"http", strconv.Itoa(upstreamPort), "--edge", "http://" + e.addr, "--token", token, "--name", name, "--protocol", proto}, extra...)
-	p := startProc(t, "agent "+name, args...)
+	p := startProcEnv(t, "agent "+name, env, args...)
 	want := fmt.Sprintf("Forwarding %s -> http://127.0.0.1:%d\n", e.publicURL(name), upstreamPort)
 	if !p.waitOutput(p.stdout, want, 15*time.Second) {
 		t.Fatalf("agent %s never printed %q (exited: %v, %v)\nstdout: %s\nstderr: %s", name, want, p.exited(), p.err, p.stdout, p.stderr)
