@@ -76,7 +76,8 @@ type tuner struct {
 	mu      sync.Mutex
 	stopped bool
 	sample  []metrics.Sample
-	cycles  int // cleanups run, for tests
+	cycles  int           // cleanups run, for tests
+	ran     chan struct{} // told after each cleanup, for tests (nil: none)
 }
 
 // sentinel is what a collection frees to tell the tuner it ran: larger
@@ -94,6 +95,14 @@ func (t *tuner) cycle() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.cycles++
+	if t.ran != nil {
+		defer func() {
+			select {
+			case t.ran <- struct{}{}:
+			default:
+			}
+		}()
+	}
 	if t.stopped {
 		return
 	}

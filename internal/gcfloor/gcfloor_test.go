@@ -59,25 +59,27 @@ func read(t *testing.T, names ...string) []uint64 {
 }
 
 // waitCycles collects until the tuner's cleanup has run n times since
-// the call: it runs some time after a collection.
+// the call: it runs some time after a collection, and tells tu.ran.
 func waitCycles(t *testing.T, tu *tuner, n int) {
 	t.Helper()
 	tu.mu.Lock()
 	want := tu.cycles + n
 	tu.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
-		runtime.GC()
 		tu.mu.Lock()
 		got := tu.cycles
 		tu.mu.Unlock()
 		if got >= want {
 			return
 		}
-		if time.Now().After(deadline) {
+		runtime.GC()
+		select {
+		case <-tu.ran:
+		case <-time.After(100 * time.Millisecond): // collect again
+		case <-deadline:
 			t.Fatalf("the tuner ran %d times in 30 s of collections, want %d", got-want+n, n)
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -91,6 +93,9 @@ func TestStartKeepsTheFloor(t *testing.T) {
 	if tu == nil {
 		t.Fatal("start: no tuner")
 	}
+	tu.mu.Lock()
+	tu.ran = make(chan struct{}, 1)
+	tu.mu.Unlock()
 	defer tu.stop()
 	waitCycles(t, tu, 2) // tuned from a live heap, and a collection since
 	m := read(t, "/gc/heap/live:bytes", "/gc/heap/goal:bytes", "/gc/gogc:percent")
