@@ -15,8 +15,10 @@
 // the floor of any two-process tunnel on the machine), "nginx" (a
 // child nginx configured as a streaming reverse proxy), "sluice-v1" and
 // "sluice-v2" (an edge and an agent, each a child process of the given
-// sluice binary), and "frp-tcp" and "chisel" (frp's TCP mode and chisel,
-// TCP tunnels to the upstream, when their binaries are given). Beside the
+// sluice binary), "sluice-tcp" (the same two processes as a TCP tunnel
+// over v2: sluice's multiplexing with no HTTP at either end), and
+// "frp-tcp" and "chisel" (frp's TCP mode and chisel, TCP tunnels to the
+// upstream, when their binaries are given). Beside the
 // rates, Run reads the CPU time and the memory of each target's processes,
 // split between the edge and the agent. Every
 // measurement checks what it measured (byte counts, event counts and
@@ -66,8 +68,7 @@ type Config struct {
 	// MemSettle is how long the idle streams are held before the target's
 	// memory is read again.
 	MemSettle time.Duration
-	// Targets are the targets to measure, in order: "direct", "relays",
-	// "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel".
+	// Targets are the targets to measure, in order: any of TargetNames.
 	Targets []string
 	// SluiceBin is the sluice binary run as the edge and the agent.
 	// Required when Targets holds a sluice target.
@@ -112,9 +113,16 @@ func DefaultConfig() Config {
 		SSEPacedDuration: 10 * time.Second,
 		MemStreams:       1000,
 		MemSettle:        2 * time.Second,
-		Targets:          []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel"},
+		Targets:          slices.Clone(TargetNames),
 	}
 }
+
+// TargetNames are the targets the benchmark knows, in the order of a full
+// run.
+var TargetNames = []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "sluice-tcp", "frp-tcp", "chisel"}
+
+// SluiceTargets are the targets that run the sluice binary (Config.SluiceBin).
+var SluiceTargets = []string{"sluice-v1", "sluice-v2", "sluice-tcp"}
 
 // QuickConfig is a smoke run of a few seconds per target.
 func QuickConfig() Config {
@@ -152,30 +160,21 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
-		if !validTarget(t) {
-			return fmt.Errorf("benchmark: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, frp-tcp or chisel)", t)
+		if !slices.Contains(TargetNames, t) {
+			return fmt.Errorf("benchmark: unknown target %q (want one of %s)", t, strings.Join(TargetNames, ", "))
 		}
 		if seen[t] {
 			return fmt.Errorf("benchmark: target %q given twice", t)
 		}
 		seen[t] = true
 	}
-	if (seen["sluice-v1"] || seen["sluice-v2"]) && c.SluiceBin == "" {
+	if slices.ContainsFunc(SluiceTargets, func(t string) bool { return seen[t] }) && c.SluiceBin == "" {
 		return errors.New("benchmark: the sluice targets need the sluice binary")
 	}
 	if seen["relays"] && len(c.RelayCmd) == 0 {
 		return errors.New("benchmark: the relays target needs the relay command")
 	}
 	return nil
-}
-
-// validTarget reports whether name is a target the benchmark knows.
-func validTarget(name string) bool {
-	switch name {
-	case "direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel":
-		return true
-	}
-	return false
 }
 
 // Report is the outcome of a run. Its JSON form is "bench --json".
@@ -490,7 +489,7 @@ func (b *bench) start(ctx context.Context, name string) (target, error) {
 		// many-stream runs into 503s: size it for the run.
 		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
 		return startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
-	case "frp-tcp", "chisel":
+	case "sluice-tcp", "frp-tcp", "chisel":
 		return startTCPTunnel(ctx, b.cfg, name, b.up.port)
 	}
 	return nil, fmt.Errorf("benchmark: unknown target %q", name)

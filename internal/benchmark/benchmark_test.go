@@ -168,9 +168,15 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.validate(); err == nil {
 		t.Error("unknown target accepted")
 	}
-	c.Targets = []string{"sluice-v2"}
+	for _, name := range SluiceTargets {
+		c.Targets = []string{name}
+		if err := c.validate(); err == nil {
+			t.Errorf("%s without a binary accepted", name)
+		}
+	}
+	c.Targets = []string{"direct", "direct"}
 	if err := c.validate(); err == nil {
-		t.Error("sluice without a binary accepted")
+		t.Error("a target given twice accepted")
 	}
 	c.Targets = []string{"relays"}
 	if err := c.validate(); err == nil {

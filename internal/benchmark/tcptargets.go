@@ -220,7 +220,8 @@ func waitListening(ctx context.Context, t *procTarget, addr string) error {
 	}
 }
 
-// startTCPTunnel starts frp's TCP mode ("frp-tcp") or chisel as a target
+// startTCPTunnel starts sluice's TCP tunnel over v2 ("sluice-tcp"), frp's
+// TCP mode ("frp-tcp") or chisel as a target
 // of the comparative run: a TCP tunnel to the HTTP upstream on upPort,
 // which the clients reach as they reach the relays, and waits until it
 // proxies.
@@ -230,6 +231,8 @@ func startTCPTunnel(ctx context.Context, cfg Config, name string, upPort int) (t
 	var addr string
 	var err error
 	switch name {
+	case "sluice-tcp":
+		t, addr, err = startSluiceTCP(ctx, cfg.SluiceBin, upAddr, "v2")
 	case "frp-tcp":
 		t, addr, err = startFrp(ctx, cfg.FrpDir, upAddr)
 	case "chisel":

@@ -29,7 +29,10 @@ and once with v2; nginx, if found, runs as a child process on a temporary
 configuration. "relays" is two bare TCP relays in a chain (child processes
 of this binary, "bench relay LISTEN TARGET"): what any tunnel with an
 edge process and an agent process costs at least on this machine, since
-every byte crosses three connections instead of one. frp's TCP mode
+every byte crosses three connections instead of one. "sluice-tcp" is
+sluice's edge and agent as a TCP tunnel over v2 ("sluice tcp"): its
+multiplexing with no HTTP at either end, the floor of the HTTP tunnels'
+cost per request over the same connection. frp's TCP mode
 ("frp-tcp": frps and frpc, --frp DIR or $SLUICE_BENCH_FRP) and chisel
 (--chisel DIR or $SLUICE_BENCH_CHISEL) join the run as TCP tunnels to the
 upstream when their binaries are given; they are never fetched. Every
@@ -65,7 +68,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	ssePacedDuration := fs.Duration("sse-paced-duration", def.SSEPacedDuration, "how long events are published in the paced many-stream SSE run")
 	memStreams := fs.Int("mem-streams", def.MemStreams, "idle SSE streams held for the memory measurement")
 	settle := fs.Duration("settle", def.MemSettle, "how long the idle streams are held before memory is read")
-	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: direct, relays, nginx, sluice-v1, sluice-v2 (sluice: both), frp-tcp, chisel")
+	targets := fs.String("targets", strings.Join(def.Targets, ","), "targets to measure, comma-separated: "+strings.Join(benchmark.TargetNames, ", ")+" (sluice: v1 and v2)")
 	nginx := fs.String("nginx", "auto", `nginx binary: "auto" looks in PATH and /usr/sbin, "off" skips nginx`)
 	frp := fs.String("frp", os.Getenv("SLUICE_BENCH_FRP"), "directory holding frps and frpc, for the frp-tcp target (default $SLUICE_BENCH_FRP; none: skipped)")
 	chisel := fs.String("chisel", os.Getenv("SLUICE_BENCH_CHISEL"), "directory holding chisel, for the chisel target (default $SLUICE_BENCH_CHISEL; none: skipped)")
@@ -123,8 +126,6 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, t := range strings.Split(*targets, ",") {
 		switch t = strings.TrimSpace(t); t {
 		case "":
-		case "direct", "relays", "nginx", "sluice-v1", "sluice-v2", "frp-tcp", "chisel":
-			cfg.Targets = append(cfg.Targets, t)
 		case "sluice":
 			cfg.Targets = append(cfg.Targets, "sluice-v1", "sluice-v2")
 		case "v1", "v2":
@@ -132,7 +133,10 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case "frp":
 			cfg.Targets = append(cfg.Targets, "frp-tcp")
 		default:
-			return cli.Usagef("--targets: unknown target %q (want direct, relays, nginx, sluice-v1, sluice-v2, or sluice for both, frp-tcp, chisel)", t)
+			if !slices.Contains(benchmark.TargetNames, t) {
+				return cli.Usagef("--targets: unknown target %q (want %s, or sluice for v1 and v2)", t, strings.Join(benchmark.TargetNames, ", "))
+			}
+			cfg.Targets = append(cfg.Targets, t)
 		}
 	}
 	if *rounds < 1 {
@@ -142,7 +146,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg.NoPaired = !*paired
 	cfg.FrpDir, cfg.ChiselDir = *frp, *chisel
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
-	if has("sluice-v1") || has("sluice-v2") {
+	if slices.ContainsFunc(benchmark.SluiceTargets, has) {
 		bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
 		if err != nil {
 			return err

@@ -97,11 +97,11 @@ func TestExitCode(t *testing.T) {
 	}
 }
 
-// A --quick run of the command, as a user runs it, through the relays and
-// sluice v2: the figures by process (CPU per GiB and per small request,
-// memory per held stream, each for the edge and the agent) and the paced
-// many-stream SSE run are there and positive, and so is sluice's run
-// paired with the relays.
+// A --quick run of the command, as a user runs it, through the relays,
+// sluice v2 and sluice's TCP tunnel: the figures by process (CPU per GiB
+// and per small request, memory per held stream, each for the edge and
+// the agent) and the paced many-stream SSE run are there and positive, and
+// so is each tunnel's run paired with the relays.
 func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
 	bench := filepath.Join(dir, "bench")
@@ -111,7 +111,7 @@ func TestQuickRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bench, "--quick", "--json", "--targets", "relays,sluice-v2", "--nginx", "off")
+	cmd := exec.CommandContext(ctx, bench, "--quick", "--json", "--targets", "relays,sluice-v2,sluice-tcp", "--nginx", "off")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("bench --quick: %v\nstderr:\n%s", err, stderr.String())
@@ -121,7 +121,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("%v\n%s", err, stdout.String())
 	}
 	quick := benchmark.QuickConfig()
-	if len(rep.Targets) != 2 {
+	if len(rep.Targets) != 3 {
 		t.Fatalf("targets: %+v", rep.Targets)
 	}
 	positive := func(p *float64) bool { return p != nil && *p > 0 }
@@ -154,9 +154,9 @@ func TestQuickRun(t *testing.T) {
 		switch p := r.Paired; {
 		case r.Name == "relays" && p != nil:
 			t.Errorf("relays: a paired run: %+v", p)
-		case r.Name == "sluice-v2" && (p == nil || p.Clients != quick.Clients/2 || !(p.UsPerReq > 0) || !(p.RelaysUsPerReq > 0) ||
+		case r.Name != "relays" && (p == nil || p.Clients != quick.Clients/2 || !(p.UsPerReq > 0) || !(p.RelaysUsPerReq > 0) ||
 			math.Abs(p.CPURatio-p.UsPerReq/p.RelaysUsPerReq) > 1e-9 || !(p.ReqRatio > 0)):
-			t.Errorf("sluice-v2: the run paired with the relays: %+v", p)
+			t.Errorf("%s: the run paired with the relays: %+v", r.Name, p)
 		}
 	}
 	if testing.Verbose() {
