@@ -117,6 +117,13 @@ func DefaultConfig() Config {
 	}
 }
 
+// maxStreams is the stream limit per tunnel the sluice targets' edge is
+// given: the default (1024) would turn the many-stream runs into 503s (or,
+// through a TCP tunnel, refused connections).
+func (c Config) maxStreams() int {
+	return max(c.SSEStreams, c.MemStreams, c.Clients, 1024) + 64
+}
+
 // TargetNames are the targets the benchmark knows, in the order of a full
 // run.
 var TargetNames = []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "sluice-tcp", "frp-tcp", "chisel"}
@@ -485,9 +492,7 @@ func (b *bench) start(ctx context.Context, name string) (target, error) {
 		}
 		return t, err
 	case "sluice-v1", "sluice-v2":
-		// The edge's default stream limit per tunnel (1024) would turn the
-		// many-stream runs into 503s: size it for the run.
-		maxStreams := max(b.cfg.SSEStreams, b.cfg.MemStreams, b.cfg.Clients, 1024) + 64
+		maxStreams := b.cfg.maxStreams()
 		return startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
 	case "sluice-tcp", "frp-tcp", "chisel":
 		return startTCPTunnel(ctx, b.cfg, name, b.up.port)

@@ -215,7 +215,7 @@ func tcpTarget(ctx context.Context, cfg TCPConfig, up *tcpUpstream, name string)
 	case name == "chisel":
 		t, addr, err = startChisel(ctx, cfg.ChiselDir, up.addr())
 	default:
-		t, addr, err = startSluiceTCP(ctx, cfg.SluiceBin, up.addr(), strings.TrimPrefix(name, "sluice-"))
+		t, addr, err = startSluiceTCP(ctx, cfg.SluiceBin, up.addr(), strings.TrimPrefix(name, "sluice-"), max(cfg.Held, cfg.Conns, cfg.SetupWorkers, 1024)+64)
 	}
 	if err != nil {
 		return res, err

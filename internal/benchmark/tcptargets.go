@@ -22,8 +22,8 @@ var forwardingTCP = regexp.MustCompile(`Forwarding tcp://\S+:(\d+) -> `)
 // --protocol PROTOCOL" as child processes of bin, and returns them with
 // the tunnel's public address, read from the agent's Forwarding line.
 // The edge admits as many connections from the loopback address as the
-// benchmark opens.
-func startSluiceTCP(ctx context.Context, bin, upAddr, protocol string) (*procTarget, string, error) {
+// benchmark opens, and maxConns at once through the tunnel.
+func startSluiceTCP(ctx context.Context, bin, upAddr, protocol string, maxConns int) (*procTarget, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -38,7 +38,7 @@ func startSluiceTCP(ctx context.Context, bin, upAddr, protocol string) (*procTar
 	token := hex.EncodeToString(tok)
 	t := &procTarget{base: "http://" + addr}
 	edge, err := startChild("sluice edge", bin, "edge", "--listen", addr, "--domain", "localhost", "--token", token,
-		"--tcp-ports", fmt.Sprintf("%d-%d", tcpPort, tcpPort), "--max-streams-per-ip", "1000000")
+		"--tcp-ports", fmt.Sprintf("%d-%d", tcpPort, tcpPort), "--max-streams-per-ip", "1000000", "--max-streams", strconv.Itoa(maxConns))
 	if err != nil {
 		return nil, "", err
 	}
@@ -232,7 +232,7 @@ func startTCPTunnel(ctx context.Context, cfg Config, name string, upPort int) (t
 	var err error
 	switch name {
 	case "sluice-tcp":
-		t, addr, err = startSluiceTCP(ctx, cfg.SluiceBin, upAddr, "v2")
+		t, addr, err = startSluiceTCP(ctx, cfg.SluiceBin, upAddr, "v2", cfg.maxStreams())
 	case "frp-tcp":
 		t, addr, err = startFrp(ctx, cfg.FrpDir, upAddr)
 	case "chisel":
