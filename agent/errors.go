@@ -84,7 +84,3 @@ func plural(n int, noun string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }
-
-// errUpstreamHeadTooLarge ends a connection to the local server whose
-// response heads exceed the limit (net/http's MaxResponseHeaderBytes).
-var errUpstreamHeadTooLarge = errors.New("agent: the local server's response head is too large")

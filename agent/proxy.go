@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/errpage"
+	"github.com/sluicehq/sluice/internal/h1client"
 	"github.com/sluicehq/sluice/tunnel"
 )
 
@@ -44,11 +45,8 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
-		// Shorter than the keep-alive of common local servers (Node.js
-		// and uvicorn close idle connections after 5 s): reusing one that
-		// the server is closing fails a request that cannot be retried,
-		// such as a POST with a streamed body (502).
-		IdleConnTimeout:       4 * time.Second,
+		IdleConnTimeout:       h1client.IdleTimeout, // shorter than local servers' keep-alive
+
 		DisableCompression:    true, // bodies pass through as the client asked
 		ExpectContinueTimeout: time.Second,
 		ReadBufferSize:        upstreamReadBuffer,

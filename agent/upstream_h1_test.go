@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/h1client"
 	"github.com/sluicehq/sluice/internal/testtool"
 	"github.com/sluicehq/sluice/tunnel"
 )
@@ -109,8 +110,8 @@ func TestLeanRequest(t *testing.T) {
 		{"GET", req("GET", "http://127.0.0.1:1/", nil, nil), true},
 		{"POST with a small body", req("POST", "http://127.0.0.1:1/", small(), nil), true},
 		{"POST with NoBody", req("POST", "http://127.0.0.1:1/", http.NoBody, nil), true},
-		{"body of 64 KiB", req("PUT", "http://127.0.0.1:1/", strings.NewReader(strings.Repeat("x", leanBodyMax)), nil), true},
-		{"body over 64 KiB", req("PUT", "http://127.0.0.1:1/", strings.NewReader(strings.Repeat("x", leanBodyMax+1)), nil), false},
+		{"body of 64 KiB", req("PUT", "http://127.0.0.1:1/", strings.NewReader(strings.Repeat("x", h1client.BodyMax)), nil), true},
+		{"body over 64 KiB", req("PUT", "http://127.0.0.1:1/", strings.NewReader(strings.Repeat("x", h1client.BodyMax+1)), nil), false},
 		{"streamed body", req("POST", "http://127.0.0.1:1/", io.MultiReader(small()), nil), false},
 		{"chunked body", req("POST", "http://127.0.0.1:1/", small(), func(r *http.Request) { r.TransferEncoding = []string{"chunked"} }), false},
 		{"request trailers", req("POST", "http://127.0.0.1:1/", small(), func(r *http.Request) { r.Trailer = http.Header{"X-T": nil} }), false},
@@ -125,8 +126,8 @@ func TestLeanRequest(t *testing.T) {
 		{"invalid field name", req("GET", "http://127.0.0.1:1/", nil, func(r *http.Request) { r.Header["Bad\r\nName"] = []string{"x"} }), false},
 		{"invalid field value", req("GET", "http://127.0.0.1:1/", nil, func(r *http.Request) { r.Header["X"] = []string{"a\r\nb: c"} }), false},
 	} {
-		if got := leanRequest(tc.req); got != tc.want {
-			t.Errorf("%s: leanRequest = %v, want %v", tc.name, got, tc.want)
+		if got := h1client.Lean(tc.req); got != tc.want {
+			t.Errorf("%s: Lean = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
@@ -350,23 +351,21 @@ func TestLeanIdleOpen(t *testing.T) {
 	})
 	ut := testUpstream(t, nil)
 	fetch(t, ut, "GET", "http://"+addr+"/", nil)
-	ut.lean.mu.Lock()
-	list := ut.lean.idle[addr]
-	ut.lean.mu.Unlock()
+	list := ut.lean.Idle(addr)
 	if len(list) != 1 {
 		t.Fatalf("%d idle connections, want 1", len(list))
 	}
 	c := list[0]
-	if !c.open() {
+	if !c.Open() {
 		t.Fatal("an idle connection the server keeps is not open")
 	}
 	if runtime.GOOS != "windows" {
-		if n := testing.AllocsPerRun(100, func() { c.open() }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { c.Open() }); n != 0 {
 			t.Errorf("open allocates %v times, want 0", n)
 		}
 	}
 	close(stray)
-	testtool.Eventually(t, "the stray byte to make the connection not open", func() bool { return !c.open() })
+	testtool.Eventually(t, "the stray byte to make the connection not open", func() bool { return !c.Open() })
 }
 
 // A kept-alive connection that the server closes: the next request finds
@@ -396,10 +395,8 @@ func TestLeanStaleConnection(t *testing.T) {
 		<-closed
 		// The server's FIN has reached the pooled connection.
 		testtool.Eventually(t, "the pooled connection to see the close", func() bool {
-			ut.lean.mu.Lock()
-			defer ut.lean.mu.Unlock()
-			list := ut.lean.idle[addr]
-			return len(list) == 1 && !list[0].open()
+			list := ut.lean.Idle(addr)
+			return len(list) == 1 && !list[0].Open()
 		})
 		if resp, b := fetch(t, ut, "POST", "http://"+addr+"/", strings.NewReader("once")); resp.StatusCode != 200 || b != "ok" {
 			t.Errorf("POST: %d %q", resp.StatusCode, b)
@@ -604,8 +601,8 @@ func TestLeanHeadLimit(t *testing.T) {
 	if err == nil {
 		resp.Body.Close()
 	}
-	if !errors.Is(err, errUpstreamHeadTooLarge) {
-		t.Errorf("%v, want %v", err, errUpstreamHeadTooLarge)
+	if !errors.Is(err, h1client.ErrHeadTooLarge) {
+		t.Errorf("%v, want %v", err, h1client.ErrHeadTooLarge)
 	}
 }
 

@@ -221,7 +221,7 @@ type chunkBody interface {
 // not wait: bytes, or its end, are there. The proxy then sets no timer to
 // flush the headers alone (a timer per response, at each end, for the
 // small responses that come whole). The edge's HTTP/2 client's bodies and
-// the agent's own HTTP/1.1 client's (agent/upstream.go) are ReadyBodies.
+// the lean HTTP/1.1 client's (internal/h1client) are ReadyBodies.
 type ReadyBody interface {
 	Ready() bool
 }

@@ -1,4 +1,4 @@
-package agent
+package h1client
 
 import (
 	"bytes"

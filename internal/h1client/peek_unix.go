@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package h1client
 
 import "syscall"
 
