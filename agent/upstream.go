@@ -53,4 +53,3 @@ func (t *upstreamTransport) CloseIdleConnections() {
 	t.h1.CloseIdleConnections()
 	t.h2c.CloseIdleConnections()
 }
-
