@@ -114,7 +114,8 @@ type Agent struct {
 	wsURL   string
 	backoff sse.Backoff // between sessions
 	target  atomic.Pointer[upstreamTarget]
-	access  *tunnel.Access // the visitor rules sent at registration, or nil
+	access  *tunnel.Access                      // the visitor rules sent at registration, or nil
+	sess    atomic.Pointer[tunnel.AgentSession] // the session being served
 
 	consoleMu sync.Mutex // one console line at a time (TCP tunnels)
 }
@@ -130,6 +131,12 @@ type upstreamTarget struct {
 // started.
 func (a *Agent) SetUpstream(u *url.URL, hostHeader string) {
 	a.target.Store(&upstreamTarget{url: u, hostHeader: hostHeader})
+	if s := a.sess.Load(); s != nil {
+		// The edge's pipes go where the upstream was (pipe.go).
+		if err := s.ResetPipes(); err != nil {
+			a.cfg.Logger.Warn("telling the edge the upstream changed", "err", err)
+		}
+	}
 }
 
 // New checks cfg and returns an agent.
@@ -321,11 +328,15 @@ func (a *Agent) Run(ctx context.Context) error {
 // session connects, registers and serves until the connection ends.
 func (a *Agent) session(ctx context.Context) error {
 	var dial, dialUDP func(context.Context, string) (net.Conn, error)
+	var pipe func(context.Context) (net.Conn, error)
 	switch a.cfg.Type {
 	case wire.TunnelTCP:
 		dial = a.dialTCP
 	case wire.TunnelUDP:
 		dialUDP = a.dialUDP
+	}
+	if a.offersPipes() {
+		pipe = a.dialPipe
 	}
 	sess, err := tunnel.Dial(ctx, tunnel.DialConfig{
 		Config:          a.cfg.Session,
@@ -341,6 +352,7 @@ func (a *Agent) session(ctx context.Context) error {
 		DialTCP:         dial,
 		DialUDP:         dialUDP,
 		UDPIdleTimeout:  a.cfg.UDPIdleTimeout,
+		Pipe:            pipe,
 	})
 	if err != nil {
 		var re *tunnel.RegisterError
@@ -359,6 +371,8 @@ func (a *Agent) session(ctx context.Context) error {
 	if a.cfg.OnConnect != nil {
 		a.cfg.OnConnect(publicURL, sess.Protocol)
 	}
+	a.sess.Store(sess)
+	defer a.sess.CompareAndSwap(sess, nil)
 	return sess.Serve(ctx, a.handler)
 }
 

@@ -34,6 +34,10 @@ import (
 // writes a request.
 var upstreamReadBuffer, upstreamWriteBuffer = 1 << 10, 1 << 10
 
+// upstreamDialer connects to the local server: the upstream transport's,
+// and the pipes' (pipe.go).
+var upstreamDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+
 // newProxy returns the local reverse proxy to upstream (HTTP/1.1, h2c, or
 // HTTPS with HTTP/2 through ALPN, verified with upstreamTLS): forwarding headers
 // from the edge kept, Host as configured, every chunk flushed, no total
@@ -41,7 +45,7 @@ var upstreamReadBuffer, upstreamWriteBuffer = 1 << 10, 1 << 10
 // upstream.
 func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarget) http.Handler {
 	transport := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           upstreamDialer.DialContext,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,

@@ -66,8 +66,9 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	session, err := tunnel.Accept(w, r, tunnel.AcceptConfig{
-		Config:    cfg,
-		DisableV2: s.cfg.DisableV2,
+		Config:       cfg,
+		DisableV2:    s.cfg.DisableV2,
+		DisablePipes: s.cfg.DisablePipes,
 		Authorize: func(ctx context.Context, reg *tunnel.Registration) (*tunnel.Grant, error) {
 			features = reg.Features
 			mark := s.registry.decision()

@@ -95,6 +95,10 @@ type Config struct {
 	// the sluice.v2 WebSocket subprotocol, and agents on "auto" fall back
 	// to v1.
 	DisableV2 bool
+	// DisablePipes does not take the pipes v2 agents offer (sluice edge
+	// --pipes=false; docs/protocol.md, "Pipes"): every request of theirs
+	// is then a stream of its own.
+	DisablePipes bool
 	// TCPPorts is the range of public ports TCP tunnels get (sluice edge
 	// --tcp-ports): the one an agent asks for if it is in the range and
 	// free, else any free one of the range. Default none: the edge refuses

@@ -457,6 +457,17 @@ func (b *h2cBody) Ready() bool {
 	return st.noBody || st.recv.n > 0 || st.bodyErr != nil || st.bodyClosed
 }
 
+// wait waits until the body holds bytes, ended or was closed, taking
+// none (a pipe's body waits so, holding no buffer: pipeBody).
+func (b *h2cBody) wait() {
+	st := b.st
+	st.c.mu.Lock()
+	if !st.noBody {
+		st.awaitLocked()
+	}
+	st.c.mu.Unlock()
+}
+
 func (b *h2cBody) Read(p []byte) (int, error) {
 	st := b.st
 	c := st.c

@@ -725,7 +725,7 @@ var commonFields = []string{
 	"Www-Authenticate", "X-Accel-Buffering", "X-Content-Type-Options", "X-Forwarded-For", "X-Forwarded-Host",
 	"X-Forwarded-Proto", "X-Frame-Options", "X-Request-Id", "Grpc-Encoding", "Grpc-Accept-Encoding",
 	"Grpc-Timeout", "Grpc-Status", "Grpc-Message", upgradeHeader, upgradedHeader, tcpHeader, tcpErrorHeader,
-	udpHeader, headerExpect,
+	udpHeader, headerExpect, pipeHeader,
 }
 
 // commonCanonical and commonLower map the common names' two forms.

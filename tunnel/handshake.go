@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -110,6 +111,9 @@ type AcceptConfig struct {
 	Config
 	// DisableV2 offers protocol v1 only.
 	DisableV2 bool
+	// DisablePipes does not confirm wire.FeaturePipe: every request of a
+	// v2 agent is a stream of its own (to compare the two).
+	DisablePipes bool
 	// Authorize decides on a well-formed registration. A *RegisterError
 	// refuses with its code and message; any other error refuses with
 	// wire.CodeInternal and a message that does not repeat it.
@@ -183,10 +187,15 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	if wire.HasFeature(features, wire.FeatureInitialWindow) {
 		answer.Window = int64(min(initialWindowV1, cfg.V1.Window))
 	}
+	// Pipes: an HTTP tunnel's v2 agent that offers them.
+	pipe := reg.Protocol == ProtocolV2 && reg.Type == wire.TunnelHTTP && !cfg.DisablePipes && wire.HasFeature(reg.Features, wire.FeaturePipe)
 	if reg.Features != nil {
 		answer.Features = append([]string{}, features...)
 		if grant.Access && wire.HasFeature(reg.Features, wire.FeatureAccess) {
 			answer.Features = append(answer.Features, wire.FeatureAccess)
+		}
+		if pipe {
+			answer.Features = append(answer.Features, wire.FeaturePipe)
 		}
 	}
 	sc := cfg.Config
@@ -204,7 +213,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg AcceptConfig) (Session, 
 	var send func(*wire.Frame) error
 	start := func() error { return nil }
 	if reg.Protocol == ProtocolV2 {
-		v2 := newV2Edge(ws, sc, features)
+		v2 := newV2Edge(ws, sc, features, pipe)
 		s, start = v2, v2.start
 		send = func(f *wire.Frame) error { return v2.writeText(f, cfg.HandshakeTimeout) }
 	} else {
@@ -329,6 +338,16 @@ type DialConfig struct {
 	// UDPIdleTimeout ends an idle UDP session at the agent. Zero means
 	// DefaultUDPIdleTimeout (60 s).
 	UDPIdleTimeout time.Duration
+	// Pipe, if set, offers an HTTP tunnel's edge (protocol v2) pipes
+	// (wire.FeaturePipe): streams on which the edge sends simple requests
+	// as HTTP/1.1 bytes, each pumped to the connection Pipe opens to the
+	// local server, as a TCP tunnel's are. Offer them only when the
+	// handler would do nothing but pass such requests on as they are: the
+	// edge carries them without it. ErrNoPipe refuses one (the edge then
+	// sends requests as streams of their own until ResetPipes); an error
+	// and a conn both nil is not allowed: to answer the edge's request
+	// with an error page, return a conn that reads as that page.
+	Pipe func(ctx context.Context) (net.Conn, error)
 	// UserAgent is sent with the WebSocket handshake; the edge records it
 	// as the agent's version. Empty means "sluice-agent".
 	UserAgent string
@@ -356,6 +375,22 @@ type AgentSession struct {
 	ws   *websocket.Conn
 	cfg  Config
 	dial dialers
+	conn atomic.Pointer[WSConn] // v2's, while Serve runs
+}
+
+// Pipes reports whether the edge confirmed pipes (DialConfig.Pipe).
+func (s *AgentSession) Pipes() bool { return s.dial.pipe != nil }
+
+// ResetPipes tells the edge that the local server changed: the pipes it
+// holds go where the server was, and are dropped (those in use once their
+// response ended); refused ones (ErrNoPipe) are asked for again. Nothing
+// without pipes, or before Serve.
+func (s *AgentSession) ResetPipes() error {
+	c := s.conn.Load()
+	if s.dial.pipe == nil || c == nil {
+		return nil
+	}
+	return writePipeReset(c, s.cfg.HandshakeTimeout)
 }
 
 // Dial connects to the edge, registers and returns the open session, or
@@ -423,8 +458,11 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 	if cfg.Type != wire.TunnelHTTP {
 		reg.TunnelType = cfg.Type
 	}
+	if cfg.Pipe != nil && protocol == ProtocolV2 && (cfg.Type == "" || cfg.Type == wire.TunnelHTTP) {
+		reg.Features = append(slices.Clip(reg.Features), wire.FeaturePipe)
+	}
 	if !cfg.Access.empty() {
-		reg.Features = append(slices.Clip(features), wire.FeatureAccess)
+		reg.Features = append(slices.Clip(reg.Features), wire.FeatureAccess)
 		reg.BasicAuthUser, reg.BasicAuthBcrypt, reg.AllowCIDRs = cfg.Access.BasicAuthUser, cfg.Access.BasicAuthBcrypt, cfg.Access.AllowCIDRs
 	}
 	if err := ws.WriteMessage(websocket.TextMessage, wire.AppendFrame(nil, &reg, wire.EncodeOptions{})); err != nil {
@@ -462,6 +500,9 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 		return nil, &RegisterError{Code: wire.CodeNoUDP, Message: "the edge does not offer UDP tunnels: it is older than this agent; the tunnel was not opened"}
 	}
 	d := dialers{tcp: cfg.DialTCP, udp: cfg.DialUDP, udpIdle: cmp.Or(cfg.UDPIdleTimeout, DefaultUDPIdleTimeout)}
+	if protocol == ProtocolV2 && wire.HasFeature(answer.Features, wire.FeaturePipe) {
+		d.pipe = cfg.Pipe
+	}
 	return &AgentSession{PublicURL: answer.PublicURL, Protocol: protocol, Features: answer.Features, window: answer.Window, ws: ws, cfg: cfg.Config, dial: d}, nil
 }
 
@@ -471,7 +512,7 @@ func register(ctx context.Context, ws *websocket.Conn, cfg DialConfig) (*AgentSe
 // wire.Final), the connection's failure otherwise.
 func (s *AgentSession) Serve(ctx context.Context, handler http.Handler) error {
 	if s.Protocol == ProtocolV2 {
-		return serveV2(ctx, s.ws, handler, s.dial, s.cfg)
+		return serveV2(ctx, s.ws, handler, s.dial, s.cfg, &s.conn)
 	}
 	return serveV1(ctx, s.ws, handler, s.dial, v1Session(s.cfg, s.Features, s.window))
 }

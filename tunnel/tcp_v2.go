@@ -197,12 +197,17 @@ func (c *tcpChunkReader) Read(p []byte) (int, error) {
 
 // serveTCPH2 wraps the agent's handler for v2: a request with Sluice-Tcp
 // is a TCP connection, dialed with d.tcp and pumped on the stream; one
-// with Sluice-Udp a UDP session (udp_v2.go).
+// with Sluice-Udp a UDP session (udp_v2.go); one with Sluice-Pipe a pipe
+// (pipes.go).
 func serveTCPH2(d dialers, next http.Handler) http.Handler {
 	dial := d.tcp
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := r.Header[udpHeader]; ok {
 			serveUDPH2(w, r, d)
+			return
+		}
+		if _, ok := r.Header[pipeHeader]; ok {
+			servePipe(w, r, d.pipe)
 			return
 		}
 		if _, ok := r.Header[tcpHeader]; !ok {
@@ -219,18 +224,24 @@ func serveTCPH2(d dialers, next http.Handler) http.Handler {
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
-		w.WriteHeader(http.StatusOK)
-		p := &h2Peer{w: w, rc: http.NewResponseController(w), body: r.Body}
-		if err := p.rc.Flush(); err != nil {
-			conn.Close()
-			return
-		}
-		stop := context.AfterFunc(r.Context(), func() { abortConn(conn) })
-		defer stop()
-		if err := pumpTCP(conn, p, copyBufferSize); err != nil {
-			panic(http.ErrAbortHandler) // RST_STREAM: the edge sees a reset
-		}
+		pumpStream(w, r, conn)
 	})
+}
+
+// pumpStream answers a TCP connection's or a pipe's stream with 200 and
+// pumps it to conn, the local connection it dialed.
+func pumpStream(w http.ResponseWriter, r *http.Request, conn net.Conn) {
+	w.WriteHeader(http.StatusOK)
+	p := &h2Peer{w: w, rc: http.NewResponseController(w), body: r.Body}
+	if err := p.rc.Flush(); err != nil {
+		conn.Close()
+		return
+	}
+	stop := context.AfterFunc(r.Context(), func() { abortConn(conn) })
+	defer stop()
+	if err := pumpTCP(conn, p, copyBufferSize); err != nil {
+		panic(http.ErrAbortHandler) // RST_STREAM: the edge sees a reset
+	}
 }
 
 // h2Peer is a TCP stream at the agent, in v2.

@@ -52,10 +52,12 @@ type Datagrams interface {
 var errNoDialUDP = errors.New("this agent does not serve UDP sessions")
 
 // dialers are how an agent reaches its local service for TCP and UDP
-// tunnels (DialConfig.DialTCP, DialUDP, UDPIdleTimeout).
+// tunnels (DialConfig.DialTCP, DialUDP, UDPIdleTimeout), and for pipes
+// (DialConfig.Pipe, once the edge confirmed them).
 type dialers struct {
 	tcp, udp dialTCP
 	udpIdle  time.Duration
+	pipe     func(context.Context) (net.Conn, error)
 }
 
 // udpPeer is the tunnel's side of one UDP session at the agent, for

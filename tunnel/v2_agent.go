@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 	"github.com/sluicehq/sluice/wire"
@@ -14,10 +15,12 @@ import (
 // register/registered exchange) with handler until the connection fails or
 // ctx ends, then returns once the handlers have returned. An error frame
 // the edge sent as a text message is returned as a *PeerError.
-func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialers, cfg Config) error {
+func serveV2(ctx context.Context, ws *websocket.Conn, handler http.Handler, dial dialers, cfg Config, live *atomic.Pointer[WSConn]) error {
 	parent := ctx
 	conn := NewWSConn(ws, cfg.PongTimeout)
 	defer conn.Close()
+	live.Store(conn)
+	defer live.Store(nil)
 	var peerMu sync.Mutex
 	var peerErr *PeerError
 	conn.OnText(func(msg []byte) {

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,13 +56,19 @@ type v2Edge struct {
 	// informational: the agent takes Expect: 100-continue through
 	// (wire.FeatureInformational, see continue.go).
 	informational bool
+	// pipes, if the agent pipes (wire.FeaturePipe), carry simple
+	// requests (pipes.go).
+	pipes *pipes
 }
 
 // newV2Edge wraps an agent's WebSocket that negotiated the sluice.v2
 // subprotocol, before registered is sent. It does no I/O: start does,
 // after registered.
-func newV2Edge(ws *websocket.Conn, cfg Config, features []string) *v2Edge {
+func newV2Edge(ws *websocket.Conn, cfg Config, features []string, pipe bool) *v2Edge {
 	s := &v2Edge{conn: NewWSConn(ws, cfg.PongTimeout), cfg: cfg, informational: wire.HasFeature(features, wire.FeatureInformational)}
+	if pipe {
+		s.pipes = newPipes(s)
+	}
 	s.lifecycle = newLifecycle(func() {
 		s.mu.Lock()
 		cc := s.cc
@@ -70,10 +77,18 @@ func newV2Edge(ws *websocket.Conn, cfg Config, features []string) *v2Edge {
 		if cc != nil {
 			cc.close()
 		}
+		if s.pipes != nil {
+			s.pipes.close()
+		}
 	})
-	// The agent has no control messages to send in v2: one is logged,
-	// counted and ignored, and the connection goes on.
+	// The agent's one control message in v2 is pipe_reset, when it pipes;
+	// another is logged, counted and ignored, and the connection goes on.
 	s.conn.OnText(func(msg []byte) {
+		var f wire.Frame
+		if s.pipes != nil && wire.Decode(msg, &f) == nil && f.Type == wire.TypePipeReset {
+			s.pipes.reset()
+			return
+		}
 		cfg.frameError("unexpected_text", fmt.Errorf("text message of %d bytes from a v2 agent ignored", len(msg)))
 	})
 	return s
@@ -143,7 +158,8 @@ func (s *v2Edge) Retire(ctx context.Context, code, message string) {
 	})
 }
 
-// RoundTrip carries req on a stream of its own (or an idle one reused).
+// RoundTrip carries req on a stream of its own, or on a pipe (pipes.go)
+// when the agent pipes and req is simple.
 func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	closeBody := func() {
 		if req.Body != nil {
@@ -153,6 +169,22 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := s.waitOpen(req.Context()); err != nil {
 		closeBody()
 		return nil, err
+	}
+	if s.pipes != nil && !s.pipes.off.Load() && pipeable(req) {
+		resp, err := s.pipes.roundTrip(req)
+		switch {
+		case err == nil:
+			return resp, nil
+		case errors.Is(err, errPipeOff):
+			// On a stream of its own, below.
+		default:
+			select {
+			case <-s.done:
+				return nil, ErrSessionClosed
+			default:
+			}
+			return nil, err
+		}
 	}
 	if err := s.acquire(s.cfg.MaxStreams); err != nil {
 		closeBody()

@@ -27,6 +27,10 @@ const (
 	TypeTCPData      = "tcp_data"
 	TypeTCPClose     = "tcp_close"
 	TypeUDPData      = "udp_data"
+
+	// Agent to edge, protocol v2 with FeaturePipe: the agent's local
+	// server changed; pipes open until now go where it was.
+	TypePipeReset = "pipe_reset"
 )
 
 // Features an agent announces in register and an edge confirms in
@@ -76,6 +80,12 @@ const (
 	// reset when the connection was not finished). Without it every
 	// tcp_close is a full close, as for the Jetty agent.
 	FeatureTCPHalfClose = "tcp_half_close"
+	// FeaturePipe (protocol v2 only, like FeatureAccess not in Features):
+	// the agent pipes streams to its local server, on which the edge
+	// carries simple requests as HTTP/1.1 bytes (docs/protocol.md,
+	// "Pipes"). An agent announces it only when nothing of its own must
+	// see each request, and an edge confirms it when it uses pipes.
+	FeaturePipe = "pipe"
 )
 
 // Tunnel types: the tunnel_type of register. An absent tunnel_type is

@@ -81,6 +81,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pushKeepalive := fs.Duration("push-keepalive", 15*time.Second, "interval of the keepalive comments on managed agents' push channels")
 	trustedProxies := fs.String("trusted-proxies", "", "CIDR,... of the load balancers in front of the edge: from them, the visitor's address is taken from X-Forwarded-For or Forwarded (for --allow lists); default none: those fields are not believed")
 	protocols := fs.String("protocols", "v1,v2", `agent protocols offered: "v1,v2" or "v1" (agents on --protocol auto then use v1)`)
+	pipes := fs.Bool("pipes", true, "carry the simple requests (GET and HEAD without a body) of v2 agents that offer it as HTTP/1.1 bytes on pooled streams the agent pipes to its local server, with less CPU per request (docs/protocol.md, \"Pipes\"); false: each request is a stream of its own")
 	maxBuffer := cli.Size(256 << 20)
 	fs.Var(&maxBuffer, "max-buffer", "body bytes the edge may buffer for all tunnels together, windows granted to agents included (a `size` such as 64MiB, 1GiB or plain bytes); under pressure streams get smaller windows")
 	maxHeader := cli.Size(64 << 10)
@@ -173,6 +174,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := dnsOpts.configure(&cfg.ACME); err != nil {
 		return err
 	}
+	cfg.DisablePipes = !*pipes
 	switch strings.ReplaceAll(*protocols, " ", "") {
 	case "v1,v2", "v2,v1":
 	case "v1":

@@ -124,8 +124,9 @@ type Client struct {
 	maxHead       int64     // bytes of response heads (1xx and final) per request
 	writers       sync.Pool // of *bufio.Writer
 
-	mu   sync.Mutex
-	idle map[string][]*h1Conn // by host:port, the most recently used last
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn // by host:port, the most recently used last
+	closed bool                 // Close was called: connections are not kept
 }
 
 // New returns a client with tr's settings: its dialer, response header
@@ -377,6 +378,16 @@ func (b *h1Body) Ready() bool {
 	return b.closed.Load() || b.done.Load() || (b.sized && b.c.br.Buffered() > 0)
 }
 
+// Pending reports whether a read can go on without the connection's
+// next bytes: some are read already (a head's worth at most), or the
+// body was closed or ended.
+func (b *h1Body) Pending() bool {
+	return b.closed.Load() || b.done.Load() || b.c.br.Buffered() > 0
+}
+
+// Conn is the connection the body is read from.
+func (b *h1Body) Conn() net.Conn { return b.c.conn }
+
 func (b *h1Body) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
@@ -422,7 +433,7 @@ func (c *h1Conn) release(keep bool) {
 	cl := c.client
 	cl.mu.Lock()
 	list := cl.idle[c.addr]
-	if len(list) >= cl.maxIdle {
+	if len(list) >= cl.maxIdle || cl.closed {
 		cl.mu.Unlock()
 		c.conn.Close()
 		return
@@ -560,6 +571,15 @@ func (cl *Client) Idle(addr string) []Opener {
 type idleConn struct{ c *h1Conn }
 
 func (i idleConn) Open() bool { return i.c.open() }
+
+// Close closes every idle connection, and each connection in use once its
+// request is done: the client is not to be used again.
+func (cl *Client) Close() {
+	cl.mu.Lock()
+	cl.closed = true
+	cl.mu.Unlock()
+	cl.CloseIdleConnections()
+}
 
 // CloseIdleConnections closes every idle connection.
 func (cl *Client) CloseIdleConnections() {

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/testtool"
+)
+
+// pipeAgent runs an agent with cfg (Console and Inspector nil: it offers
+// pipes) at an in-process edge until the test ends, and returns the agent
+// and a function that sends a GET for path to its tunnel.
+func pipeAgent(t *testing.T, cfg Config) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
+	t.Helper()
+	return pipeAgentAt(t, runEdge(t), cfg, true)
+}
+
+// pipeAgentAt is pipeAgent at the edge at addr, whose session has pipes
+// or not.
+func pipeAgentAt(t *testing.T, addr string, cfg Config, pipes bool) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
+	t.Helper()
+	connected := make(chan string, 4)
+	cfg.Edge, cfg.Token, cfg.Name, cfg.Protocol = "http://"+addr, "T", "pipe", "v2"
+	cfg.OnConnect = func(u, _ string) { connected <- u }
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	<-connected
+	testtool.Eventually(t, "the session to serve", func() bool { return a.sess.Load() != nil })
+	if got := a.sess.Load().Pipes(); got != pipes {
+		t.Fatalf("pipes confirmed: %v, want %v", got, pipes)
+	}
+	get := func(path string, hdr http.Header) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = "pipe.localhost"
+		for k, vv := range hdr {
+			req.Header[k] = vv
+		}
+		tr := &http.Transport{DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("GET %s: body: %v", path, err)
+		}
+		return resp, string(b)
+	}
+	return a, get
+}
+
+// The pages of a pipe's failures are the agent's own (upstreamError), for
+// the request as it asked (JSON, HTML or text): the local server down,
+// silent past the response header timeout, or closing the connection
+// without an answer.
+func TestPipeErrorPages(t *testing.T) {
+	t.Parallel()
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+		ln.Close()
+		_, get := pipeAgent(t, Config{Upstream: up})
+		resp, b := get("/", http.Header{"Accept": {"text/html"}})
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_refused" ||
+			!strings.Contains(b, "<h1>Local server not reachable</h1>") || !strings.Contains(b, up.Host) {
+			t.Errorf("%d %q %q", resp.StatusCode, resp.Header.Get("X-Sluice-Error"), b)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		t.Parallel()
+		addr, _ := rawServer(t, func(_ int, c net.Conn) {
+			readRequest(bufio.NewReader(c))
+			io.Copy(io.Discard, c) // no answer
+		})
+		_, get := pipeAgent(t, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond})
+		resp, b := get("/slow", http.Header{"Accept": {"application/json"}})
+		var page struct {
+			Error struct {
+				Code    string `json:"code"`
+				Status  int    `json:"status"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(b), &page); err != nil {
+			t.Fatalf("%d %q: %v", resp.StatusCode, b, err)
+		}
+		if resp.StatusCode != http.StatusGatewayTimeout || page.Error.Code != "upstream_timeout" || page.Error.Status != 504 ||
+			!strings.Contains(page.Error.Message, addr+" did not answer in time") {
+			t.Errorf("%d %+v", resp.StatusCode, page)
+		}
+	})
+	t.Run("closed without an answer", func(t *testing.T) {
+		t.Parallel()
+		addr, _ := rawServer(t, func(_ int, c net.Conn) {
+			readRequest(bufio.NewReader(c))
+		})
+		_, get := pipeAgent(t, Config{Upstream: &url.URL{Scheme: "http", Host: addr}})
+		resp, b := get("/", nil)
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_error" ||
+			!strings.HasPrefix(b, "Local server error: the request to "+addr+" failed.") {
+			t.Errorf("%d %q %q", resp.StatusCode, resp.Header.Get("X-Sluice-Error"), b)
+		}
+	})
+}
+
+// SetUpstream moves the pipes: requests go to the new upstream at once
+// (the pipes to the old one are dropped), through the handler while the
+// new one cannot be piped (its Host rewritten), and through pipes again
+// once it can.
+func TestPipeSetUpstream(t *testing.T) {
+	t.Parallel()
+	answer := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name+" "+r.Host)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	a, b := answer("a"), answer("b")
+	aURL, _ := url.Parse(a.URL)
+	bURL, _ := url.Parse(b.URL)
+	ag, get := pipeAgent(t, Config{Upstream: aURL})
+	if _, body := get("/", nil); body != "a pipe.localhost" {
+		t.Fatalf("before: %q", body)
+	}
+	ag.SetUpstream(bURL, "rewrite")
+	testtool.Eventually(t, "requests to reach b through the handler", func() bool {
+		_, body := get("/", nil)
+		return body == "b "+bURL.Host
+	})
+	ag.SetUpstream(bURL, "preserve")
+	testtool.Eventually(t, "requests to reach b through pipes", func() bool {
+		_, body := get("/", nil)
+		return body == "b pipe.localhost"
+	})
+	for range 3 {
+		if _, body := get("/", nil); body != "b pipe.localhost" {
+			t.Fatalf("after: %q", body)
+		}
+	}
+}
+
+// An edge with pipes turned off (sluice edge --pipes=false) does not
+// confirm them, and serves the agent's requests as streams of their own.
+func TestPipesOffAtEdge(t *testing.T) {
+	t.Parallel()
+	cfg := edge.DefaultConfig()
+	cfg.Tokens, cfg.DisablePipes = []string{"T"}, true
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	_, get := pipeAgentAt(t, serveEdge(t, cfg), Config{Upstream: u}, false)
+	if _, b := get("/", nil); b != "up" {
+		t.Errorf("GET: %q", b)
+	}
+}
+
+// Pipes are offered only when the handler has nothing of its own to do:
+// not with the console's lines or the inspector, and not for an upstream
+// that cannot be piped as it is.
+func TestOffersPipes(t *testing.T) {
+	t.Parallel()
+	up := &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+	for _, c := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{}, true},
+		{Config{Console: io.Discard}, false},
+		{Config{Type: "tcp", LocalAddr: "127.0.0.1:1"}, false},
+	} {
+		c.cfg.Edge, c.cfg.Name = "http://127.0.0.1:1", "x"
+		if c.cfg.Type == "" {
+			c.cfg.Upstream = up
+		}
+		a, err := New(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.offersPipes(); got != c.want {
+			t.Errorf("%+v: offersPipes = %v", c.cfg, got)
+		}
+	}
+	for u, want := range map[string]bool{
+		"http://127.0.0.1:3000": true, "http://127.0.0.1:3000/": true, "http://localhost": true,
+		"http://127.0.0.1:3000/api": false, "http://127.0.0.1:3000/?x=1": false,
+		"https://127.0.0.1:3000": false, "h2c://127.0.0.1:3000": false,
+	} {
+		pu, _ := url.Parse(u)
+		if got := (&upstreamTarget{url: pu}).pipeable(); got != want {
+			t.Errorf("%s: pipeable = %v", u, got)
+		}
+	}
+	pu, _ := url.Parse("http://127.0.0.1:3000")
+	for h, want := range map[string]bool{"": true, "preserve": true, "rewrite": false, "example.com": false} {
+		if got := (&upstreamTarget{url: pu, hostHeader: h}).pipeable(); got != want {
+			t.Errorf("host header %q: pipeable = %v", h, got)
+		}
+	}
+}
