@@ -489,7 +489,7 @@ func (b *h2cBody) Read(p []byte) (int, error) {
 // a client is slow to take them, its stream's window stays shut and its
 // bytes stay counted. Like Read, for one goroutine at a time (not
 // concurrently with Read); Close may be called meanwhile.
-func (b *h2cBody) writeNext(w io.Writer) (int, error) {
+func (b *h2cBody) writeNext(w io.Writer, _ *BufferPool) (int, error) {
 	st := b.st
 	c := st.c
 	c.mu.Lock()

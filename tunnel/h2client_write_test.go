@@ -59,7 +59,7 @@ type writeResult struct {
 func writeNextAsync(body io.ReadCloser, w io.Writer) <-chan writeResult {
 	done := make(chan writeResult, 1)
 	go func() {
-		n, err := body.(*h2cBody).writeNext(w)
+		n, err := body.(*h2cBody).writeNext(w, nil)
 		done <- writeResult{n, err}
 	}()
 	return done

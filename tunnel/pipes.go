@@ -179,9 +179,10 @@ func (c *pipeConn) Open() bool {
 	return c.wb != nil && c.r.left == 0 && !c.r.eof && !c.wb.Ready()
 }
 
-// wait waits for the agent's next bytes, holding no buffer.
+// wait waits for the agent's next bytes, holding no buffer (not after its
+// end: the chunk reader has that without them).
 func (c *pipeConn) wait() {
-	if c.wb != nil && c.r.left == 0 {
+	if c.wb != nil && !c.r.eof {
 		c.wb.wait()
 	}
 }
@@ -212,23 +213,39 @@ type pendingBody interface {
 
 // pipeBody hands a pipe's response body to the Proxy as a chunkBody: it
 // waits for the agent's next bytes holding no buffer (the stream's own
-// chunks hold them), then reads them through a small pooled buffer, so
-// that a held stream holds no copy buffer at the edge.
+// chunks hold them), then reads them through a small pooled buffer, or a
+// large one of the proxy's while they flow (the last read filled its
+// buffer), given back after each write: a held stream holds no copy
+// buffer at the edge.
 type pipeBody struct {
 	pendingBody
+	flowing bool
 }
 
-func (b *pipeBody) writeNext(w io.Writer) (int, error) {
+func (b *pipeBody) writeNext(w io.Writer, buffers *BufferPool) (int, error) {
 	if !b.Pending() {
 		if c, ok := b.Conn().(*pipeConn); ok {
 			c.wait()
 		}
 	}
-	buf := smallBuffers.Get().(*[]byte)
-	defer smallBuffers.Put(buf)
-	n, err := b.Read(*buf)
+	var buf []byte
+	if b.flowing && buffers != nil {
+		if buf = buffers.Get(); len(buf) <= smallBufferSize {
+			buffers.Put(buf)
+			buf = nil
+		} else {
+			defer buffers.Put(buf)
+		}
+	}
+	if buf == nil {
+		small := smallBuffers.Get().(*[]byte)
+		defer smallBuffers.Put(small)
+		buf = *small
+	}
+	n, err := b.Read(buf)
+	b.flowing = n == len(buf)
 	if n > 0 {
-		if _, werr := w.Write((*buf)[:n]); werr != nil {
+		if _, werr := w.Write(buf[:n]); werr != nil {
 			return n, werr
 		}
 	}

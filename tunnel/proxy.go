@@ -211,9 +211,11 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // and, like Read, io.EOF at the end (with or after the last bytes), or
 // the error of the body or of w. The copy then needs no buffer of its
 // own: a held stream holds none while it waits, and each byte is copied
-// once less.
+// once less. A body that reads its bytes into a buffer all the same (a
+// pipe's: pipeBody) takes it while it reads, a large one from buffers
+// while they flow.
 type chunkBody interface {
-	writeNext(w io.Writer) (int, error)
+	writeNext(w io.Writer, buffers *BufferPool) (int, error)
 	ReadyBody
 }
 
@@ -238,7 +240,7 @@ func (p *Proxy) copyBody(c *bodyCopy, body io.Reader) error {
 	}
 	if cb, ok := body.(chunkBody); ok {
 		for {
-			n, err := cb.writeNext(c)
+			n, err := cb.writeNext(c, p.Buffers)
 			c.begin()
 			if n > 0 && err != io.EOF {
 				if err := c.flush(); err != nil {

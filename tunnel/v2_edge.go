@@ -265,7 +265,9 @@ type onCloseChunks struct {
 	cb chunkBody
 }
 
-func (b *onCloseChunks) writeNext(w io.Writer) (int, error) { return b.cb.writeNext(w) }
-func (b *onCloseChunks) Ready() bool                        { return b.cb.Ready() }
+func (b *onCloseChunks) writeNext(w io.Writer, bp *BufferPool) (int, error) {
+	return b.cb.writeNext(w, bp)
+}
+func (b *onCloseChunks) Ready() bool { return b.cb.Ready() }
 
 var _ Session = (*v2Edge)(nil)
