@@ -32,6 +32,13 @@ func tunnelTo(t *testing.T, protocol string, mut func(*edge.Config), h http.Hand
 // from ac (its edge, token, name, protocol and OnConnect are set here).
 func tunnelToConfig(t *testing.T, protocol string, mut func(*edge.Config), ac Config) (addr string) {
 	t.Helper()
+	addr, _ = tunnelAgent(t, protocol, mut, ac)
+	return addr
+}
+
+// tunnelAgent is tunnelToConfig that also returns the agent.
+func tunnelAgent(t *testing.T, protocol string, mut func(*edge.Config), ac Config) (addr string, a *Agent) {
+	t.Helper()
 	cfg := edge.DefaultConfig()
 	cfg.Tokens = []string{"T"}
 	if mut != nil {
@@ -54,7 +61,7 @@ func tunnelToConfig(t *testing.T, protocol string, mut func(*edge.Config), ac Co
 	connected := make(chan string, 4)
 	ac.Edge, ac.Token, ac.Name, ac.Protocol = "http://"+ln.Addr().String(), "T", "unit", protocol
 	ac.OnConnect = func(u, _ string) { connected <- u }
-	a, err := New(ac)
+	a, err = New(ac)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +80,7 @@ func tunnelToConfig(t *testing.T, protocol string, mut func(*edge.Config), ac Co
 	case <-time.After(time.Minute):
 		t.Fatal("the agent did not connect within a minute")
 	}
-	return ln.Addr().String()
+	return ln.Addr().String(), a
 }
 
 // seenRequest is what the upstream saw.

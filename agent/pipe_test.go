@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -18,35 +17,12 @@ import (
 )
 
 // pipeAgent runs an agent with cfg (Console and Inspector nil: it offers
-// pipes) at an in-process edge until the test ends, and returns the agent
-// and a function that sends a GET for path to its tunnel.
-func pipeAgent(t *testing.T, cfg Config) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
+// pipes) at an in-process edge (adjusted by mut) until the test ends, and
+// returns the agent and a function that sends a GET for path to its
+// tunnel; the edge confirmed pipes, or not.
+func pipeAgent(t *testing.T, mut func(*edge.Config), cfg Config, pipes bool) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
 	t.Helper()
-	return pipeAgentAt(t, runEdge(t), cfg, true)
-}
-
-// pipeAgentAt is pipeAgent at the edge at addr, whose session has pipes
-// or not.
-func pipeAgentAt(t *testing.T, addr string, cfg Config, pipes bool) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
-	t.Helper()
-	connected := make(chan string, 4)
-	cfg.Edge, cfg.Token, cfg.Name, cfg.Protocol = "http://"+addr, "T", "pipe", "v2"
-	cfg.OnConnect = func(u, _ string) { connected <- u }
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-connected
+	addr, a := tunnelAgent(t, "v2", mut, cfg)
 	testtool.Eventually(t, "the session to serve", func() bool { return a.sess.Load() != nil })
 	if got := a.sess.Load().Pipes(); got != pipes {
 		t.Fatalf("pipes confirmed: %v, want %v", got, pipes)
@@ -54,7 +30,7 @@ func pipeAgentAt(t *testing.T, addr string, cfg Config, pipes bool) (*Agent, fun
 	get := func(path string, hdr http.Header) (*http.Response, string) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-		req.Host = "pipe.localhost"
+		req.Host = "unit.localhost"
 		for k, vv := range hdr {
 			req.Header[k] = vv
 		}
@@ -88,7 +64,7 @@ func TestPipeErrorPages(t *testing.T) {
 		}
 		up := &url.URL{Scheme: "http", Host: ln.Addr().String()}
 		ln.Close()
-		_, get := pipeAgent(t, Config{Upstream: up})
+		_, get := pipeAgent(t, nil, Config{Upstream: up}, true)
 		resp, b := get("/", http.Header{"Accept": {"text/html"}})
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_refused" ||
 			!strings.Contains(b, "<h1>Local server not reachable</h1>") || !strings.Contains(b, up.Host) {
@@ -101,7 +77,7 @@ func TestPipeErrorPages(t *testing.T) {
 			readRequest(bufio.NewReader(c))
 			io.Copy(io.Discard, c) // no answer
 		})
-		_, get := pipeAgent(t, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond})
+		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
 		resp, b := get("/slow", http.Header{"Accept": {"application/json"}})
 		var page struct {
 			Error struct {
@@ -123,7 +99,7 @@ func TestPipeErrorPages(t *testing.T) {
 		addr, _ := rawServer(t, func(_ int, c net.Conn) {
 			readRequest(bufio.NewReader(c))
 		})
-		_, get := pipeAgent(t, Config{Upstream: &url.URL{Scheme: "http", Host: addr}})
+		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}}, true)
 		resp, b := get("/", nil)
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_error" ||
 			!strings.HasPrefix(b, "Local server error: the request to "+addr+" failed.") {
@@ -148,8 +124,8 @@ func TestPipeSetUpstream(t *testing.T) {
 	a, b := answer("a"), answer("b")
 	aURL, _ := url.Parse(a.URL)
 	bURL, _ := url.Parse(b.URL)
-	ag, get := pipeAgent(t, Config{Upstream: aURL})
-	if _, body := get("/", nil); body != "a pipe.localhost" {
+	ag, get := pipeAgent(t, nil, Config{Upstream: aURL}, true)
+	if _, body := get("/", nil); body != "a unit.localhost" {
 		t.Fatalf("before: %q", body)
 	}
 	ag.SetUpstream(bURL, "rewrite")
@@ -160,10 +136,10 @@ func TestPipeSetUpstream(t *testing.T) {
 	ag.SetUpstream(bURL, "preserve")
 	testtool.Eventually(t, "requests to reach b through pipes", func() bool {
 		_, body := get("/", nil)
-		return body == "b pipe.localhost"
+		return body == "b unit.localhost"
 	})
 	for range 3 {
-		if _, body := get("/", nil); body != "b pipe.localhost" {
+		if _, body := get("/", nil); body != "b unit.localhost" {
 			t.Fatalf("after: %q", body)
 		}
 	}
@@ -173,12 +149,10 @@ func TestPipeSetUpstream(t *testing.T) {
 // confirm them, and serves the agent's requests as streams of their own.
 func TestPipesOffAtEdge(t *testing.T) {
 	t.Parallel()
-	cfg := edge.DefaultConfig()
-	cfg.Tokens, cfg.DisablePipes = []string{"T"}, true
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL)
-	_, get := pipeAgentAt(t, serveEdge(t, cfg), Config{Upstream: u}, false)
+	_, get := pipeAgent(t, func(c *edge.Config) { c.DisablePipes = true }, Config{Upstream: u}, false)
 	if _, b := get("/", nil); b != "up" {
 		t.Errorf("GET: %q", b)
 	}

@@ -111,8 +111,8 @@ type AcceptConfig struct {
 	Config
 	// DisableV2 offers protocol v1 only.
 	DisableV2 bool
-	// DisablePipes does not confirm wire.FeaturePipe: every request of a
-	// v2 agent is a stream of its own (to compare the two).
+	// DisablePipes does not confirm wire.FeaturePipe (sluice edge
+	// --pipes=false): every request of a v2 agent is a stream of its own.
 	DisablePipes bool
 	// Authorize decides on a well-formed registration. A *RegisterError
 	// refuses with its code and message; any other error refuses with

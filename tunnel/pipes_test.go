@@ -30,8 +30,8 @@ type pipeRig struct {
 	refuse  atomic.Bool  // the pipe dial answers ErrNoPipe
 }
 
-// newPipeRig starts it, the agent's pipes dialing local (host:port), with
-// the edge's cfg and the agent's protocol.
+// newPipeRig starts it, the agent's pipes dialing local (host:port; ""
+// offers none), with the edge's cfg and the agent's protocol.
 func newPipeRig(t *testing.T, edgeCfg AcceptConfig, proto, local string) *pipeRig {
 	t.Helper()
 	rig := &pipeRig{}
@@ -49,15 +49,17 @@ func newPipeRig(t *testing.T, edgeCfg AcceptConfig, proto, local string) *pipeRi
 		sessions <- s
 		s.Run(ctx)
 	}))
-	dc := DialConfig{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), TunnelID: "t", Protocol: proto,
-		Pipe: func(ctx context.Context) (net.Conn, error) {
+	dc := DialConfig{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), TunnelID: "t", Protocol: proto}
+	if local != "" {
+		dc.Pipe = func(ctx context.Context) (net.Conn, error) {
 			if rig.refuse.Load() {
 				return nil, ErrNoPipe
 			}
 			rig.dials.Add(1)
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", local)
-		}}
+		}
+	}
 	as, err := Dial(ctx, dc)
 	if err != nil {
 		t.Fatal(err)
@@ -242,37 +244,15 @@ func TestPipeRefusedAndReset(t *testing.T) {
 // again on a new one), and every request is answered.
 func TestPipeClosedByServer(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				// One response, kept alive as far as the client knows,
-				// then closed.
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	addr := serveLocal(t, func(c *net.TCPConn) {
+		// One response, kept alive as far as the client knows, then
+		// closed.
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
-	}()
-	rig := newPipeRig(t, AcceptConfig{}, ProtocolV2, ln.Addr().String())
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	rig := newPipeRig(t, AcceptConfig{}, ProtocolV2, addr)
 	for i := range 6 {
 		if resp, b := rig.do(t, "GET", "/", nil, nil); resp.StatusCode != 200 || b != "ok" {
 			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, b)
@@ -349,32 +329,15 @@ func TestPipeResetWithoutPipes(t *testing.T) {
 			bad.Add(1)
 		}
 	}}
-	url, sessions := acceptor(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	as, err := Dial(ctx, DialConfig{URL: url, TunnelID: "t", Protocol: ProtocolV2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		as.Serve(ctx, http.NotFoundHandler())
-	}()
-	sess := <-sessions
-	defer func() {
-		cancel()
-		sess.Close()
-		wg.Wait()
-	}()
+	rig := newPipeRig(t, AcceptConfig{Config: cfg}, ProtocolV2, "")
+	as := rig.agent
 	testtool.Eventually(t, "the session to serve", func() bool { return as.conn.Load() != nil })
 	if err := writePipeReset(as.conn.Load(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	testtool.Eventually(t, "the pipe_reset to be counted", func() bool { return bad.Load() == 1 })
-	if _, err := (&http.Client{Transport: sess}).Get("http://t/"); err != nil {
-		t.Errorf("the session after it: %v", err)
+	if _, b := rig.do(t, "GET", "/", nil, nil); b != "handler" {
+		t.Errorf("the session after it: %q", b)
 	}
 }
 

@@ -29,27 +29,7 @@ var tcpProtocols = []string{ProtocolV1, ProtocolV2}
 // connection), or whose dial fails with dialErr. It returns the session.
 func tcpSession(t *testing.T, proto string, edgeCfg Config, local func(c *net.TCPConn), dialErr error) Session {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lwg sync.WaitGroup
-	lwg.Add(1)
-	go func() {
-		defer lwg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			lwg.Add(1)
-			go func() {
-				defer lwg.Done()
-				defer c.Close()
-				local(c.(*net.TCPConn))
-			}()
-		}
-	}()
+	localAddr := serveLocal(t, local)
 	ctx, cancel := context.WithCancel(context.Background())
 	sessions := make(chan Session, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +51,7 @@ func tcpSession(t *testing.T, proto string, edgeCfg Config, local func(c *net.TC
 				return nil, dialErr
 			}
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", ln.Addr().String())
+			return d.DialContext(ctx, "tcp", localAddr)
 		}}
 	as, err := Dial(ctx, dc)
 	if err != nil {
@@ -90,10 +70,37 @@ func tcpSession(t *testing.T, proto string, edgeCfg Config, local func(c *net.TC
 		wg.Wait()
 		srv.CloseClientConnections()
 		srv.Close()
-		ln.Close()
-		lwg.Wait()
 	})
 	return sess
+}
+
+// serveLocal runs a local TCP server on loopback until the test ends (then
+// it waits for serve to return on every connection, each closed after
+// it), and returns its address.
+func serveLocal(t testing.TB, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				serve(c.(*net.TCPConn))
+			})
+		}
+	})
+	return ln.Addr().String()
 }
 
 func forTCP(t *testing.T, f func(t *testing.T, proto string)) {
