@@ -69,7 +69,8 @@ func newPipes(s *v2Edge) *pipes {
 
 // newClient returns a client whose connections are pipes: idle ones
 // bounded (a quarter of the session's streams, at most 256; each counts
-// as a stream) and closed after h1client.IdleTimeout (the agent's own for
+// as a stream, and they are closed when a new stream finds the limit
+// reached: acquireStream) and closed after h1client.IdleTimeout (the agent's own for
 // its local connections, each pipe being one), response heads bounded as
 // the agent's HTTP/2 responses are. No response header timeout: the
 // agent keeps it, with its own value (agent/pipe.go).
@@ -130,6 +131,14 @@ func (p *pipes) reset() {
 	p.mu.Unlock()
 	old.Close()
 	p.off.Store(false)
+}
+
+// closeIdle closes the idle pipes, and returns how many there were.
+func (p *pipes) closeIdle() int {
+	p.mu.Lock()
+	c := p.client
+	p.mu.Unlock()
+	return c.CloseIdle()
 }
 
 // close closes every pipe, with the session.

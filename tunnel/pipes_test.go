@@ -28,13 +28,14 @@ type pipeRig struct {
 	handled atomic.Int32 // requests the agent's handler served
 	dials   atomic.Int32 // pipes dialed
 	refuse  atomic.Bool  // the pipe dial answers ErrNoPipe
+	held    chan struct{} // a request to /hold waits for it to close
 }
 
 // newPipeRig starts it, the agent's pipes dialing local (host:port; ""
 // offers none), with the edge's cfg and the agent's protocol.
 func newPipeRig(t *testing.T, edgeCfg AcceptConfig, proto, local string) *pipeRig {
 	t.Helper()
-	rig := &pipeRig{}
+	rig := &pipeRig{held: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	sessions := make(chan Session, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +72,12 @@ func newPipeRig(t *testing.T, edgeCfg AcceptConfig, proto, local string) *pipeRi
 		defer wg.Done()
 		as.Serve(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rig.handled.Add(1)
+			if r.URL.Path == "/hold" {
+				select {
+				case <-rig.held:
+				case <-r.Context().Done():
+				}
+			}
 			io.Copy(io.Discard, r.Body)
 			io.WriteString(w, "handler")
 		}))
@@ -366,5 +373,39 @@ func TestPipeLargeBodies(t *testing.T) {
 	}
 	if rig.handled.Load() != 0 || rig.dials.Load() != 1 {
 		t.Errorf("handler %d, pipes %d", rig.handled.Load(), rig.dials.Load())
+	}
+}
+
+// Idle pipes count as streams, and make room when a new stream finds the
+// session's limit reached: a request is not refused for a pipe that waits.
+func TestPipeIdleMakesRoom(t *testing.T) {
+	t.Parallel()
+	up, _ := upstreamServer(t, nil)
+	rig := newPipeRig(t, AcceptConfig{Config: Config{MaxStreams: 2}}, ProtocolV2, up.Listener.Addr().String())
+	if _, b := rig.do(t, "GET", "/", nil, nil); !strings.HasPrefix(b, "up ") {
+		t.Fatalf("GET: %q", b)
+	}
+	held := make(chan string, 1)
+	go func() {
+		// Not rig.do: it fails the test, which only the test's goroutine may.
+		tr := &http.Transport{DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Post(rig.front+"/hold", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			held <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		held <- string(b)
+	}()
+	testtool.Eventually(t, "the held request to reach the handler", func() bool { return rig.handled.Load() == 1 })
+	// The idle pipe and the held request fill the limit of 2.
+	if resp, b := rig.do(t, "POST", "/", strings.NewReader("y"), nil); resp.StatusCode != 200 || b != "handler" {
+		t.Errorf("POST at the limit: %d %q", resp.StatusCode, b)
+	}
+	close(rig.held)
+	if b := <-held; b != "handler" {
+		t.Errorf("held POST: %q", b)
 	}
 }

@@ -46,7 +46,7 @@ func (s *v2Edge) openDuplex(ctx context.Context, kind, field, remoteAddr string)
 	if err := s.waitOpen(ctx); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := s.acquire(s.cfg.MaxStreams); err != nil {
+	if err := s.acquireStream(); err != nil {
 		return nil, nil, nil, err
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

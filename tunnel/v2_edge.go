@@ -186,7 +186,7 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	if err := s.acquire(s.cfg.MaxStreams); err != nil {
+	if err := s.acquireStream(); err != nil {
 		closeBody()
 		return nil, err
 	}
@@ -208,6 +208,16 @@ func (s *v2Edge) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = countedBody(resp.Body, s.release)
 	return resp, nil
+}
+
+// acquireStream counts a new stream in the session's limit; at the limit,
+// idle pipes (counted too) are closed to make room.
+func (s *v2Edge) acquireStream() error {
+	err := s.acquire(s.cfg.MaxStreams)
+	if errors.Is(err, ErrTooManyStreams) && s.pipes != nil && s.pipes.closeIdle() > 0 {
+		err = s.acquire(s.cfg.MaxStreams)
+	}
+	return err
 }
 
 // expectation readies a request that expects 100-continue: an agent with

@@ -582,7 +582,10 @@ func (cl *Client) Close() {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (cl *Client) CloseIdleConnections() {
+func (cl *Client) CloseIdleConnections() { cl.CloseIdle() }
+
+// CloseIdle closes every idle connection, and returns how many there were.
+func (cl *Client) CloseIdle() int {
 	cl.mu.Lock()
 	var conns []*h1Conn
 	for _, list := range cl.idle {
@@ -599,4 +602,5 @@ func (cl *Client) CloseIdleConnections() {
 	for _, c := range conns {
 		c.conn.Close()
 	}
+	return len(conns)
 }
