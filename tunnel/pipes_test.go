@@ -25,9 +25,9 @@ type pipeRig struct {
 	front   string // the public proxy's URL
 	sess    Session
 	agent   *AgentSession
-	handled atomic.Int32 // requests the agent's handler served
-	dials   atomic.Int32 // pipes dialed
-	refuse  atomic.Bool  // the pipe dial answers ErrNoPipe
+	handled atomic.Int32  // requests the agent's handler served
+	dials   atomic.Int32  // pipes dialed
+	refuse  atomic.Bool   // the pipe dial answers ErrNoPipe
 	held    chan struct{} // a request to /hold waits for it to close
 }
 
