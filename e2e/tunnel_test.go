@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,11 +357,30 @@ func readEvent(br *bufio.Reader) (string, error) {
 // what goes through the tunnel.
 func TestTunnel(t *testing.T) { forProtocols(t, testTunnel) }
 
-func testTunnel(t *testing.T, proto string) {
+// TestTunnelPipes is the same suite through an agent that offers pipes
+// (v2, no console line, no inspector): simple requests go as HTTP/1.1
+// bytes on pooled streams the agent pumps to the local server
+// (docs/protocol.md, "Pipes"), the others as streams of their own.
+func TestTunnelPipes(t *testing.T) {
+	t.Parallel()
+	testTunnelWith(t, "v2", "--quiet", "--inspect", "off")
+}
+
+func testTunnel(t *testing.T, proto string) { testTunnelWith(t, proto) }
+
+// testTunnelWith is the tunnel suite with agents started with proto and
+// agentFlags.
+func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 	const token = "tunnel-test-token"
 	up := newTestUpstream(t)
 	e := startEdge(t, token)
-	startAgent(t, e, proto, "app", token, up.port)
+	startAgent(t, e, proto, "app", token, up.port, agentFlags...)
+	if pipes := slices.Contains(agentFlags, "--quiet"); pipes {
+		// The edge confirmed pipes (its log line of the registration).
+		if !e.waitOutput(e.stderr, " pipe]", 15*time.Second) {
+			t.Fatalf("the edge did not confirm pipes:\n%s", e.stderr)
+		}
+	}
 	c := tunnelClient(t, e.addr)
 	base := e.publicURL("app")
 	publicHost := fmt.Sprintf("app.localhost:%d", e.port)
@@ -872,7 +892,7 @@ func testTunnel(t *testing.T, proto string) {
 	t.Run("UpstreamNotRunning", func(t *testing.T) {
 		t.Parallel()
 		closed := freePort(t)
-		startAgent(t, e, proto, "down", token, closed)
+		startAgent(t, e, proto, "down", token, closed, agentFlags...)
 		addr := fmt.Sprintf("127.0.0.1:%d", closed)
 		resp, body := do(t, c, "GET", e.publicURL("down")+"/", nil, nil)
 		if resp.StatusCode != 502 {
