@@ -38,7 +38,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	config := configFlag(fs)
 	protocol := fs.String("protocol", "auto", `tunnel protocol: "auto", "v1" or "v2"`)
 	upstreamTLS := upstreamTLSFlags(fs)
-	quiet := fs.Bool("quiet", false, "print no line per request")
+	quiet := quietFlag(fs)
 	verbose := fs.Bool("v", false, "log debug messages")
 	inspectOpts := inspectFlags(fs)
 	pos, err := cli.ParseInterleaved(fs, args)

@@ -71,7 +71,7 @@ func runHTTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	allow := fs.String("allow", "", "comma-separated CIDRs visitors must come from, such as 10.0.0.0/8,192.168.1.0/24 (enforced by the edge; default any address)")
 	upstreamTLS := upstreamTLSFlags(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
-	quiet := fs.Bool("quiet", false, "print no line per request (with --inspect off as well, the edge carries simple requests on pipes, with less CPU: docs/protocol.md, \"Pipes\")")
+	quiet := quietFlag(fs)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pprofAddr := pprofFlag(fs)
 	inspectOpts := inspectFlags(fs)

@@ -48,7 +48,7 @@ func runStart(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ca := caFlag(fs)
 	config := configFlag(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "with the embedded edge: its address")
-	quiet := fs.Bool("quiet", false, "print no line per request (with --inspect off as well, the edge carries simple requests on pipes, with less CPU: docs/protocol.md, \"Pipes\")")
+	quiet := quietFlag(fs)
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := cli.ParseInterleaved(fs, args)
 	if err != nil {
