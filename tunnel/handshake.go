@@ -344,9 +344,10 @@ type DialConfig struct {
 	// local server, as a TCP tunnel's are. Offer them only when the
 	// handler would do nothing but pass such requests on as they are: the
 	// edge carries them without it. ErrNoPipe refuses one (the edge then
-	// sends requests as streams of their own until ResetPipes); an error
-	// and a conn both nil is not allowed: to answer the edge's request
-	// with an error page, return a conn that reads as that page.
+	// sends requests as streams of their own until ResetPipes); another
+	// error is sent as the reason, as for DialTCP. To answer the edge's
+	// request with an error page instead, return a conn that reads as
+	// that page (the agent's does).
 	Pipe func(ctx context.Context) (net.Conn, error)
 	// UserAgent is sent with the WebSocket handshake; the edge records it
 	// as the agent's version. Empty means "sluice-agent".

@@ -38,10 +38,11 @@ const (
 	// cannot be piped (SetUpstream to an https:// one, say): requests go
 	// as streams of their own until the agent's pipe_reset.
 	pipeOffReason = "pipe_off"
-	// pipeReadBuffer is the pipe client's read buffer per pipe: response
-	// heads and chunk lines go through it, bodies bypass it (the proxy
-	// reads more at once).
-	pipeReadBuffer = 1 << 10
+	// pipeBuffer is the size of the pipe client's read buffer per pipe
+	// (response heads and chunk lines go through it; bodies bypass it, the
+	// proxy reading more at once) and of its pooled write buffer (for the
+	// heads appendRequestHead does not write).
+	pipeBuffer = 1 << 10
 )
 
 // ErrNoPipe is what DialConfig.Pipe returns to refuse a pipe: the edge
@@ -70,17 +71,17 @@ func newPipes(s *v2Edge) *pipes {
 // newClient returns a client whose connections are pipes: idle ones
 // bounded (a quarter of the session's streams, at most 256; each counts
 // as a stream, and they are closed when a new stream finds the limit
-// reached: acquireStream) and closed after h1client.IdleTimeout (the agent's own for
-// its local connections, each pipe being one), response heads bounded as
-// the agent's HTTP/2 responses are. No response header timeout: the
-// agent keeps it, with its own value (agent/pipe.go).
+// reached: acquireStream) and closed after h1client.IdleTimeout (the
+// agent's own for its local connections, each pipe being one), response
+// heads bounded as the agent's HTTP/2 responses are. No response header
+// timeout: the agent keeps it, with its own value (agent/pipe.go).
 func (p *pipes) newClient() *h1client.Client {
 	return h1client.New(&http.Transport{
 		DialContext:            p.dial,
 		MaxIdleConnsPerHost:    max(1, min(256, p.s.cfg.MaxStreams/4)),
 		IdleConnTimeout:        h1client.IdleTimeout,
-		ReadBufferSize:         pipeReadBuffer,
-		WriteBufferSize:        pipeReadBuffer,
+		ReadBufferSize:         pipeBuffer,
+		WriteBufferSize:        pipeBuffer,
 		MaxResponseHeaderBytes: int64(p.s.cfg.MaxHeaderBytes),
 	}, "tunnel: pipe")
 }
