@@ -56,15 +56,15 @@ var errPipeOff = errors.New("tunnel: the agent does not pipe now")
 // pipes is the edge's pool of pipes to one agent.
 type pipes struct {
 	s      *v2Edge
-	off    atomic.Bool // the agent refused a pipe: until pipe_reset
-	mu     sync.Mutex
-	client *h1client.Client // replaced, the old one closed, at pipe_reset
-	closed bool
+	off    atomic.Bool                     // the agent refused a pipe: until pipe_reset
+	client atomic.Pointer[h1client.Client] // replaced, the old one closed, at pipe_reset
+	mu     sync.Mutex                      // orders reset and close
+	closed bool                            // guarded by mu
 }
 
 func newPipes(s *v2Edge) *pipes {
 	p := &pipes{s: s}
-	p.client = p.newClient()
+	p.client.Store(p.newClient())
 	return p
 }
 
@@ -103,10 +103,7 @@ func pipeable(req *http.Request) bool {
 // roundTrip carries req on a pipe; errPipeOff when the agent refused one
 // (req is then untouched, for its own stream).
 func (p *pipes) roundTrip(req *http.Request) (*http.Response, error) {
-	p.mu.Lock()
-	c := p.client
-	p.mu.Unlock()
-	resp, err := c.RoundTrip(req)
+	resp, err := p.client.Load().RoundTrip(req)
 	if err != nil {
 		if errors.Is(err, errPipeOff) {
 			p.off.Store(true)
@@ -125,9 +122,9 @@ func (p *pipes) roundTrip(req *http.Request) (*http.Response, error) {
 // and new ones go where the agent's upstream now is.
 func (p *pipes) reset() {
 	p.mu.Lock()
-	old := p.client
+	old := p.client.Load()
 	if !p.closed {
-		p.client = p.newClient()
+		p.client.Store(p.newClient())
 	}
 	p.mu.Unlock()
 	old.Close()
@@ -136,17 +133,14 @@ func (p *pipes) reset() {
 
 // closeIdle closes the idle pipes, and returns how many there were.
 func (p *pipes) closeIdle() int {
-	p.mu.Lock()
-	c := p.client
-	p.mu.Unlock()
-	return c.CloseIdle()
+	return p.client.Load().CloseIdle()
 }
 
 // close closes every pipe, with the session.
 func (p *pipes) close() {
 	p.mu.Lock()
 	p.closed = true
-	c := p.client
+	c := p.client.Load()
 	p.mu.Unlock()
 	c.Close()
 }
