@@ -69,8 +69,9 @@ const pipeHeadMax = 8 << 10
 
 // pipeConn is a pipe's local connection as the tunnel pumps it: the edge's
 // bytes are written to it, the local server's read from it. A request
-// went out when the edge's bytes came while none of the local server's
-// had come since; the first bytes back are its response. Until they come
+// went out when the edge's bytes came while no answer was awaited; the
+// local server's bytes after it are its response, informational heads
+// (103 Early Hints) first, if any (headScan). Until the final head starts
 // the response header timeout runs; if it passes, or the server ends the
 // connection first (on a pipe's first request: on a later one the edge's
 // client sends the request again on a new pipe, as the agent's does on
@@ -86,9 +87,10 @@ type pipeConn struct {
 	closed  chan struct{}
 
 	mu       sync.Mutex
-	armed    bool   // a request went out, no byte of its answer came yet
-	served   bool   // an answer came: the edge's client reuses the pipe
-	head     []byte // the armed request's first pipeHeadMax bytes
+	armed    bool     // a request went out, its final answer did not start yet
+	scan     headScan // the answer's informational heads, while armed
+	served   bool     // an answer came: the edge's client reuses the pipe
+	head     []byte   // the armed request's first pipeHeadMax bytes
 	timer    *time.Timer
 	timedOut bool
 	page     *bytes.Reader // the error response being read, then io.EOF
@@ -101,6 +103,7 @@ func (p *pipeConn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	if !p.armed && p.page == nil {
 		p.armed, p.head = true, p.head[:0]
+		p.scan.reset()
 		if p.timeout > 0 && p.conn != nil {
 			if p.timer == nil {
 				p.timer = time.AfterFunc(p.timeout, p.expire)
@@ -154,16 +157,18 @@ func (p *pipeConn) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case n > 0:
-		if p.armed {
-			p.armed, p.served = false, true
-			if p.timer != nil {
-				p.timer.Stop()
-			}
+	case n > 0 && (p.armed || p.timedOut):
+		// Informational heads (103 Early Hints) pass and the timeout
+		// runs on; the final head stops it. One that came as the timer
+		// fired passes too: no page after it (the closed connection then
+		// ends the pipe).
+		if _, final := p.scan.final(b[:n]); !final {
+			break
 		}
-		// Bytes that came as the timer fired pass: no page after them
-		// (the closed connection then ends the pipe).
-		p.timedOut = false
+		if p.armed && p.timer != nil {
+			p.timer.Stop()
+		}
+		p.armed, p.served, p.timedOut = false, true, false
 	case n == 0 && err != nil && p.timedOut:
 		p.fail(os.ErrDeadlineExceeded)
 		return p.page.Read(b)

@@ -34,7 +34,7 @@ func pipeAgent(t *testing.T, mut func(*edge.Config), cfg Config, pipes bool) (*A
 		for k, vv := range hdr {
 			req.Header[k] = vv
 		}
-		tr := &http.Transport{DisableKeepAlives: true}
+		tr := &http.Transport{DisableKeepAlives: true, ResponseHeaderTimeout: time.Minute} // a ceiling
 		defer tr.CloseIdleConnections()
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
@@ -92,6 +92,23 @@ func TestPipeErrorPages(t *testing.T) {
 		if resp.StatusCode != http.StatusGatewayTimeout || page.Error.Code != "upstream_timeout" || page.Error.Status != 504 ||
 			!strings.Contains(page.Error.Message, addr+" did not answer in time") {
 			t.Errorf("%d %+v", resp.StatusCode, page)
+		}
+	})
+	t.Run("informational then silence", func(t *testing.T) {
+		// A 103 Early Hints does not stop the response header timeout:
+		// the final head must come within it (as through the agent's
+		// own client). The 103 passes; the timeout's page follows.
+		t.Parallel()
+		addr, _ := rawServer(t, func(_ int, c net.Conn) {
+			readRequest(bufio.NewReader(c))
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			io.Copy(io.Discard, c) // no final answer
+		})
+		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
+		resp, b := get("/hints", http.Header{"Accept": {"text/plain"}})
+		if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("X-Sluice-Error") != "upstream_timeout" ||
+			!strings.Contains(b, addr+" did not answer in time") {
+			t.Errorf("%d %q %q", resp.StatusCode, resp.Header.Get("X-Sluice-Error"), b)
 		}
 	})
 	t.Run("closed without an answer", func(t *testing.T) {
