@@ -118,6 +118,7 @@ type Agent struct {
 	sess    atomic.Pointer[tunnel.AgentSession] // the session being served
 
 	consoleMu sync.Mutex // one console line at a time (TCP tunnels)
+	console   *console   // an HTTP tunnel's console lines (handler and pipes), if Config.Console
 }
 
 // upstreamTarget is where requests go, and the Host they carry.
@@ -213,7 +214,8 @@ func New(cfg Config) (*Agent, error) {
 		a.handler = cfg.Inspector.Wrap(a.handler)
 	}
 	if cfg.Console != nil {
-		a.handler = (&console{w: cfg.Console}).wrap(a.handler)
+		a.console = &console{w: cfg.Console}
+		a.handler = a.console.wrap(a.handler)
 	}
 	return a, nil
 }

@@ -168,6 +168,7 @@ func TestAgentStops(t *testing.T) {
 	})
 }
 
+// syncBuffer is a console that tests read while the agent writes.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  []byte

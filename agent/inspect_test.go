@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/sse"
 )
-
-// lockedBuffer is a console that tests read while the agent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // The inspector records what passes through the tunnel, over both
 // protocols: a POST with its body, an SSE stream's events, a WebSocket's
@@ -72,7 +52,7 @@ func TestInspectorThroughTheTunnel(t *testing.T) {
 			upURL, _ := url.Parse(up.URL)
 			in := inspect.New(inspect.Config{})
 			t.Cleanup(in.Close)
-			console := &lockedBuffer{}
+			console := &syncBuffer{}
 			addr := tunnelToConfig(t, proto, nil, Config{Upstream: upURL, Inspector: in, Console: console})
 			base := "http://unit.localhost:" + strings.Split(addr, ":")[1]
 			dial := func(network, _ string) (net.Conn, error) { return net.Dial(network, addr) }

@@ -39,7 +39,7 @@ func (tg *upstreamTarget) pipeable() bool {
 
 // offersPipes reports whether the agent offers the edge pipes.
 func (a *Agent) offersPipes() bool {
-	return a.cfg.Type == wire.TunnelHTTP && a.cfg.Console == nil && a.cfg.Inspector == nil
+	return a.cfg.Type == wire.TunnelHTTP && a.cfg.Inspector == nil
 }
 
 // dialPipe opens the local connection of a pipe: tunnel.ErrNoPipe while
@@ -59,7 +59,7 @@ func (a *Agent) dialPipe(ctx context.Context) (net.Conn, error) {
 		return nil, context.Cause(ctx)
 	}
 	p := &pipeConn{conn: conn, dialErr: err, up: tg.url, timeout: a.cfg.ResponseHeaderTimeout, log: a.cfg.Logger,
-		asked: make(chan struct{}), closed: make(chan struct{})}
+		console: a.console, asked: make(chan struct{}), closed: make(chan struct{})}
 	return p, nil
 }
 
@@ -87,10 +87,13 @@ type pipeConn struct {
 	closed  chan struct{}
 
 	mu       sync.Mutex
-	armed    bool     // a request went out, its final answer did not start yet
-	scan     headScan // the answer's informational heads, while armed
-	served   bool     // an answer came: the edge's client reuses the pipe
-	head     []byte   // the armed request's first pipeHeadMax bytes
+	armed    bool        // a request went out, its final answer did not start yet
+	scan     headScan    // the answer's informational heads, while armed
+	console  *console    // prints a line per request, if set
+	start    time.Time   // when the armed request went out
+	follow   *respFollow // the response being followed for its line
+	served   bool        // an answer came: the edge's client reuses the pipe
+	head     []byte      // the armed request's first pipeHeadMax bytes
 	timer    *time.Timer
 	timedOut bool
 	page     *bytes.Reader // the error response being read, then io.EOF
@@ -102,8 +105,14 @@ type pipeConn struct {
 func (p *pipeConn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	if !p.armed && p.page == nil {
+		if p.follow != nil {
+			p.printLine() // a response whose end could not be followed
+		}
 		p.armed, p.head = true, p.head[:0]
 		p.scan.reset()
+		if p.console != nil {
+			p.start = time.Now()
+		}
 		if p.timeout > 0 && p.conn != nil {
 			if p.timer == nil {
 				p.timer = time.AfterFunc(p.timeout, p.expire)
@@ -162,13 +171,31 @@ func (p *pipeConn) Read(b []byte) (int, error) {
 		// runs on; the final head stops it. One that came as the timer
 		// fired passes too: no page after it (the closed connection then
 		// ends the pipe).
-		if _, final := p.scan.final(b[:n]); !final {
+		at, final := p.scan.final(b[:n])
+		if !final {
 			break
 		}
 		if p.armed && p.timer != nil {
 			p.timer.Stop()
 		}
 		p.armed, p.served, p.timedOut = false, true, false
+		if p.console != nil {
+			method, _ := requestLine(p.head)
+			p.follow = &respFollow{headReq: method == http.MethodHead, status: p.scan.status()}
+			if at < 0 {
+				p.follow.feed(p.scan.pre[:-at])
+				at = 0
+			}
+			if p.follow.feed(b[at:n]) {
+				p.printLine()
+			}
+		}
+	case p.follow != nil:
+		// The body, to its end: by its framing, or the connection's
+		// (one that ends with it, or one cut).
+		if p.follow.feed(b[:n]) || err != nil {
+			p.printLine()
+		}
 	case n == 0 && err != nil && p.timedOut:
 		p.fail(os.ErrDeadlineExceeded)
 		return p.page.Read(b)
@@ -204,6 +231,26 @@ func (p *pipeConn) fail(err error) {
 	var out bytes.Buffer
 	resp.Write(&out)
 	p.page = bytes.NewReader(out.Bytes())
+	if p.console != nil {
+		p.console.line(p.start, req.Method, req.URL.RequestURI(), w.code, resp.ContentLength)
+	}
+}
+
+// printLine prints the console line of the response followed, once it
+// ended (or the pipe did). The caller holds mu.
+func (p *pipeConn) printLine() {
+	f := p.follow
+	p.follow = nil
+	method, uri := requestLine(p.head)
+	p.console.line(p.start, method, uri, f.status, f.body)
+}
+
+// requestLine returns the method and request target of a request head.
+func requestLine(head []byte) (method, target string) {
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	m, rest, _ := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(" "))
+	t, _, _ := bytes.Cut(rest, []byte(" "))
+	return string(m), string(t)
 }
 
 // pageWriter keeps an error page, for fail to send as a response.
@@ -229,6 +276,9 @@ func (p *pipeConn) Close() error {
 	p.mu.Lock()
 	if p.timer != nil {
 		p.timer.Stop()
+	}
+	if p.follow != nil {
+		p.printLine() // the edge ended the pipe first: the visitor left
 	}
 	p.mu.Unlock()
 	if p.conn == nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/internal/testtool"
 )
 
@@ -64,11 +65,15 @@ func TestPipeErrorPages(t *testing.T) {
 		}
 		up := &url.URL{Scheme: "http", Host: ln.Addr().String()}
 		ln.Close()
-		_, get := pipeAgent(t, nil, Config{Upstream: up}, true)
+		console := &syncBuffer{} // the page gets its console line
+		_, get := pipeAgent(t, nil, Config{Upstream: up, Console: console}, true)
 		resp, b := get("/", http.Header{"Accept": {"text/html"}})
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_refused" ||
 			!strings.Contains(b, "<h1>Local server not reachable</h1>") || !strings.Contains(b, up.Host) {
 			t.Errorf("%d %q %q", resp.StatusCode, resp.Header.Get("X-Sluice-Error"), b)
+		}
+		if l := console.String(); !strings.Contains(l, "GET     /      ") || !strings.Contains(l, " 502 ") || strings.Count(l, "\n") != 1 {
+			t.Errorf("console: %q", l)
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
@@ -175,18 +180,21 @@ func TestPipesOffAtEdge(t *testing.T) {
 	}
 }
 
-// Pipes are offered only when the handler has nothing of its own to do:
-// not with the console's lines or the inspector, and not for an upstream
-// that cannot be piped as it is.
+// Pipes are offered only when the handler has nothing of its own to do
+// but the console's line (which the pipe prints): not with the
+// inspector, and not for an upstream that cannot be piped as it is.
 func TestOffersPipes(t *testing.T) {
 	t.Parallel()
 	up := &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
+	in := inspect.New(inspect.Config{})
+	t.Cleanup(in.Close)
 	for _, c := range []struct {
 		cfg  Config
 		want bool
 	}{
 		{Config{}, true},
-		{Config{Console: io.Discard}, false},
+		{Config{Console: io.Discard}, true},
+		{Config{Console: io.Discard, Inspector: in}, false},
 		{Config{Type: "tcp", LocalAddr: "127.0.0.1:1"}, false},
 	} {
 		c.cfg.Edge, c.cfg.Name = "http://127.0.0.1:1", "x"
@@ -215,6 +223,63 @@ func TestOffersPipes(t *testing.T) {
 	for h, want := range map[string]bool{"": true, "preserve": true, "rewrite": false, "example.com": false} {
 		if got := (&upstreamTarget{url: pu, hostHeader: h}).pipeable(); got != want {
 			t.Errorf("host header %q: pipeable = %v", h, got)
+		}
+	}
+}
+
+// With the console's line, requests still take pipes, and each gets its
+// line as the handler prints it: method, target, status, body bytes (a
+// chunked body's data), a HEAD's, and an error page's.
+func TestPipeConsoleLines(t *testing.T) {
+	t.Parallel()
+	addr, _ := rawServer(t, func(_ int, c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/chunked":
+				io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"+
+					"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-T: 1\r\n\r\n")
+			case "/early":
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+					"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+			default:
+				body := strings.Repeat("x", 1500)
+				io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 1500\r\n\r\n")
+				if req.Method != http.MethodHead {
+					io.WriteString(c, body)
+				}
+			}
+		}
+	})
+	console := &syncBuffer{}
+	_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, Console: console}, true)
+	for i, path := range []string{"/chunked", "/early", "/missing?q=1"} {
+		if resp, _ := get(path, nil); resp.StatusCode >= 500 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+		// The line is out before the response's last bytes leave the
+		// agent: by its framing, not when the pipe closes.
+		if n := strings.Count(console.String(), "\n"); n != i+1 {
+			t.Fatalf("after %s: %d console lines:\n%s", path, n, console.String())
+		}
+	}
+	want := []string{
+		"GET     /chunked                                 201",
+		"GET     /early                                   200",
+		"GET     /missing?q=1                             404",
+	}
+	sizes := []string{"  12 B", "  3 B", "  1.5 KB"}
+	lines := strings.Split(strings.TrimSuffix(console.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("console:\n%s", console.String())
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, want[i]) || !strings.HasSuffix(l, sizes[i]) {
+			t.Errorf("line %d: %q, want %q ... %q", i, l, want[i], sizes[i])
 		}
 	}
 }

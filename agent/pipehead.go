@@ -1,5 +1,11 @@
 package agent
 
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+)
+
 // headScan follows the local server's bytes on a pipe while a request is
 // out, far enough to tell its informational responses (1xx but 101: 100,
 // 102, 103 Early Hints) from the final one, so that the response header
@@ -28,6 +34,23 @@ const (
 	crAtStart        // a CR at the start of a line: the empty line, if LF follows
 )
 
+// emptyLine steps a head's line state (midLine at its start) over its
+// next byte c, and reports whether c ended the empty line that ends the
+// head: net/textproto's rule, "\n" or "\r\n" after a line's LF.
+func emptyLine(st *byte, c byte) bool {
+	switch {
+	case c == '\n' && *st != midLine:
+		return true
+	case c == '\n':
+		*st = lineStart
+	case c == '\r' && *st == lineStart:
+		*st = crAtStart
+	default:
+		*st = midLine
+	}
+	return false
+}
+
 // final reads b, the next bytes of the answer, and reports whether the
 // final response's head started, and at what offset in b (negative if it
 // began in the bytes before b). After it did, the scan is over until reset.
@@ -49,18 +72,24 @@ func (s *headScan) final(b []byte) (at int, ok bool) {
 		}
 		c := b[i]
 		i++
-		switch {
-		case c == '\n' && s.st != midLine:
+		if emptyLine(&s.st, c) {
 			s.info, s.n = false, 0 // the head ended; the next starts at i
-		case c == '\n':
-			s.st = lineStart
-		case c == '\r' && s.st == lineStart:
-			s.st = crAtStart
-		default:
-			s.st = midLine
 		}
 	}
 	return 0, false
+}
+
+// status is the final head's status code as its first bytes say, once
+// final reported it (0 if they are no status line).
+func (s *headScan) status() int {
+	code := 0
+	for _, c := range s.pre[9:statusPrefix] {
+		if !isDigit(c) {
+			return 0
+		}
+		code = code*10 + int(c-'0')
+	}
+	return code
 }
 
 // reset readies the scan for the next request's answer.
@@ -75,3 +104,167 @@ func informational(p []byte) bool {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// respFollow follows one response on a pipe to its end, for the console
+// line: its status, the bytes of its body (a chunked body's data, as the
+// handler's line counts them), and where it ends (a length, the last
+// chunk and trailers, or the connection's close). It is fed the
+// response's bytes from its final head on (headScan finds it) and keeps
+// only that head, up to followHeadMax. It never changes the bytes:
+// framing it cannot follow (a head too large, a bad chunk line, which the
+// edge's parser refuses too) ends it at the pipe's close.
+type respFollow struct {
+	headReq bool // the request was a HEAD: no body, whatever the head says
+	head    []byte
+	st      int   // fHead, fLength, fChunkSize, fChunkExt, fChunkData, fChunkCRLF, fTrailer, fClose, fDone
+	status  int   // the final status, once the head was read
+	body    int64 // body bytes so far
+	left    int64 // of the length, or of the current chunk
+	size    int   // hex digits of the chunk size line
+	line    byte  // in the head or the trailers: midLine, lineStart or crAtStart
+	crlf    int   // bytes of a chunk's closing CRLF read
+}
+
+// followHeadMax bounds the final head a follower keeps.
+const followHeadMax = 64 << 10
+
+const (
+	fHead      = iota // reading the final head
+	fLength           // a body of left bytes
+	fChunkSize        // a chunk size line's hex digits
+	fChunkExt         // the rest of the size line, to its LF
+	fChunkData        // left bytes of chunk data
+	fChunkCRLF        // the CRLF after a chunk's data
+	fTrailer          // the trailer section, to its empty line
+	fClose            // a body that ends with the connection
+	fDone             // the response ended
+)
+
+// feed reads the next bytes of the response and reports whether it ended
+// (bytes after its end are not its own, and are not read).
+func (f *respFollow) feed(b []byte) bool {
+	_, done := f.read(b)
+	return done
+}
+
+// read is feed, and says how many bytes of b were the response's.
+func (f *respFollow) read(b []byte) (int, bool) {
+	i := 0
+	for i < len(b) && f.st != fDone {
+		switch f.st {
+		case fHead:
+			end := -1
+			for j, c := range b[i:] {
+				if emptyLine(&f.line, c) {
+					end = j + 1
+					break
+				}
+			}
+			if end < 0 {
+				if len(f.head)+len(b)-i > followHeadMax {
+					f.st = fClose // cannot follow: the close ends it
+					return len(b), false
+				}
+				f.head = append(f.head, b[i:]...)
+				return len(b), false
+			}
+			f.head = append(f.head, b[i:i+end]...)
+			i += end
+			f.startBody()
+		case fLength, fChunkData:
+			k := int(min(f.left, int64(len(b)-i)))
+			f.body += int64(k)
+			f.left -= int64(k)
+			i += k
+			if f.left == 0 {
+				if f.st == fLength {
+					f.st = fDone
+				} else {
+					f.st, f.crlf = fChunkCRLF, 0
+				}
+			}
+		case fChunkCRLF:
+			if b[i] != "\r\n"[f.crlf] {
+				f.st = fClose
+				continue
+			}
+			i++
+			if f.crlf++; f.crlf == 2 {
+				f.st, f.size, f.left = fChunkSize, 0, 0
+			}
+		case fChunkSize:
+			c := b[i]
+			if d, ok := hexDigit(c); ok && f.size < 16 {
+				f.left = f.left<<4 | int64(d)
+				f.size++
+				i++
+				continue
+			}
+			if f.size == 0 || f.left < 0 {
+				f.st = fClose
+				continue
+			}
+			f.st = fChunkExt
+		case fChunkExt:
+			c := b[i]
+			i++
+			if c != '\n' {
+				continue
+			}
+			if f.left == 0 {
+				f.st, f.line = fTrailer, lineStart
+			} else {
+				f.st = fChunkData
+			}
+		case fTrailer:
+			if emptyLine(&f.line, b[i]) {
+				f.st = fDone
+			}
+			i++
+		case fClose:
+			f.body += int64(len(b) - i)
+			return len(b), false
+		}
+	}
+	return i, f.st == fDone
+}
+
+// startBody reads the final head (net/http's parser, on the bytes kept)
+// for the status and how the body is framed.
+func (f *respFollow) startBody() {
+	req := &http.Request{Method: http.MethodGet}
+	if f.headReq {
+		req.Method = http.MethodHead
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(f.head)), req)
+	f.head = nil
+	if err != nil {
+		f.st = fClose
+		return
+	}
+	f.status = resp.StatusCode
+	switch {
+	case resp.Body == http.NoBody:
+		f.st = fDone
+	case len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked":
+		f.st, f.size, f.left = fChunkSize, 0, 0
+	case resp.ContentLength > 0:
+		f.st, f.left = fLength, resp.ContentLength
+	case resp.ContentLength == 0:
+		f.st = fDone
+	default:
+		f.st = fClose
+	}
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

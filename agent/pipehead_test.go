@@ -3,6 +3,8 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"io"
+	"net/http"
 	"testing"
 )
 
@@ -108,5 +110,104 @@ func checkHeadScan(t *testing.T, b []byte, cut int) {
 	}
 	if a, ok := feed(bytewise); a != at || ok != done {
 		t.Fatalf("%q byte by byte: %d %v, whole: %d %v", b, a, ok, at, done)
+	}
+}
+
+var respFollowCases = []struct {
+	in   string
+	head bool // the request was a HEAD
+}{
+	{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n", false},
+	{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nrest", false},
+	{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
+	{"HTTP/1.1 200 OK\nContent-Length: 3\n\nabc", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true},
+	{"HTTP/1.1 204 No Content\r\n\r\nafter", false},
+	{"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false},
+	{"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", false},
+	{"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\noops", false},
+	{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false},
+}
+
+// respFollow ends a response where net/http's parser does, with its
+// status and the body's bytes, however the bytes are split.
+func TestRespFollow(t *testing.T) {
+	for _, tc := range respFollowCases {
+		checkRespFollow(t, []byte(tc.in), len(tc.in)/2, tc.head)
+	}
+	// A body that ends with the connection: all that came is the body.
+	f := &respFollow{}
+	if _, done := f.read([]byte("HTTP/1.1 200 OK\r\n\r\nabc")); done || f.body != 3 || f.status != 200 {
+		t.Errorf("close-delimited: done %v, body %d, status %d", done, f.body, f.status)
+	}
+}
+
+func FuzzRespFollow(f *testing.F) {
+	for _, tc := range respFollowCases {
+		f.Add([]byte(tc.in), uint16(len(tc.in)/3), tc.head)
+	}
+	f.Fuzz(func(t *testing.T, b []byte, cut uint16, head bool) { checkRespFollow(t, b, int(cut), head) })
+}
+
+// checkRespFollow: where net/http reads b as a response (to a GET, or a
+// HEAD) whose body ends by its framing, the follower ends there too, with
+// the same status and body bytes, whole, cut at cut, and byte by byte.
+// Where net/http cannot, the follower only must not fail.
+func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
+	t.Helper()
+	follow := func(parts [][]byte) (f *respFollow, used int, done bool) {
+		f = &respFollow{headReq: head}
+		for _, p := range parts {
+			n, ok := f.read(p)
+			used += n
+			if ok {
+				return f, used, true
+			}
+		}
+		return f, used, false
+	}
+	cut %= len(b) + 1
+	bytewise := make([][]byte, len(b))
+	for i := range b {
+		bytewise[i] = b[i : i+1]
+	}
+	whole, wused, wdone := follow([][]byte{b})
+	for name, parts := range map[string][][]byte{"cut": {b[:cut], b[cut:]}, "byte by byte": bytewise} {
+		f, used, done := follow(parts)
+		if done != wdone || used != wused || f.body != whole.body || f.status != whole.status {
+			t.Fatalf("%q %s: %v %d body %d status %d; whole: %v %d body %d status %d",
+				b, name, done, used, f.body, f.status, wdone, wused, whole.body, whole.status)
+		}
+	}
+
+	req := &http.Request{Method: http.MethodGet}
+	if head {
+		req.Method = http.MethodHead
+	}
+	r := bytes.NewReader(b)
+	br := bufio.NewReader(r)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil || resp.StatusCode < 200 {
+		return // no response, or an informational one: headScan's
+	}
+	framed := resp.ContentLength >= 0 || resp.Body == http.NoBody || len(resp.TransferEncoding) > 0
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		if framed && wdone {
+			t.Fatalf("%q: net/http: %v after %d bytes; the follower ended it (body %d)", b, err, n, whole.body)
+		}
+		return // cut short: the follower waits for the rest, or the close
+	}
+	used := len(b) - r.Len() - br.Buffered()
+	if !framed {
+		if wdone || whole.body != int64(n) {
+			t.Fatalf("%q: read to the end (%d bytes); the follower: %v body %d", b, n, wdone, whole.body)
+		}
+		return
+	}
+	if !wdone || wused != used || whole.body != n || whole.status != resp.StatusCode {
+		t.Fatalf("%q: net/http ends at %d, body %d, status %d; the follower: %v %d body %d status %d",
+			b, used, n, resp.StatusCode, wdone, wused, whole.body, whole.status)
 	}
 }

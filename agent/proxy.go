@@ -134,14 +134,18 @@ func (c *console) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-		defer func() {
-			c.mu.Lock()
-			fmt.Fprintf(c.w, "%s  %-7s %-40s %3d  %8s  %s\n", start.Format("15:04:05"), r.Method, trim(r.URL.RequestURI(), 40),
-				rec.code, time.Since(start).Round(time.Millisecond), size(atomic.LoadInt64(&rec.n)))
-			c.mu.Unlock()
-		}()
+		defer func() { c.line(start, r.Method, r.URL.RequestURI(), rec.code, atomic.LoadInt64(&rec.n)) }()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+// line prints the line of a request that started at start, answered
+// with code and n body bytes: now, as it ended. Pipes print theirs too.
+func (c *console) line(start time.Time, method, uri string, code int, n int64) {
+	c.mu.Lock()
+	fmt.Fprintf(c.w, "%s  %-7s %-40s %3d  %8s  %s\n", start.Format("15:04:05"), method, trim(uri, 40),
+		code, time.Since(start).Round(time.Millisecond), size(n))
+	c.mu.Unlock()
 }
 
 func trim(s string, n int) string {

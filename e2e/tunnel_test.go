@@ -358,12 +358,12 @@ func readEvent(br *bufio.Reader) (string, error) {
 func TestTunnel(t *testing.T) { forProtocols(t, testTunnel) }
 
 // TestTunnelPipes is the same suite through an agent that offers pipes
-// (v2, no console line, no inspector): simple requests go as HTTP/1.1
+// (v2, no inspector; its console lines on): simple requests go as HTTP/1.1
 // bytes on pooled streams the agent pumps to the local server
 // (docs/protocol.md, "Pipes"), the others as streams of their own.
 func TestTunnelPipes(t *testing.T) {
 	t.Parallel()
-	testTunnelWith(t, "v2", "--quiet", "--inspect", "off")
+	testTunnelWith(t, "v2", "--inspect", "off")
 }
 
 func testTunnel(t *testing.T, proto string) { testTunnelWith(t, proto) }
@@ -375,7 +375,7 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 	up := newTestUpstream(t)
 	e := startEdge(t, token)
 	startAgent(t, e, proto, "app", token, up.port, agentFlags...)
-	if pipes := slices.Contains(agentFlags, "--quiet"); pipes {
+	if pipes := slices.Contains(agentFlags, "--inspect"); pipes { // --inspect off
 		// The edge confirmed pipes (its log line of the registration).
 		if !e.waitOutput(e.stderr, " pipe]", 15*time.Second) {
 			t.Fatalf("the edge did not confirm pipes:\n%s", e.stderr)

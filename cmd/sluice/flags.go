@@ -53,5 +53,5 @@ func upstreamTLSFlags(fs *flag.FlagSet) func() (insecure bool, ca []byte, err er
 
 // quietFlag is --quiet of the commands that serve HTTP tunnels.
 func quietFlag(fs *flag.FlagSet) *bool {
-	return fs.Bool("quiet", false, `print no line per request (with --inspect off as well, the edge carries simple requests on pipes, with less CPU: docs/protocol.md, "Pipes")`)
+	return fs.Bool("quiet", false, "print no line per request")
 }
