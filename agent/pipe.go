@@ -86,26 +86,27 @@ type pipeConn struct {
 	asked   chan struct{} // closed at the first request (a failed dial's page waits for it)
 	closed  chan struct{}
 
-	mu       sync.Mutex
-	armed    bool        // a request went out, its final answer did not start yet
-	scan     headScan    // the answer's informational heads, while armed
-	console  *console    // prints a line per request, if set
-	start    time.Time   // when the armed request went out
-	follow   *respFollow // the response being followed for its line
-	served   bool        // an answer came: the edge's client reuses the pipe
-	head     []byte      // the armed request's first pipeHeadMax bytes
-	timer    *time.Timer
-	timedOut bool
-	page     *bytes.Reader // the error response being read, then io.EOF
-	once     sync.Once     // closes asked
-	shut     sync.Once     // closes closed
+	mu        sync.Mutex
+	armed     bool       // a request went out, its final answer did not start yet
+	scan      headScan   // the answer's informational heads, while armed
+	console   *console   // prints a line per request, if set
+	start     time.Time  // when the armed request went out
+	follow    respFollow // the response being followed for its line
+	following bool
+	served    bool   // an answer came: the edge's client reuses the pipe
+	head      []byte // the armed request's first pipeHeadMax bytes
+	timer     *time.Timer
+	timedOut  bool
+	page      *bytes.Reader // the error response being read, then io.EOF
+	once      sync.Once     // closes asked
+	shut      sync.Once     // closes closed
 }
 
 // Write takes the edge's bytes to the local server.
 func (p *pipeConn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	if !p.armed && p.page == nil {
-		if p.follow != nil {
+		if p.following {
 			p.printLine() // a response whose end could not be followed
 		}
 		p.armed, p.head = true, p.head[:0]
@@ -181,7 +182,8 @@ func (p *pipeConn) Read(b []byte) (int, error) {
 		p.armed, p.served, p.timedOut = false, true, false
 		if p.console != nil {
 			method, _ := requestLine(p.head)
-			p.follow = &respFollow{headReq: method == http.MethodHead, status: p.scan.status()}
+			p.follow.reset(method == http.MethodHead, p.scan.status())
+			p.following = true
 			if at < 0 {
 				p.follow.feed(p.scan.pre[:-at])
 				at = 0
@@ -190,7 +192,7 @@ func (p *pipeConn) Read(b []byte) (int, error) {
 				p.printLine()
 			}
 		}
-	case p.follow != nil:
+	case p.following:
 		// The body, to its end: by its framing, or the connection's
 		// (one that ends with it, or one cut).
 		if p.follow.feed(b[:n]) || err != nil {
@@ -239,10 +241,9 @@ func (p *pipeConn) fail(err error) {
 // printLine prints the console line of the response followed, once it
 // ended (or the pipe did). The caller holds mu.
 func (p *pipeConn) printLine() {
-	f := p.follow
-	p.follow = nil
+	p.following = false
 	method, uri := requestLine(p.head)
-	p.console.line(p.start, method, uri, f.status, f.body)
+	p.console.line(p.start, method, uri, p.follow.status, p.follow.body)
 }
 
 // requestLine returns the method and request target of a request head.
@@ -277,7 +278,7 @@ func (p *pipeConn) Close() error {
 	if p.timer != nil {
 		p.timer.Stop()
 	}
-	if p.follow != nil {
+	if p.following {
 		p.printLine() // the edge ended the pipe first: the visitor left
 	}
 	p.mu.Unlock()

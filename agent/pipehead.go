@@ -125,6 +125,12 @@ type respFollow struct {
 	crlf    int   // bytes of a chunk's closing CRLF read
 }
 
+// reset readies f for the response to a request (HEAD or not) whose
+// final status line says status, keeping its head buffer.
+func (f *respFollow) reset(headReq bool, status int) {
+	*f = respFollow{headReq: headReq, status: status, head: f.head[:0]}
+}
+
 // followHeadMax bounds the final head a follower keeps.
 const followHeadMax = 64 << 10
 
@@ -237,7 +243,9 @@ func (f *respFollow) startBody() {
 		req.Method = http.MethodHead
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(f.head)), req)
-	f.head = nil
+	if cap(f.head) > 8<<10 {
+		f.head = nil // a large head's buffer is not kept for the next
+	}
 	if err != nil {
 		f.st = fClose
 		return
