@@ -99,7 +99,7 @@ func (s *headScan) reset() { *s = headScan{} }
 // the status line of a 1xx response other than 101 (which switches
 // protocols: the final answer).
 func informational(p []byte) bool {
-	return string(p[:len("HTTP/1.")]) == "HTTP/1." && p[7] >= '0' && p[7] <= '9' && p[8] == ' ' &&
+	return string(p[:len("HTTP/1.")]) == "HTTP/1." && isDigit(p[7]) && p[8] == ' ' &&
 		p[9] == '1' && isDigit(p[10]) && isDigit(p[11]) && string(p[9:12]) != "101"
 }
 
