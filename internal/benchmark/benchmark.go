@@ -17,6 +17,8 @@
 // "sluice-v2" (an edge and an agent, each a child process of the given
 // sluice binary), "sluice-tcp" (the same two processes as a TCP tunnel
 // over v2: sluice's multiplexing with no HTTP at either end), and
+// "sluice-v2-base" (sluice-v2 run from an earlier binary, when one is
+// given: a baseline for a change to sluice, measured in the same run),
 // "frp-tcp" and "chisel" (frp's TCP mode and chisel, TCP tunnels to the
 // upstream, when their binaries are given). Beside the
 // rates, Run reads the CPU time and the memory of each target's processes,
@@ -73,6 +75,11 @@ type Config struct {
 	// SluiceBin is the sluice binary run as the edge and the agent.
 	// Required when Targets holds a sluice target.
 	SluiceBin string
+	// BaseBin is an earlier sluice binary, run as the sluice-v2-base
+	// target (v2, as sluice-v2): the figures a change started from,
+	// measured in the same run as the change's. Empty skips the target
+	// with a note saying so.
+	BaseBin string
 	// RelayCmd is the command that runs one relay (Relay) as a child
 	// process, the listen and target addresses appended: the bench
 	// command's is {itself, "relay"}. Required when Targets holds relays.
@@ -126,7 +133,7 @@ func (c Config) maxStreams() int {
 
 // TargetNames are the targets the benchmark knows, in the order of a full
 // run.
-var TargetNames = []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "sluice-tcp", "frp-tcp", "chisel"}
+var TargetNames = []string{"direct", "relays", "nginx", "sluice-v1", "sluice-v2", "sluice-v2-base", "sluice-tcp", "frp-tcp", "chisel"}
 
 // SluiceTargets are the targets that run the sluice binary (Config.SluiceBin).
 var SluiceTargets = []string{"sluice-v1", "sluice-v2", "sluice-tcp"}
@@ -427,6 +434,8 @@ func skipReason(cfg Config, name string) string {
 	switch {
 	case name == "nginx" && cfg.NginxBin == "":
 		return "no nginx binary found (install nginx, or pass its path)"
+	case name == "sluice-v2-base" && cfg.BaseBin == "":
+		return "no base binary given (--base BIN: an earlier sluice, to measure a change against)"
 	case name == "frp-tcp" && cfg.FrpDir == "":
 		return "no frps/frpc given (--frp DIR or $SLUICE_BENCH_FRP)"
 	case name == "chisel" && cfg.ChiselDir == "":
@@ -494,6 +503,9 @@ func (b *bench) start(ctx context.Context, name string) (target, error) {
 	case "sluice-v1", "sluice-v2":
 		maxStreams := b.cfg.maxStreams()
 		return startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
+	case "sluice-v2-base":
+		maxStreams := b.cfg.maxStreams()
+		return startSluice(ctx, b.cfg.BaseBin, b.up.port, "v2", maxStreams, maxStreams, "/small")
 	case "sluice-tcp", "frp-tcp", "chisel":
 		return startTCPTunnel(ctx, b.cfg, name, b.up.port)
 	}

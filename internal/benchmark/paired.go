@@ -28,7 +28,7 @@ type PairedResult struct {
 
 // pairedTargets are the targets measured paired with the relays: the
 // tunnels, two processes each, of which two bare relays are the floor.
-var pairedTargets = []string{"sluice-v1", "sluice-v2", "sluice-tcp", "frp-tcp", "chisel"}
+var pairedTargets = []string{"sluice-v1", "sluice-v2", "sluice-v2-base", "sluice-tcp", "frp-tcp", "chisel"}
 
 // paired measures tunnel name's small requests beside the relays'.
 func (b *bench) paired(ctx context.Context, name string) (*PairedResult, error) {

@@ -35,7 +35,12 @@ multiplexing with no HTTP at either end, the floor of the HTTP tunnels'
 cost per request over the same connection. frp's TCP mode
 ("frp-tcp": frps and frpc, --frp DIR or $SLUICE_BENCH_FRP) and chisel
 (--chisel DIR or $SLUICE_BENCH_CHISEL) join the run as TCP tunnels to the
-upstream when their binaries are given; they are never fetched. Every
+upstream when their binaries are given; they are never fetched.
+"sluice-v2-base" is sluice-v2 run from an earlier sluice binary (--base
+BIN): the figures a change started from, in the same run as the change's,
+paired with the relays alike, where two separate runs would meet two
+different machines (a shared machine's speed moves by a third within an
+hour). Every
 figure is checked (byte counts, event counts) and a failure ends with exit
 status 1.
 
@@ -43,6 +48,8 @@ status 1.
   go run ./bench/cmd/bench --quick     a smoke run of a few seconds per target
   go run ./bench/cmd/bench --json      one JSON object with every number
   go run ./bench/cmd/bench --rounds 3  each figure the median of three rounds, the targets in turn
+  go run ./bench/cmd/bench --base /tmp/sluice-before --targets direct,relays,v2,sluice-v2-base
+                                       a change against the binary before it
   go run ./bench/cmd/bench scale       10,000 SSE streams per protocol (scale --help)
   go run ./bench/cmd/bench hol         head-of-line blocking beside a stalled download (hol --help)
   go run ./bench/cmd/bench faults      toxiproxy faults on the agent's and the client's link (faults --help)
@@ -73,6 +80,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	frp := fs.String("frp", os.Getenv("SLUICE_BENCH_FRP"), "directory holding frps and frpc, for the frp-tcp target (default $SLUICE_BENCH_FRP; none: skipped)")
 	chisel := fs.String("chisel", os.Getenv("SLUICE_BENCH_CHISEL"), "directory holding chisel, for the chisel target (default $SLUICE_BENCH_CHISEL; none: skipped)")
 	sluiceBin := fs.String("sluice", "", "sluice binary run as edge and agent (default: built from this module with go build)")
+	base := fs.String("base", "", "an earlier sluice binary, for the sluice-v2-base target: the baseline of a change (none: skipped)")
 	rounds := fs.Int("rounds", 1, "measure every target this many times, the targets in turn in each round, and report each figure's median (a busy neighbour slowing the machine for a while then falls on every target alike)")
 	paired := fs.Bool("paired", true, "measure each tunnel's small requests again at the same time as the relays' (when the relays are a target), and report the ratio of the two")
 	quick := fs.Bool("quick", false, "a smoke run: 32 MiB, 8 clients, 100 streams, 1 s runs, paced SSE every 250 ms (flags given override)")
@@ -144,8 +152,16 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	cfg.Rounds = *rounds
 	cfg.NoPaired = !*paired
-	cfg.FrpDir, cfg.ChiselDir = *frp, *chisel
+	cfg.FrpDir, cfg.ChiselDir, cfg.BaseBin = *frp, *chisel, *base
 	has := func(name string) bool { return slices.Contains(cfg.Targets, name) }
+	if *base != "" {
+		if !has("sluice-v2-base") {
+			return cli.Usagef("--base is measured as the target sluice-v2-base: add it to --targets")
+		}
+		if _, err := os.Stat(*base); err != nil {
+			return cli.Usagef("--base: %v", err)
+		}
+	}
 	if slices.ContainsFunc(benchmark.SluiceTargets, has) {
 		bin, cleanup, err := sluiceBinary(ctx, *sluiceBin, stderr)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"inspect", "--protocol", "v3"}, 2, `unknown protocol "v3"`},
 		{[]string{"inspect", "--rounds", "0"}, 2, "must be positive"},
 		{[]string{"--rounds", "0"}, 2, "--rounds must be at least 1"},
+		{[]string{"--base", "/nonexistent/sluice", "--targets", "v2"}, 2, "add it to --targets"},
+		{[]string{"--base", "/nonexistent/sluice", "--targets", "v2,sluice-v2-base"}, 2, "--base: stat /nonexistent/sluice"},
 		{[]string{"cluster", "--postgres", ""}, 2, "--postgres URL is needed"},
 		{[]string{"cluster", "--postgres", "postgres://x", "--names", "0"}, 2, "must be positive"},
 		{[]string{"cluster", "--postgres", "postgres://x", "--protocol", "v3"}, 2, `unknown protocol "v3"`},
@@ -98,20 +101,30 @@ func TestExitCode(t *testing.T) {
 }
 
 // A --quick run of the command, as a user runs it, through the relays,
-// sluice v2 and sluice's TCP tunnel: the figures by process (CPU per GiB
-// and per small request, memory per held stream, each for the edge and
-// the agent) and the paced many-stream SSE run are there and positive, and
-// so is each tunnel's run paired with the relays.
+// sluice v2, sluice v2 from a base binary and sluice's TCP tunnel: the
+// figures by process (CPU per GiB and per small request, memory per held
+// stream, each for the edge and the agent) and the paced many-stream SSE
+// run are there and positive, and so is each tunnel's run paired with the
+// relays. The base binary (a script that notes its arguments, then runs
+// sluice) ran the base target's edge and agent.
 func TestQuickRun(t *testing.T) {
 	dir := t.TempDir()
-	bench := filepath.Join(dir, "bench")
-	if out, err := exec.Command("go", "build", "-o", bench, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building the bench command: %v\n%s", err, out)
+	bench, sluice := filepath.Join(dir, "bench"), filepath.Join(dir, "sluice")
+	for pkg, out := range map[string]string{".": bench, "github.com/sluicehq/sluice/cmd/sluice": sluice} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, b)
+		}
+	}
+	base, marks := filepath.Join(dir, "base"), filepath.Join(dir, "base-runs")
+	script := "#!/bin/sh\necho \"$1\" >> '" + marks + "'\nexec '" + sluice + "' \"$@\"\n"
+	if err := os.WriteFile(base, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bench, "--quick", "--json", "--targets", "relays,sluice-v2,sluice-tcp", "--nginx", "off")
+	cmd := exec.CommandContext(ctx, bench, "--quick", "--json", "--targets", "relays,sluice-v2,sluice-v2-base,sluice-tcp", "--nginx", "off",
+		"--sluice", sluice, "--base", base)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("bench --quick: %v\nstderr:\n%s", err, stderr.String())
@@ -121,8 +134,11 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("%v\n%s", err, stdout.String())
 	}
 	quick := benchmark.QuickConfig()
-	if len(rep.Targets) != 3 {
+	if len(rep.Targets) != 4 {
 		t.Fatalf("targets: %+v", rep.Targets)
+	}
+	if b, err := os.ReadFile(marks); err != nil || !strings.Contains(string(b), "edge\n") || !strings.Contains(string(b), "http\n") {
+		t.Errorf("the base binary ran: %q, %v", b, err)
 	}
 	positive := func(p *float64) bool { return p != nil && *p > 0 }
 	for _, r := range rep.Targets {
