@@ -16,9 +16,9 @@
 // child nginx configured as a streaming reverse proxy), "sluice-v1" and
 // "sluice-v2" (an edge and an agent, each a child process of the given
 // sluice binary), "sluice-tcp" (the same two processes as a TCP tunnel
-// over v2: sluice's multiplexing with no HTTP at either end), and
+// over v2: sluice's multiplexing with no HTTP at either end),
 // "sluice-v2-base" (sluice-v2 run from an earlier binary, when one is
-// given: a baseline for a change to sluice, measured in the same run),
+// given: a baseline for a change to sluice, measured in the same run), and
 // "frp-tcp" and "chisel" (frp's TCP mode and chisel, TCP tunnels to the
 // upstream, when their binaries are given). Beside the
 // rates, Run reads the CPU time and the memory of each target's processes,
