@@ -641,6 +641,15 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 			"id: 2\ndata: two\ndata: lines\n\n",
 			"data: three\n\n",
 		}
+		// Streaming is checked by cause, not by clock: the upstream sends
+		// nothing more until the client has what was sent so far (the
+		// headers, then each event), and holds the stream open meanwhile.
+		// A tunnel that held the headers back for body bytes, or an event
+		// for more bytes or for the stream's end, would leave both waiting
+		// until the ceiling. The delays are logged, not judged: a busy
+		// machine sets them.
+		gotHeaders := make(chan struct{})
+		gotEvent := make(chan int, len(events))
 		sentAt := make(chan time.Time, len(events))
 		up.mux.HandleFunc("/sse-slow", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -648,21 +657,32 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 			w.WriteHeader(200)
 			rc := http.NewResponseController(w)
 			rc.Flush()
-			for i, ev := range events {
-				wait := 100 * time.Millisecond
-				if i == 0 {
-					wait = 2 * time.Second // headers long before the first event
-				}
+			wait := func(c <-chan struct{}) bool {
 				select {
-				case <-time.After(wait):
+				case <-c:
+					return true
+				case <-r.Context().Done():
+				case <-up.stop:
+				}
+				return false
+			}
+			if !wait(gotHeaders) {
+				return
+			}
+			for i, ev := range events {
+				sentAt <- time.Now()
+				io.WriteString(w, ev)
+				rc.Flush()
+				select {
+				case got := <-gotEvent:
+					if got != i {
+						return
+					}
 				case <-r.Context().Done():
 					return
 				case <-up.stop:
 					return
 				}
-				sentAt <- time.Now()
-				io.WriteString(w, ev)
-				rc.Flush()
 			}
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -672,16 +692,12 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 		start := time.Now()
 		resp, err := c.Do(req)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("the headers, sent before any body byte: %v", err)
 		}
 		defer resp.Body.Close()
-		headers := time.Since(start)
-		t.Logf("status and headers after %v", headers.Round(time.Microsecond))
+		t.Logf("status and headers after %v", time.Since(start).Round(time.Microsecond))
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 			t.Fatalf("status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
-		}
-		if headers >= time.Second {
-			t.Errorf("headers took %v, want < 1s (the first event comes after 2s)", headers)
 		}
 		if got := resp.Header.Get("X-Accel-Buffering"); got != "no" {
 			t.Errorf("X-Accel-Buffering %q on the streamed response, want no", got)
@@ -689,27 +705,19 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 		if resp.Header.Get("Cache-Control") != "no-cache" {
 			t.Errorf("Cache-Control %q", resp.Header.Get("Cache-Control"))
 		}
+		close(gotHeaders)
 		br := bufio.NewReader(resp.Body)
-		var worst time.Duration
 		for i, want := range events {
 			got, err := readEvent(br)
 			recv := time.Now()
 			if err != nil {
-				t.Fatalf("event %d: %v after %q", i, err, got)
+				t.Fatalf("event %d, sent while the upstream holds the stream open: %v after %q", i, err, got)
 			}
 			if got != want {
 				t.Fatalf("event %d = %q, want %q", i, got, want)
 			}
-			sent := <-sentAt
-			delay := recv.Sub(sent)
-			worst = max(worst, delay)
-			t.Logf("event %d: %v after the upstream wrote it (%v after the request)", i, delay.Round(time.Microsecond), recv.Sub(start).Round(time.Millisecond))
-			if i == 0 && recv.Sub(start) < 1900*time.Millisecond {
-				t.Errorf("first event after %v, before the upstream's 2s wait", recv.Sub(start))
-			}
-		}
-		if worst > 500*time.Millisecond {
-			t.Errorf("an event took %v to cross the tunnel, want < 500ms", worst)
+			t.Logf("event %d: %v after the upstream wrote it", i, recv.Sub(<-sentAt).Round(time.Microsecond))
+			gotEvent <- i
 		}
 		rest, err := io.ReadAll(br)
 		if err != nil || len(rest) != 0 {
@@ -774,10 +782,9 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 		select {
 		case at := <-cancelled:
 			d := at.Sub(left)
+			// Logged, not judged: nothing but the carried cancellation
+			// ends the upstream's wait before the ceiling.
 			t.Logf("upstream request cancelled %v after the client left", d.Round(time.Microsecond))
-			if d >= time.Second {
-				t.Errorf("upstream cancelled after %v, want < 1s", d)
-			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the upstream request was not cancelled 10s after the public client left")
 		}
@@ -938,10 +945,10 @@ poll:
 			last = err.Error()
 		case resp.StatusCode == 502 && strings.Contains(strings.ToLower(string(body)), "agent offline"):
 			d := time.Since(killed)
+			// Logged, not judged: the ceiling below is a third of the pong
+			// timeout (30 s), so only the closed connection, seen at once,
+			// gets here in time.
 			t.Logf("502 agent offline %v after SIGKILL: %q", d.Round(time.Microsecond), body)
-			if d >= time.Second {
-				t.Errorf("agent offline after %v, want < 1s", d)
-			}
 			break poll
 		default:
 			last = fmt.Sprintf("%d %q", resp.StatusCode, body)
