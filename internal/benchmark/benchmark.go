@@ -500,12 +500,13 @@ func (b *bench) start(ctx context.Context, name string) (target, error) {
 			b.rep.Env.NginxVersion = nginxVersion(b.cfg.NginxBin)
 		}
 		return t, err
-	case "sluice-v1", "sluice-v2":
+	case "sluice-v1", "sluice-v2", "sluice-v2-base":
+		bin, protocol := b.cfg.SluiceBin, strings.TrimPrefix(name, "sluice-")
+		if name == "sluice-v2-base" {
+			bin, protocol = b.cfg.BaseBin, "v2"
+		}
 		maxStreams := b.cfg.maxStreams()
-		return startSluice(ctx, b.cfg.SluiceBin, b.up.port, strings.TrimPrefix(name, "sluice-"), maxStreams, maxStreams, "/small")
-	case "sluice-v2-base":
-		maxStreams := b.cfg.maxStreams()
-		return startSluice(ctx, b.cfg.BaseBin, b.up.port, "v2", maxStreams, maxStreams, "/small")
+		return startSluice(ctx, bin, b.up.port, protocol, maxStreams, maxStreams, "/small")
 	case "sluice-tcp", "frp-tcp", "chisel":
 		return startTCPTunnel(ctx, b.cfg, name, b.up.port)
 	}
