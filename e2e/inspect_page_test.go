@@ -247,6 +247,10 @@ func TestInspectorPage(t *testing.T) {
 		}
 	}()
 	sseID := p.waitRowID("/events")
+	// The row's cells that do not change stay the same nodes while the
+	// request goes on (checked at its end): a click on a row that changes
+	// under the pointer would otherwise be lost.
+	p.eval(fmt.Sprintf(`window.__sseTime = document.querySelector('#rows tr[data-id="%s"] td.time'), true`, sseID))
 	p.open(sseID)
 	for i, data := range []string{"first event", "second event", `{"third":3}`} {
 		n := i + 1
@@ -277,6 +281,9 @@ func TestInspectorPage(t *testing.T) {
 	close(sseNext)
 	<-sseDone
 	p.waitFor("the SSE stream's end", `document.querySelector('#view .summary').textContent.includes('done')`)
+	if !p.evalBool(fmt.Sprintf(`window.__sseTime.isConnected && document.querySelector('#rows tr[data-id="%s"] td.time') === window.__sseTime`, sseID)) {
+		t.Error("the SSE row's time cell was replaced while the request went on (a click on it could be lost)")
+	}
 
 	// A WebSocket: messages both ways.
 	d := websocket.Dialer{

@@ -156,15 +156,21 @@ function rowFor(r) {
 }
 
 // putRow shows r in the list: in place if it is there, else by ID, newest
-// first.
+// first. In place means the row and its unchanged cells stay the same
+// nodes, only changed cells are swapped: a click on a request that
+// completes meanwhile (its status, size and duration change) is not lost.
 function putRow(r) {
   const tr = rowFor(r);
   const old = rows.get(r.id);
-  rows.set(r.id, tr);
   if (old) {
-    old.replaceWith(tr);
+    old.className = tr.className;
+    old.hidden = tr.hidden;
+    [...tr.cells].forEach((cell, i) => {
+      if (!old.cells[i].isEqualNode(cell)) old.cells[i].replaceWith(cell);
+    });
     return;
   }
+  rows.set(r.id, tr);
   const n = Number(r.id);
   let before = null;
   for (const other of rowsBody.children) {
