@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,19 +16,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/tunnel"
 	"github.com/sluicehq/sluice/wire"
 )
 
 // Pipes (tunnel.DialConfig.Pipe; docs/protocol.md, "Pipes"): the edge
 // sends simple requests as HTTP/1.1 bytes on streams the agent pumps to
-// connections of its own to the local server. The agent offers them when
-// its handler would only pass such requests on: no console line, no
-// inspector (Config.Console and Config.Inspector nil), and it pipes while
-// its upstream is reached as it is (pipeable). What the handler does for
-// such a request that the pipe must still do, it does here: the response
-// header timeout, and the error pages of upstreamError when the local
-// server cannot be reached or does not answer.
+// connections of its own to the local server. The agent offers them for
+// HTTP tunnels, and pipes while its upstream is reached as it is
+// (pipeable). What the handler does for such a request that the pipe must
+// still do, it does here: the response header timeout, the error pages of
+// upstreamError when the local server cannot be reached or does not
+// answer, the console's line, and the inspector's record (the request's
+// head parsed once it is whole, the response followed by its framing: its
+// head, its body's bytes de-chunked, its trailers).
 
 // pipeable reports whether requests to tg can be piped: an http://
 // upstream without a path or query to join to the request's, and the
@@ -39,7 +43,7 @@ func (tg *upstreamTarget) pipeable() bool {
 
 // offersPipes reports whether the agent offers the edge pipes.
 func (a *Agent) offersPipes() bool {
-	return a.cfg.Type == wire.TunnelHTTP && a.cfg.Inspector == nil
+	return a.cfg.Type == wire.TunnelHTTP
 }
 
 // dialPipe opens the local connection of a pipe: tunnel.ErrNoPipe while
@@ -59,13 +63,22 @@ func (a *Agent) dialPipe(ctx context.Context) (net.Conn, error) {
 		return nil, context.Cause(ctx)
 	}
 	p := &pipeConn{conn: conn, dialErr: err, up: tg.url, timeout: a.cfg.ResponseHeaderTimeout, log: a.cfg.Logger,
-		console: a.console, asked: make(chan struct{}), closed: make(chan struct{})}
+		console: a.console, insp: a.cfg.Inspector, headMax: pipeHeadMax, asked: make(chan struct{}), closed: make(chan struct{})}
+	if p.insp != nil {
+		p.headMax = followHeadMax
+	}
 	return p, nil
 }
 
 // pipeHeadMax is how much of a request's head a pipe keeps while it waits
-// for the answer, for an error page's request (its Accept field).
+// for the answer, for an error page's request (its Accept field); with
+// the inspector, followHeadMax, for its record.
 const pipeHeadMax = 8 << 10
+
+// errResent ends the record of a request on a reused pipe whose local
+// connection closed without an answer: the edge's client sends it again on
+// a new pipe, which records it again.
+var errResent = errors.New("the local server closed its kept-alive connection without an answer: the request was sent again on a new one")
 
 // pipeConn is a pipe's local connection as the tunnel pumps it: the edge's
 // bytes are written to it, the local server's read from it. A request
@@ -87,14 +100,18 @@ type pipeConn struct {
 	closed  chan struct{}
 
 	mu        sync.Mutex
-	armed     bool       // a request went out, its final answer did not start yet
-	scan      headScan   // the answer's informational heads, while armed
-	console   *console   // prints a line per request, if set
-	start     time.Time  // when the armed request went out
-	follow    respFollow // the response being followed for its line
+	armed     bool               // a request went out, its final answer did not start yet
+	scan      headScan           // the answer's informational heads, while armed
+	console   *console           // prints a line per request, if set
+	insp      *inspect.Inspector // records each request, if set
+	rec       *inspect.Recorder  // the armed or followed request's record
+	headLine  byte               // where the armed request's head is: midLine, lineStart or crAtStart
+	start     time.Time          // when the armed request went out
+	follow    respFollow         // the response being followed for its line and record
 	following bool
 	served    bool   // an answer came: the edge's client reuses the pipe
-	head      []byte // the armed request's first pipeHeadMax bytes
+	head      []byte // the armed request's first headMax bytes
+	headMax   int
 	timer     *time.Timer
 	timedOut  bool
 	page      *bytes.Reader // the error response being read, then io.EOF
@@ -107,9 +124,9 @@ func (p *pipeConn) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	if !p.armed && p.page == nil {
 		if p.following {
-			p.printLine() // a response whose end could not be followed
+			p.ended(nil) // a response whose end could not be followed
 		}
-		p.armed, p.head = true, p.head[:0]
+		p.armed, p.head, p.headLine = true, p.head[:0], midLine
 		p.scan.reset()
 		if p.console != nil {
 			p.start = time.Now()
@@ -122,8 +139,17 @@ func (p *pipeConn) Write(b []byte) (int, error) {
 			}
 		}
 	}
-	if p.armed && len(p.head) < pipeHeadMax {
-		p.head = append(p.head, b[:min(len(b), pipeHeadMax-len(p.head))]...)
+	if p.armed && len(p.head) < p.headMax {
+		kept := b[:min(len(b), p.headMax-len(p.head))]
+		p.head = append(p.head, kept...)
+		if p.insp != nil && p.rec == nil {
+			for _, c := range kept {
+				if emptyLine(&p.headLine, c) {
+					p.record()
+					break
+				}
+			}
+		}
 	}
 	p.mu.Unlock()
 	if p.conn == nil {
@@ -180,27 +206,37 @@ func (p *pipeConn) Read(b []byte) (int, error) {
 			p.timer.Stop()
 		}
 		p.armed, p.served, p.timedOut = false, true, false
-		if p.console != nil {
+		if p.console != nil || p.insp != nil {
+			if p.insp != nil && p.rec == nil {
+				p.record() // a head not seen whole: the server answered first
+			}
 			method, _ := requestLine(p.head)
-			p.follow.reset(method == http.MethodHead, p.scan.status())
+			p.follow.reset(method == http.MethodHead, p.scan.status(), p.rec)
 			p.following = true
 			if at < 0 {
 				p.follow.feed(p.scan.pre[:-at])
 				at = 0
 			}
 			if p.follow.feed(b[at:n]) {
-				p.printLine()
+				p.ended(nil)
+			} else if err != nil {
+				p.ended(p.follow.cut(err))
 			}
 		}
 	case p.following:
 		// The body, to its end: by its framing, or the connection's
 		// (one that ends with it, or one cut).
-		if p.follow.feed(b[:n]) || err != nil {
-			p.printLine()
+		if p.follow.feed(b[:n]) {
+			p.ended(nil)
+		} else if err != nil {
+			p.ended(p.follow.cut(err))
 		}
 	case n == 0 && err != nil && p.timedOut:
 		p.fail(os.ErrDeadlineExceeded)
 		return p.page.Read(b)
+	case n == 0 && err != nil && p.armed && p.served && p.rec != nil:
+		p.rec.End(nil, errResent)
+		p.rec = nil
 	case n == 0 && err != nil && p.armed && !p.served:
 		p.armed = false
 		if p.timer != nil {
@@ -224,6 +260,18 @@ func (p *pipeConn) fail(err error) {
 	}
 	w := &pageWriter{h: make(http.Header)}
 	upstreamError(w, req, p.up, err, p.log)
+	if p.insp != nil {
+		// As the handler's record of its page.
+		if p.rec == nil {
+			p.rec = p.insp.Record(req)
+		}
+		p.rec.Response(w.code, w.h.Clone())
+		if req.Method != http.MethodHead {
+			p.rec.Body(w.body.Bytes())
+		}
+		p.rec.End(nil, nil)
+		p.rec = nil
+	}
 	resp := &http.Response{StatusCode: w.code, ProtoMajor: 1, ProtoMinor: 1, Header: w.h, Close: true,
 		ContentLength: int64(w.body.Len()), Body: io.NopCloser(&w.body)}
 	resp.Header.Set("Content-Length", strconv.Itoa(w.body.Len()))
@@ -238,12 +286,39 @@ func (p *pipeConn) fail(err error) {
 	}
 }
 
-// printLine prints the console line of the response followed, once it
-// ended (or the pipe did). The caller holds mu.
-func (p *pipeConn) printLine() {
+// record starts the inspector's record of the armed request, from its
+// head: the head parsed, or, when it cannot be (larger than headMax, or
+// not whole when the answer came), its request line and a note. The
+// caller holds mu.
+func (p *pipeConn) record() {
+	req, err := http.ReadRequest(headReader(p.head))
+	if err != nil {
+		method, target := requestLine(p.head)
+		u, uerr := url.ParseRequestURI(target)
+		if uerr != nil {
+			u = &url.URL{Path: "/"}
+		}
+		req = &http.Request{Method: method, URL: u, RequestURI: target, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}}
+		p.rec = p.insp.Record(req)
+		p.rec.Note(fmt.Sprintf("the request's head could not be read whole (%d bytes kept): its fields are not shown", len(p.head)))
+		return
+	}
+	p.rec = p.insp.Record(req)
+}
+
+// ended prints the console line and ends the record of the response
+// followed, once it ended (or the pipe did: err says how it was cut). The
+// caller holds mu.
+func (p *pipeConn) ended(err error) {
 	p.following = false
-	method, uri := requestLine(p.head)
-	p.console.line(p.start, method, uri, p.follow.status, p.follow.body)
+	if p.console != nil {
+		method, uri := requestLine(p.head)
+		p.console.line(p.start, method, uri, p.follow.status, p.follow.body)
+	}
+	if p.rec != nil {
+		p.rec.End(p.follow.trailers(), err)
+		p.rec = nil
+	}
 }
 
 // requestLine returns the method and request target of a request head.
@@ -279,7 +354,14 @@ func (p *pipeConn) Close() error {
 		p.timer.Stop()
 	}
 	if p.following {
-		p.printLine() // the edge ended the pipe first: the visitor left
+		p.ended(inspect.ErrAborted) // the edge ended the pipe first: the visitor left
+	}
+	if p.rec != nil {
+		// A request out and no answer yet: its record reads as the
+		// handler's, whose client left first.
+		p.rec.Response(statusClientLeft, http.Header{})
+		p.rec.End(nil, nil)
+		p.rec = nil
 	}
 	p.mu.Unlock()
 	if p.conn == nil {

@@ -3,25 +3,28 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/edge"
+	"github.com/sluicehq/sluice/internal/errpage"
 	"github.com/sluicehq/sluice/internal/inspect"
 	"github.com/sluicehq/sluice/internal/testtool"
 )
 
-// pipeAgent runs an agent with cfg (Console and Inspector nil: it offers
-// pipes) at an in-process edge (adjusted by mut) until the test ends, and
-// returns the agent and a function that sends a GET for path to its
-// tunnel; the edge confirmed pipes, or not.
-func pipeAgent(t *testing.T, mut func(*edge.Config), cfg Config, pipes bool) (*Agent, func(path string, hdr http.Header) (*http.Response, string)) {
+// pipeAgent runs an agent with cfg at an in-process edge (adjusted by
+// mut) until the test ends, and returns it, the edge's address and a function
+// that sends a GET for path to its tunnel; the edge confirmed pipes, or
+// not.
+func pipeAgent(t *testing.T, mut func(*edge.Config), cfg Config, pipes bool) (*Agent, string, func(path string, hdr http.Header) (*http.Response, string)) {
 	t.Helper()
 	addr, a := tunnelAgent(t, "v2", mut, cfg)
 	testtool.Eventually(t, "the session to serve", func() bool { return a.sess.Load() != nil })
@@ -48,7 +51,7 @@ func pipeAgent(t *testing.T, mut func(*edge.Config), cfg Config, pipes bool) (*A
 		}
 		return resp, string(b)
 	}
-	return a, get
+	return a, addr, get
 }
 
 // The pages of a pipe's failures are the agent's own (upstreamError), for
@@ -66,7 +69,7 @@ func TestPipeErrorPages(t *testing.T) {
 		up := &url.URL{Scheme: "http", Host: ln.Addr().String()}
 		ln.Close()
 		console := &syncBuffer{} // the page gets its console line
-		_, get := pipeAgent(t, nil, Config{Upstream: up, Console: console}, true)
+		_, _, get := pipeAgent(t, nil, Config{Upstream: up, Console: console}, true)
 		resp, b := get("/", http.Header{"Accept": {"text/html"}})
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_refused" ||
 			!strings.Contains(b, "<h1>Local server not reachable</h1>") || !strings.Contains(b, up.Host) {
@@ -82,7 +85,7 @@ func TestPipeErrorPages(t *testing.T) {
 			readRequest(bufio.NewReader(c))
 			io.Copy(io.Discard, c) // no answer
 		})
-		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
+		_, _, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
 		resp, b := get("/slow", http.Header{"Accept": {"application/json"}})
 		var page struct {
 			Error struct {
@@ -109,7 +112,7 @@ func TestPipeErrorPages(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
 			io.Copy(io.Discard, c) // no final answer
 		})
-		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
+		_, _, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, ResponseHeaderTimeout: 100 * time.Millisecond}, true)
 		resp, b := get("/hints", http.Header{"Accept": {"text/plain"}})
 		if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("X-Sluice-Error") != "upstream_timeout" ||
 			!strings.Contains(b, addr+" did not answer in time") {
@@ -121,7 +124,7 @@ func TestPipeErrorPages(t *testing.T) {
 		addr, _ := rawServer(t, func(_ int, c net.Conn) {
 			readRequest(bufio.NewReader(c))
 		})
-		_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}}, true)
+		_, _, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}}, true)
 		resp, b := get("/", nil)
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Sluice-Error") != "upstream_error" ||
 			!strings.HasPrefix(b, "Local server error: the request to "+addr+" failed.") {
@@ -146,7 +149,7 @@ func TestPipeSetUpstream(t *testing.T) {
 	a, b := answer("a"), answer("b")
 	aURL, _ := url.Parse(a.URL)
 	bURL, _ := url.Parse(b.URL)
-	ag, get := pipeAgent(t, nil, Config{Upstream: aURL}, true)
+	ag, _, get := pipeAgent(t, nil, Config{Upstream: aURL}, true)
 	if _, body := get("/", nil); body != "a unit.localhost" {
 		t.Fatalf("before: %q", body)
 	}
@@ -174,15 +177,15 @@ func TestPipesOffAtEdge(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL)
-	_, get := pipeAgent(t, func(c *edge.Config) { c.DisablePipes = true }, Config{Upstream: u}, false)
+	_, _, get := pipeAgent(t, func(c *edge.Config) { c.DisablePipes = true }, Config{Upstream: u}, false)
 	if _, b := get("/", nil); b != "up" {
 		t.Errorf("GET: %q", b)
 	}
 }
 
-// Pipes are offered only when the handler has nothing of its own to do
-// but the console's line (which the pipe prints): not with the
-// inspector, and not for an upstream that cannot be piped as it is.
+// Pipes are offered for HTTP tunnels (the pipe prints the console's line
+// and makes the inspector's record), not for an upstream that cannot be
+// piped as it is.
 func TestOffersPipes(t *testing.T) {
 	t.Parallel()
 	up := &url.URL{Scheme: "http", Host: "127.0.0.1:1"}
@@ -194,7 +197,8 @@ func TestOffersPipes(t *testing.T) {
 	}{
 		{Config{}, true},
 		{Config{Console: io.Discard}, true},
-		{Config{Console: io.Discard, Inspector: in}, false},
+		{Config{Console: io.Discard, Inspector: in}, true},
+		{Config{Inspector: in}, true},
 		{Config{Type: "tcp", LocalAddr: "127.0.0.1:1"}, false},
 	} {
 		c.cfg.Edge, c.cfg.Name = "http://127.0.0.1:1", "x"
@@ -256,7 +260,7 @@ func TestPipeConsoleLines(t *testing.T) {
 		}
 	})
 	console := &syncBuffer{}
-	_, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, Console: console}, true)
+	_, _, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, Console: console}, true)
 	for i, path := range []string{"/chunked", "/early", "/missing?q=1"} {
 		if resp, _ := get(path, nil); resp.StatusCode >= 500 {
 			t.Fatalf("%s: %d", path, resp.StatusCode)
@@ -280,6 +284,188 @@ func TestPipeConsoleLines(t *testing.T) {
 	for i, l := range lines {
 		if !strings.Contains(l, want[i]) || !strings.HasSuffix(l, sizes[i]) {
 			t.Errorf("line %d: %q, want %q ... %q", i, l, want[i], sizes[i])
+		}
+	}
+}
+
+// With the inspector, requests still take pipes, and each is recorded as
+// the handler records it: the same requests sent through pipes and
+// through streams (the edge's pipes off) give the same records: request
+// head, status, headers without the hop-by-hop fields, the body
+// de-chunked, trailers, an SSE response's events while it is open, a
+// body that ends with the connection, an error page, a response cut by
+// the client leaving.
+func TestPipeInspectorRecords(t *testing.T) {
+	t.Parallel()
+	next := map[bool]chan struct{}{true: make(chan struct{}), false: make(chan struct{})}
+	stop := make(chan struct{})
+	serve := func(piped bool) func(int, net.Conn) {
+		return func(_ int, c net.Conn) {
+			br := bufio.NewReader(c)
+			for {
+				req, err := readRequest(br)
+				if err != nil {
+					return
+				}
+				switch req.URL.Path {
+				case "/chunked":
+					io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nX-Up: 1\r\n\r\n"+
+						"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-T: 1\r\n\r\n")
+				case "/json":
+					body := `{"a":[1,2,3]}`
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nKeep-Alive: timeout=5\r\n\r\n%s", len(body), body)
+				case "/events":
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
+						"1a\r\nevent: a\nid: 1\ndata: one\n\n\r\n")
+					select { // the first event is recorded while the stream is open
+					case <-next[piped]:
+					case <-stop:
+						return
+					}
+					io.WriteString(c, "b\r\ndata: two\n\n\r\n0\r\n\r\n")
+				case "/hold":
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nstart\r\n")
+					io.Copy(io.Discard, br) // until the agent closes the connection
+					return
+				case "/close":
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye, all")
+					return
+				}
+			}
+		}
+	}
+	records := map[bool]map[string]inspect.Request{}
+	for _, piped := range []bool{true, false} {
+		addr, _ := rawServer(t, serve(piped))
+		t.Cleanup(func() {
+			select {
+			case <-stop:
+			default:
+				close(stop) // before rawServer's cleanup waits for its handlers
+			}
+		})
+		in := inspect.New(inspect.Config{})
+		t.Cleanup(in.Close)
+		var mut func(*edge.Config)
+		if !piped {
+			mut = func(c *edge.Config) { c.DisablePipes = true }
+		}
+		_, tunnel, get := pipeAgent(t, mut, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, Inspector: in, Console: io.Discard}, piped)
+		hdr := http.Header{"X-Test": {"yes"}, "Accept": {"application/json"}}
+		for _, path := range []string{"/chunked", "/json?x=1", "/close"} {
+			get(path, hdr)
+		}
+		// An SSE response: its first event is in the record while the
+		// stream is open.
+		done := make(chan string)
+		go func() {
+			_, b := get("/events", hdr)
+			done <- b
+		}()
+		testtool.Eventually(t, "the first event recorded", func() bool {
+			for _, r := range in.List() {
+				if r.Path == "/events" {
+					r, _ = in.Get(r.ID)
+					return len(r.Items) == 1 && r.Items[0].Text == "one" && r.State == inspect.StateStreaming
+				}
+			}
+			return false
+		})
+		close(next[piped])
+		if b := <-done; b != "event: a\nid: 1\ndata: one\n\ndata: two\n\n" {
+			t.Errorf("piped %v: /events: %q", piped, b)
+		}
+		// A response cut by the client leaving.
+		holdReq, _ := http.NewRequest("GET", "http://"+tunnel+"/hold", nil)
+		holdReq.Host = "unit.localhost"
+		tr := &http.Transport{DisableKeepAlives: true}
+		resp, err := tr.RoundTrip(holdReq)
+		if err != nil {
+			t.Fatalf("GET /hold: %v", err)
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "start" {
+			t.Fatalf("/hold: %q %v", buf, err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+
+		recs := map[string]inspect.Request{}
+		testtool.Eventually(t, "every record ended", func() bool {
+			clear(recs)
+			for _, r := range in.List() {
+				if r.State == inspect.StateStreaming || r.State == inspect.StateWaiting {
+					return false
+				}
+				r, _ = in.Get(r.ID)
+				recs[r.Path] = r
+			}
+			return len(recs) == 5
+		})
+		// The local server down: the agent's error page is the response.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		down := &url.URL{Scheme: "http", Host: ln.Addr().String()}
+		ln.Close()
+		inDown := inspect.New(inspect.Config{})
+		t.Cleanup(inDown.Close)
+		_, _, getDown := pipeAgent(t, mut, Config{Upstream: down, Inspector: inDown}, piped)
+		if resp, _ := getDown("/down", hdr); resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("piped %v: /down: %s", piped, resp.Status)
+		}
+		testtool.Eventually(t, "the error page's record", func() bool {
+			l := inDown.List()
+			if len(l) != 1 || l[0].State != inspect.StateDone {
+				return false
+			}
+			recs["/down"], _ = inDown.Get(l[0].ID)
+			return true
+		})
+		records[piped] = recs
+	}
+	for path, p := range records[true] {
+		s := records[false][path]
+		for _, r := range []*inspect.Request{&p, &s} {
+			// What differs by nature: the times, the ID, the protocol
+			// the agent got the request in, the date.
+			r.ID, r.Time, r.HeadersMS, r.DurationMS, r.Proto = "", time.Time{}, 0, 0, ""
+			for i := range r.Items {
+				r.Items[i].TimeMS = 0
+			}
+			delete(r.ResponseHeaders, "Date")
+			delete(r.ResponseHeaders, errpage.IDHeader) // the error page's
+		}
+		if !reflect.DeepEqual(p, s) {
+			t.Errorf("%s: the records differ:\n piped: %+v\nstream: %+v", path, p, s)
+		}
+	}
+	want := map[string]func(r inspect.Request) bool{
+		"/chunked": func(r inspect.Request) bool {
+			return r.Status == 201 && r.ResponseBodySize == 12 && r.ResponseTrailers.Get("X-T") == "1" &&
+				r.ResponseHeaders.Get("X-Up") == "1" && r.ResponseHeaders.Get("Transfer-Encoding") == "" && r.State == inspect.StateDone
+		},
+		"/json?x=1": func(r inspect.Request) bool {
+			return r.Status == 200 && r.ResponseBodySize == 13 && r.ResponseHeaders.Get("Keep-Alive") == "" &&
+				r.RequestHeaders.Get("X-Test") == "yes" && r.Method == "GET"
+		},
+		"/close": func(r inspect.Request) bool {
+			return r.Status == 200 && r.ResponseBodySize == 8 && r.State == inspect.StateDone
+		},
+		"/down": func(r inspect.Request) bool {
+			return r.Status == 502 && r.ResponseHeaders.Get("Content-Type") == "application/json" && r.ResponseBodySize > 0
+		},
+		"/events": func(r inspect.Request) bool {
+			return r.Stream == inspect.StreamSSE && len(r.Items) == 2 && r.Items[1].Text == "two"
+		},
+		"/hold": func(r inspect.Request) bool {
+			return r.State == inspect.StateFailed && r.Error == inspect.ErrAborted.Error() && r.ResponseBodySize == 5
+		},
+	}
+	for path, ok := range want {
+		if r, found := records[true][path]; !found || !ok(r) {
+			t.Errorf("piped %s: %+v", path, r)
 		}
 	}
 }

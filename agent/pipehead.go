@@ -3,7 +3,12 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
+	"net/textproto"
+
+	"github.com/sluicehq/sluice/internal/inspect"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 // headScan follows the local server's bytes on a pipe while a request is
@@ -108,27 +113,75 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // respFollow follows one response on a pipe to its end, for the console
 // line: its status, the bytes of its body (a chunked body's data, as the
 // handler's line counts them), and where it ends (a length, the last
-// chunk and trailers, or the connection's close). It is fed the
-// response's bytes from its final head on (headScan finds it) and keeps
-// only that head, up to followHeadMax. It never changes the bytes:
-// framing it cannot follow (a head too large, a bad chunk line, which the
-// edge's parser refuses too) ends it at the pipe's close.
+// chunk and trailers, or the connection's close); and for the inspector's
+// record, if it has one: the head parsed, the body's bytes (de-chunked)
+// as they pass, the trailers. It is fed the response's bytes from its
+// final head on (headScan finds it) and keeps only that head and the
+// trailers, each up to followHeadMax. It never changes the bytes: framing
+// it cannot follow (a head too large, a bad chunk line, which the edge's
+// parser refuses too) ends it at the pipe's close.
 type respFollow struct {
 	headReq bool // the request was a HEAD: no body, whatever the head says
+	rec     *inspect.Recorder
 	head    []byte
-	st      int   // fHead, fLength, fChunkSize, fChunkExt, fChunkData, fChunkCRLF, fTrailer, fClose, fDone
-	status  int   // the final status, once the head was read
-	body    int64 // body bytes so far
-	left    int64 // of the length, or of the current chunk
-	size    int   // hex digits of the chunk size line
-	line    byte  // in the head or the trailers: midLine, lineStart or crAtStart
-	crlf    int   // bytes of a chunk's closing CRLF read
+	trailer []byte // the trailer section's bytes, while rec is set
+	st      int    // fHead, fLength, fChunkSize, fChunkExt, fChunkData, fChunkCRLF, fTrailer, fClose, fDone
+	status  int    // the final status, once the head was read
+	body    int64  // body bytes so far
+	left    int64  // of the length, or of the current chunk
+	size    int    // hex digits of the chunk size line
+	ext     byte   // in the rest of a chunk size line: extNone, extSpace, extParams, plus extCR after a CR
+	lineLen int    // bytes of the chunk size line so far
+	line    byte   // in the head or the trailers: midLine, lineStart or crAtStart
+	crlf    int    // bytes of a chunk's closing CRLF read
 }
 
+// The rest of a chunk size line, after its hex digits, as net/http's
+// chunked reader takes it: spaces or tabs, or an extension after ';'
+// (whatever its bytes), then CRLF; a bare LF, a CR elsewhere, any other
+// byte, and a line of maxChunkLine bytes or more are refused.
+const (
+	extNone   = iota // nothing yet
+	extSpace         // spaces or tabs: only CRLF may follow
+	extParams        // after ';'
+	extCR     = 4    // a CR was the last byte: LF must follow
+)
+
+// maxChunkLine is net/http's bound on a chunk size line (its
+// maxLineLength), CRLF included.
+const maxChunkLine = 4096
+
 // reset readies f for the response to a request (HEAD or not) whose
-// final status line says status, keeping its head buffer.
-func (f *respFollow) reset(headReq bool, status int) {
-	*f = respFollow{headReq: headReq, status: status, head: f.head[:0]}
+// final status line says status, recorded by rec if it is not nil,
+// keeping its head buffer.
+func (f *respFollow) reset(headReq bool, status int, rec *inspect.Recorder) {
+	*f = respFollow{headReq: headReq, status: status, rec: rec, head: f.head[:0]}
+}
+
+// cut is the record's failure when the connection ended with err before
+// the response's end: none when its body ends with the connection.
+func (f *respFollow) cut(err error) error {
+	if f.st == fClose && err == io.EOF {
+		return nil
+	}
+	return inspect.ErrAborted
+}
+
+// trailers parses the trailer section followed, if any.
+func (f *respFollow) trailers() http.Header {
+	if f.st != fDone || len(f.trailer) == 0 {
+		return nil
+	}
+	h, err := textproto.NewReader(headReader(f.trailer)).ReadMIMEHeader()
+	if err != nil || len(h) == 0 {
+		return nil
+	}
+	return http.Header(h)
+}
+
+// headReader reads a head kept whole: a reader no larger than it.
+func headReader(b []byte) *bufio.Reader {
+	return bufio.NewReaderSize(bytes.NewReader(b), len(b))
 }
 
 // followHeadMax bounds the final head a follower keeps.
@@ -179,6 +232,9 @@ func (f *respFollow) read(b []byte) (int, bool) {
 			f.startBody()
 		case fLength, fChunkData:
 			k := int(min(f.left, int64(len(b)-i)))
+			if f.rec != nil {
+				f.rec.Body(b[i : i+k])
+			}
 			f.body += int64(k)
 			f.left -= int64(k)
 			i += k
@@ -196,13 +252,14 @@ func (f *respFollow) read(b []byte) (int, bool) {
 			}
 			i++
 			if f.crlf++; f.crlf == 2 {
-				f.st, f.size, f.left = fChunkSize, 0, 0
+				f.st, f.size, f.left, f.lineLen = fChunkSize, 0, 0, 0
 			}
 		case fChunkSize:
 			c := b[i]
 			if d, ok := hexDigit(c); ok && f.size < 16 {
 				f.left = f.left<<4 | int64(d)
 				f.size++
+				f.lineLen++
 				i++
 				continue
 			}
@@ -210,24 +267,59 @@ func (f *respFollow) read(b []byte) (int, bool) {
 				f.st = fClose
 				continue
 			}
-			f.st = fChunkExt
+			f.st, f.ext = fChunkExt, extNone
 		case fChunkExt:
 			c := b[i]
-			i++
-			if c != '\n' {
+			if f.lineLen++; f.lineLen >= maxChunkLine {
+				f.st = fClose
 				continue
 			}
+			switch {
+			case f.ext&extCR != 0:
+				if c != '\n' {
+					f.st = fClose // a CR before the line's end
+					continue
+				}
+			case c == '\r':
+				f.ext |= extCR
+				i++
+				continue
+			case c == '\n':
+				f.st = fClose // a bare LF
+				continue
+			case f.ext == extParams:
+				i++
+				continue
+			case c == ';' && f.ext == extNone:
+				f.ext = extParams
+				i++
+				continue
+			case c == ' ' || c == '\t':
+				f.ext = extSpace
+				i++
+				continue
+			default:
+				f.st = fClose // not a hex digit, nor an extension
+				continue
+			}
+			i++
 			if f.left == 0 {
 				f.st, f.line = fTrailer, lineStart
 			} else {
 				f.st = fChunkData
 			}
 		case fTrailer:
+			if f.rec != nil && len(f.trailer) < followHeadMax {
+				f.trailer = append(f.trailer, b[i])
+			}
 			if emptyLine(&f.line, b[i]) {
 				f.st = fDone
 			}
 			i++
 		case fClose:
+			if f.rec != nil {
+				f.rec.Body(b[i:])
+			}
 			f.body += int64(len(b) - i)
 			return len(b), false
 		}
@@ -242,7 +334,7 @@ func (f *respFollow) startBody() {
 	if f.headReq {
 		req.Method = http.MethodHead
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(f.head)), req)
+	resp, err := http.ReadResponse(headReader(f.head), req)
 	if cap(f.head) > 8<<10 {
 		f.head = nil // a large head's buffer is not kept for the next
 	}
@@ -251,11 +343,17 @@ func (f *respFollow) startBody() {
 		return
 	}
 	f.status = resp.StatusCode
+	if f.rec != nil {
+		// As the handler's proxy passes it on.
+		tunnel.RemoveHopByHop(resp.Header)
+		tunnel.AnnounceTrailers(resp.Header, resp.Trailer)
+		f.rec.Response(resp.StatusCode, resp.Header)
+	}
 	switch {
 	case resp.Body == http.NoBody:
 		f.st = fDone
 	case len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked":
-		f.st, f.size, f.left = fChunkSize, 0, 0
+		f.st, f.size, f.left, f.lineLen = fChunkSize, 0, 0, 0
 	case resp.ContentLength > 0:
 		f.st, f.left = fLength, resp.ContentLength
 	case resp.ContentLength == 0:

@@ -5,7 +5,12 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/url"
+	"reflect"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/inspect"
+	"github.com/sluicehq/sluice/tunnel"
 )
 
 var headScanCases = []struct {
@@ -152,12 +157,21 @@ func FuzzRespFollow(f *testing.F) {
 
 // checkRespFollow: where net/http reads b as a response (to a GET, or a
 // HEAD) whose body ends by its framing, the follower ends there too, with
-// the same status and body bytes, whole, cut at cut, and byte by byte.
-// Where net/http cannot, the follower only must not fail.
+// the same status and body bytes, whole, cut at cut, and byte by byte; and
+// the inspector's record of it (made from the whole) has net/http's
+// header (without the hop-by-hop fields), body and trailers. Where
+// net/http cannot, the follower only must not fail.
 func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
 	t.Helper()
-	follow := func(parts [][]byte) (f *respFollow, used int, done bool) {
-		f = &respFollow{headReq: head}
+	in := inspect.New(inspect.Config{})
+	defer in.Close()
+	method := http.MethodGet
+	if head {
+		method = http.MethodHead
+	}
+	rec := in.Record(&http.Request{Method: method, URL: &url.URL{Path: "/"}, RequestURI: "/", Header: http.Header{}})
+	follow := func(parts [][]byte, rec *inspect.Recorder) (f *respFollow, used int, done bool) {
+		f = &respFollow{headReq: head, rec: rec}
 		for _, p := range parts {
 			n, ok := f.read(p)
 			used += n
@@ -172,9 +186,10 @@ func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
 	for i := range b {
 		bytewise[i] = b[i : i+1]
 	}
-	whole, wused, wdone := follow([][]byte{b})
+	whole, wused, wdone := follow([][]byte{b}, rec)
+	rec.End(whole.trailers(), nil)
 	for name, parts := range map[string][][]byte{"cut": {b[:cut], b[cut:]}, "byte by byte": bytewise} {
-		f, used, done := follow(parts)
+		f, used, done := follow(parts, nil)
 		if done != wdone || used != wused || f.body != whole.body || f.status != whole.status {
 			t.Fatalf("%q %s: %v %d body %d status %d; whole: %v %d body %d status %d",
 				b, name, done, used, f.body, f.status, wdone, wused, whole.body, whole.status)
@@ -191,8 +206,14 @@ func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
 	if err != nil || resp.StatusCode < 200 {
 		return // no response, or an informational one: headScan's
 	}
+	// The header as a proxy passes it on: the trailers announced before
+	// the body is read.
+	header := resp.Header.Clone()
+	tunnel.RemoveHopByHop(header)
+	tunnel.AnnounceTrailers(header, resp.Trailer)
 	framed := resp.ContentLength >= 0 || resp.Body == http.NoBody || len(resp.TransferEncoding) > 0
-	n, err := io.Copy(io.Discard, resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	n := int64(len(body))
 	if err != nil {
 		if framed && wdone {
 			t.Fatalf("%q: net/http: %v after %d bytes; the follower ended it (body %d)", b, err, n, whole.body)
@@ -209,5 +230,25 @@ func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
 	if !wdone || wused != used || whole.body != n || whole.status != resp.StatusCode {
 		t.Fatalf("%q: net/http ends at %d, body %d, status %d; the follower: %v %d body %d status %d",
 			b, used, n, resp.StatusCode, wdone, wused, whole.body, whole.status)
+	}
+
+	recorded, r2, _ := in.Body("1", false)
+	trailers := http.Header{}
+	for k, vv := range resp.Trailer {
+		if len(vv) > 0 {
+			trailers[k] = vv
+		}
+	}
+	if len(trailers) == 0 {
+		trailers = nil
+	}
+	got := r2.ResponseTrailers
+	if len(got) == 0 {
+		got = nil
+	}
+	if r2.Status != resp.StatusCode || !bytes.Equal(recorded, body) || !reflect.DeepEqual(r2.ResponseHeaders, header) ||
+		!reflect.DeepEqual(got, trailers) || r2.State != inspect.StateDone {
+		t.Fatalf("%q: recorded %d %v %q trailers %v (%s); net/http: %d %v %q trailers %v",
+			b, r2.Status, r2.ResponseHeaders, recorded, got, r2.State, resp.StatusCode, header, body, trailers)
 	}
 }

@@ -90,6 +90,10 @@ func newProxy(cfg *Config, upstreamTLS *tls.Config, target func() *upstreamTarge
 	}, log.New(io.Discard, "", 0))
 }
 
+// statusClientLeft is the status of a request whose public client left
+// before the answer (nginx's 499): what the console and the inspector show.
+const statusClientLeft = 499
+
 // upstreamError answers when the local server could not be reached. The
 // page names the upstream as configured and says what kind of failure it
 // was; the error itself (socket errors, resolver addresses) goes to the
@@ -100,7 +104,7 @@ func upstreamError(w http.ResponseWriter, r *http.Request, up *url.URL, err erro
 	var id string
 	switch {
 	case errors.Is(err, context.Canceled):
-		w.WriteHeader(499) // the public client left
+		w.WriteHeader(statusClientLeft)
 		return
 	case errors.Is(err, syscall.ECONNREFUSED):
 		id = errpage.Write(w, r, http.StatusBadGateway, wire.CodeUpstreamRefused, "Local server not reachable",

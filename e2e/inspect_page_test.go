@@ -112,6 +112,12 @@ func TestInspectorPage(t *testing.T) {
 
 	e := startEdge(t, "T")
 	_, inspector := startInspected(t, e, "insp", up.port)
+	// The agent pipes with its inspector on: the GETs below (the image,
+	// the SSE stream) are recorded from the pipe's bytes, the POSTs and the
+	// WebSocket from streams of their own.
+	if !e.waitOutput(e.stderr, " pipe]", 15*time.Second) {
+		t.Fatalf("the edge did not confirm pipes:\n%s", e.stderr)
+	}
 	client := tunnelClient(t, e.addr)
 	public := e.publicURL("insp")
 

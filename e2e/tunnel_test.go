@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,13 +353,14 @@ func readEvent(br *bufio.Reader) (string, error) {
 }
 
 // TestTunnel runs one edge and one agent and checks, in parallel subtests,
-// what goes through the tunnel.
-func TestTunnel(t *testing.T) { forProtocols(t, testTunnel) }
-
-// TestTunnelPipes is the same suite through an agent that offers pipes
-// (v2, no inspector; its console lines on): simple requests go as HTTP/1.1
+// what goes through the tunnel. The v2 agent offers pipes (its console
+// lines and inspector on, as by default): simple requests go as HTTP/1.1
 // bytes on pooled streams the agent pumps to the local server
 // (docs/protocol.md, "Pipes"), the others as streams of their own.
+func TestTunnel(t *testing.T) { forProtocols(t, testTunnel) }
+
+// TestTunnelPipes is the same suite through a v2 agent without its
+// inspector, which pipes with nothing to record.
 func TestTunnelPipes(t *testing.T) {
 	t.Parallel()
 	testTunnelWith(t, "v2", "--inspect", "off")
@@ -375,7 +375,7 @@ func testTunnelWith(t *testing.T, proto string, agentFlags ...string) {
 	up := newTestUpstream(t)
 	e := startEdge(t, token)
 	startAgent(t, e, proto, "app", token, up.port, agentFlags...)
-	if pipes := slices.Contains(agentFlags, "--inspect"); pipes { // --inspect off
+	if proto == "v2" {
 		// The edge confirmed pipes (its log line of the registration).
 		if !e.waitOutput(e.stderr, " pipe]", 15*time.Second) {
 			t.Fatalf("the edge did not confirm pipes:\n%s", e.stderr)

@@ -9,7 +9,6 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -165,13 +164,7 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		}
 	}
 	announced := len(res.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range res.Trailer {
-			keys = append(keys, k)
-		}
-		h.Add("Trailer", strings.Join(keys, ", "))
-	}
+	AnnounceTrailers(h, res.Trailer)
 	rw.WriteHeader(res.StatusCode)
 	// The controller is a value in st (NewResponseController's result
 	// would be an allocation of its own).

@@ -77,3 +77,17 @@ func isGRPC(h http.Header) bool {
 	ct := h.Get("Content-Type")
 	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
 }
+
+// AnnounceTrailers adds to h, a response's header as it is passed on, the
+// Trailer field that announces the names of trailer (a parsed response's
+// Trailer map): the response's own field is hop-by-hop (RemoveHopByHop).
+func AnnounceTrailers(h, trailer http.Header) {
+	if len(trailer) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(trailer))
+	for k := range trailer {
+		keys = append(keys, k)
+	}
+	h.Add("Trailer", strings.Join(keys, ", "))
+}

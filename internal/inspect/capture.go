@@ -124,6 +124,10 @@ type capture struct {
 	ws         *wsCapture // after a hijack
 }
 
+// ErrAborted is a record's failure when its response was cut: the local
+// server or the client failed before its end.
+var ErrAborted = errors.New("inspect: the response was aborted (the local server or the client failed mid-response)")
+
 // served ends the record when the handler returns (or panics: the panic
 // goes on, as the server expects, after the record says so). It is
 // deferred: it recovers.
@@ -133,7 +137,7 @@ func (w *captureWriter) served() {
 	if p != nil {
 		err = fmt.Errorf("inspect: the handler aborted the response: %v", p)
 		if p == http.ErrAbortHandler {
-			err = errors.New("inspect: the response was aborted (the local server or the client failed mid-response)")
+			err = ErrAborted
 		}
 	}
 	w.finish()
