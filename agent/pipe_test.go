@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -327,6 +328,9 @@ func TestPipeInspectorRecords(t *testing.T) {
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nstart\r\n")
 					io.Copy(io.Discard, br) // until the agent closes the connection
 					return
+				case "/silent":
+					io.Copy(io.Discard, br) // no answer, until the agent closes the connection
+					return
 				case "/close":
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye, all")
 					return
@@ -389,6 +393,28 @@ func TestPipeInspectorRecords(t *testing.T) {
 		}
 		resp.Body.Close()
 		tr.CloseIdleConnections()
+		// A client that leaves before any answer.
+		ctx, cancel := context.WithCancel(context.Background())
+		silentReq, _ := http.NewRequestWithContext(ctx, "GET", "http://"+tunnel+"/silent", nil)
+		silentReq.Host = "unit.localhost"
+		left := make(chan error, 1)
+		go func() {
+			_, err := tr.RoundTrip(silentReq)
+			left <- err
+		}()
+		testtool.Eventually(t, "the silent request recorded", func() bool {
+			for _, r := range in.List() {
+				if r.Path == "/silent" {
+					return true
+				}
+			}
+			return false
+		})
+		cancel()
+		if err := <-left; err == nil {
+			t.Errorf("piped %v: /silent answered", piped)
+		}
+		tr.CloseIdleConnections()
 
 		recs := map[string]inspect.Request{}
 		testtool.Eventually(t, "every record ended", func() bool {
@@ -400,7 +426,7 @@ func TestPipeInspectorRecords(t *testing.T) {
 				r, _ = in.Get(r.ID)
 				recs[r.Path] = r
 			}
-			return len(recs) == 5
+			return len(recs) == 6
 		})
 		// The local server down: the agent's error page is the response.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -453,6 +479,7 @@ func TestPipeInspectorRecords(t *testing.T) {
 		"/close": func(r inspect.Request) bool {
 			return r.Status == 200 && r.ResponseBodySize == 8 && r.State == inspect.StateDone
 		},
+		"/silent": func(r inspect.Request) bool { return r.Status == 499 && r.State == inspect.StateDone },
 		"/down": func(r inspect.Request) bool {
 			return r.Status == 502 && r.ResponseHeaders.Get("Content-Type") == "application/json" && r.ResponseBodySize > 0
 		},
