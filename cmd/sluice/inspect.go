@@ -36,7 +36,7 @@ of SSE, NDJSON and WebSocket streams as they pass, and replay requests
 func inspectFlags(fs *flag.FlagSet) *inspectOptions {
 	o := &inspectOptions{fs: fs, limit: inspect.DefaultBodyLimit}
 	fs.StringVar(&o.addr, "inspect", defaultInspect,
-		`address of the inspector, the local page and JSON API that show the requests through the tunnel, live, and replay them; "off" for none (the edge then carries simple requests on pipes, with less CPU: docs/protocol.md, "Pipes"); when not given and the default's port is taken, the next free one`)
+		`address of the inspector, the local page and JSON API that show the requests through the tunnel, live, and replay them; "off" for none; when not given and the default's port is taken, the next free one`)
 	fs.Var(&o.limit, "inspect-body-limit",
 		"bytes the inspector keeps of each request and response body, and of each stream's events, lines or messages together; the rest is only counted (`SIZE`, such as 256KiB or 8MiB)")
 	return o
