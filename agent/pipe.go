@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -263,7 +262,7 @@ func (p *pipeConn) fail(err error) {
 	if p.insp != nil {
 		// As the handler's record of its page.
 		if p.rec == nil {
-			p.rec = p.insp.Record(req)
+			p.record()
 		}
 		p.rec.Response(w.code, w.h.Clone())
 		if req.Method != http.MethodHead {
@@ -287,23 +286,12 @@ func (p *pipeConn) fail(err error) {
 }
 
 // record starts the inspector's record of the armed request, from its
-// head: the head parsed, or, when it cannot be (larger than headMax, or
-// not whole when the answer came), its request line and a note. The
-// caller holds mu.
+// head as kept (whole, or not when it is larger than headMax or the
+// answer came first: the record then says its fields could not be read).
+// The caller holds mu.
 func (p *pipeConn) record() {
-	req, err := http.ReadRequest(headReader(p.head))
-	if err != nil {
-		method, target := requestLine(p.head)
-		u, uerr := url.ParseRequestURI(target)
-		if uerr != nil {
-			u = &url.URL{Path: "/"}
-		}
-		req = &http.Request{Method: method, URL: u, RequestURI: target, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}}
-		p.rec = p.insp.Record(req)
-		p.rec.Note(fmt.Sprintf("the request's head could not be read whole (%d bytes kept): its fields are not shown", len(p.head)))
-		return
-	}
-	p.rec = p.insp.Record(req)
+	method, target := requestLine(p.head)
+	p.rec = p.insp.RecordHead(method, target, p.head)
 }
 
 // ended prints the console line and ends the record of the response

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/url"
 	"reflect"
 	"testing"
 
@@ -169,7 +168,7 @@ func checkRespFollow(t *testing.T, b []byte, cut int, head bool) {
 	if head {
 		method = http.MethodHead
 	}
-	rec := in.Record(&http.Request{Method: method, URL: &url.URL{Path: "/"}, RequestURI: "/", Header: http.Header{}})
+	rec := in.RecordHead(method, "/", []byte(method+" / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	follow := func(parts [][]byte, rec *inspect.Recorder) (f *respFollow, used int, done bool) {
 		f = &respFollow{headReq: head, rec: rec}
 		for _, p := range parts {

@@ -12,15 +12,18 @@ import (
 // on the page whichever way it went. Its methods are called by one
 // goroutine at a time.
 type Recorder struct {
-	w  *captureWriter
+	c  capture
+	w  captureWriter
 	rw headerWriter
 }
 
-// Record starts recording r, a request as the local server gets it (a
-// body, if any, is not seen: a pipe's requests have none).
-func (in *Inspector) Record(r *http.Request) *Recorder {
-	rec := &Recorder{}
-	rec.w, _ = in.begin(&rec.rw, r)
+// RecordHead starts recording a request from its HTTP/1.1 head as the
+// local server gets it (BeginHead: read when first shown), method and
+// target being its request line's. A body is not seen: a pipe's requests
+// have none.
+func (in *Inspector) RecordHead(method, target string, head []byte) *Recorder {
+	rec := &Recorder{c: capture{in: in, e: in.BeginHead(method, target, head)}} // one allocation
+	rec.w = captureWriter{ResponseWriter: &rec.rw, c: &rec.c, head: method == http.MethodHead}
 	return rec
 }
 

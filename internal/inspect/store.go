@@ -1,8 +1,10 @@
 package inspect
 
 import (
+	"bufio"
 	"cmp"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -145,7 +147,8 @@ type Entry struct {
 	itemText int64 // bytes of Text in items
 	hdrBytes int64 // bytes of the headers, as counted toward MaxBytes
 	// The headers until viewLocked makes them req's RequestHeaders and
-	// ResponseHeaders.
+	// ResponseHeaders; reqHdr may hold a request's head unparsed instead
+	// (BeginHead).
 	reqHdr, respHdr flatHeader
 	done            bool
 	removed         bool
@@ -180,6 +183,49 @@ func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 	in.publishLocked(e)
 	in.mu.Unlock()
 	return e
+}
+
+// BeginHead records a new request from its HTTP/1.1 head as it went to the
+// local server (a pipe's: the agent keeps no parsed request of its own),
+// method and target being its request line's. The rest of the head is
+// kept as it is and read with net/http's parser when the record is first
+// shown (viewLocked), as its headers are made a map only then: a request
+// nobody looks at costs no parse. A head that cannot be read (cut, or
+// larger than the agent kept) leaves a note and no headers.
+func (in *Inspector) BeginHead(method, target string, head []byte) *Entry {
+	now := in.cfg.Now()
+	e := &Entry{in: in, reqHdr: flatHeader{rawHead, string(head)}}
+	hb := int64(len(head))
+	e.hdrBytes = hb
+	e.req = Request{Time: now, Method: method, Path: target, State: StateWaiting}
+	in.mu.Lock()
+	in.seq++
+	e.seq = in.seq
+	in.recs = append(in.recs, e)
+	in.bytes += hb
+	in.evictLocked()
+	in.publishLocked(e)
+	in.mu.Unlock()
+	return e
+}
+
+// rawHead, as the first name of a flatHeader (which no header field has),
+// marks one that holds a request's head unparsed, as its first value.
+const rawHead = ""
+
+// readHeadLocked reads the head BeginHead kept into the record: its Host,
+// protocol, visitor and headers.
+func (e *Entry) readHeadLocked(head string) {
+	r, err := http.ReadRequest(bufio.NewReaderSize(strings.NewReader(head), len(head)))
+	if err != nil {
+		note := fmt.Sprintf("the request's head could not be read (%d bytes kept): its fields are not shown", len(head))
+		if e.req.CaptureNote != "" {
+			note = e.req.CaptureNote + "; " + note
+		}
+		e.req.CaptureNote = note
+		return
+	}
+	e.req.RequestHeaders, e.req.Host, e.req.Proto, e.req.RemoteAddr = r.Header, r.Host, r.Proto, visitor(r)
 }
 
 // requestURI is the request's path and query: as received (the request
@@ -522,7 +568,12 @@ func (e *Entry) sizeLocked() int64 {
 // are never nil: they encode as {} rather than null.
 func (e *Entry) viewLocked(withItems bool) Request {
 	if e.reqHdr != nil {
-		e.req.RequestHeaders, e.reqHdr = e.reqHdr.header(), nil
+		if e.reqHdr[0] == rawHead {
+			e.readHeadLocked(e.reqHdr[1])
+		} else {
+			e.req.RequestHeaders = e.reqHdr.header()
+		}
+		e.reqHdr = nil
 	}
 	if e.respHdr != nil {
 		e.req.ResponseHeaders, e.respHdr = e.respHdr.header(), nil

@@ -106,3 +106,35 @@ func TestFlatHeader(t *testing.T) {
 		t.Fatalf("%v %d", f, size)
 	}
 }
+
+// A request recorded from its head (a pipe's) shows its method and target
+// at once, and its fields once read, which is when the record is first
+// shown, not before: a head nobody looks at is never parsed. A head that
+// cannot be read shows its request line and a note.
+func TestBeginHead(t *testing.T) {
+	in := New(Config{})
+	defer in.Close()
+	head := "GET /items?x=1 HTTP/1.1\r\nHost: app.example\r\nUser-Agent: curl/8\r\nX-Forwarded-For: 192.0.2.7, 10.0.0.1\r\nAccept: a\r\nAccept: b\r\n\r\n"
+	e := in.BeginHead("GET", "/items?x=1", []byte(head))
+	in.mu.Lock()
+	raw := len(e.reqHdr) == 2 && e.reqHdr[0] == rawHead && e.reqHdr[1] == head
+	in.mu.Unlock()
+	if !raw {
+		t.Fatalf("the head is not kept as it came until shown: %q", e.reqHdr)
+	}
+	e.End(nil)
+	r, _ := in.Get(e.ID())
+	if r.Method != "GET" || r.Path != "/items?x=1" || r.Host != "app.example" || r.Proto != "HTTP/1.1" || r.RemoteAddr != "192.0.2.7" ||
+		r.RequestHeaders.Get("User-Agent") != "curl/8" || len(r.RequestHeaders["Accept"]) != 2 || r.CaptureNote != "" {
+		t.Errorf("%+v", r)
+	}
+	if got := e.hdrBytes; got != int64(len(head)) {
+		t.Errorf("counted %d header bytes, want %d", got, len(head))
+	}
+
+	cut := in.BeginHead("GET", "/big", []byte("GET /big HTTP/1.1\r\nHost: app.example\r\nX-Long: aaaa"))
+	r, _ = in.Get(cut.ID())
+	if r.Method != "GET" || r.Path != "/big" || len(r.RequestHeaders) != 0 || !strings.Contains(r.CaptureNote, "could not be read") {
+		t.Errorf("a cut head: %+v", r)
+	}
+}
