@@ -238,12 +238,7 @@ func TestOffersPipes(t *testing.T) {
 func TestPipeConsoleLines(t *testing.T) {
 	t.Parallel()
 	addr, _ := rawServer(t, func(_ int, c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := readRequest(br)
-			if err != nil {
-				return
-			}
+		eachRequest(c, func(req *http.Request, _ *bufio.Reader) bool {
 			switch req.URL.Path {
 			case "/chunked":
 				io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"+
@@ -258,7 +253,8 @@ func TestPipeConsoleLines(t *testing.T) {
 					io.WriteString(c, body)
 				}
 			}
-		}
+			return true
+		})
 	})
 	console := &syncBuffer{}
 	_, _, get := pipeAgent(t, nil, Config{Upstream: &url.URL{Scheme: "http", Host: addr}, Console: console}, true)
@@ -302,12 +298,7 @@ func TestPipeInspectorRecords(t *testing.T) {
 	stop := make(chan struct{})
 	serve := func(piped bool) func(int, net.Conn) {
 		return func(_ int, c net.Conn) {
-			br := bufio.NewReader(c)
-			for {
-				req, err := readRequest(br)
-				if err != nil {
-					return
-				}
+			eachRequest(c, func(req *http.Request, br *bufio.Reader) bool {
 				switch req.URL.Path {
 				case "/chunked":
 					io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nX-Up: 1\r\n\r\n"+
@@ -321,21 +312,22 @@ func TestPipeInspectorRecords(t *testing.T) {
 					select { // the first event is recorded while the stream is open
 					case <-next[piped]:
 					case <-stop:
-						return
+						return false
 					}
 					io.WriteString(c, "b\r\ndata: two\n\n\r\n0\r\n\r\n")
 				case "/hold":
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nstart\r\n")
 					io.Copy(io.Discard, br) // until the agent closes the connection
-					return
+					return false
 				case "/silent":
 					io.Copy(io.Discard, br) // no answer, until the agent closes the connection
-					return
+					return false
 				case "/close":
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye, all")
-					return
+					return false
 				}
-			}
+				return true
+			})
 		}
 	}
 	records := map[bool]map[string]inspect.Request{}

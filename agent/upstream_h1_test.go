@@ -316,6 +316,18 @@ func rawServer(t *testing.T, serve func(i int, c net.Conn)) (addr string, accept
 	}
 }
 
+// eachRequest reads the requests on c, each with its body, and calls
+// answer for each (with c's reader) until it returns false or c ends.
+func eachRequest(c net.Conn, answer func(req *http.Request, br *bufio.Reader) bool) {
+	br := bufio.NewReader(c)
+	for {
+		req, err := readRequest(br)
+		if err != nil || !answer(req, br) {
+			return
+		}
+	}
+}
+
 // readRequest reads one request and its body from br.
 func readRequest(br *bufio.Reader) (*http.Request, error) {
 	req, err := http.ReadRequest(br)

@@ -174,14 +174,7 @@ func (in *Inspector) Begin(r *http.Request, replayOf string) *Entry {
 		ReplayOf:   replayOf,
 		State:      StateWaiting,
 	}
-	in.mu.Lock()
-	in.seq++
-	e.seq = in.seq
-	in.recs = append(in.recs, e)
-	in.bytes += hb
-	in.evictLocked()
-	in.publishLocked(e)
-	in.mu.Unlock()
+	in.add(e, hb)
 	return e
 }
 
@@ -198,15 +191,20 @@ func (in *Inspector) BeginHead(method, target string, head []byte) *Entry {
 	hb := int64(len(head))
 	e.hdrBytes = hb
 	e.req = Request{Time: now, Method: method, Path: target, State: StateWaiting}
+	in.add(e, hb)
+	return e
+}
+
+// add keeps e, a new record whose headers count hb bytes, as the newest.
+func (in *Inspector) add(e *Entry, hb int64) {
 	in.mu.Lock()
+	defer in.mu.Unlock()
 	in.seq++
 	e.seq = in.seq
 	in.recs = append(in.recs, e)
 	in.bytes += hb
 	in.evictLocked()
 	in.publishLocked(e)
-	in.mu.Unlock()
-	return e
 }
 
 // rawHead, as the first name of a flatHeader (which no header field has),
