@@ -496,8 +496,17 @@ func TestCaptureInformational(t *testing.T) {
 	}
 	tp.ReadMIMEHeader()
 	io.WriteString(conn, "hello")
-	if line, _ = tp.ReadLine(); line != "HTTP/1.1 200 OK" {
-		t.Fatalf("after the body: %q", line)
+	// The local server's own 100 Continue may follow the proxy's (when
+	// the proxy's transport stopped waiting for it, after a second, and
+	// sent the body): more than one 1xx may come before the final head.
+	for {
+		if line, err = tp.ReadLine(); err != nil || !strings.HasPrefix(line, "HTTP/1.1 1") {
+			break
+		}
+		tp.ReadMIMEHeader()
+	}
+	if line != "HTTP/1.1 200 OK" {
+		t.Fatalf("after the body: %q %v", line, err)
 	}
 
 	var got1xx []int
