@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -167,6 +168,17 @@ func (f *respFollow) cut(err error) error {
 	return inspect.ErrAborted
 }
 
+// lost gives up following the response's framing (why says what it
+// could not follow, for the record's note): its end is the connection's
+// (the edge's parser refuses it too), and a record keeps what follows as
+// it came.
+func (f *respFollow) lost(why string) {
+	f.st = fClose
+	if f.rec != nil {
+		f.rec.Note("the response's framing could not be followed (" + why + "): what follows is kept as it came")
+	}
+}
+
 // trailers parses the trailer section followed, if any.
 func (f *respFollow) trailers() http.Header {
 	if f.st != fDone || len(f.trailer) == 0 {
@@ -221,7 +233,7 @@ func (f *respFollow) read(b []byte) (int, bool) {
 			}
 			if end < 0 {
 				if len(f.head)+len(b)-i > followHeadMax {
-					f.st = fClose // cannot follow: the close ends it
+					f.lost(fmt.Sprintf("a head larger than %d KiB", followHeadMax>>10))
 					return len(b), false
 				}
 				f.head = append(f.head, b[i:]...)
@@ -247,7 +259,7 @@ func (f *respFollow) read(b []byte) (int, bool) {
 			}
 		case fChunkCRLF:
 			if b[i] != "\r\n"[f.crlf] {
-				f.st = fClose
+				f.lost("no CRLF after a chunk")
 				continue
 			}
 			i++
@@ -264,20 +276,20 @@ func (f *respFollow) read(b []byte) (int, bool) {
 				continue
 			}
 			if f.size == 0 || f.left < 0 {
-				f.st = fClose
+				f.lost("a bad chunk size")
 				continue
 			}
 			f.st, f.ext = fChunkExt, extNone
 		case fChunkExt:
 			c := b[i]
 			if f.lineLen++; f.lineLen >= maxChunkLine {
-				f.st = fClose
+				f.lost(fmt.Sprintf("a chunk size line of %d bytes or more", maxChunkLine))
 				continue
 			}
 			switch {
 			case f.ext&extCR != 0:
 				if c != '\n' {
-					f.st = fClose // a CR before the line's end
+					f.lost("a CR inside a chunk size line")
 					continue
 				}
 			case c == '\r':
@@ -285,7 +297,7 @@ func (f *respFollow) read(b []byte) (int, bool) {
 				i++
 				continue
 			case c == '\n':
-				f.st = fClose // a bare LF
+				f.lost("a chunk size line ending in a bare LF")
 				continue
 			case f.ext == extParams:
 				i++
@@ -299,7 +311,7 @@ func (f *respFollow) read(b []byte) (int, bool) {
 				i++
 				continue
 			default:
-				f.st = fClose // not a hex digit, nor an extension
+				f.lost("a bad chunk size line")
 				continue
 			}
 			i++
@@ -339,7 +351,7 @@ func (f *respFollow) startBody() {
 		f.head = nil // a large head's buffer is not kept for the next
 	}
 	if err != nil {
-		f.st = fClose
+		f.lost("a head net/http cannot read: " + err.Error())
 		return
 	}
 	f.status = resp.StatusCode

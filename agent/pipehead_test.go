@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/internal/inspect"
@@ -144,6 +145,20 @@ func TestRespFollow(t *testing.T) {
 	f := &respFollow{}
 	if _, done := f.read([]byte("HTTP/1.1 200 OK\r\n\r\nabc")); done || f.body != 3 || f.status != 200 {
 		t.Errorf("close-delimited: done %v, body %d, status %d", done, f.body, f.status)
+	}
+	// Framing it cannot follow: the record says so, and keeps what
+	// follows as it came.
+	in := inspect.New(inspect.Config{})
+	defer in.Close()
+	rec := in.RecordHead("GET", "/", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f = &respFollow{rec: rec}
+	if _, done := f.read([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")); done {
+		t.Error("a bad chunk size line: followed to an end")
+	}
+	rec.End(nil, f.cut(io.EOF))
+	body, r, _ := in.Body("1", false)
+	if !strings.Contains(r.CaptureNote, "could not be followed (a bad chunk size)") || string(body) != "abczz\r\n" {
+		t.Errorf("a bad chunk size line: note %q, body %q", r.CaptureNote, body)
 	}
 }
 
