@@ -216,11 +216,7 @@ const rawHead = ""
 func (e *Entry) readHeadLocked(head string) {
 	r, err := http.ReadRequest(bufio.NewReaderSize(strings.NewReader(head), len(head)))
 	if err != nil {
-		note := fmt.Sprintf("the request's head could not be read (%d bytes kept): its fields are not shown", len(head))
-		if e.req.CaptureNote != "" {
-			note = e.req.CaptureNote + "; " + note
-		}
-		e.req.CaptureNote = note
+		e.noteLocked(fmt.Sprintf("the request's head could not be read (%d bytes kept): its fields are not shown", len(head)))
 		return
 	}
 	e.req.RequestHeaders, e.req.Host, e.req.Proto, e.req.RemoteAddr = r.Header, r.Host, r.Proto, visitor(r)
@@ -378,9 +374,12 @@ func (e *Entry) CountBody(request bool, n int64) {
 
 // Note adds to the request's CaptureNote.
 func (e *Entry) Note(note string) {
-	in := e.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	e.in.mu.Lock()
+	defer e.in.mu.Unlock()
+	e.noteLocked(note)
+}
+
+func (e *Entry) noteLocked(note string) {
 	if e.req.CaptureNote != "" {
 		note = e.req.CaptureNote + "; " + note
 	}
